@@ -1,0 +1,2218 @@
+"""syft_job: the job runner of a SyftBox datasite, in one file, standard library only.
+
+A data scientist drops a job (a ``run.sh``, a ``config.yaml`` and code) into the data
+owner's SyftBox folder. The owner reviews it and approves it by creating an empty file
+named ``approved`` in the job folder. The runner executes approved jobs, records their
+output, and shares the results with the submitter when the owner says so::
+
+    <syftbox>/<owner>/app_data/job/<submitter>/<job name>/
+        config.yaml  run.sh  ...code...     written by the submitter     (inbox)
+        approved                            written by the owner         (approved)
+        stdout.txt  stderr.txt  returncode.txt  outputs/  done
+                                            written by the runner        (done)
+
+Quick start (a SyftBox folder ``~/SyftBox``; each side normally runs on its own
+machine, and SyftBox syncs the folder between them)::
+
+    import syft_job
+
+    # The data owner: a runner for owner@example.com's datasite.
+    runner = syft_job.create_runner("~/SyftBox", "owner@example.com")
+    runner.add_submitter("ds@example.com")      # ds@example.com may submit jobs
+
+    # The data scientist: submit a job.
+    ds = syft_job.SyftJobConfig.from_syftbox_folder("~/SyftBox", "ds@example.com")
+    job = syft_job.JobClient(ds).submit_bash_job(
+        "owner@example.com", "echo hello > outputs/hello.txt", job_name="hello")
+
+    # The owner: review, approve, run, share.
+    runner.check_for_new_jobs()                 # prints the new job and its script
+    (job / "approved").touch()                  # the review: approve it
+    runner.process_approved_jobs()              # runs it: stdout.txt, outputs/, done
+    runner.share_job_results("hello", share_outputs=True, share_logs=True)
+    runner.run()                                # or poll forever; Ctrl+C stops
+
+From the shell: ``python -m syft_job --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import re
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "SyftJobError",
+    "ConfigError",
+    "YAMLError",
+    "JobError",
+    "JobNotFoundError",
+    "load_yaml",
+    "dump_yaml",
+    "SyftJobConfig",
+    "SyftJobRunner",
+    "create_runner",
+    "JobClient",
+    "main",
+]
+
+logger = logging.getLogger("syft_job")
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+# ---------------------------------------------------------------------------
+
+
+class SyftJobError(Exception):
+    """Base class of every error this module raises on purpose."""
+
+
+class ConfigError(SyftJobError):
+    """A setting is wrong: a missing folder, a bad email, a bad environment variable."""
+
+
+class YAMLError(SyftJobError):
+    """A YAML text is outside the subset this module reads; names the file and line."""
+
+
+class JobError(SyftJobError):
+    """A job cannot be created, found or shared as asked."""
+
+
+class JobNotFoundError(JobError):
+    """No job matches the name that was asked for."""
+
+
+# ---------------------------------------------------------------------------
+# Files: every write goes through here (no symlinks followed, atomic renames)
+# ---------------------------------------------------------------------------
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename. A symlink at ``path``
+    is replaced, never followed, and a crash leaves either the old or the new file."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _create_fresh(path: Path) -> BinaryIO:
+    """Open a new, empty ``path`` for writing, after removing whatever was there.
+    Whatever stood at ``path`` (a stale file or a planted symlink) is unlinked, not
+    followed, so the runner never writes through a link that a submitter made."""
+    _remove_path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file, a symlink (not its target) or a whole folder; missing is fine."""
+    if _real_folder(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _real_folder(path: Path) -> bool:
+    """True for a folder that is not a symlink."""
+    return path.is_dir() and not path.is_symlink()
+
+
+# ---------------------------------------------------------------------------
+# YAML: the subset that SyftBox jobs and permissions use, read as PyYAML reads it
+# ---------------------------------------------------------------------------
+#
+# The reader accepts block mappings and sequences nested by indentation, plain,
+# single- and double-quoted scalars (folded over lines as PyYAML folds them), flow
+# collections, comments and one leading "---". Scalars resolve by the YAML 1.1 rules
+# of PyYAML's SafeLoader. Everything else (anchors, aliases, tags, block scalars,
+# several documents, tabs as indentation) raises YAMLError with the file and line.
+
+_BREAKS = "\n"
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
+_FLOW_INDICATORS = ",[]{}"
+
+_ESCAPE_REPLACEMENTS = {
+    "0": "\0", "a": "\x07", "b": "\x08", "t": "\t", "\t": "\t", "n": "\n",
+    "v": "\x0b", "f": "\x0c", "r": "\r", "e": "\x1b", " ": " ", '"': '"',
+    "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0", "L": "\u2028", "P": "\u2029",
+}
+_ESCAPE_CODES = {"x": 2, "u": 4, "U": 8}
+
+# What PyYAML accepts in a stream: printable characters. NEL, LS and PS are line
+# breaks to PyYAML; we refuse them rather than split lines differently.
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+_BOOL_VALUES = {
+    "yes": True, "Yes": True, "YES": True, "true": True, "True": True, "TRUE": True,
+    "on": True, "On": True, "ON": True,
+    "no": False, "No": False, "NO": False, "false": False, "False": False,
+    "FALSE": False, "off": False, "Off": False, "OFF": False,
+}
+_NULL_VALUES = {"", "~", "null", "Null", "NULL"}
+_INT_RE = re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""", re.X)
+_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_TIMESTAMP_RE = re.compile(r"""^(?P<year>[0-9][0-9][0-9][0-9])
+    -(?P<month>[0-9][0-9]?)
+    -(?P<day>[0-9][0-9]?)
+    (?:(?:[Tt]|[ \t]+)
+    (?P<hour>[0-9][0-9]?)
+    :(?P<minute>[0-9][0-9])
+    :(?P<second>[0-9][0-9])
+    (?:\.(?P<fraction>[0-9]*))?
+    (?:[ \t]*(?P<tz>Z|(?P<tz_sign>[-+])(?P<tz_hour>[0-9][0-9]?)
+    (?::(?P<tz_minute>[0-9][0-9]))?))?)?$""", re.X)
+_DATE_ONLY_RE = re.compile(r"^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$")
+
+
+def _resolve_plain(text: str) -> Any:
+    """The value of an unquoted scalar, by the YAML 1.1 rules of PyYAML's SafeLoader.
+
+    :param text: the scalar as it stands in the file, already folded.
+    """
+    if text in _NULL_VALUES:
+        return None
+    if text in _BOOL_VALUES:
+        return _BOOL_VALUES[text]
+    if _INT_RE.match(text):
+        return _construct_int(text)
+    if _FLOAT_RE.match(text):
+        return _construct_float(text)
+    match = _TIMESTAMP_RE.match(text)
+    if match and (match.group("hour") is not None or _DATE_ONLY_RE.match(text)):
+        return _construct_timestamp(match)
+    if text in ("=", "<<"):
+        raise ValueError(f"the plain scalar {text!r} is a YAML value/merge key, not supported")
+    return text
+
+
+def _construct_int(text: str) -> int:
+    value = text.replace("_", "")
+    sign = -1 if value[0] == "-" else 1
+    if value[0] in "+-":
+        value = value[1:]
+    if value == "0":
+        return 0
+    if value.startswith("0b"):
+        return sign * int(value[2:], 2)
+    if value.startswith("0x"):
+        return sign * int(value[2:], 16)
+    if value[0] == "0":
+        return sign * int(value, 8)
+    if ":" in value:
+        digits = [int(part) for part in value.split(":")]
+        total = 0
+        for digit in digits:
+            total = total * 60 + digit
+        return sign * total
+    return sign * int(value)
+
+
+def _construct_float(text: str) -> float:
+    value = text.replace("_", "").lower()
+    sign = -1.0 if value[0] == "-" else 1.0
+    if value[0] in "+-":
+        value = value[1:]
+    if value == ".inf":
+        return sign * float("inf")
+    if value == ".nan":
+        return float("nan")
+    if ":" in value:
+        digits = [float(part) for part in value.split(":")]
+        total = 0.0
+        for digit in digits:
+            total = total * 60 + digit
+        return sign * total
+    return sign * float(value)
+
+
+def _construct_timestamp(match: re.Match) -> Any:
+    year, month, day = (int(match.group(k)) for k in ("year", "month", "day"))
+    if match.group("hour") is None:
+        return datetime.date(year, month, day)
+    hour, minute, second = (int(match.group(k)) for k in ("hour", "minute", "second"))
+    fraction = 0
+    if match.group("fraction"):
+        digits = match.group("fraction")[:6]
+        fraction = int(digits.ljust(6, "0"))
+    tzinfo = None
+    if match.group("tz_sign"):
+        delta = datetime.timedelta(hours=int(match.group("tz_hour")),
+                                   minutes=int(match.group("tz_minute") or 0))
+        if match.group("tz_sign") == "-":
+            delta = -delta
+        tzinfo = datetime.timezone(delta)
+    elif match.group("tz"):
+        tzinfo = datetime.timezone.utc
+    return datetime.datetime(year, month, day, hour, minute, second, fraction, tzinfo=tzinfo)
+
+
+class _YamlReader:
+    """Reads one YAML document of the supported subset; see the section comment."""
+
+    def __init__(self, text: str, source: str) -> None:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        self.text = text.replace("\r\n", "\n").replace("\r", "\n")
+        self.source = source
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        self.lines = self.text.split("\n")
+        self.pos = 0  # index of the next line the block parser looks at
+
+    # -- errors and positions ------------------------------------------------
+
+    def error(self, line_index: int, message: str) -> YAMLError:
+        return YAMLError(f"{self.source}, line {line_index + 1}: {message}")
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_right(self.line_starts, offset) - 1
+
+    def char(self, offset: int) -> str:
+        return self.text[offset] if offset < len(self.text) else "\0"
+
+    # -- document ------------------------------------------------------------
+
+    def read(self) -> Any:
+        bad = _NOT_PRINTABLE.search(self.text)
+        if bad:
+            raise self.error(self.line_of(bad.start()),
+                             f"character {bad.group()!r} is not allowed in YAML here")
+        index = self.next_content_line()
+        if index is not None:
+            stripped = self.lines[index].strip(" ")
+            if stripped.startswith("%"):
+                raise self.error(index, "YAML directives (%...) are not supported")
+            if self.lines[index].startswith("---") and stripped in ("---", ) :
+                self.pos = index + 1
+            elif self.lines[index].startswith("--- ") or stripped.startswith("---\t"):
+                raise self.error(index, "content on the '---' line is not supported")
+        value = self.parse_node(-1)
+        index = self.next_content_line()
+        if index is not None:
+            line = self.lines[index]
+            if line.startswith("---") or line.startswith("..."):
+                raise self.error(index, "several YAML documents in one file are not supported")
+            raise self.error(index, f"unexpected text {line.strip()!r} (check the indentation)")
+        return value
+
+    def next_content_line(self) -> int | None:
+        """Skip blank and comment lines; the index of the next content line, or None."""
+        while self.pos < len(self.lines):
+            stripped = self.lines[self.pos].strip(" ")
+            if stripped.startswith("\t"):
+                raise self.error(self.pos, "a tab is used for indentation; use spaces")
+            if stripped and not stripped.startswith("#"):
+                return self.pos
+            self.pos += 1
+        return None
+
+    def indent_of(self, index: int) -> int:
+        line = self.lines[index]
+        return len(line) - len(line.lstrip(" "))
+
+    # -- block structure -----------------------------------------------------
+
+    def parse_node(self, parent_indent: int, sequence_at_parent: bool = False) -> Any:
+        """The block node after a ``key:`` (or at the top): None when nothing follows."""
+        index = self.next_content_line()
+        if index is None:
+            return None
+        indent = self.indent_of(index)
+        is_item = self.is_sequence_item(index, indent)
+        if indent > parent_indent or (sequence_at_parent and indent == parent_indent and is_item):
+            return self.parse_block(index, indent)
+        return None
+
+    def is_sequence_item(self, index: int, indent: int) -> bool:
+        rest = self.lines[index][indent:]
+        return rest == "-" or rest.startswith("- ")
+
+    def parse_block(self, index: int, indent: int) -> Any:
+        if self.is_sequence_item(index, indent):
+            return self.parse_sequence(indent)
+        if self.split_key(index, indent) is not None:
+            return self.parse_mapping(indent)
+        return self.parse_inline(self.line_starts[index] + indent, indent - 1)
+
+    def parse_sequence(self, indent: int) -> list:
+        items = []
+        while True:
+            index = self.next_content_line()
+            if index is None or self.indent_of(index) != indent:
+                break
+            if not self.is_sequence_item(index, indent):
+                break
+            line = self.lines[index]
+            rest = line[indent + 1:]
+            if not rest.strip(" ") or rest.strip(" ").startswith("#"):
+                self.pos = index + 1
+                items.append(self.parse_node(indent))
+            else:
+                # "- value": blank out the dash and read the value as a block node
+                # starting at its own column, so "- a: 1\n  b: 2" is one mapping.
+                column = indent + 1 + (len(rest) - len(rest.lstrip(" ")))
+                self.lines[index] = " " * column + line[column:]
+                items.append(self.parse_block(index, column))
+            self.check_no_deeper(indent)
+        return items
+
+    def check_no_deeper(self, indent: int) -> None:
+        index = self.next_content_line()
+        if index is not None and self.indent_of(index) > indent:
+            raise self.error(index, "unexpected indentation")
+
+    def parse_mapping(self, indent: int) -> dict:
+        mapping: dict = {}
+        while True:
+            index = self.next_content_line()
+            if index is None or self.indent_of(index) != indent:
+                break
+            if self.is_sequence_item(index, indent):
+                raise self.error(index, "a '- ' list item where a 'key: value' line was expected")
+            split = self.split_key(index, indent)
+            if split is None:
+                raise self.error(index, f"expected 'key: value', found {self.lines[index].strip()!r}")
+            key, value_offset = split
+            try:
+                hash(key)
+            except TypeError:
+                raise self.error(index, "a mapping key must be a scalar") from None
+            line_end = self.line_starts[index] + len(self.lines[index])
+            after = self.text[value_offset:line_end].strip(" ")
+            if not after or after.startswith("#"):
+                self.pos = index + 1
+                mapping[key] = self.parse_node(indent, sequence_at_parent=True)
+            else:
+                self.pos = index
+                mapping[key] = self.parse_inline(value_offset + (len(self.text[value_offset:line_end]) - len(self.text[value_offset:line_end].lstrip(" "))), indent)
+            self.check_no_deeper(indent)
+        return mapping
+
+    def split_key(self, index: int, indent: int) -> tuple[Any, int] | None:
+        """For a ``key: value`` line, the key and the offset just after the ':'."""
+        start = self.line_starts[index] + indent
+        line_end = self.line_starts[index] + len(self.lines[index])
+        first = self.char(start)
+        if first in "'\"":
+            try:
+                key, end = self.scan_quoted(start)
+            except YAMLError:
+                return None
+            if self.line_of(end) != index:
+                return None
+            rest = self.text[end:line_end]
+            stripped = rest.lstrip(" ")
+            if stripped.startswith(":") and (len(stripped) == 1 or stripped[1] == " "):
+                return key, end + (len(rest) - len(stripped)) + 1
+            return None
+        if first == "?" and self.char(start + 1) in " \n\0":
+            raise self.error(index, "complex mapping keys ('? ') are not supported")
+        if first in "&*!":
+            raise self.error(index, "anchors, aliases and tags (&, *, !) are not supported")
+        content = self.text[start:line_end]
+        match = re.search(r":(?= |$)", content)
+        if not match:
+            return None
+        comment = re.search(r"(^|[ \t])#", content)
+        if comment and comment.start() < match.start():
+            return None
+        key_text = content[:match.start()].rstrip(" ")
+        if not key_text or key_text[0] in "[{":
+            if key_text and key_text[0] in "[{":
+                raise self.error(index, "flow collections as mapping keys are not supported")
+            return None
+        if "\t" in key_text:
+            raise self.error(index, "a tab inside a plain key is not supported")
+        self.check_plain_start(start, flow=False)
+        try:
+            key = _resolve_plain(key_text)
+        except ValueError as exc:
+            raise self.error(index, str(exc)) from None
+        return key, start + match.end()
+
+    # -- scalars and flow collections ----------------------------------------
+
+    def parse_inline(self, offset: int, parent_indent: int) -> Any:
+        """A value that starts at ``offset`` on a line; sets ``pos`` past its end."""
+        index = self.line_of(offset)
+        first = self.char(offset)
+        if first in "'\"":
+            value, end = self.scan_quoted(offset)
+        elif first in "[{":
+            value, end = self.scan_flow(offset)
+        elif first in "&*!":
+            raise self.error(index, "anchors, aliases and tags (&, *, !) are not supported")
+        elif first in "|>":
+            raise self.error(index, "block scalars (| and >) are not supported; use a quoted string")
+        elif first == "-" and self.char(offset + 1) in " \n\0":
+            raise self.error(index, "a '- ' list item is not allowed here")
+        else:
+            text, end = self.scan_plain(offset, parent_indent + 1, flow=False)
+            try:
+                value = _resolve_plain(text)
+            except ValueError as exc:
+                raise self.error(index, str(exc)) from None
+        self.finish_line(end)
+        return value
+
+    def finish_line(self, end: int) -> None:
+        """After a value: only spaces and a comment may follow on its last line."""
+        index = self.line_of(end)
+        line_end = self.line_starts[index] + len(self.lines[index])
+        rest = self.text[end:line_end]
+        if rest.strip(" ") and not rest.lstrip(" ").startswith("#"):
+            if rest.lstrip(" ").startswith(":"):
+                raise self.error(index, "a ': ' inside a plain value is ambiguous; quote the value")
+            raise self.error(index, f"unexpected text after the value: {rest.strip()!r}")
+        if rest and rest.lstrip(" ").startswith("#") and not rest.startswith(" "):
+            raise self.error(index, "a comment must be separated from the value by a space")
+        self.pos = index + 1
+
+    def scan_plain(self, offset: int, min_indent: int, flow: bool) -> tuple[str, int]:
+        """An unquoted scalar, folded over lines like PyYAML's scanner does."""
+        self.check_plain_start(offset, flow)
+        chunks: list[str] = []
+        spaces: list[str] = []
+        pos = offset
+        end = offset
+        while True:
+            if self.char(pos) == "#":
+                break
+            length = 0
+            while True:
+                ch = self.char(pos + length)
+                if ch in "\0 \t\n":
+                    break
+                if ch == ":" and self.char(pos + length + 1) in "\0 \t\n" + (_FLOW_INDICATORS if flow else ""):
+                    break
+                if flow and ch in ",?[]{}":
+                    break
+                length += 1
+            if length == 0:
+                break
+            chunks.extend(spaces)
+            chunks.append(self.text[pos:pos + length])
+            pos += length
+            end = pos
+            if self.char(pos) == "\t":
+                raise self.error(self.line_of(pos), "a tab inside a plain value; quote the value")
+            spaces, pos = self.scan_plain_spaces(pos)
+            column = pos - self.line_starts[self.line_of(pos)]
+            if not spaces or self.char(pos) == "#" or (not flow and column < min_indent):
+                break
+            if self.char(pos) == "\t":
+                raise self.error(self.line_of(pos), "a tab is used for indentation; use spaces")
+        return "".join(chunks), end
+
+    def check_plain_start(self, offset: int, flow: bool) -> None:
+        first = self.char(offset)
+        follower = self.char(offset + 1)
+        if first in _INDICATORS and not (first in "-?:" and follower not in " \n\0" + (_FLOW_INDICATORS if flow else "")):
+            raise self.error(self.line_of(offset), f"a plain value cannot start with {first!r}; quote it")
+
+    def scan_plain_spaces(self, pos: int) -> tuple[list[str], int]:
+        length = 0
+        while self.char(pos + length) == " ":
+            length += 1
+        whitespace = self.text[pos:pos + length]
+        pos += length
+        if self.char(pos) != "\n":
+            return ([whitespace] if whitespace else []), pos
+        pos += 1
+        if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
+            return [], pos
+        breaks = []
+        while self.char(pos) in " \n":
+            if self.char(pos) == " ":
+                pos += 1
+            else:
+                breaks.append("\n")
+                pos += 1
+                if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
+                    return [], pos
+        return ([" "] if not breaks else breaks), pos
+
+    def scan_quoted(self, offset: int) -> tuple[str, int]:
+        """A quoted scalar starting at ``offset``: its value and the offset after it."""
+        quote = self.text[offset]
+        double = quote == '"'
+        pos = offset + 1
+        chunks: list[str] = []
+        while True:
+            pos = self.scan_quoted_non_spaces(pos, double, chunks)
+            if self.char(pos) == quote:
+                return "".join(chunks), pos + 1
+            pos = self.scan_quoted_spaces(pos, offset, chunks)
+
+    def scan_quoted_non_spaces(self, pos: int, double: bool, chunks: list[str]) -> int:
+        while True:
+            length = 0
+            while self.char(pos + length) not in "'\"\\\0 \t\n":
+                length += 1
+            if length:
+                chunks.append(self.text[pos:pos + length])
+                pos += length
+            ch = self.char(pos)
+            if not double and ch == "'" and self.char(pos + 1) == "'":
+                chunks.append("'")
+                pos += 2
+            elif (double and ch == "'") or (not double and ch in '"\\'):
+                chunks.append(ch)
+                pos += 1
+            elif double and ch == "\\":
+                pos += 1
+                ch = self.char(pos)
+                if ch in _ESCAPE_REPLACEMENTS:
+                    chunks.append(_ESCAPE_REPLACEMENTS[ch])
+                    pos += 1
+                elif ch in _ESCAPE_CODES:
+                    length = _ESCAPE_CODES[ch]
+                    digits = self.text[pos + 1:pos + 1 + length]
+                    if len(digits) != length or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                        raise self.error(self.line_of(pos), f"bad escape \\{ch}{digits}: expected {length} hex digits")
+                    chunks.append(chr(int(digits, 16)))
+                    pos += 1 + length
+                elif ch == "\n":
+                    pos = self.scan_quoted_breaks(pos + 1, chunks)
+                else:
+                    raise self.error(self.line_of(pos), f"unknown escape \\{ch} in a double-quoted string")
+            else:
+                return pos
+
+    def scan_quoted_spaces(self, pos: int, start: int, chunks: list[str]) -> int:
+        length = 0
+        while self.char(pos + length) in " \t":
+            length += 1
+        whitespace = self.text[pos:pos + length]
+        pos += length
+        ch = self.char(pos)
+        if ch == "\0":
+            raise self.error(self.line_of(start), "a quoted string is not closed")
+        if ch == "\n":
+            breaks: list[str] = []
+            pos = self.scan_quoted_breaks(pos + 1, breaks)
+            if not breaks:
+                chunks.append(" ")
+            chunks.extend(breaks)
+        else:
+            chunks.append(whitespace)
+        return pos
+
+    def scan_quoted_breaks(self, pos: int, chunks: list[str]) -> int:
+        while True:
+            if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
+                raise self.error(self.line_of(pos), "a document separator inside a quoted string")
+            while self.char(pos) in " \t":
+                pos += 1
+            if self.char(pos) == "\n":
+                chunks.append("\n")
+                pos += 1
+            else:
+                return pos
+
+    def scan_flow(self, offset: int) -> tuple[Any, int]:
+        """A flow collection ``[...]`` or ``{...}`` (nesting and several lines allowed)."""
+        opening = self.text[offset]
+        closing = "]" if opening == "[" else "}"
+        result: Any = [] if opening == "[" else {}
+        pos = self.skip_flow_space(offset + 1)
+        while self.char(pos) != closing:
+            if self.char(pos) == "\0":
+                raise self.error(self.line_of(offset), f"'{opening}' is not closed")
+            key, pos = self.scan_flow_item(pos)
+            pos = self.skip_flow_space(pos)
+            if opening == "{":
+                value = None
+                if self.char(pos) == ":":
+                    pos = self.skip_flow_space(pos + 1)
+                    if self.char(pos) not in ",}":
+                        value, pos = self.scan_flow_item(pos)
+                        pos = self.skip_flow_space(pos)
+                try:
+                    result[key] = value
+                except TypeError:
+                    raise self.error(self.line_of(pos), "a mapping key must be a scalar") from None
+            else:
+                if self.char(pos) == ":":
+                    raise self.error(self.line_of(pos), "mappings inside a flow list are not supported")
+                result.append(key)
+            if self.char(pos) == ",":
+                pos = self.skip_flow_space(pos + 1)
+            elif self.char(pos) == "\0":
+                raise self.error(self.line_of(offset), f"'{opening}' is not closed")
+            elif self.char(pos) != closing:
+                raise self.error(self.line_of(pos), f"expected ',' or '{closing}' in a flow collection")
+        return result, pos + 1
+
+    def scan_flow_item(self, pos: int) -> tuple[Any, int]:
+        ch = self.char(pos)
+        if ch in "'\"":
+            return self.scan_quoted(pos)
+        if ch in "[{":
+            return self.scan_flow(pos)
+        if ch in "&*!":
+            raise self.error(self.line_of(pos), "anchors, aliases and tags (&, *, !) are not supported")
+        text, end = self.scan_plain(pos, 0, flow=True)
+        if not text:
+            raise self.error(self.line_of(pos), f"unexpected {ch!r} in a flow collection")
+        try:
+            return _resolve_plain(text), end
+        except ValueError as exc:
+            raise self.error(self.line_of(pos), str(exc)) from None
+
+    def skip_flow_space(self, pos: int) -> int:
+        while True:
+            ch = self.char(pos)
+            if ch in " \n":
+                pos += 1
+            elif ch == "#" and self.text[pos - 1] in " \n":
+                while self.char(pos) not in "\n\0":
+                    pos += 1
+            else:
+                return pos
+
+
+def load_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Read a YAML document of the subset SyftBox uses, giving what PyYAML gives.
+
+    :param text: the document.
+    :param source: the file name to put in error messages.
+    :raises YAMLError: for anything outside the subset, naming ``source`` and the line.
+    """
+    return _YamlReader(text, source).read()
+
+
+def _is_plain_safe(text: str) -> bool:
+    """Whether ``text`` can be written unquoted and read back (by us and by PyYAML)
+    as this very string."""
+    if not text or text != text.strip(" ") or not all(" " <= c <= "~" for c in text):
+        return False
+    if text[0] in _INDICATORS and not (text[0] == "-" and len(text) > 1 and text[1] != " "):
+        return False
+    if ": " in text or " #" in text or text.endswith(":") or text[:3] in ("---", "..."):
+        return False
+    try:
+        return _resolve_plain(text) == text and isinstance(_resolve_plain(text), str)
+    except ValueError:
+        return False
+
+
+def _quote_double(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        elif ch in "\0\x07\x08\t\n\x0b\x0c\r\x1b":
+            out.append("\\" + "0abtnvfre"["\0\x07\x08\t\n\x0b\x0c\r\x1b".index(ch)])
+        elif code < 0x100:
+            out.append(f"\\x{code:02X}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(f"\\U{code:08X}")
+    out.append('"')
+    return "".join(out)
+
+
+def _dump_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value).lower()
+        if "." not in text and "e" in text:
+            text = text.replace("e", ".0e", 1)
+        return text
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        if _is_plain_safe(value):
+            return value
+        if all(" " <= c <= "~" for c in value):
+            return "'" + value.replace("'", "''") + "'"
+        return _quote_double(value)
+    raise TypeError(f"cannot write a {type(value).__name__} as YAML: {value!r}")
+
+
+def _dump_lines(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        try:
+            keys = sorted(value)
+        except TypeError:
+            keys = list(value)
+        for key in keys:
+            item = value[key]
+            head = pad + _dump_scalar(key) + ":"
+            if isinstance(item, dict) and item:
+                lines.append(head)
+                lines.extend(_dump_lines(item, indent + 2))
+            elif isinstance(item, (list, tuple)) and item:
+                lines.append(head)
+                lines.extend(_dump_lines(item, indent))
+            else:
+                lines.append(head + " " + _dump_inline(item))
+    else:
+        for item in value:
+            if isinstance(item, (dict, list, tuple)) and item:
+                nested = _dump_lines(item, indent + 2)
+                nested[0] = pad + "- " + nested[0][indent + 2:]
+                lines.extend(nested)
+            else:
+                lines.append(pad + "- " + _dump_inline(item))
+    return lines
+
+
+def _dump_inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, (list, tuple)):
+        return "[]"
+    return _dump_scalar(value)
+
+
+def dump_yaml(value: Any) -> str:
+    """Write ``value`` (dicts, lists, strings, numbers, booleans, None, dates) as block
+    YAML in the style of PyYAML's ``yaml.dump(value, default_flow_style=False)``:
+    keys sorted, strings quoted whenever PyYAML would read them as something else.
+
+    :param value: the data to write.
+    :raises TypeError: for a value of another type.
+    """
+    if isinstance(value, (dict, list, tuple)) and value:
+        return "\n".join(_dump_lines(value, 0)) + "\n"
+    return _dump_inline(value) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+# The on-disk layout, shared with every other SyftBox tool.
+CONFIG_FILE = "config.yaml"
+RUN_SCRIPT = "run.sh"
+APPROVED_MARKER = "approved"
+DONE_MARKER = "done"
+PERMISSION_FILE = "syft.pub.yaml"
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+RETURNCODE_FILE = "returncode.txt"
+OUTPUTS_DIR = "outputs"
+_STATUSES = ("inbox", "approved", "done")
+
+TIMEOUT_ENV_VAR = "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"
+_DEFAULT_TIMEOUT_SECONDS = 300.0
+_EMAIL_RE = re.compile(r"^[^@\s/\\\x00]+@[^@\s/\\\x00]+\.[^@\s/\\\x00]+$")
+
+
+def _check_folder_name(name: str, what: str) -> str:
+    """Refuse a name that cannot safely be one folder under another.
+
+    :param name: the job name or email that becomes a folder name.
+    :param what: what the name is, for the message ("job name", "email").
+    """
+    if not isinstance(name, str):
+        raise JobError(f"the {what} must be a string, not {type(name).__name__}")
+    problem = None
+    if name in (".", ".."):
+        problem = "is not a folder name"
+    elif "/" in name or "\0" in name:
+        problem = "contains '/' or a NUL character"
+    elif not name.strip():
+        problem = "is empty or only spaces"
+    elif len(name.encode("utf-8", "surrogateescape")) > 255:
+        problem = "is longer than 255 bytes"
+    if problem:
+        raise JobError(f"the {what} {name!r} {problem}")
+    return name
+
+
+def _check_email(email: str) -> str:
+    if not isinstance(email, str) or not _EMAIL_RE.match(email):
+        raise ConfigError(f"{email!r} does not look like an email address (name@domain.tld)")
+    try:
+        return _check_folder_name(email, "email")
+    except JobError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _positive_seconds(value: Any, what: str) -> float:
+    """``value`` as a positive number of seconds, or a ConfigError naming ``what``."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _resolve_timeout(timeout: float | None) -> float:
+    """The timeout argument, else $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300 s."""
+    if timeout is not None:
+        return _positive_seconds(timeout, "timeout")
+    from_env = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    if from_env:
+        return _positive_seconds(from_env, TIMEOUT_ENV_VAR)
+    return _DEFAULT_TIMEOUT_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class SyftJobConfig:
+    """Where a datasite lives: its SyftBox folder and the email of the user.
+
+    :param syftbox_folder: the SyftBox folder (holds one folder per datasite).
+    :param email: the user: the owner for a runner, the submitter for a JobClient.
+    """
+
+    syftbox_folder: Path
+    email: str
+
+    @classmethod
+    def from_syftbox_folder(cls, syftbox_folder_path: str | os.PathLike, email: str) -> SyftJobConfig:
+        """Check and build a config.
+
+        :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
+        :param email: the user's email.
+        :raises ConfigError: the folder is missing or not a folder, or the email is bad.
+        """
+        email = _check_email(email)
+        folder = Path(syftbox_folder_path).expanduser()
+        if not folder.exists():
+            raise ConfigError(f"SyftBox folder not found: {folder}")
+        if not folder.is_dir():
+            raise ConfigError(f"SyftBox folder is not a folder: {folder}")
+        return cls(folder.resolve(), email)
+
+    def get_user_dir(self, email: str) -> Path:
+        """The datasite folder of ``email``."""
+        return self.syftbox_folder / _check_email(email)
+
+    def get_job_dir(self, email: str) -> Path:
+        """The job directory of the datasite of ``email``: ``<user dir>/app_data/job``."""
+        return self.get_user_dir(email) / "app_data" / "job"
+
+
+# ---------------------------------------------------------------------------
+# Submission: creating jobs the way SyftBox clients do
+# ---------------------------------------------------------------------------
+
+CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
+_DEFAULT_BASE_PACKAGES = ("syft-client",)
+_PYTHON_VERSION = "3.12"
+# Names the runner writes into a job folder: submitted code must not take them.
+_RESERVED_NAMES = {CONFIG_FILE, RUN_SCRIPT, APPROVED_MARKER, DONE_MARKER, PERMISSION_FILE,
+                   STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE, OUTPUTS_DIR}
+_COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
+
+
+def _double_quoted(word: str) -> str:
+    """``"word"`` as the docs write packages, or shell-safe quoting when that is unsafe."""
+    if re.search(r'["$`\\\n!]', word):
+        return shlex.quote(word)
+    return f'"{word}"'
+
+
+def _python_run_script(entry: str, project_dir: str | None, has_pyproject: bool,
+                       packages: Sequence[str], python_version: str = _PYTHON_VERSION) -> str:
+    """The run.sh of a Python job, in the exact form of the SyftBox docs.
+
+    :param entry: the script to run, relative to the job folder.
+    :param project_dir: the submitted folder's name, or None for a single file.
+    :param has_pyproject: the folder has a pyproject.toml: use ``uv sync``.
+    :param packages: installed with ``uv pip install``, in this order.
+    """
+    lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
+    if project_dir is not None and has_pyproject:
+        project = shlex.quote(project_dir)
+        lines.append(f"cd {project} && uv sync --python {python_version} && cd ..")
+        lines.append(f"source {project}/.venv/bin/activate")
+    else:
+        lines.append(f"uv venv --python {python_version}")
+        lines.append("source .venv/bin/activate")
+    if packages:
+        lines.append("uv pip install " + " ".join(_double_quoted(p) for p in packages))
+    if project_dir is not None:
+        lines.append(f"export PYTHONPATH={shlex.quote(project_dir)}:${{PYTHONPATH:-}}")
+    lines.append(f"python {shlex.quote(entry)}")
+    return "\n".join(lines) + "\n"
+
+
+def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
+    """The script to run in a submitted folder: ``entrypoint``, else main.py, else the
+    only .py file at its root."""
+    if entrypoint:
+        target = (folder / entrypoint).resolve()
+        if not target.is_file() or folder.resolve() not in target.parents:
+            raise JobError(f"entrypoint {entrypoint!r} is not a file inside {folder}")
+        return target.relative_to(folder.resolve()).as_posix()
+    if (folder / "main.py").is_file():
+        return "main.py"
+    scripts = sorted(p.name for p in folder.glob("*.py") if p.is_file())
+    if len(scripts) == 1:
+        return scripts[0]
+    found = ", ".join(scripts) if scripts else "none"
+    raise JobError(f"cannot tell which script to run in {folder}: no main.py and "
+                   f"{len(scripts)} .py files at its root ({found}); pass entrypoint=...")
+
+
+class JobClient:
+    """Submits jobs into data owners' datasites, as the SyftBox clients do.
+
+    :param config: the data scientist's configuration (its email is the submitter).
+    """
+
+    def __init__(self, config: SyftJobConfig) -> None:
+        self.config = config
+
+    def submit_bash_job(self, user: str, script: str, job_name: str = "") -> Path:
+        """Submit a shell script as a job for ``user`` to review.
+
+        :param user: the data owner.
+        :param script: the text of run.sh (a ``#!/bin/bash`` line is added if missing).
+        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
+        :returns: the new job folder.
+        """
+        if not script.startswith("#!"):
+            script = "#!/bin/bash\n" + script
+        if not script.endswith("\n"):
+            script += "\n"
+        return self._create_job(user, job_name, script, {}, lambda folder: None)
+
+    def submit_python_job(
+        self,
+        user: str,
+        code_path: str | os.PathLike,
+        job_name: str = "",
+        dependencies: Sequence[str] | None = None,
+        entrypoint: str | None = None,
+        base_packages: Sequence[str] | None = None,
+    ) -> Path:
+        """Submit a Python script, or a folder of code, as a job for ``user`` to review.
+
+        :param user: the data owner.
+        :param code_path: a ``.py`` file, or a folder (with pyproject.toml: ``uv sync``).
+        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
+        :param dependencies: packages to install, e.g. ``["numpy", "pandas==2.2.0"]``.
+        :param entrypoint: the script to run in a folder; default main.py, else the only .py.
+        :param base_packages: installed before ``dependencies``; default
+            $SYFT_CLIENT_INSTALL_SOURCE, else ``syft-client``.
+        :returns: the new job folder.
+        """
+        source = Path(code_path).expanduser().absolute()
+        dependencies = [str(d) for d in (dependencies or [])]
+        if base_packages is None:
+            from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
+            base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
+        packages = list(dict.fromkeys(list(base_packages) + dependencies))
+        if source.is_dir():
+            project_dir = _check_folder_name(source.name, "code folder name")
+            entry = _folder_entrypoint(source, entrypoint)
+            has_pyproject = (source / "pyproject.toml").is_file()
+            script = _python_run_script(f"{project_dir}/{entry}", project_dir, has_pyproject, packages)
+
+            def copy(folder: Path) -> None:
+                shutil.copytree(source, folder / project_dir, symlinks=True, ignore=_COPY_IGNORE)
+        elif source.is_file():
+            project_dir = None
+            entry = _check_folder_name(source.name, "code file name")
+            script = _python_run_script(entry, None, False, packages)
+
+            def copy(folder: Path) -> None:
+                shutil.copy2(source, folder / entry)
+        else:
+            raise JobError(f"code not found: {source}")
+        if (project_dir or entry) in _RESERVED_NAMES:
+            raise JobError(f"the code is named {project_dir or entry!r}, a name the runner uses; rename it")
+        extra = {
+            "type": "python",
+            "code_path": str(source),
+            "entry_point": entry,
+            "dependencies": dependencies,
+            "is_folder_submission": project_dir is not None,
+        }
+        return self._create_job(user, job_name, script, extra, copy)
+
+    def _create_job(self, user: str, job_name: str, script: str, extra: dict,
+                    copy_code: Callable[[Path], None]) -> Path:
+        """Make the job folder; config.yaml comes last, so a runner never sees half a job."""
+        name = _check_folder_name(job_name or f"Job - {uuid.uuid4().hex[:8]}", "job name")
+        datasite = self.config.get_user_dir(user)
+        if not datasite.is_dir():
+            raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} "
+                           f"(is the SyftBox folder synced?)")
+        inbox = self.config.get_job_dir(user) / self.config.email
+        inbox.mkdir(parents=True, exist_ok=True)
+        folder = inbox / name
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise JobError(f"a job named {name!r} already exists at {folder}") from None
+        try:
+            copy_code(folder)
+            _atomic_write(folder / RUN_SCRIPT, script.encode("utf-8"), mode=0o755)
+            config = {
+                "name": name,
+                "submitted_by": self.config.email,
+                "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                **extra,
+            }
+            _atomic_write(folder / CONFIG_FILE, dump_yaml(config).encode("utf-8"))
+        except BaseException:
+            _remove_path(folder)
+            raise
+        return folder
+
+
+# ---------------------------------------------------------------------------
+# Discovery: what jobs exist, and in which state
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One job folder, ``<job dir>/<submitter>/<name>``, and its state on disk."""
+
+    path: Path
+    submitter: str
+    name: str
+    status: str  # "inbox", "approved" or "done"
+
+    @property
+    def key(self) -> str:
+        return f"{self.submitter}/{self.name}"
+
+    def read_config(self) -> dict:
+        """The job's config.yaml as a mapping. :raises YAMLError: unreadable or not a mapping."""
+        path = self.path / CONFIG_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise YAMLError(f"{path}: cannot be read: {exc}") from None
+        value = load_yaml(text, str(path))
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise YAMLError(f"{path}: expected a mapping of settings, found a {type(value).__name__}")
+        return value
+
+
+def _job_status(path: Path) -> str:
+    if os.path.lexists(path / DONE_MARKER):
+        return "done"
+    if os.path.lexists(path / APPROVED_MARKER):
+        return "approved"
+    return "inbox"
+
+
+def _scan_jobs(job_dir: Path) -> list[_Job]:
+    """Every job under ``job_dir``, sorted by submitter then name. Symlinked folders are
+    not followed: a submitter cannot make the runner look outside its folder."""
+    jobs = []
+    for submitter in _sorted_subfolders(job_dir):
+        for entry in _sorted_subfolders(submitter):
+            path = Path(entry.path)
+            if os.path.isfile(path / CONFIG_FILE):
+                jobs.append(_Job(path, submitter.name, entry.name, _job_status(path)))
+    return jobs
+
+
+def _sorted_subfolders(path: Path | os.DirEntry) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as entries:
+            folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return sorted(folders, key=lambda e: e.name)
+
+
+# ---------------------------------------------------------------------------
+# Execution: one job, one process group, output pumped as bytes
+# ---------------------------------------------------------------------------
+
+TIMEOUT_LINE = b"--- PROCESS TIMED OUT ---\n"
+_KILL_GRACE_SECONDS = 2.0      # between SIGTERM and SIGKILL
+_PARTIAL_LINE_SECONDS = 0.25   # a line without newline is shown after this long
+_MAX_CONSOLE_LINE = 64 * 1024  # a longer line is shown in pieces (memory stays flat)
+_PIPE_DRAIN_SECONDS = 1.0      # how long to wait for pipes still held after the job ended
+_READ_SIZE = 64 * 1024
+# What a job inherits from the runner's environment; everything else (tokens, keys,
+# cloud credentials) stays with the runner.
+_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL",
+                  "LC_CTYPE", "TZ", "TMPDIR", "TERM")
+
+
+@dataclasses.dataclass
+class _JobResult:
+    """How one execution ended."""
+
+    job: _Job
+    returncode: int
+    timed_out: bool = False
+    error: str | None = None  # a runner-side reason the job could not run
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0 and not self.error
+
+
+class _Console:
+    """Prints the job's output as prefixed lines; never mixes two streams in a line.
+
+    Both pump threads feed it; a line that has no newline yet is shown anyway once
+    it is older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefixes = {"stdout": prefix, "stderr": prefix + "STDERR: "}
+        self.partial = {"stdout": b"", "stderr": b""}
+        self.since = {"stdout": 0.0, "stderr": 0.0}
+        self.lock = threading.Lock()
+
+    def feed(self, stream: str, data: bytes) -> None:
+        with self.lock:
+            pending = self.partial[stream] + data
+            pieces = re.split(b"\r\n|\r|\n", pending)
+            rest = pieces.pop()
+            if pending.endswith(b"\r"):
+                rest = b""  # "\r" ended a line; a following "\n" shows an empty line
+            while len(rest) > _MAX_CONSOLE_LINE:
+                pieces.append(rest[:_MAX_CONSOLE_LINE])
+                rest = rest[_MAX_CONSOLE_LINE:]
+            if rest and not self.partial[stream] or pieces:
+                self.since[stream] = time.monotonic()
+            self.partial[stream] = rest
+            self.write(stream, pieces)
+
+    def flush_stale(self, max_age: float = _PARTIAL_LINE_SECONDS) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for stream, rest in self.partial.items():
+                if rest and now - self.since[stream] >= max_age:
+                    self.partial[stream] = b""
+                    self.write(stream, [rest])
+
+    def write(self, stream: str, pieces: list[bytes]) -> None:
+        if not pieces:
+            return
+        prefix = self.prefixes[stream]
+        text = "".join(prefix + p.decode("utf-8", "replace") + "\n" for p in pieces)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+class _Pump(threading.Thread):
+    """Copies one pipe to a file, as bytes, and to the console when streaming."""
+
+    def __init__(self, fd: int, sink: BinaryIO, stream: str, console: _Console | None) -> None:
+        super().__init__(name=f"syft_job-{stream}", daemon=True)
+        self.fd = fd
+        self.sink = sink
+        self.stream = stream
+        self.console = console
+        self.stop = threading.Event()
+        self.last_byte = b"\n"
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.fd, selectors.EVENT_READ)
+                while not self.stop.is_set():
+                    if not selector.select(0.1):
+                        continue
+                    chunk = os.read(self.fd, _READ_SIZE)
+                    if not chunk:
+                        break
+                    self.sink.write(chunk)
+                    self.last_byte = chunk[-1:]
+                    if self.console is not None:
+                        self.console.feed(self.stream, chunk)
+        except BaseException as exc:  # reported by the caller after join()
+            self.failure = exc
+
+
+def _job_environment(config: SyftJobConfig) -> dict[str, str]:
+    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update({
+        "SYFTBOX_FOLDER": str(config.syftbox_folder),
+        "SYFTBOX_EMAIL": config.email,
+        "SYFT_IS_IN_JOB": "true",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False when the group is gone."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # macOS: a group of zombies only
+        return False
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> None:
+    """TERM the job's whole process group, then KILL what is left after ``grace``."""
+    pgid = proc.pid
+    if not _signal_group(pgid, signal.SIGTERM):
+        proc.wait()
+        return
+    deadline = time.monotonic() + grace
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _signal_group(pgid, 0):
+                break
+            time.sleep(0.02)
+    finally:
+        _signal_group(pgid, signal.SIGKILL)
+        proc.wait()
+
+
+def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console | None) -> _JobResult:
+    """Run ``bash run.sh`` in the job folder and write its logs; one code path for
+    both modes (``console`` is None when not streaming). KeyboardInterrupt stops the
+    job's process group and propagates, leaving the job unfinished."""
+    started = time.monotonic()
+    outputs = job.path / OUTPUTS_DIR
+    _remove_path(outputs)
+    outputs.mkdir()
+    for name in (RETURNCODE_FILE, DONE_MARKER):
+        _remove_path(job.path / name)
+    with _create_fresh(job.path / STDOUT_FILE) as out_file, _create_fresh(job.path / STDERR_FILE) as err_file:
+        proc = subprocess.Popen(
+            ["bash", RUN_SCRIPT], cwd=job.path, env=_job_environment(config),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        pumps = [_Pump(proc.stdout.fileno(), out_file, "stdout", console),
+                 _Pump(proc.stderr.fileno(), err_file, "stderr", console)]
+        for pump in pumps:
+            pump.start()
+        timed_out = False
+        try:
+            deadline = started + timeout
+            while True:
+                try:
+                    proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if console is not None:
+                    console.flush_stale()
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+            # Whether it ended or timed out, nothing the job started outlives it.
+            _stop_group(proc)
+        except BaseException:
+            _stop_group(proc, grace=0.5)
+            raise
+        finally:
+            drain_deadline = time.monotonic() + _PIPE_DRAIN_SECONDS
+            for pump in pumps:
+                pump.join(max(0.0, drain_deadline - time.monotonic()))
+                pump.stop.set()
+                pump.join()
+            proc.stdout.close()
+            proc.stderr.close()
+            if console is not None:
+                console.flush_stale(0)
+        for pump in pumps:
+            if pump.failure is not None:
+                raise pump.failure
+        returncode = proc.returncode
+        if timed_out:
+            returncode = -1
+            for pump in pumps:
+                pump.sink.write((b"\n" if pump.last_byte != b"\n" else b"") + TIMEOUT_LINE)
+    return _JobResult(job, returncode, timed_out=timed_out, seconds=time.monotonic() - started)
+
+
+def _finish(job: _Job, returncode: int) -> None:
+    """Record the return code, then the ``done`` marker: the job never runs again."""
+    _atomic_write(job.path / RETURNCODE_FILE, f"{returncode}\n".encode())
+    _atomic_write(job.path / DONE_MARKER, b"")
+
+
+def _fail_job(job: _Job, reason: str) -> None:
+    """Finish a job that could not run: the reason goes into its stderr.txt."""
+    _append_bytes(job.path / STDERR_FILE, f"syft_job: {reason}\n".encode())
+    _finish(job, -1)
+
+
+# ---------------------------------------------------------------------------
+# Sharing: syft.pub.yaml rules that keep results private until the owner shares
+# ---------------------------------------------------------------------------
+#
+# For a path, SyftBox uses only the nearest syft.pub.yaml above it, and in it the
+# most specific matching pattern. The usual submitter folder grants the submitter
+# write on "**". We add more specific rules to that same file:
+#
+#   */stdout.txt, */stderr.txt,
+#   */returncode.txt, */outputs/**      nobody           (private until shared)
+#   */approved, */done                  read: submitter  (only where it could write:
+#                                                         it sees status, cannot set it)
+#   <job>/stdout.txt ... when shared    read: submitter  (two literal segments win)
+#   <job>/outputs/**     when shared    read: submitter
+#
+# A job folder with its own syft.pub.yaml gets the same rules without the "*/".
+
+_LOG_FILES = (STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE)
+_PRIVATE_NAMES = _LOG_FILES + (f"{OUTPUTS_DIR}/**",)
+_STATUS_NAMES = (APPROVED_MARKER, DONE_MARKER)
+_LEVELS = ("read", "write", "admin")  # each includes the ones before it
+_GLOB_SPECIAL = re.compile(r"([*?\[\]{}\\])")
+
+
+def _glob_escape(name: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", name)
+
+
+def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
+    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
+
+
+def _access(rule: Any, level: str) -> list:
+    access = rule.get("access") if isinstance(rule, dict) else None
+    users = access.get(level) if isinstance(access, dict) else None
+    return users if isinstance(users, list) else []
+
+
+def _load_permissions(path: Path) -> tuple[dict, str]:
+    """A syft.pub.yaml as ``(data, leading comment lines)``; an empty one if missing."""
+    if not os.path.lexists(path):
+        return {"terminal": False, "rules": []}, ""
+    if path.is_symlink():
+        raise JobError(f"{path}: is a symlink; refusing to edit permissions through it")
+    text = path.read_text(encoding="utf-8")
+    data = load_yaml(text, str(path)) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
+        raise YAMLError(f"{path}: not a SyftBox permission file (expected a 'rules:' list)")
+    data.setdefault("terminal", False)
+    data["rules"] = data.get("rules") or []
+    comments = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        comments.append(line)
+    header = "\n".join(comments).strip("\n")
+    return data, header + "\n" if header else ""
+
+
+def _may_write(data: dict, user: str) -> bool:
+    """Whether any rule of a permission file lets ``user`` write somewhere."""
+    domain = "*@" + user.split("@", 1)[1]
+    return any(u in (user, "*", domain)
+               for rule in data["rules"] for level in ("write", "admin") for u in _access(rule, level))
+
+
+def _edit_permissions(path: Path, submitter: str, prefix: str,
+                      shared: Sequence[str] = (), write_everywhere: bool = False) -> bool:
+    """Bring one syft.pub.yaml up to date: the protections for ``submitter``'s jobs, and
+    read access for it on ``shared`` patterns. Existing rules are kept: a rule that
+    already has a pattern we want is left alone, except that a shared pattern gets
+    ``submitter`` added to its readers. Returns whether the file changed.
+
+    :param path: the file (created if missing, changed atomically).
+    :param prefix: put before every pattern: ``"*/"`` in a submitter folder, ``""`` in a
+        job folder.
+    :param shared: patterns the submitter may now read.
+    :param write_everywhere: also grant the submitter write on ``**`` (a new submitter).
+    """
+    data, header = _load_permissions(path)
+    rules = data["rules"]
+    by_pattern = {r.get("pattern"): r for r in rules if isinstance(r, dict)}
+    wanted: list[tuple[str, list[str], list[str]]] = []  # (pattern, read, write)
+    if write_everywhere:
+        wanted.append(("**", [], [submitter]))
+    wanted += [(prefix + name, [], []) for name in _PRIVATE_NAMES]
+    if write_everywhere or _may_write(data, submitter):
+        wanted += [(prefix + name, [submitter], []) for name in _STATUS_NAMES]
+    wanted += [(pattern, [submitter], []) for pattern in shared]
+    added = []
+    changed = not os.path.lexists(path)
+    for pattern, read, write in wanted:
+        rule = by_pattern.get(pattern)
+        if rule is None:
+            rule = by_pattern[pattern] = _rule(pattern, read, write)
+            added.append(rule)
+            continue
+        for level, users in (("read", read), ("write", write)):
+            at_least = _LEVELS[_LEVELS.index(level):]
+            if users and not any(submitter in _access(rule, higher) for higher in at_least):
+                if not isinstance(rule.get("access"), dict):
+                    rule["access"] = {}
+                rule["access"][level] = _access(rule, level) + [submitter]
+                changed = True
+    if added:
+        # Specific rules go first, as people write them by hand; order does not
+        # change their meaning (the most specific pattern wins).
+        data["rules"] = [r for r in added if r["pattern"] != "**"] + rules + [r for r in added if r["pattern"] == "**"]
+        changed = True
+    if changed:
+        _atomic_write(path, (header + dump_yaml(data)).encode("utf-8"))
+    return changed
+
+
+def _governing_file(job: _Job) -> tuple[Path, str]:
+    """The syft.pub.yaml that decides access to a job's files, and the pattern prefix
+    that addresses the job in it."""
+    own = job.path / PERMISSION_FILE
+    if os.path.lexists(own):
+        return own, ""
+    return job.path.parent / PERMISSION_FILE, _glob_escape(job.name) + "/"
+
+
+def _protect(job: _Job) -> bool:
+    """Add the protections to the file that governs ``job``, if there is one (with no
+    file there, nobody but the owner has access anyway)."""
+    path, prefix = _governing_file(job)
+    if not path.is_file() or path.is_symlink():
+        return False
+    return _edit_permissions(path, job.submitter, "" if not prefix else "*/")
+
+
+def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
+    """Grant the submitter read access to a finished job's outputs and/or logs."""
+    if job.status != "done":
+        raise JobError(f"job {job.key} is not done yet ({job.status}); there is nothing to share")
+    path, prefix = _governing_file(job)
+    shared = [prefix + name for name in _LOG_FILES] if share_logs else []
+    outputs_file = job.path / OUTPUTS_DIR / PERMISSION_FILE
+    if share_outputs and os.path.lexists(outputs_file):
+        # A file in outputs/ (written by the reference runner) decides for outputs/.
+        _edit_permissions(outputs_file, job.submitter, "", shared=["**"])
+    elif share_outputs:
+        shared.append(f"{prefix}{OUTPUTS_DIR}/**")
+    if shared:
+        _edit_permissions(path, job.submitter, "*/" if prefix else "", shared=shared)
+
+
+# ---------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------
+
+_RULE = "=" * 50
+_THIN_RULE = "-" * 50
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class SyftJobRunner:
+    """Watches an owner's job directory, runs approved jobs and shares their results.
+
+    :param config: the owner's configuration.
+    :param poll_interval: seconds between two polls in :meth:`run`.
+    """
+
+    def __init__(self, config: SyftJobConfig, poll_interval: float = 5) -> None:
+        self.config = config
+        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
+        self.job_dir = config.get_job_dir(config.email)
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        self._known_jobs: set[str] = set()
+        self._protected_submitters: set[str] = set()
+        self._abandoned_jobs: set[str] = set()  # could not even be marked done
+
+    # -- discovery -----------------------------------------------------------
+
+    def _jobs(self, status: str | None = None) -> list[_Job]:
+        jobs = _scan_jobs(self.job_dir)
+        self._protect_new_submitters(jobs)
+        return [j for j in jobs if status is None or j.status == status]
+
+    def _protect_new_submitters(self, jobs: list[_Job]) -> None:
+        """Protect the results of each submitter's jobs, the first time it is seen."""
+        for job in jobs:
+            if job.submitter not in self._protected_submitters:
+                self._protected_submitters.add(job.submitter)
+                self._protect(job)
+
+    def _protect(self, job: _Job) -> None:
+        try:
+            _protect(job)
+        except (OSError, SyftJobError) as exc:
+            print(f"⚠️ Cannot protect the results of {job.key}: {exc}")
+
+    def check_for_new_jobs(self) -> None:
+        """Print every inbox job not seen before, with a preview of its script and config."""
+        for job in self._jobs("inbox"):
+            if job.key in self._known_jobs:
+                continue
+            self._known_jobs.add(job.key)
+            self._print_job(job)
+
+    def _print_job(self, job: _Job) -> None:
+        print(f"🔔 NEW JOB DETECTED: {job.key}")
+        print(f"📁 Location: {job.path}")
+        print("📝 Script preview:")
+        print(_script_preview(job.path / RUN_SCRIPT))
+        print("⚙️ Config:")
+        try:
+            config = job.read_config()
+        except YAMLError as exc:
+            print(f"❌ {exc}")
+        else:
+            for key, value in _config_display_items(config):
+                print(f"{key}: {value}")
+        print(_THIN_RULE)
+
+    # -- execution -----------------------------------------------------------
+
+    def process_approved_jobs(
+        self,
+        stream_output: bool = True,
+        timeout: float | None = None,
+        skip_job_names: Sequence[str] | None = None,
+        share_outputs_with_submitter: bool = False,
+        share_logs_with_submitter: bool = False,
+    ) -> None:
+        """Run every approved job that is not done yet, one after another.
+
+        :param stream_output: print the job's output live, prefixed per line.
+        :param timeout: seconds per job; default $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS or 300.
+        :param skip_job_names: job names, or ``submitter/name``, to leave alone.
+        :param share_outputs_with_submitter: share ``outputs/`` after each job.
+        :param share_logs_with_submitter: share the logs after each job.
+        """
+        self._process_approved_jobs(stream_output, timeout, skip_job_names,
+                                    share_outputs_with_submitter, share_logs_with_submitter)
+
+    def _process_approved_jobs(
+        self,
+        stream_output: bool = True,
+        timeout: float | None = None,
+        skip_job_names: Sequence[str] | None = None,
+        share_outputs: bool = False,
+        share_logs: bool = False,
+    ) -> list[_JobResult]:
+        seconds = _resolve_timeout(timeout)
+        skip = set(skip_job_names or ())
+        jobs = [j for j in self._jobs("approved")
+                if j.name not in skip and j.key not in skip and j.key not in self._abandoned_jobs]
+        if not jobs:
+            return []
+        print(f"📋 Found {len(jobs)} job(s) in approved directory")
+        print(_RULE)
+        results = []
+        for job in jobs:
+            result = self._run_job(job, stream_output, seconds)
+            results.append(result)
+            if (share_outputs or share_logs) and result.job.status == "done":
+                try:
+                    self._share_and_report(result.job, share_outputs, share_logs)
+                except (OSError, SyftJobError) as exc:
+                    print(f"❌ Could not share the results of {job.key}: {exc}")
+            print(_RULE)
+        print(f"✅ Processed {len(results)} job(s)")
+        return results
+
+    def _run_job(self, job: _Job, stream_output: bool, timeout: float) -> _JobResult:
+        """Execute one job and finish it; any failure is recorded in the job, never raised
+        (except KeyboardInterrupt, which leaves the job approved for the next start)."""
+        print(f"🚀 Executing job: {job.name}")
+        print(f"📁 Job directory: {job.path}")
+        try:
+            if not os.path.isfile(job.path / RUN_SCRIPT):
+                raise _JobCannotRun(f"job {job.key} has no {RUN_SCRIPT} in {job.path}")
+            try:
+                job.read_config()
+            except YAMLError as exc:
+                raise _JobCannotRun(f"job {job.key} was not run: {exc}") from None
+            self._protect(job)
+            console = _Console(f"[{self.config.email}][{job.name}] ") if stream_output else None
+            result = _execute(job, self.config, timeout, console)
+            _finish(job, result.returncode)
+        except _JobCannotRun as exc:
+            result = _JobResult(job, -1, error=str(exc))
+        except Exception as exc:  # a runner-side failure: record it, go on
+            logger.exception("runner error in job %s", job.key)
+            result = _JobResult(job, -1, error=f"runner error in job {job.key}: {type(exc).__name__}: {exc}")
+        if result.error:
+            print(f"❌ {result.error}")
+            try:
+                _fail_job(job, result.error)
+            except OSError as exc:
+                print(f"❌ Cannot mark job {job.key} as done either ({exc}); skipping it until restart")
+                self._abandoned_jobs.add(job.key)
+                return result
+        result.job = dataclasses.replace(job, status="done")
+        if result.timed_out:
+            print(f"⏰ Job {job.name} timed out after {timeout:g} seconds (return code -1)")
+        elif result.succeeded:
+            print(f"✅ Job {job.name} completed successfully")
+            print(f"📄 Output written to {STDOUT_FILE}")
+        elif not result.error:
+            print(f"❌ Job {job.name} failed with return code {result.returncode}")
+            print(f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
+        return result
+
+    # -- sharing -------------------------------------------------------------
+
+    def _find_job(self, job_name: str, user: str | None = None) -> _Job:
+        """The one job named ``job_name`` (of ``user``, or of any submitter)."""
+        if user is not None:
+            candidates = [self.job_dir / _check_email(user) / _check_folder_name(job_name, "job name")]
+        else:
+            _check_folder_name(job_name, "job name")
+            candidates = [Path(s.path) / job_name for s in _sorted_subfolders(self.job_dir)]
+        found = [_Job(p, p.parent.name, p.name, _job_status(p)) for p in candidates
+                 if _real_folder(p) and os.path.isfile(p / CONFIG_FILE)]
+        if not found:
+            where = f"from {user}" if user else "from any submitter"
+            raise JobNotFoundError(f"no job named {job_name!r} {where} in {self.job_dir}")
+        if len(found) > 1:
+            owners = ", ".join(j.submitter for j in found)
+            raise JobError(f"several jobs are named {job_name!r} (submitted by {owners}); pass user=...")
+        return found[0]
+
+    def share_job_results(self, job_name: str, share_outputs: bool = True,
+                          share_logs: bool = True, user: str | None = None) -> None:
+        """Let the submitter read the results of a finished job.
+
+        :param job_name: the job's name (its folder name).
+        :param share_outputs: grant read on the job's ``outputs/``.
+        :param share_logs: grant read on ``stdout.txt``, ``stderr.txt``, ``returncode.txt``.
+        :param user: the submitter; None searches every submitter's folder.
+        :raises JobNotFoundError: no such job. :raises JobError: several, or not done.
+        """
+        self._share_and_report(self._find_job(job_name, user), share_outputs, share_logs)
+
+    def _share_and_report(self, job: _Job, share_outputs: bool, share_logs: bool) -> None:
+        _share(job, share_outputs, share_logs)
+        what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
+        if what:
+            print(f"🔓 Shared {what} of {job.key} with {job.submitter}")
+
+    def add_submitter(self, email: str) -> Path:
+        """Let ``email`` submit jobs here: its folder, with a syft.pub.yaml that grants
+        it write on its submissions and keeps results private until shared.
+
+        :returns: the submitter's folder.
+        """
+        folder = self.job_dir / _check_email(email)
+        folder.mkdir(exist_ok=True)
+        _edit_permissions(folder / PERMISSION_FILE, email, "*/", write_everywhere=True)
+        self._protected_submitters.add(email)
+        return folder
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(
+        self,
+        stream_output: bool = True,
+        timeout: float | None = None,
+        skip_job_names: Sequence[str] | None = None,
+        share_outputs_with_submitter: bool = False,
+        share_logs_with_submitter: bool = False,
+    ) -> None:
+        """Poll forever: print new jobs, run approved ones. Returns on Ctrl+C or SIGTERM,
+        after stopping a running job (which stays approved and runs again next start).
+        The arguments are those of :meth:`process_approved_jobs`."""
+        _resolve_timeout(timeout)  # a bad timeout fails now, not at the first job
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+        try:
+            self._print_banner()
+            while True:
+                try:
+                    self.check_for_new_jobs()
+                    self._process_approved_jobs(stream_output, timeout, skip_job_names,
+                                                share_outputs_with_submitter, share_logs_with_submitter)
+                except Exception as exc:  # never let one bad poll end the loop
+                    logger.exception("poll failed")
+                    print(f"❌ Poll failed: {type(exc).__name__}: {exc}")
+                time.sleep(self.poll_interval)
+        except KeyboardInterrupt:
+            print("\n🛑 SyftJob Runner stopped")
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _print_banner(self) -> None:
+        print(f"🚀 SyftJob Runner started: version: {__version__}")
+        print(f"👤 Monitoring jobs for: {self.config.email}")
+        print(f"📂 Job directory: {self.job_dir}")
+        print(f"⏱️ Poll interval: {self.poll_interval:g} seconds")
+        print("⏹️ Press Ctrl+C to stop")
+        print(_RULE)
+        jobs = self._jobs()
+        if not jobs:
+            print("📭 No existing jobs found")
+            return
+        counts = {s: sum(1 for j in jobs if j.status == s) for s in _STATUSES}
+        print(f"📋 Found {len(jobs)} existing job(s): "
+              + ", ".join(f"{counts[s]} {s}" for s in _STATUSES))
+        for job in jobs:
+            if job.status == "inbox":
+                print(f"- {job.key} (waiting for review)")
+                self._known_jobs.add(job.key)
+
+    # -- reset ---------------------------------------------------------------
+
+    def reset_all_jobs(self) -> None:
+        """Delete every job of every submitter. Submitter folders and their
+        syft.pub.yaml stay, so submitters can still submit. Cannot be undone."""
+        jobs = _scan_jobs(self.job_dir)
+        print(f"🔄 RESETTING ALL JOBS for {self.config.email}")
+        print(f"📁 Target directory: {self.job_dir}")
+        counts = {}
+        for status in _STATUSES:
+            of_status = [j for j in jobs if j.status == status]
+            counts[status] = len(of_status)
+            if of_status:
+                print(f"📋 Found {len(of_status)} jobs in {status}:")
+                for job in of_status:
+                    print(f"- {job.key}")
+        print(f"⚠️ WARNING: This will permanently delete {len(jobs)} jobs!")
+        print("This action cannot be undone.")
+        print(f"🗑️ Deleting job directory: {self.job_dir}")
+        for submitter in _sorted_subfolders(self.job_dir):
+            with os.scandir(submitter.path) as entries:
+                for entry in list(entries):
+                    if entry.name != PERMISSION_FILE:
+                        _remove_path(Path(entry.path))
+        print("📁 Recreating job folder structure...")
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        print("✅ Job reset completed successfully!")
+        print("📊 Summary:")
+        print(f"- Deleted {len(jobs)} jobs total")
+        for status in _STATUSES:
+            if counts[status]:
+                print(f"- {status}: {counts[status]} jobs deleted")
+        print("- Clean job directory recreated")
+
+
+class _JobCannotRun(Exception):
+    """A job that is finished without running (no run.sh, unreadable config)."""
+
+
+def _script_preview(path: Path, max_lines: int = 5) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        return f"(no {RUN_SCRIPT})"
+    lines = head.decode("utf-8", "replace").splitlines()
+    shown = [f"{i}: {line}" for i, line in enumerate(lines[:max_lines], 1)]
+    if len(lines) > max_lines or len(head) == 64 * 1024:
+        shown.append("... (more lines)")
+    return "\n".join(shown) if shown else "(empty)"
+
+
+def _config_display_items(config: dict) -> list[tuple[Any, str]]:
+    first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
+    rest = sorted((k for k in config if k not in first), key=str)
+    items = []
+    for key in first + rest:
+        value = config[key]
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        items.append((key, "" if value is None else value))
+    return items
+
+
+def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5) -> SyftJobRunner:
+    """Build a runner for the datasite of ``email`` in a SyftBox folder.
+
+    :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
+    :param email: the data owner's email.
+    :param poll_interval: seconds between polls in ``run()``.
+    """
+    return SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+_FOLDER_ENV_VAR = "SYFTBOX_FOLDER"
+_EMAIL_ENV_VAR = "SYFTBOX_EMAIL"
+_CLIENT_CONFIG_ENV_VAR = "SYFTBOX_CLIENT_CONFIG_PATH"
+_CLIENT_CONFIG_DEFAULT = "~/.syftbox/config.json"
+
+
+class _UsageError(SyftJobError):
+    """A mistake on the command line: one line of explanation, exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake prints one line instead of the whole usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _env(name: str) -> str | None:
+    """An environment variable; empty counts as unset."""
+    return os.environ.get(name) or None
+
+
+def _client_config() -> tuple[str | None, str | None]:
+    """``(SyftBox folder, email)`` from the SyftBox client's config.json, if there is one."""
+    path = Path(_env(_CLIENT_CONFIG_ENV_VAR) or _CLIENT_CONFIG_DEFAULT).expanduser()
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"cannot read the SyftBox client config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise _UsageError(f"the SyftBox client config {path} is not a JSON object")
+    folder = data.get("data_dir") or None
+    if folder:
+        datasites = Path(folder).expanduser() / "datasites"
+        folder = str(datasites) if datasites.is_dir() else folder
+    return folder, data.get("email") or None
+
+
+def _datasite(args: argparse.Namespace) -> SyftJobConfig:
+    """Which datasite: the flags, else the environment, else the SyftBox client config."""
+    folder = getattr(args, "syftbox_folder", None) or _env(_FOLDER_ENV_VAR)
+    email = getattr(args, "email", None) or _env(_EMAIL_ENV_VAR)
+    if not folder or not email:
+        config_folder, config_email = _client_config()
+        folder, email = folder or config_folder, email or config_email
+    if not folder:
+        raise _UsageError(f"no SyftBox folder given: pass --syftbox-folder PATH (or set {_FOLDER_ENV_VAR})")
+    if not email:
+        raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
+    return SyftJobConfig.from_syftbox_folder(folder, email)
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        return _positive_seconds(text, "the value")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds") from None
+
+
+def _job_rows(runner: SyftJobRunner) -> list[dict]:
+    rows = []
+    for job in _scan_jobs(runner.job_dir):
+        try:
+            submitted = job.read_config().get("submitted_at", "")
+        except YAMLError:
+            submitted = "(unreadable config.yaml)"
+        try:
+            returncode: int | None = int((job.path / RETURNCODE_FILE).read_text().strip())
+        except (OSError, ValueError):
+            returncode = None
+        rows.append({"job": job.name, "submitter": job.submitter, "status": job.status,
+                     "submitted_at": str(submitted or ""), "returncode": returncode,
+                     "path": str(job.path)})
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    columns = [("JOB", "job"), ("SUBMITTER", "submitter"), ("STATUS", "status"),
+               ("SUBMITTED", "submitted_at"), ("RC", "returncode")]
+    cells = [[h for h, _ in columns]] + [["" if r[k] is None else str(r[k]) for _, k in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a (possibly huge) log, read from its end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return "(none)"
+    text = data.decode("utf-8", "replace").splitlines()[-lines:]
+    return "\n".join(text) if text else "(empty)"
+
+
+def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.poll_interval = args.poll_interval
+    runner.run(stream_output=not args.no_stream, timeout=args.timeout, skip_job_names=args.skip,
+               share_outputs_with_submitter=args.share_outputs, share_logs_with_submitter=args.share_logs)
+    return 0
+
+
+def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.check_for_new_jobs()
+    results = runner._process_approved_jobs(not args.no_stream, args.timeout, args.skip,
+                                            args.share_outputs, args.share_logs)
+    if not results:
+        print("📭 No approved jobs to run")
+    return 1 if any(not r.succeeded for r in results) else 0
+
+
+def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    rows = _job_rows(runner)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _print_table(rows)
+    else:
+        print(f"📭 No jobs in {runner.job_dir}")
+    return 0
+
+
+def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    job = runner._find_job(args.job, args.user)
+    print(f"Job:       {job.key}")
+    print(f"Status:    {job.status}")
+    print(f"Folder:    {job.path}")
+    try:
+        print("Config:\n" + "".join(f"  {k}: {v}\n" for k, v in _config_display_items(job.read_config())), end="")
+    except YAMLError as exc:
+        print(f"Config:    ❌ {exc}")
+    rc = job.path / RETURNCODE_FILE
+    if rc.exists():
+        print(f"Return code: {rc.read_text().strip()}")
+    for name in (STDOUT_FILE, STDERR_FILE):
+        print(f"--- {name} (last {args.lines} lines) ---")
+        print(_tail(job.path / name, args.lines))
+    return 0
+
+
+def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    job = runner._find_job(args.job, args.user)
+    if job.status != "inbox":
+        print(f"Job {job.key} is already {job.status}")
+        return 0
+    _atomic_write(job.path / APPROVED_MARKER, b"")
+    print(f"✅ Approved {job.key}: it runs at the next poll of the runner")
+    return 0
+
+
+def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    if not args.outputs and not args.logs:
+        raise _UsageError("say what to share: --outputs, --logs, or both")
+    runner.share_job_results(args.job, args.outputs, args.logs, user=args.user)
+    return 0
+
+
+def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    folder = runner.add_submitter(args.submitter_email)
+    print(f"✅ {args.submitter_email} can submit jobs into {folder}")
+    print("   (its results stay private until you share them)")
+    return 0
+
+
+def _cmd_reset(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise _UsageError("reset deletes every job; without a terminal to confirm, pass --yes")
+        answer = input(f"Delete every job in {runner.job_dir}? Type 'yes' to confirm: ")
+        if answer.strip().lower() != "yes":
+            print("Nothing deleted.")
+            return 1
+    runner.reset_all_jobs()
+    return 0
+
+
+_DEMO_OWNER = "do@example.com"
+_DEMO_SUBMITTER = "ds@example.com"
+_DEMO_ANALYSIS = """\
+echo "Counting the words of the owner's private data..."
+printf 'the quick brown fox\\njumps over the lazy dog\\n' | wc -w | tr -d ' ' > outputs/word_count.txt
+echo "Result written to outputs/word_count.txt"
+"""
+_DEMO_FAILING = """\
+echo "Looking for a file that is not there..."
+cat missing.csv
+"""
+_DEMO_PYTHON = 'print("hello from a Python job")\n'
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.folder:
+        folder = Path(args.folder).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            raise _UsageError(f"the demo needs an empty folder, and {folder} is not empty")
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="syft-job-demo-"))
+    print(f"🧪 Demo SyftBox folder: {folder}")
+    print(f"   data owner: {_DEMO_OWNER}   data scientist: {_DEMO_SUBMITTER}\n")
+    runner = create_runner(folder, _DEMO_OWNER, poll_interval=1)
+    runner.add_submitter(_DEMO_SUBMITTER)
+    client = JobClient(SyftJobConfig.from_syftbox_folder(folder, _DEMO_SUBMITTER))
+    analysis = client.submit_bash_job(_DEMO_OWNER, _DEMO_ANALYSIS, job_name="word count")
+    failing = client.submit_bash_job(_DEMO_OWNER, _DEMO_FAILING, job_name="missing file")
+    code = folder / "ds-code" / "hello.py"
+    code.parent.mkdir()
+    code.write_text(_DEMO_PYTHON)
+    waiting = client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
+    print("1️⃣  The data scientist submitted 3 jobs. The runner sees them:\n")
+    runner.check_for_new_jobs()
+    print("\n2️⃣  The owner approves two of them and runs them:\n")
+    for job in (analysis, failing):
+        _atomic_write(job / APPROVED_MARKER, b"")
+    runner.process_approved_jobs(stream_output=True, timeout=60,
+                                 share_outputs_with_submitter=True, share_logs_with_submitter=True)
+    print("\n3️⃣  Where everything is:\n")
+    for job in (analysis, failing, waiting):
+        print(f"  {job.name} ({_job_status(job)}): {job}")
+        for path in sorted(job.rglob("*")):
+            if path.is_file():
+                print(f"      {path.relative_to(job)}")
+    permissions = runner.job_dir / _DEMO_SUBMITTER / PERMISSION_FILE
+    print(f"\n4️⃣  What {_DEMO_SUBMITTER} can now read (rules in {permissions}):")
+    shared = [r for r in (load_yaml(permissions.read_text(), str(permissions)) or {}).get("rules", [])
+              if _DEMO_SUBMITTER in _access(r, "read") and not r["pattern"].startswith("*/")]
+    for rule in shared:
+        print(f"  read  {rule['pattern']}")
+    print(f"  (its own submission files too; '{_DEMO_SUBMITTER}' cannot write approved, done, logs or outputs,")
+    print("   and 'python hello' was never approved, so it never ran)")
+    print(f"\n✨ Try: python -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    datasite = argparse.ArgumentParser(add_help=False)
+    datasite.add_argument("--syftbox-folder", metavar="PATH", default=argparse.SUPPRESS,
+                          help=f"the SyftBox folder (default: ${_FOLDER_ENV_VAR}, else the SyftBox client config)")
+    datasite.add_argument("--email", metavar="EMAIL", default=argparse.SUPPRESS,
+                          help=f"the data owner's email (default: ${_EMAIL_ENV_VAR}, else the SyftBox client config)")
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument("--timeout", type=_seconds_arg, metavar="SECONDS",
+                         help=f"stop a job after this long (default: ${TIMEOUT_ENV_VAR}, else 300)")
+    running.add_argument("--no-stream", action="store_true", help="do not print the jobs' output (logs are still written)")
+    running.add_argument("--share-outputs", action="store_true", help="share each finished job's outputs/ with its submitter")
+    running.add_argument("--share-logs", action="store_true", help="share each finished job's logs with its submitter")
+    running.add_argument("--skip", action="append", metavar="NAME", help="never run this job (a name or SUBMITTER/NAME; repeatable)")
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument("job", metavar="JOB", help="the job's name")
+    which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
+
+    parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.",
+                             parents=[datasite])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    commands.required = True
+
+    def command(name: str, help: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[datasite, *parents])
+
+    run = command("run", "poll for jobs and run approved ones until Ctrl+C", [running])
+    run.add_argument("--poll-interval", type=_seconds_arg, default=5.0, metavar="SECONDS",
+                     help="seconds between two polls (default: 5)")
+    command("once", "run the approved jobs once and exit (status 1 if a job failed)", [running])
+    listing = command("list", "list the jobs: name, submitter, status, submitted, return code")
+    listing.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show = command("show", "show a job's config, status and the end of its logs", [which])
+    show.add_argument("--lines", type=int, default=20, metavar="N", help="how many log lines to show (default: 20)")
+    command("approve", "approve a job (the runner then runs it)", [which])
+    share = command("share", "let the submitter read a finished job's outputs and/or logs", [which])
+    share.add_argument("--outputs", action="store_true", help="share the job's outputs/ folder")
+    share.add_argument("--logs", action="store_true", help="share stdout.txt, stderr.txt and returncode.txt")
+    add = command("add-submitter", "let a data scientist submit jobs to this datasite")
+    add.add_argument("submitter_email", metavar="EMAIL", help="the data scientist's email")
+    reset = command("reset", "delete every job (asks first)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    commands.add_parser("version", help="print the version", description="print the version")
+    demo = commands.add_parser("demo", help="run a self-contained demo in a throwaway SyftBox folder",
+                               description="run a self-contained demo in a throwaway SyftBox folder")
+    demo.add_argument("--folder", metavar="PATH", help="an empty folder to use (default: a new temp folder)")
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
+    "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show,
+    "approve": _cmd_approve, "share": _cmd_share, "add-submitter": _cmd_add_submitter,
+    "reset": _cmd_reset,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``syft-job`` command; returns its exit status.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    """
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"syft-job {__version__}")
+            return 0
+        if args.command == "demo":
+            return _cmd_demo(args)
+        runner = SyftJobRunner(_datasite(args))
+        return _COMMANDS[args.command](runner, args)
+    except (SyftJobError, OSError) as exc:
+        print(f"syft-job {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\n🛑 Interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,625 @@
+"""Tests of syft_job: real processes, real files in tmp_path, no network.
+
+Run with: python -m pytest -q test_syft_job.py
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import syft_job
+from syft_job import ConfigError, JobError, JobNotFoundError, SyftJobConfig, YAMLError
+
+HERE = Path(__file__).resolve().parent
+OWNER = "do@test.org"
+DS = "ds@test.org"
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` (a hang bound)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" not in status
+
+
+@pytest.fixture
+def syftbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "SyftBox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def runner(syftbox: Path) -> syft_job.SyftJobRunner:
+    return syft_job.create_runner(syftbox, OWNER, poll_interval=0.1)
+
+
+def make_job(runner: syft_job.SyftJobRunner, name: str, script: str | bytes | None,
+             submitter: str = DS, approved: bool = True, config: str | None = None) -> Path:
+    """A job folder as other SyftBox clients write it."""
+    folder = runner.job_dir / submitter / name
+    folder.mkdir(parents=True)
+    if config is None:
+        config = syft_job.dump_yaml({"name": name, "submitted_by": submitter,
+                                     "submitted_at": "2026-03-02T10:30:00+00:00"})
+    (folder / "config.yaml").write_text(config, encoding="utf-8")
+    if script is not None:
+        data = script if isinstance(script, bytes) else textwrap.dedent(script).encode()
+        (folder / "run.sh").write_bytes(data)
+    if approved:
+        (folder / "approved").touch()
+    return folder
+
+
+RUNNER_SCRIPT = """
+import sys, syft_job
+runner = syft_job.create_runner(sys.argv[1], sys.argv[2], poll_interval=0.1)
+{body}
+"""
+
+
+def start_runner_process(syftbox: Path, body: str, stdout=subprocess.PIPE, env=None) -> subprocess.Popen:
+    """A runner in its own Python process, to send it signals and watch its console."""
+    code = RUNNER_SCRIPT.format(body=body)
+    return subprocess.Popen([sys.executable, "-u", "-c", code, str(syftbox), OWNER],
+                            stdout=stdout, stderr=subprocess.STDOUT, cwd=HERE, env=env)
+
+
+class LineReader:
+    """Reads a process's output in the background so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace"))
+
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
+        return wait_for(lambda: next((l for l in self.lines if needle in l), None), timeout, repr(needle))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+def test_config_expands_home_and_resolves(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "SyftBox").mkdir()
+    config = SyftJobConfig.from_syftbox_folder("~/SyftBox/../SyftBox", OWNER)
+    assert config.syftbox_folder == (tmp_path / "SyftBox").resolve()
+    assert config.email == OWNER
+    assert config.get_user_dir(DS) == config.syftbox_folder / DS
+    assert config.get_job_dir(OWNER) == config.syftbox_folder / OWNER / "app_data" / "job"
+
+
+def test_config_rejects_missing_folder_file_and_bad_email(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        SyftJobConfig.from_syftbox_folder(tmp_path / "nope", OWNER)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        SyftJobConfig.from_syftbox_folder(tmp_path / "file", OWNER)
+    for bad in ["owner", "a@b", "a b@c.org", "../x@y.org", "a/b@c.org", ""]:
+        with pytest.raises(ConfigError, match="email"):
+            SyftJobConfig.from_syftbox_folder(tmp_path, bad)
+
+
+def test_create_runner_makes_the_job_directory(syftbox):
+    runner = syft_job.create_runner(str(syftbox), OWNER, poll_interval=7)
+    assert runner.job_dir == syftbox.resolve() / OWNER / "app_data" / "job"
+    assert runner.job_dir.is_dir()
+    assert runner.poll_interval == 7
+    same = syft_job.SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox, OWNER))
+    assert same.poll_interval == 5
+    with pytest.raises(ConfigError, match="poll_interval"):
+        syft_job.create_runner(syftbox, OWNER, poll_interval=0)
+
+
+def test_public_names_version_and_quick_start(tmp_path, monkeypatch, capsys):
+    assert re.match(r"^\d+\.\d+\.\d+$", syft_job.__version__)
+    for name in syft_job.__all__:
+        assert hasattr(syft_job, name), name
+    # The module docstring's quick start runs as written (all but the blocking run()).
+    doc = syft_job.__doc__
+    block = doc.split("Quick start", 1)[1].split("::\n", 1)[1].split("\nFrom the shell", 1)[0]
+    code = textwrap.dedent(block)
+    assert "runner.run()" in code
+    code = code.replace("runner.run()", "pass")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "SyftBox").mkdir()
+    exec(compile(code, "quick start", "exec"), {})
+    job = tmp_path / "SyftBox" / "owner@example.com" / "app_data" / "job" / "ds@example.com" / "hello"
+    assert (job / "outputs" / "hello.txt").read_text() == "hello\n"
+    assert (job / "done").exists()
+    assert "NEW JOB DETECTED: ds@example.com/hello" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------
+
+
+def test_check_for_new_jobs_prints_each_inbox_job_once(runner, capsys):
+    script = "#!/bin/bash\n" + "".join(f"echo line{i}\n" for i in range(2, 9))
+    make_job(runner, "Data Processing", script, approved=False)
+    make_job(runner, "approved one", "echo hi", approved=True)
+    (runner.job_dir / DS / "not a job").mkdir()  # no config.yaml: not a job
+    runner.check_for_new_jobs()
+    out = capsys.readouterr().out
+    job_path = runner.job_dir / DS / "Data Processing"
+    expected = (
+        f"🔔 NEW JOB DETECTED: {DS}/Data Processing\n"
+        f"📁 Location: {job_path}\n"
+        "📝 Script preview:\n"
+        "1: #!/bin/bash\n2: echo line2\n3: echo line3\n4: echo line4\n5: echo line5\n"
+        "... (more lines)\n"
+        "⚙️ Config:\n"
+        "name: Data Processing\n"
+        f"submitted_by: {DS}\n"
+        "submitted_at: 2026-03-02T10:30:00+00:00\n"
+        + "-" * 50 + "\n"
+    )
+    assert out == expected
+    runner.check_for_new_jobs()
+    assert capsys.readouterr().out == ""
+    make_job(runner, "second", "echo 2", approved=False)
+    runner.check_for_new_jobs()
+    out = capsys.readouterr().out
+    assert "NEW JOB DETECTED: ds@test.org/second" in out and "Data Processing" not in out
+
+
+def test_check_for_new_jobs_reports_a_bad_config_and_goes_on(runner, capsys):
+    make_job(runner, "broken", "echo x", approved=False, config="name: [unclosed\n")
+    make_job(runner, "fine", "echo x", approved=False)
+    runner.check_for_new_jobs()
+    out = capsys.readouterr().out
+    assert "config.yaml, line 1" in out and "broken" in out
+    assert "NEW JOB DETECTED: ds@test.org/fine" in out
+
+
+def test_discovery_does_not_follow_symlinks_out(runner, tmp_path, capsys):
+    outside = tmp_path / "outside"
+    (outside / "job").mkdir(parents=True)
+    (outside / "job" / "config.yaml").write_text("name: job\n")
+    (outside / "job" / "run.sh").write_text("echo pwned > pwned\n")
+    (outside / "job" / "approved").touch()
+    (runner.job_dir / "evil@test.org").symlink_to(outside)
+    (runner.job_dir / DS).mkdir()
+    (runner.job_dir / DS / "linked").symlink_to(outside / "job")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    assert capsys.readouterr().out == ""
+    assert not (outside / "job" / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------
+# Execution
+# ---------------------------------------------------------------------------
+
+
+def test_process_runs_approved_jobs_and_writes_results(runner, capsys):
+    ok = make_job(runner, "Data Analysis", "echo 'Running analysis...'\necho result > outputs/r.txt\n")
+    bad = make_job(runner, "failing", "echo oops >&2\nexit 3\n")
+    inbox = make_job(runner, "waiting", "echo no", approved=False)
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert (ok / "stdout.txt").read_bytes() == b"Running analysis...\n"
+    assert (ok / "stderr.txt").read_bytes() == b""
+    assert (ok / "returncode.txt").read_text().strip() == "0"
+    assert (ok / "outputs" / "r.txt").read_text() == "result\n"
+    assert (ok / "done").exists()
+    assert (bad / "returncode.txt").read_text().strip() == "3"
+    assert (bad / "stderr.txt").read_bytes() == b"oops\n"
+    assert not (inbox / "done").exists() and not (inbox / "stdout.txt").exists()
+    assert "📋 Found 2 job(s) in approved directory\n" + "=" * 50 + "\n" in out
+    assert f"🚀 Executing job: Data Analysis\n📁 Job directory: {ok}\n" in out
+    assert f"[{OWNER}][Data Analysis] Running analysis...\n" in out
+    assert "✅ Job Data Analysis completed successfully\n📄 Output written to stdout.txt\n" in out
+    assert f"[{OWNER}][failing] STDERR: oops\n" in out
+    assert "❌ Job failing failed with return code 3" in out
+    assert out.endswith("=" * 50 + "\n✅ Processed 2 job(s)\n")
+    # Done jobs never run again.
+    runner.process_approved_jobs()
+    assert capsys.readouterr().out == ""
+
+
+def test_skip_job_names_by_name_or_submitter_and_name(runner, capsys):
+    a = make_job(runner, "a", "true")
+    b = make_job(runner, "b", "true")
+    c = make_job(runner, "c", "true", submitter="other@test.org")
+    runner.process_approved_jobs(skip_job_names=["a", "other@test.org/c"])
+    assert not (a / "done").exists() and (b / "done").exists() and not (c / "done").exists()
+    assert "Found 1 job(s)" in capsys.readouterr().out
+
+
+def test_job_environment_is_the_documented_one_without_runner_secrets(runner, syftbox, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    job = make_job(runner, "env", "env\n")
+    runner.process_approved_jobs(stream_output=False)
+    env = dict(line.split("=", 1) for line in (job / "stdout.txt").read_text().splitlines() if "=" in line)
+    assert env["SYFTBOX_FOLDER"] == str(syftbox.resolve())
+    assert env["SYFTBOX_EMAIL"] == OWNER
+    assert env["SYFT_IS_IN_JOB"] == "true"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PWD"] == str(job)
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "hunter2" not in (job / "stdout.txt").read_text()
+
+
+EXACT_BYTES = b"caf\xc3\xa9 \xff\xfe invalid\r\n10%\r50%\r100%\nno newline at end"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_logs_keep_the_exact_bytes(runner, tmp_path, capsys, stream):
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(EXACT_BYTES)
+    job = make_job(runner, "bytes", f"cat '{payload}'\ncat '{payload}' >&2\n")
+    runner.process_approved_jobs(stream_output=stream)
+    assert (job / "stdout.txt").read_bytes() == EXACT_BYTES
+    assert (job / "stderr.txt").read_bytes() == EXACT_BYTES
+    assert (job / "returncode.txt").read_text().strip() == "0"
+    out = capsys.readouterr().out
+    prefix = f"[{OWNER}][bytes] "
+    if stream:
+        shown = [l[len(prefix):] for l in out.splitlines() if l.startswith(prefix) and "STDERR" not in l]
+        assert shown == ["café \ufffd\ufffd invalid", "10%", "50%", "100%", "no newline at end"]
+        assert f"{prefix}STDERR: no newline at end\n" in out
+    else:
+        assert prefix not in out and "invalid" not in out
+
+
+def test_partial_line_is_shown_before_the_job_goes_on(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    release = tmp_path / "release"
+    make_job(runner, "progress", f"printf 'progress 50%%'\nwhile [ ! -e '{release}' ]; do sleep 0.02; done\necho ' finished'\n")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()")
+    reader = LineReader(proc)
+    try:
+        # No newline was printed and the job is still blocked: the line shows anyway.
+        reader.wait_for(f"[{OWNER}][progress] progress 50%\n", timeout=20)
+        assert "finished" not in reader.text
+        release.touch()
+        assert proc.wait(timeout=30) == 0
+        reader.thread.join(10)
+        assert f"[{OWNER}][progress]  finished\n" in reader.text
+    finally:
+        proc.kill()
+
+
+def test_stdout_and_stderr_never_mix_inside_a_console_line(runner, capsys):
+    script = """
+    for i in $(seq 1 3000); do printf 'out-%05d-abcdefghijklmnopqrstuvwxyz\\n' $i; done &
+    for i in $(seq 1 3000); do printf 'err-%05d-ABCDEFGHIJKLMNOPQRSTUVWXYZ\\n' $i >&2; done
+    wait
+    """
+    make_job(runner, "mixed", script)
+    runner.process_approved_jobs()
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith(f"[{OWNER}][mixed] ")]
+    pattern = re.compile(r"^\[do@test\.org\]\[mixed\] (out-\d{5}-[a-z]{26}|STDERR: err-\d{5}-[A-Z]{26})$")
+    assert len(lines) == 6000
+    assert all(pattern.match(l) for l in lines), [l for l in lines if not pattern.match(l)][:3]
+
+
+def test_a_million_lines_streamed(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "million", "seq 1 1000000\n")
+    console = tmp_path / "console.txt"
+    with open(console, "wb") as f:
+        proc = start_runner_process(syftbox, "runner.process_approved_jobs()", stdout=f)
+        assert proc.wait(timeout=120) == 0
+    assert (job / "stdout.txt").read_bytes() == b"".join(b"%d\n" % i for i in range(1, 1000001))
+    prefix = f"[{OWNER}][million] ".encode()
+    with open(console, "rb") as f:
+        shown = [line for line in f if line.startswith(prefix)]
+    assert len(shown) == 1000000
+    assert shown[0] == prefix + b"1\n" and shown[-1] == prefix + b"1000000\n"
+
+
+# VmHWM is this process image's own peak; ru_maxrss on Linux also carries the peak of
+# the process that forked it (here pytest), so it is only the fallback (macOS, bytes).
+PEAK_MEMORY = """
+import re, resource, sys
+runner.process_approved_jobs(stream_output={stream})
+try:
+    peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+except OSError:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
+print("PEAK_KB", peak_kb)
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_memory_stays_flat_for_200_mb_of_output(syftbox, tmp_path, stream):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    size = 200_000_000
+    # Captured mode gets lines; streamed mode gets one endless line (no newline at all).
+    produce = "yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY" if not stream else "tr '\\0' x < /dev/zero"
+    job = make_job(runner, "big", f"{produce} | head -c {size}\n")
+    log = tmp_path / "console.txt"
+    with open(log, "wb") as f:
+        proc = start_runner_process(syftbox, PEAK_MEMORY.format(stream=stream), stdout=f)
+        assert proc.wait(timeout=120) == 0
+    assert (job / "stdout.txt").stat().st_size == size
+    peak_kb = int(re.search(r"PEAK_KB (\d+)", log.read_text(errors="replace")).group(1))
+    assert peak_kb < 80_000, f"peak memory {peak_kb} kB"  # the reference needed 627 MB
+
+
+HOLDER_SCRIPT = """
+sleep 300 &
+echo $! > bg.pid
+setsid sleep 300 &
+echo $! > escaped.pid
+echo started
+echo started-err >&2
+sleep 300
+"""
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_timeout_kills_the_group_and_returns_while_a_grandchild_holds_the_pipes(runner, capsys, stream):
+    job = make_job(runner, "slow", HOLDER_SCRIPT)
+    started = time.monotonic()
+    try:
+        runner.process_approved_jobs(stream_output=stream, timeout=1)
+        took = time.monotonic() - started
+        assert took < 30  # a hang bound: the reference waited for the grandchild (300 s)
+        assert (job / "returncode.txt").read_text().strip() == "-1"
+        assert (job / "done").exists()
+        assert (job / "stdout.txt").read_bytes() == b"started\n--- PROCESS TIMED OUT ---\n"
+        assert (job / "stderr.txt").read_bytes() == b"started-err\n--- PROCESS TIMED OUT ---\n"
+        bg = int((job / "bg.pid").read_text())
+        wait_for(lambda: not pid_alive(bg), 10, "the job's background process to die")
+        out = capsys.readouterr().out
+        assert "⏰ Job slow timed out after 1 seconds (return code -1)" in out
+        runner.process_approved_jobs(timeout=1)  # finished: never re-run by itself
+        assert capsys.readouterr().out == ""
+    finally:
+        escaped = int((job / "escaped.pid").read_text())  # left its session on purpose
+        os.kill(escaped, signal.SIGKILL)
+
+
+def test_timeout_escalates_to_kill_when_term_is_ignored(runner):
+    job = make_job(runner, "stubborn", "trap '' TERM\necho $$ > pid\nwhile true; do sleep 0.05; done\n")
+    runner.process_approved_jobs(stream_output=False, timeout=0.5)
+    assert (job / "returncode.txt").read_text().strip() == "-1"
+    wait_for(lambda: not pid_alive(int((job / "pid").read_text())), 10, "the stubborn job to die")
+
+
+def test_background_processes_do_not_outlive_a_finished_job(runner):
+    job = make_job(runner, "leaves", "sleep 300 &\necho $! > bg.pid\necho done-main\n")
+    runner.process_approved_jobs(timeout=60)
+    assert (job / "returncode.txt").read_text().strip() == "0"
+    assert (job / "stdout.txt").read_text() == "done-main\n"
+    wait_for(lambda: not pid_alive(int((job / "bg.pid").read_text())), 10, "the leftover to die")
+
+
+def test_timeout_from_environment_and_bad_value(runner, monkeypatch):
+    job = make_job(runner, "sleepy", "sleep 300\n")
+    monkeypatch.setenv("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "soon")
+    with pytest.raises(ConfigError, match="SYFT_DEFAULT_JOB_TIMEOUT_SECONDS.*'soon'"):
+        runner.process_approved_jobs()
+    assert not (job / "stdout.txt").exists()
+    monkeypatch.setenv("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "0.5")
+    runner.process_approved_jobs()
+    assert (job / "returncode.txt").read_text().strip() == "-1"
+    with pytest.raises(ConfigError, match="timeout"):
+        runner.process_approved_jobs(timeout=-1)
+
+
+def test_jobs_that_cannot_run_are_finished_with_a_reason(runner, capsys):
+    no_script = make_job(runner, "no script", None)
+    bad_config = make_job(runner, "bad config", "echo never", config="name: x\n  bad: indent\n")
+    fine = make_job(runner, "fine", "echo fine")
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "has no run.sh" in (no_script / "stderr.txt").read_text()
+    assert "config.yaml, line 2" in (bad_config / "stderr.txt").read_text()
+    assert not (bad_config / "stdout.txt").exists()
+    for job in (no_script, bad_config):
+        assert (job / "done").exists() and (job / "returncode.txt").read_text().strip() == "-1"
+    assert "❌ job ds@test.org/no script has no run.sh" in out
+    assert "config.yaml, line 2" in out
+    assert (fine / "stdout.txt").read_text() == "fine\n"
+    runner.process_approved_jobs()
+    assert capsys.readouterr().out == ""  # not retried on every poll
+
+
+def test_a_runner_side_error_finishes_the_job_and_the_others_still_run(runner, tmp_path, monkeypatch, capsys):
+    first = make_job(runner, "first", "echo one")
+    second = make_job(runner, "second", "echo two")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bash-here"))  # bash cannot be started
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    for job in (first, second):
+        assert (job / "done").exists()
+        assert "runner error" in (job / "stderr.txt").read_text()
+    assert out.count("runner error in job") == 2 and "Processed 2 job(s)" in out
+
+
+def test_planted_symlinks_are_replaced_not_written_through(runner, tmp_path):
+    victim = tmp_path / "owner-file.txt"
+    victim.write_text("precious")
+    job = make_job(runner, "sneaky", "echo output")
+    for name in ("stdout.txt", "stderr.txt", "returncode.txt"):
+        (job / name).symlink_to(victim)
+    (job / "outputs").symlink_to(tmp_path)
+    runner.process_approved_jobs()
+    assert victim.read_text() == "precious"
+    assert (job / "stdout.txt").read_text() == "output\n" and not (job / "stdout.txt").is_symlink()
+    assert (job / "outputs").is_dir() and not (job / "outputs").is_symlink()
+
+
+STOPPABLE_JOB = """
+echo $$ > pid
+sleep 300 &
+echo $! > child.pid
+if [ -e second-run ]; then kill $!; exit 0; fi
+touch second-run
+wait
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "long", STOPPABLE_JOB)
+    proc = start_runner_process(syftbox, "runner.run()")
+    reader = LineReader(proc)
+    try:
+        reader.wait_for("🚀 Executing job: long")
+        wait_for(lambda: (job / "child.pid").exists() and (job / "child.pid").read_text().strip())
+        pid, child = int((job / "pid").read_text()), int((job / "child.pid").read_text())
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 0
+        reader.thread.join(10)
+        assert "SyftJob Runner stopped" in reader.text
+        assert "Traceback" not in reader.text
+        wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 10, "the job to be stopped")
+        assert (job / "approved").exists() and not (job / "done").exists()
+    finally:
+        proc.kill()
+    # It runs again at the next start.
+    runner.process_approved_jobs(timeout=60)
+    assert (job / "returncode.txt").read_text().strip() == "0"
+
+
+def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "waiting", "echo hi", approved=False)
+    make_job(runner, "finished", "true", approved=True)
+    (runner.job_dir / DS / "finished" / "done").touch()
+    proc = start_runner_process(syftbox, "runner.run()")
+    reader = LineReader(proc)
+    try:
+        reader.wait_for("Found 2 existing job(s)")
+        late = make_job(runner, "late", "echo late-output", approved=True)
+        reader.wait_for(f"[{OWNER}][late] late-output")
+        wait_for(lambda: (late / "done").exists())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        reader.thread.join(10)
+    finally:
+        proc.kill()
+    text = reader.text
+    banner = (
+        f"🚀 SyftJob Runner started: version: {syft_job.__version__}\n"
+        f"👤 Monitoring jobs for: {OWNER}\n"
+        f"📂 Job directory: {runner.job_dir}\n"
+        "⏱️ Poll interval: 0.1 seconds\n"
+        "⏹️ Press Ctrl+C to stop\n"
+        + "=" * 50 + "\n"
+        "📋 Found 2 existing job(s): 1 inbox, 0 approved, 1 done\n"
+        f"- {DS}/waiting (waiting for review)\n"
+    )
+    assert text.startswith(banner)
+    assert "NEW JOB DETECTED: ds@test.org/waiting" not in text  # reported in the banner
+
+
+def test_run_reports_an_empty_job_directory(syftbox):
+    proc = start_runner_process(syftbox, "runner.run()")
+    reader = LineReader(proc)
+    try:
+        reader.wait_for("📭 No existing jobs found")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
+def test_run_refuses_a_bad_timeout_before_polling(runner, monkeypatch):
+    monkeypatch.setenv("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "-5")
+    with pytest.raises(ConfigError, match="SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"):
+        runner.run()
+
+
+# ---------------------------------------------------------------------------
+# Reset
+# ---------------------------------------------------------------------------
+
+
+def test_reset_counts_the_real_layout_and_keeps_submitter_folders(runner, tmp_path, capsys):
+    runner.add_submitter(DS)
+    for name in ("Job 1", "Job 2", "Job 3"):
+        make_job(runner, name, "true", approved=False)
+    make_job(runner, "Job 4", "true", approved=True)
+    make_job(runner, "Job 5", "true", approved=True, submitter="other@test.org")
+    done = make_job(runner, "Job 6", "true", approved=True)
+    (done / "done").touch()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (runner.job_dir / DS / "link").symlink_to(outside)
+    (runner.job_dir / "syft.pub.yaml").write_text("rules: []\n")
+    capsys.readouterr()
+    runner.reset_all_jobs()
+    out = capsys.readouterr().out
+    assert out == (
+        f"🔄 RESETTING ALL JOBS for {OWNER}\n"
+        f"📁 Target directory: {runner.job_dir}\n"
+        "📋 Found 3 jobs in inbox:\n- ds@test.org/Job 1\n- ds@test.org/Job 2\n- ds@test.org/Job 3\n"
+        "📋 Found 2 jobs in approved:\n- ds@test.org/Job 4\n- other@test.org/Job 5\n"
+        "📋 Found 1 jobs in done:\n- ds@test.org/Job 6\n"
+        "⚠️ WARNING: This will permanently delete 6 jobs!\n"
+        "This action cannot be undone.\n"
+        f"🗑️ Deleting job directory: {runner.job_dir}\n"
+        "📁 Recreating job folder structure...\n"
+        "✅ Job reset completed successfully!\n"
+        "📊 Summary:\n"
+        "- Deleted 6 jobs total\n"
+        "- inbox: 3 jobs deleted\n"
+        "- approved: 2 jobs deleted\n"
+        "- done: 1 jobs deleted\n"
+        "- Clean job directory recreated\n"
+    )
+    assert sorted(os.listdir(runner.job_dir)) == [DS, "other@test.org", "syft.pub.yaml"]
+    assert os.listdir(runner.job_dir / DS) == ["syft.pub.yaml"]
+    assert os.listdir(runner.job_dir / "other@test.org") == []
+    assert (outside / "keep.txt").read_text() == "keep"
+
+
+def test_reset_recreates_a_missing_job_directory(runner, capsys):
+    runner.job_dir.rmdir()
+    runner.reset_all_jobs()
+    assert runner.job_dir.is_dir()
+    assert "Deleted 0 jobs total" in capsys.readouterr().out
