@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -355,6 +357,13 @@ class _YamlReader:
             self.pos += 1
         return None
 
+    def ends_block(self, index: int | None, indent: int) -> bool:
+        """Whether a block at ``indent`` ends before line ``index``."""
+        if index is None or self.indent_of(index) != indent:
+            return True
+        line = self.lines[index]
+        return line[:3] in ("---", "...") and line[3:4] in ("", " ", "\t")
+
     def indent_of(self, index: int) -> int:
         line = self.lines[index]
         return len(line) - len(line.lstrip(" "))
@@ -387,9 +396,7 @@ class _YamlReader:
         items = []
         while True:
             index = self.next_content_line()
-            if index is None or self.indent_of(index) != indent:
-                break
-            if not self.is_sequence_item(index, indent):
+            if self.ends_block(index, indent) or not self.is_sequence_item(index, indent):
                 break
             line = self.lines[index]
             rest = line[indent + 1:]
@@ -414,7 +421,7 @@ class _YamlReader:
         mapping: dict = {}
         while True:
             index = self.next_content_line()
-            if index is None or self.indent_of(index) != indent:
+            if self.ends_block(index, indent):
                 break
             if self.is_sequence_item(index, indent):
                 raise self.error(index, "a '- ' list item where a 'key: value' line was expected")
@@ -1569,6 +1576,40 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class _DirectoryLock:
+    """An exclusive, re-entrant ``flock`` on a folder: one runner per job directory.
+    Locking the folder itself leaves no lock file for SyftBox to sync."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[bool]:
+        """Yields whether this process holds the lock (False: another one does)."""
+        if self.fd is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                yield False
+                return
+            except OSError:  # a file system without locks: go on unlocked
+                pass
+            self.fd = fd
+        self.depth += 1
+        try:
+            yield True
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                os.close(self.fd)  # closing releases the flock
+                self.fd = None
+
+
 class SyftJobRunner:
     """Watches an owner's job directory, runs approved jobs and shares their results.
 
@@ -1581,6 +1622,7 @@ class SyftJobRunner:
         self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
         self.job_dir = config.get_job_dir(config.email)
         self.job_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _DirectoryLock(self.job_dir)
         self._known_jobs: set[str] = set()
         self._protected_submitters: set[str] = set()
         self._abandoned_jobs: set[str] = set()  # could not even be marked done
@@ -1658,6 +1700,14 @@ class SyftJobRunner:
         share_logs: bool = False,
     ) -> list[_JobResult]:
         seconds = _resolve_timeout(timeout)
+        with self._lock.hold() as mine:
+            if not mine:
+                print(f"⏳ Another runner is processing the jobs in {self.job_dir}; leaving them to it")
+                return []
+            return self._run_jobs(seconds, stream_output, skip_job_names, share_outputs, share_logs)
+
+    def _run_jobs(self, seconds: float, stream_output: bool, skip_job_names: Sequence[str] | None,
+                  share_outputs: bool, share_logs: bool) -> list[_JobResult]:
         skip = set(skip_job_names or ())
         jobs = [j for j in self._jobs("approved")
                 if j.name not in skip and j.key not in skip and j.key not in self._abandoned_jobs]
@@ -1781,6 +1831,14 @@ class SyftJobRunner:
         after stopping a running job (which stays approved and runs again next start).
         The arguments are those of :meth:`process_approved_jobs`."""
         _resolve_timeout(timeout)  # a bad timeout fails now, not at the first job
+        with self._lock.hold() as mine:
+            if not mine:
+                raise SyftJobError(f"another runner is already running for {self.job_dir}")
+            self._run_forever(stream_output, timeout, skip_job_names,
+                              share_outputs_with_submitter, share_logs_with_submitter)
+
+    def _run_forever(self, stream_output: bool, timeout: float | None, skip_job_names: Sequence[str] | None,
+                     share_outputs_with_submitter: bool, share_logs_with_submitter: bool) -> None:
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
         try:
@@ -1823,7 +1881,16 @@ class SyftJobRunner:
 
     def reset_all_jobs(self) -> None:
         """Delete every job of every submitter. Submitter folders and their
-        syft.pub.yaml stay, so submitters can still submit. Cannot be undone."""
+        syft.pub.yaml stay, so submitters can still submit. Cannot be undone.
+
+        :raises SyftJobError: another runner is running jobs here.
+        """
+        with self._lock.hold() as mine:
+            if not mine:
+                raise SyftJobError(f"another runner is running jobs in {self.job_dir}; stop it before a reset")
+            self._reset()
+
+    def _reset(self) -> None:
         jobs = _scan_jobs(self.job_dir)
         print(f"🔄 RESETTING ALL JOBS for {self.config.email}")
         print(f"📁 Target directory: {self.job_dir}")

@@ -623,3 +623,324 @@ def test_reset_recreates_a_missing_job_directory(runner, capsys):
     runner.reset_all_jobs()
     assert runner.job_dir.is_dir()
     assert "Deleted 0 jobs total" in capsys.readouterr().out
+
+
+def test_one_runner_per_job_directory(syftbox, capsys):
+    first = syft_job.create_runner(syftbox, OWNER)
+    second = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(first, "once only", "echo ran >> ../../../ran.txt\n")
+    with first._lock.hold() as mine:
+        assert mine
+        second.process_approved_jobs()
+        assert "Another runner is processing the jobs" in capsys.readouterr().out
+        assert not (job / "done").exists()
+        with pytest.raises(syft_job.SyftJobError, match="another runner is already running"):
+            second.run()
+        with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
+            second.reset_all_jobs()
+        first.process_approved_jobs()  # re-entrant for the holder
+    assert (job / "done").exists()
+    second.process_approved_jobs()  # released
+    assert capsys.readouterr().out.count("Executing job") == 1
+
+
+# ---------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------
+
+FIXTURES = sorted((HERE / "tests" / "fixtures" / "yaml").glob("*.yaml"))
+
+
+def test_fixtures_are_there():
+    assert len(FIXTURES) == 15
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_reader_gives_what_pyyaml_gives(path):
+    expected = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    value = syft_job.load_yaml(path.read_text(encoding="utf-8"), str(path))
+    assert value == expected
+    assert syft_job.load_yaml(syft_job.dump_yaml(value)) == value
+
+
+def test_writer_matches_pyyaml_byte_for_byte_on_the_fixtures():
+    # These fixtures were written by yaml.dump(..., default_flow_style=False).
+    for stem in ("config_bash_job", "config_python_job", "config_quoting", "config_unicode",
+                 "config_no_deps", "config_long_deps", "perm_ds_folder", "perm_multi"):
+        path = HERE / "tests" / "fixtures" / "yaml" / f"{stem}.yaml"
+        value = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        assert syft_job.dump_yaml(value) == path.read_text(encoding="utf-8"), stem
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: yes\nb: No\nc: on\nd: ~\ne: null\nf: ''\ng:\n", {"a": True, "b": False, "c": True, "d": None, "e": None, "f": "", "g": None}),
+    ("a: 0123\nb: 0x1F\nc: -7\nd: 1_000\ne: 1:30\nf: 0b101\n", {"a": 83, "b": 31, "c": -7, "d": 1000, "e": 90, "f": 5}),
+    ("a: 2.5\nb: 1e5\nc: 1.0e+5\nd: .5\ne: -.inf\n", {"a": 2.5, "b": "1e5", "c": 100000.0, "d": 0.5, "e": float("-inf")}),
+    ("a: '0123'\nb: 'yes'\nc: \"1.5\"\n", {"a": "0123", "b": "yes", "c": "1.5"}),
+    ("a: 2026-03-02\n", {"a": __import__("datetime").date(2026, 3, 2)}),
+    ("---\n# comment\nlist: [a, 'b c', \"d\", 1, [x]]\nmap: {k: v, n: 1}\nempty: []\nnone: {}\n",
+     {"list": ["a", "b c", "d", 1, ["x"]], "map": {"k": "v", "n": 1}, "empty": [], "none": {}}),
+    ("s: \"\\x41\\u00e9\\U0001F600\\n\\t\\\\ \\\"q\\\"\"\n", {"s": "A\u00e9\U0001F600\n\t\\ \"q\""}),
+    ("s: 'it''s'\n", {"s": "it's"}),
+    ("s: \"folded \\\n  \\ line\"\n", {"s": "folded  line"}),
+    ("plain: a long plain\n  scalar folded\n\n  with a blank line\n", {"plain": "a long plain scalar folded\nwith a blank line"}),
+    ("url: http://x.org/a#b\nc: a#b # comment\n", {"url": "http://x.org/a#b", "c": "a#b"}),
+    ("- a\n- - b\n  - c\n- k: v\n  k2: [1]\n-\n", ["a", ["b", "c"], {"k": "v", "k2": [1]}, None]),
+    ("rules:\n  - pattern: '**'\n    access:\n      read: ['*']\n", {"rules": [{"pattern": "**", "access": {"read": ["*"]}}]}),
+    ("", None),
+    ("# only a comment\n", None),
+    ("just text\n", "just text"),
+])
+def test_reader_cases(text, expected):
+    assert syft_job.load_yaml(text) == expected
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("a: &anchor 1\n", 1, "anchors"),
+    ("a: 1\nb: *alias\n", 2, "aliases"),
+    ("a: !!str 1\n", 1, "tags"),
+    ("a: 1\n---\nb: 2\n", 2, "several YAML documents"),
+    ("a:\n\tb: 1\n", 2, "tab"),
+    ("a: 1\n  b: 2\n", 2, ""),
+    ("a: 'unclosed\n", 1, "not closed"),
+    ("a: [1, 2\n", 1, "not closed"),
+    ("a: |\n  text\n", 1, "block scalars"),
+    ("a: b: c\n", 1, "quote the value"),
+    ("a: 1\nnot a mapping line\n", 2, "expected 'key: value'"),
+    ("a: \"\\q\"\n", 1, "unknown escape"),
+    ("? complex\n: key\n", 1, "complex mapping keys"),
+    ("a: @x\n", 1, "cannot start with '@'"),
+    ("- a\nb: 1\n", 2, ""),
+    ("a: \x07\n", 1, "not allowed"),
+])
+def test_reader_refuses_what_it_does_not_support_naming_file_and_line(text, line, message):
+    with pytest.raises(YAMLError) as caught:
+        syft_job.load_yaml(text, "jobs/config.yaml")
+    assert str(caught.value).startswith(f"jobs/config.yaml, line {line}: ")
+    assert message in str(caught.value)
+
+
+ODD_CHARS = list("abcXYZ019 _-.:#'\"!&*@%`?,[]{}|>\\/\t\n\r~=<") + [
+    "é", "—", "✓", "日", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\u2028", "\U0001F600", "\xa0", "\ufeff"]
+ODD_WORDS = ["yes", "no", "null", "~", "true", "0123", "1.5", "1e5", "0x1F", "2026-03-02",
+             "2026-03-02T10:30:00+00:00", "-", "- x", "--- x", "...", "=", "<<", ".inf", "1_000",
+             "1:30", "+1", "", " ", "a: b", "x # y", "'", '"', "key:", ":x", "-x", "@home", "%p"]
+
+
+def random_string(rng: random.Random) -> str:
+    if rng.random() < 0.25:
+        return rng.choice(ODD_WORDS)
+    length = rng.choice([0, 1, 2, 5, 20, 100, 300])
+    return "".join(rng.choice(ODD_CHARS) for _ in range(length))
+
+
+def random_value(rng: random.Random, depth: int = 0):
+    roll = rng.random()
+    if depth < 3 and roll < 0.15:
+        return {random_string(rng): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    if depth < 3 and roll < 0.3:
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if roll < 0.38:
+        return rng.choice([True, False, None, 0, -7, 2.5, 1e20, -1e-5, 10**30])
+    return random_string(rng)
+
+
+def test_writer_output_reads_back_equal_property():
+    for seed in range(3000):
+        rng = random.Random(seed)
+        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
+        text = syft_job.dump_yaml(value)
+        assert syft_job.load_yaml(text) == value, (seed, text)
+
+
+def test_writer_refuses_unknown_types():
+    with pytest.raises(TypeError, match="set"):
+        syft_job.dump_yaml({"a": {1, 2}})
+
+
+def test_writer_output_reads_back_in_pyyaml_when_available():
+    yaml = pytest.importorskip("yaml")  # a cross-check on machines that have PyYAML
+    for seed in range(2000):
+        rng = random.Random(seed)
+        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
+        assert yaml.safe_load(syft_job.dump_yaml(value)) == value, seed
+
+
+# ---------------------------------------------------------------------------
+# Submitting jobs
+# ---------------------------------------------------------------------------
+
+SEED_SCRIPT = """#!/bin/bash
+set -euo pipefail
+export UV_SYSTEM_PYTHON=false
+uv venv --python 3.12
+source .venv/bin/activate
+uv pip install "syft-client" "numpy" "pandas"
+python script.py
+"""
+
+SEED_PROJECT_SCRIPT = """#!/bin/bash
+set -euo pipefail
+export UV_SYSTEM_PYTHON=false
+cd project_dir && uv sync --python 3.12 && cd ..
+source project_dir/.venv/bin/activate
+uv pip install "syft-client" "numpy"
+export PYTHONPATH=project_dir:${PYTHONPATH:-}
+python project_dir/main.py
+"""
+
+
+@pytest.fixture
+def client(runner) -> syft_job.JobClient:
+    return syft_job.JobClient(SyftJobConfig.from_syftbox_folder(runner.config.syftbox_folder, DS))
+
+
+def test_python_run_sh_is_the_documented_text(client, tmp_path, monkeypatch):
+    monkeypatch.delenv("SYFT_CLIENT_INSTALL_SOURCE", raising=False)
+    script = tmp_path / "script.py"
+    script.write_text("print('hi')\n")
+    job = client.submit_python_job(OWNER, script, job_name="single", dependencies=["numpy", "pandas"])
+    assert (job / "run.sh").read_bytes() == SEED_SCRIPT.encode()
+    assert os.access(job / "run.sh", os.X_OK)
+    assert (job / "script.py").read_text() == "print('hi')\n"
+    project = tmp_path / "project_dir"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (project / "main.py").write_text("print('main')\n")
+    (project / "helper.py").write_text("")
+    job = client.submit_python_job(OWNER, project, job_name="folder", dependencies=["numpy"])
+    assert (job / "run.sh").read_bytes() == SEED_PROJECT_SCRIPT.encode()
+    assert (job / "project_dir" / "main.py").exists()
+
+
+def test_python_job_config_holds_the_documented_keys(client, tmp_path):
+    project = tmp_path / "analysis"
+    project.mkdir()
+    (project / "only.py").write_text("print(1)\n")
+    job = client.submit_python_job(OWNER, project, job_name="Data Processing", dependencies=["pandas==2.2.0"])
+    config = syft_job.load_yaml((job / "config.yaml").read_text())
+    assert set(config) == {"name", "submitted_by", "submitted_at", "type", "code_path",
+                           "entry_point", "dependencies", "is_folder_submission"}
+    assert config["name"] == "Data Processing" and config["submitted_by"] == DS
+    assert config["type"] == "python" and config["is_folder_submission"] is True
+    assert config["entry_point"] == "only.py" and config["dependencies"] == ["pandas==2.2.0"]
+    assert config["code_path"] == str(project)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$", config["submitted_at"])
+    assert "python analysis/only.py\n" in (job / "run.sh").read_text()
+
+
+def test_folder_entrypoint_rules(client, tmp_path):
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "a.py").write_text("")
+    (folder / "b.py").write_text("")
+    with pytest.raises(JobError, match="cannot tell which script.*a.py, b.py"):
+        client.submit_python_job(OWNER, folder, job_name="x")
+    job = client.submit_python_job(OWNER, folder, job_name="y", entrypoint="b.py")
+    assert (job / "run.sh").read_text().endswith("python code/b.py\n")
+    with pytest.raises(JobError, match="entrypoint"):
+        client.submit_python_job(OWNER, folder, job_name="z", entrypoint="../etc/passwd")
+    with pytest.raises(JobError, match="not found"):
+        client.submit_python_job(OWNER, tmp_path / "missing.py", job_name="w")
+
+
+def test_base_packages_by_argument_and_environment(client, tmp_path, monkeypatch):
+    script = tmp_path / "s.py"
+    script.write_text("")
+    job = client.submit_python_job(OWNER, script, job_name="arg", dependencies=["numpy"], base_packages=[])
+    assert 'uv pip install "numpy"\n' in (job / "run.sh").read_text()
+    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "git+https://example.org/syft-client@main")
+    job = client.submit_python_job(OWNER, script, job_name="env")
+    assert 'uv pip install "git+https://example.org/syft-client@main"\n' in (job / "run.sh").read_text()
+    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "")
+    job = client.submit_python_job(OWNER, script, job_name="empty env")
+    assert 'uv pip install "syft-client"\n' in (job / "run.sh").read_text()
+
+
+def test_bash_job_and_default_name(client, runner):
+    job = client.submit_bash_job(OWNER, "echo hello")
+    assert re.match(r"^Job - [0-9a-f]{8}$", job.name)
+    assert job.parent == runner.job_dir / DS
+    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"
+    config = syft_job.load_yaml((job / "config.yaml").read_text())
+    assert config["name"] == job.name and config["submitted_by"] == DS and "type" not in config
+    with pytest.raises(JobError, match="already exists"):
+        client.submit_bash_job(OWNER, "echo again", job_name=job.name)
+    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"  # never overwritten
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a\0b", "   ", "x" * 256, "é" * 128])
+def test_bad_job_names_are_refused(client, name):
+    with pytest.raises(JobError, match="job name"):
+        client.submit_bash_job(OWNER, "true", job_name=name)
+
+
+def test_submitting_to_an_unknown_datasite_is_a_clear_error(client):
+    with pytest.raises(JobError, match="no datasite for nobody@test.org"):
+        client.submit_bash_job("nobody@test.org", "true", job_name="x")
+    with pytest.raises(ConfigError, match="email"):
+        client.submit_bash_job("not-an-email", "true", job_name="x")
+
+
+FAKE_UV = """#!/bin/bash
+# A stand-in for uv: records what the job asked for, makes an activate script.
+case "$1" in
+  venv) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
+  sync) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
+  pip)  shift 2; printf '%s\\n' "$@" > "$PWD/installed.txt" ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_uv(tmp_path, monkeypatch) -> None:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(FAKE_UV)
+    (bin_dir / "uv").chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("odd", ["my project", "it's $HOME", 'say "hi"', "plain"])
+def test_submitted_python_jobs_run_end_to_end_with_odd_names(client, runner, tmp_path, fake_uv, odd):
+    project = tmp_path / odd
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (project / "helper.py").write_text("VALUE = 42\n")
+    (project / f"{odd}.py").write_text(
+        "import helper, os\nopen('outputs/result.txt', 'w').write(str(helper.VALUE))\n"
+        "print('venv', os.environ.get('FAKE_VENV'))\n")
+    job = client.submit_python_job(OWNER, project, job_name=f"job {odd}",
+                                   dependencies=["numpy>=1; python_version >= '3.9'", "we$ird`dep"],
+                                   entrypoint=f"{odd}.py")
+    (job / "approved").touch()
+    runner.process_approved_jobs(stream_output=False, timeout=60)
+    assert (job / "stderr.txt").read_text() == ""
+    assert (job / "returncode.txt").read_text().strip() == "0"
+    assert (job / "outputs" / "result.txt").read_text() == "42"
+    assert (job / "stdout.txt").read_text() == "venv 1\n"
+    installed = (job / "installed.txt").read_text().splitlines()
+    assert installed == ["syft-client", "numpy>=1; python_version >= '3.9'", "we$ird`dep"]
+
+
+def test_single_file_python_job_runs_end_to_end(client, runner, tmp_path, fake_uv):
+    script = tmp_path / "hello world.py"
+    script.write_text("print('hello from python')\n")
+    job = client.submit_python_job(OWNER, script, job_name="single")
+    (job / "approved").touch()
+    runner.process_approved_jobs(stream_output=False, timeout=60)
+    assert (job / "stdout.txt").read_text() == "hello from python\n"
+    assert (job / "done").exists()
+
+
+def test_bash_job_submitted_with_job_client_runs_to_done(client, runner, capsys):
+    job = client.submit_bash_job(OWNER, "echo from-client > outputs/o.txt\necho hi", job_name="Data Analysis")
+    runner.check_for_new_jobs()
+    out = capsys.readouterr().out
+    assert f"NEW JOB DETECTED: {DS}/Data Analysis" in out
+    assert f"name: Data Analysis\nsubmitted_by: {DS}\nsubmitted_at: 20" in out
+    (job / "approved").touch()
+    runner.process_approved_jobs()
+    assert (job / "outputs" / "o.txt").read_text() == "from-client\n"
+    assert (job / "done").exists()
