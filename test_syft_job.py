@@ -5,11 +5,12 @@ Run with: python -m pytest -q test_syft_job.py
 
 from __future__ import annotations
 
-import fnmatch
+import datetime
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -677,7 +678,7 @@ def test_writer_matches_pyyaml_byte_for_byte_on_the_fixtures():
     ("a: 0123\nb: 0x1F\nc: -7\nd: 1_000\ne: 1:30\nf: 0b101\n", {"a": 83, "b": 31, "c": -7, "d": 1000, "e": 90, "f": 5}),
     ("a: 2.5\nb: 1e5\nc: 1.0e+5\nd: .5\ne: -.inf\n", {"a": 2.5, "b": "1e5", "c": 100000.0, "d": 0.5, "e": float("-inf")}),
     ("a: '0123'\nb: 'yes'\nc: \"1.5\"\n", {"a": "0123", "b": "yes", "c": "1.5"}),
-    ("a: 2026-03-02\n", {"a": __import__("datetime").date(2026, 3, 2)}),
+    ("a: 2026-03-02\n", {"a": datetime.date(2026, 3, 2)}),
     ("---\n# comment\nlist: [a, 'b c', \"d\", 1, [x]]\nmap: {k: v, n: 1}\nempty: []\nnone: {}\n",
      {"list": ["a", "b c", "d", 1, ["x"]], "map": {"k": "v", "n": 1}, "empty": [], "none": {}}),
     ("s: \"\\x41\\u00e9\\U0001F600\\n\\t\\\\ \\\"q\\\"\"\n", {"s": "A\u00e9\U0001F600\n\t\\ \"q\""}),
@@ -944,3 +945,566 @@ def test_bash_job_submitted_with_job_client_runs_to_done(client, runner, capsys)
     runner.process_approved_jobs()
     assert (job / "outputs" / "o.txt").read_text() == "from-client\n"
     assert (job / "done").exists()
+
+
+# ---------------------------------------------------------------------------
+# Sharing: a SyftBox permission evaluator (SPEC.md), and the rules the runner writes
+# ---------------------------------------------------------------------------
+
+_LEVELS = ("read", "write", "admin")
+
+
+def _segment_regex(segment: str) -> str:
+    out, i = [], 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "\\" and i + 1 < len(segment):
+            out.append(re.escape(segment[i + 1]))
+            i += 2
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = segment.index("]", i)
+            out.append("[" + segment[i + 1:end].replace("!", "^", 1) + "]")
+            i = end
+        elif ch == "{":
+            end = segment.index("}", i)
+            out.append("(?:" + "|".join(re.escape(a) for a in segment[i + 1:end].split(",")) + ")")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+def _is_literal(segment: str) -> bool:
+    return not re.search(r"(?<!\\)[*?\[\]{}]", segment)
+
+
+def glob_matches(pattern: str, path: str) -> bool:
+    """doublestar semantics: '*' within a segment, '**' any number of segments."""
+    segments = pattern.split("/")
+    regex = ""
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            regex += ".*" if last else "(?:[^/]+/)*"
+        else:
+            regex += _segment_regex(segment) + ("" if last else "/")
+    return re.fullmatch(regex, path) is not None
+
+
+def rank(pattern: str) -> tuple:
+    """SyftBox's specificity, higher first (SPEC.md)."""
+    segments = pattern.split("/")
+    return ("{{.UserEmail}}" in pattern,
+            sum(1 for s in segments if _is_literal(s)),
+            sum(1 for s in segments if not _is_literal(s) and s != "**"),
+            -sum(1 for s in segments if s == "**"),
+            len(segments))
+
+
+def user_listed(users, user: str) -> bool:
+    return any(u == "*" or u == user or (u.startswith("*@") and user.endswith(u[1:])) for u in users or [])
+
+
+def can(syftbox: Path, user: str, path: Path, level: str) -> bool:
+    """May ``user`` ``level`` (read/write/admin) ``path``, as SyftBox decides."""
+    relative = path.relative_to(syftbox)
+    owner = relative.parts[0]
+    if user == owner:
+        return True
+    governing = None
+    folder = syftbox / owner
+    for part in (None,) + relative.parts[1:-1]:
+        folder = folder / part if part else folder
+        candidate = folder / "syft.pub.yaml"
+        if candidate.is_file():
+            governing = candidate
+            if syft_job.load_yaml(candidate.read_text()).get("terminal"):
+                break
+    if governing is None:
+        return False
+    if path.name == "syft.pub.yaml":
+        level = "admin"
+    rules = syft_job.load_yaml(governing.read_text()).get("rules") or []
+    target = path.relative_to(governing.parent).as_posix()
+    matching = [r for r in rules if glob_matches(r["pattern"].replace("{{.UserEmail}}", user), target)]
+    if not matching:
+        return False
+    best = max(matching, key=lambda r: rank(r["pattern"]))  # max keeps the first of equals
+    access = best.get("access") or {}
+    return any(user_listed(access.get(lvl), user) for lvl in _LEVELS[_LEVELS.index(level):])
+
+
+def test_evaluator_follows_the_spec_on_the_fixtures(tmp_path):
+    site = tmp_path / "do@test.org" / "app_data"
+    site.mkdir(parents=True)
+    (site / "syft.pub.yaml").write_text((HERE / "tests/fixtures/yaml/perm_multi.yaml").read_text())
+    path = lambda p: site / p
+    assert can(tmp_path, "ds@test.org", path("test.job/stdout.txt"), "read")
+    assert not can(tmp_path, "ds@test.org", path("test.job/stdout.txt"), "write")  # beats '**'
+    assert can(tmp_path, "x@company.com", path("test.job/outputs/a/b.csv"), "read")
+    assert not can(tmp_path, "x@company.com", path("test.job/stdout.txt"), "read")
+    assert can(tmp_path, "anyone@else.org", path("other/file"), "read")  # '**' read '*'
+    assert can(tmp_path, "ds@test.org", path("other/file"), "write")
+    assert not can(tmp_path, "ds@test.org", path("syft.pub.yaml"), "read")  # needs admin
+    assert can(tmp_path, "do@test.org", path("anything"), "admin")  # the owner
+    assert rank("t.job/stdout.txt") > rank("*/stdout.txt") > rank("**")
+    assert glob_matches(r"a\*b/x", "a*b/x") and not glob_matches(r"a\*b/x", "axb/x")
+    # terminal: true (perm_multi) stops the descent: the deeper file does not count.
+    (site / "sub").mkdir()
+    (site / "sub" / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access: {read: [z@z.org]}\n")
+    assert can(tmp_path, "ds@test.org", path("sub/f"), "write")  # the upper file's '**'
+    assert can(tmp_path, "anyone@else.org", path("sub/f"), "read")
+    # Without it, the nearest file decides alone: no merging with the one above.
+    (site / "syft.pub.yaml").write_text(
+        (HERE / "tests/fixtures/yaml/perm_multi.yaml").read_text().replace("terminal: true", "terminal: false"))
+    assert can(tmp_path, "z@z.org", path("sub/f"), "read")
+    assert not can(tmp_path, "anyone@else.org", path("sub/f"), "read")
+    assert not can(tmp_path, "ds@test.org", path("sub/f"), "write")
+
+
+SUBMISSION = ("config.yaml", "run.sh", "code/main.py")
+STATUS = ("approved", "done")
+LOGS = ("stdout.txt", "stderr.txt", "returncode.txt")
+OUTPUTS = ("outputs/result.csv", "outputs/deep/er.txt")
+OTHER = "other@test.org"
+COLLEAGUE = "x@company.com"
+
+
+def ds_folder_with_usual_permissions(runner, extra_read=()) -> Path:
+    folder = runner.job_dir / DS
+    folder.mkdir(parents=True, exist_ok=True)
+    rules = {"rules": [{"pattern": "**", "access": {"admin": [], "read": list(extra_read), "write": [DS]}}],
+             "terminal": False}
+    (folder / "syft.pub.yaml").write_text(syft_job.dump_yaml(rules))
+    return folder
+
+
+def finished_job(runner, name: str = "test.job") -> Path:
+    job = make_job(runner, name, "echo out\necho err >&2\nmkdir -p outputs/deep\necho 1 > outputs/result.csv\necho 2 > outputs/deep/er.txt\n")
+    (job / "code").mkdir()
+    (job / "code" / "main.py").write_text("")
+    runner.process_approved_jobs(stream_output=False)
+    assert (job / "done").exists()
+    return job
+
+
+def access_table(syftbox: Path, job: Path, user: str) -> dict:
+    return {(name, level): can(syftbox, user, job / name, level)
+            for name in SUBMISSION + STATUS + LOGS + OUTPUTS for level in ("read", "write")}
+
+
+def expected_table(read: tuple, write: tuple) -> dict:
+    return {(name, level): name in (read if level == "read" else write)
+            for name in SUBMISSION + STATUS + LOGS + OUTPUTS for level in ("read", "write")}
+
+
+def test_usual_layout_results_stay_private_until_shared(runner, syftbox):
+    ds_folder_with_usual_permissions(runner, extra_read=["*@company.com"])
+    job = finished_job(runner)
+    root = syftbox.resolve()
+    submitter_before = expected_table(read=SUBMISSION + STATUS, write=SUBMISSION)
+    assert access_table(root, job, DS) == submitter_before
+    assert access_table(root, job, OTHER) == expected_table((), ())
+    # A '*@company.com' reader keeps its grant on the submission, and gets no results.
+    assert access_table(root, job, COLLEAGUE) == expected_table(read=SUBMISSION, write=())
+    runner.share_job_results("test.job", share_outputs=False, share_logs=True)
+    assert access_table(root, job, DS) == expected_table(read=SUBMISSION + STATUS + LOGS, write=SUBMISSION)
+    runner.share_job_results("test.job", share_outputs=True, share_logs=False, user=DS)
+    after = expected_table(read=SUBMISSION + STATUS + LOGS + OUTPUTS, write=SUBMISSION)
+    assert access_table(root, job, DS) == after
+    assert access_table(root, job, OTHER) == expected_table((), ())
+    assert access_table(root, job, COLLEAGUE) == expected_table(read=SUBMISSION, write=())
+    assert all(can(root, OWNER, job / name, "write") for name in SUBMISSION + STATUS + LOGS + OUTPUTS)
+    # Sharing twice changes nothing; another job of the same submitter stays private.
+    permission_file = runner.job_dir / DS / "syft.pub.yaml"
+    before = permission_file.read_bytes()
+    runner.share_job_results("test.job", share_outputs=True, share_logs=True)
+    assert permission_file.read_bytes() == before
+    second = finished_job(runner, "test.job2")
+    assert access_table(root, second, DS) == submitter_before
+
+
+def test_a_glob_character_in_a_job_name_shares_only_that_job(runner, syftbox):
+    ds_folder_with_usual_permissions(runner)
+    starred = finished_job(runner, "a*b")
+    lookalike = finished_job(runner, "axb")
+    runner.share_job_results("a*b", share_outputs=True, share_logs=True)
+    root = syftbox.resolve()
+    assert can(root, DS, starred / "stdout.txt", "read")
+    assert not can(root, DS, lookalike / "stdout.txt", "read")
+    assert not can(root, DS, lookalike / "outputs/result.csv", "read")
+
+
+def test_no_permission_file_layout_shares_only_what_was_shared(runner, syftbox):
+    job = finished_job(runner)
+    root = syftbox.resolve()
+    nothing = expected_table((), ())
+    assert access_table(root, job, DS) == nothing
+    assert not (runner.job_dir / DS / "syft.pub.yaml").exists()  # nothing to protect
+    runner.share_job_results("test.job", share_outputs=True, share_logs=True)
+    assert access_table(root, job, DS) == expected_table(read=LOGS + OUTPUTS, write=())
+    assert access_table(root, job, OTHER) == nothing
+
+
+def test_job_and_outputs_permission_files_of_other_tools_are_used(runner, syftbox):
+    ds_folder_with_usual_permissions(runner)
+    job = finished_job(runner)
+    (job / "outputs" / "syft.pub.yaml").write_text(
+        (HERE / "tests/fixtures/yaml/perm_outputs_owner_only.yaml").read_text().replace("do@test.org", OWNER))
+    (job / "syft.pub.yaml").write_text(syft_job.dump_yaml(
+        {"rules": [{"pattern": "**", "access": {"admin": [], "read": [], "write": [DS]}}], "terminal": False}))
+    root = syftbox.resolve()
+    assert not can(root, DS, job / "outputs/result.csv", "read")
+    runner.share_job_results("test.job", share_outputs=True, share_logs=True)
+    assert can(root, DS, job / "outputs/result.csv", "read")
+    assert can(root, DS, job / "stdout.txt", "read") and not can(root, DS, job / "stdout.txt", "write")
+    assert not can(root, DS, job / "approved", "write")  # the job-level file got the protections
+    assert can(root, DS, job / "run.sh", "write")
+
+
+def test_handwritten_file_is_edited_without_loss(runner, syftbox):
+    folder = runner.job_dir / DS
+    folder.mkdir(parents=True)
+    handwritten = (HERE / "tests/fixtures/yaml/perm_handwritten.yaml").read_text()
+    (folder / "syft.pub.yaml").write_text(handwritten)
+    original_rules = syft_job.load_yaml(handwritten)["rules"]
+    finished_job(runner)
+    runner.share_job_results("test.job", share_outputs=True, share_logs=True)
+    text = (folder / "syft.pub.yaml").read_text()
+    assert text.startswith("# Share CSVs with specific people, keep everything else private\n")
+    rules = syft_job.load_yaml(text)["rules"]
+    for rule in original_rules:
+        assert rule in rules
+    root = syftbox.resolve()
+    assert can(root, "alice@example.com", folder / "test.job" / "data.csv", "read")
+    assert can(root, DS, folder / "test.job" / "outputs" / "result.csv", "read")
+
+
+def test_sharing_a_missing_or_unfinished_job_writes_nothing(runner):
+    folder = ds_folder_with_usual_permissions(runner)
+    before = (folder / "syft.pub.yaml").read_bytes()
+    make_job(runner, "pending", "true", approved=False)
+    runner.check_for_new_jobs()  # adds the protections once
+    protected = (folder / "syft.pub.yaml").read_bytes()
+    assert protected != before
+    with pytest.raises(JobNotFoundError, match="no job named 'nope'"):
+        runner.share_job_results("nope", True, True)
+    with pytest.raises(JobError, match="not done yet"):
+        runner.share_job_results("pending", True, True)
+    assert (folder / "syft.pub.yaml").read_bytes() == protected
+    make_job(runner, "pending", "true", approved=False, submitter=OTHER)
+    with pytest.raises(JobError, match="several jobs are named 'pending'"):
+        runner.share_job_results("pending", True, True)
+
+
+def test_permission_files_are_replaced_atomically_and_never_through_a_symlink(runner, tmp_path):
+    folder = ds_folder_with_usual_permissions(runner)
+    job = finished_job(runner)
+    victim = tmp_path / "victim.yaml"
+    victim.write_text("rules: []\n")
+    (folder / "syft.pub.yaml").unlink()
+    (folder / "syft.pub.yaml").symlink_to(victim)
+    with pytest.raises(JobError, match="symlink"):
+        runner.share_job_results("test.job", True, True)
+    assert victim.read_text() == "rules: []\n"
+    (folder / "syft.pub.yaml").unlink()
+    ds_folder_with_usual_permissions(runner)
+    inode = (folder / "syft.pub.yaml").stat().st_ino
+    runner.share_job_results("test.job", True, True)
+    assert (folder / "syft.pub.yaml").stat().st_ino != inode  # a new file renamed into place
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+    assert job.exists()
+
+
+def test_add_submitter_protects_jobs_before_the_runner_sees_them(runner, syftbox):
+    folder = runner.add_submitter(DS)
+    assert folder == runner.job_dir / DS
+    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, DS))
+    job = client.submit_bash_job(OWNER, "echo hi", job_name="fresh")
+    for name in LOGS:
+        (job / name).write_text("planted by nobody")  # files nobody should see yet
+    root = syftbox.resolve()
+    assert can(root, DS, job / "run.sh", "write") and can(root, DS, job / "config.yaml", "read")
+    assert can(root, DS, job / "approved", "read") and not can(root, DS, job / "approved", "write")
+    assert not can(root, DS, job / "done", "write")
+    assert not any(can(root, DS, job / name, "read") for name in LOGS + OUTPUTS)
+    assert not can(root, DS, folder / "syft.pub.yaml", "write")
+    # Idempotent, and keeps what the owner added.
+    data = syft_job.load_yaml((folder / "syft.pub.yaml").read_text())
+    data["rules"].append({"pattern": "notes/**", "access": {"admin": [], "read": [OTHER], "write": []}})
+    (folder / "syft.pub.yaml").write_text(syft_job.dump_yaml(data))
+    runner.add_submitter(DS)
+    again = syft_job.load_yaml((folder / "syft.pub.yaml").read_text())
+    assert again == data
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def cli_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SYFTBOX_FOLDER", "SYFTBOX_EMAIL", "SYFTBOX_CLIENT_CONFIG_PATH", "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS")}
+    env["PYTHONPATH"] = str(HERE)
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "syft_job", *args], cwd=cwd, env=env or cli_env(),
+                          input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def site_args(syftbox: Path) -> list[str]:
+    return ["--syftbox-folder", str(syftbox), "--email", OWNER]
+
+
+COMMAND_OPTIONS = {
+    "run": ["--poll-interval", "--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip",
+            "--syftbox-folder", "--email"],
+    "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip"],
+    "list": ["--json"], "show": ["JOB", "--user", "--lines"], "approve": ["JOB", "--user"],
+    "share": ["JOB", "--outputs", "--logs", "--user"], "add-submitter": ["EMAIL"],
+    "reset": ["--yes"], "version": [], "demo": ["--folder"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_OPTIONS))
+def test_help_of_each_command_explains_its_options(command):
+    result = cli(command, "--help", env=cli_env())
+    assert result.returncode == 0, result.stderr
+    entries: list[str] = []  # "  --option METAVAR  explanation", joined over its lines
+    for line in result.stdout.splitlines():
+        if re.match(r"^  \S", line):
+            entries.append(line.strip())
+        elif re.match(r"^   +\S", line) and entries:
+            entries[-1] += " " + line.strip()
+    for option in COMMAND_OPTIONS[command]:
+        entry = next(e for e in entries if e.split()[0] == option)
+        explanation = [w for w in entry.split()[1:] if not re.fullmatch(r"[A-Z_]+", w)]
+        assert len(explanation) >= 3, (command, option, entry)
+    assert command in cli("--help").stdout
+
+
+def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_path):
+    syft_job.create_runner(syftbox, OWNER)
+    assert cli("list", *site_args(syftbox)).returncode == 0
+    env = cli_env(SYFTBOX_FOLDER=str(syftbox), SYFTBOX_EMAIL=OWNER)
+    result = cli("list", env=env)
+    assert result.returncode == 0 and "No jobs in" in result.stdout
+    # Empty variables count as unset; then the client config decides.
+    data_dir = tmp_path / "client-data"
+    (data_dir / "datasites").mkdir(parents=True)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"data_dir": str(data_dir), "email": OWNER}))
+    env = cli_env(SYFTBOX_FOLDER="", SYFTBOX_EMAIL="", SYFTBOX_CLIENT_CONFIG_PATH=str(config))
+    result = cli("list", env=env)
+    assert result.returncode == 0, result.stderr
+    assert str(data_dir / "datasites" / OWNER) in result.stdout
+    shutil.rmtree(data_dir / "datasites")
+    result = cli("list", env=env)
+    assert str(data_dir / OWNER / "app_data") in result.stdout
+    # The default location of the client config is ~/.syftbox/config.json.
+    home = tmp_path / "home"
+    (home / ".syftbox").mkdir(parents=True)
+    (home / ".syftbox" / "config.json").write_text(json.dumps({"data_dir": str(syftbox), "email": OWNER}))
+    assert cli("list", env=cli_env(HOME=str(home))).returncode == 0
+    # Nothing anywhere: the message says which flag to pass.
+    empty_home = tmp_path / "empty-home"
+    empty_home.mkdir()
+    result = cli("list", env=cli_env(HOME=str(empty_home)))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "syft-job list: error: no SyftBox folder given: pass --syftbox-folder PATH (or set SYFTBOX_FOLDER)"
+    result = cli("list", "--syftbox-folder", str(syftbox), env=cli_env(HOME=str(empty_home)))
+    assert result.returncode == 2 and "pass --email EMAIL" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["show", "no such job"], "no job named 'no such job'"),
+    (["approve", "nope"], "no job named 'nope'"),
+    (["list", "--syftbox-folder", "/does/not/exist"], "SyftBox folder not found: /does/not/exist"),
+    (["list", "--email", "not-an-email"], "does not look like an email"),
+    (["once", "--timeout", "soon"], "'soon' is not a positive number of seconds"),
+    (["run", "--poll-interval", "-1"], "'-1' is not a positive number of seconds"),
+    (["share", "x"], "say what to share"),
+    (["reset"], "without a terminal to confirm, pass --yes"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
+    syft_job.create_runner(syftbox, OWNER)
+    base = site_args(syftbox)
+    if "--syftbox-folder" in args:
+        base = ["--email", OWNER]
+    if "--email" in args:
+        base = ["--syftbox-folder", str(syftbox)]
+    result = cli(*args, *base, input="")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_once_list_show_approve_share_and_exit_status(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    runner.add_submitter(DS)
+    good = make_job(runner, "good job", "echo fine > outputs/f.txt\necho all good\n", approved=False)
+    bad = make_job(runner, "bad job", "echo broken >&2\nexit 4\n", approved=True)
+    result = cli("approve", "good job", *site_args(syftbox))
+    assert result.returncode == 0 and "Approved ds@test.org/good job" in result.stdout
+    assert (good / "approved").exists()
+    result = cli("once", *site_args(syftbox), "--timeout", "30")
+    assert result.returncode == 1  # one job failed
+    assert "❌ Job bad job failed with return code 4" in result.stdout
+    assert "[do@test.org][good job] all good" in result.stdout
+    result = cli("once", *site_args(syftbox))
+    assert result.returncode == 0 and "No approved jobs to run" in result.stdout
+    listing = cli("list", *site_args(syftbox))
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "RC"]
+    assert re.search(r"^bad job\s+ds@test\.org\s+done\s+2026-03-02T10:30:00\+00:00\s+4$", listing.stdout, re.M)
+    rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
+    assert {(r["job"], r["status"], r["returncode"]) for r in rows} == {("bad job", "done", 4), ("good job", "done", 0)}
+    show = cli("show", "bad job", *site_args(syftbox))
+    assert show.returncode == 0
+    assert "Status:    done" in show.stdout and "Return code: 4" in show.stdout and "broken" in show.stdout
+    share = cli("share", "good job", "--outputs", "--logs", *site_args(syftbox))
+    assert share.returncode == 0 and "Shared outputs and logs of ds@test.org/good job" in share.stdout
+    assert can(syftbox.resolve(), DS, good / "outputs" / "f.txt", "read")
+    assert not can(syftbox.resolve(), DS, bad / "stdout.txt", "read")
+    assert cli("version").stdout.strip() == f"syft-job {syft_job.__version__}"
+
+
+def test_add_submitter_and_reset_commands(syftbox):
+    result = cli("add-submitter", DS, *site_args(syftbox))
+    assert result.returncode == 0
+    folder = syftbox / OWNER / "app_data" / "job" / DS
+    assert (folder / "syft.pub.yaml").is_file()
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "j", "true", approved=False)
+    result = cli("reset", "--yes", *site_args(syftbox))
+    assert result.returncode == 0 and "Deleted 1 jobs total" in result.stdout
+    assert os.listdir(folder) == ["syft.pub.yaml"]
+
+
+def test_reset_asks_on_a_terminal(syftbox):
+    import pty
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "keep me", "true", approved=False)
+    for answer, status in (("no", 1), ("yes", 0)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "syft_job", "reset", *site_args(syftbox)],
+                                stdin=follower, stdout=follower, stderr=follower, env=cli_env())
+        os.close(follower)
+        seen = b""
+        while b"Type 'yes' to confirm" not in seen:
+            seen += os.read(leader, 1024)
+        os.write(leader, answer.encode() + b"\n")
+        assert proc.wait(timeout=30) == status
+        os.close(leader)
+        assert job.exists() == (answer == "no")
+
+
+def test_run_command_stops_cleanly_on_sigint(syftbox):
+    proc = subprocess.Popen([sys.executable, "-m", "syft_job", "run", "--poll-interval", "0.1", *site_args(syftbox)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
+    reader = LineReader(proc)
+    try:
+        reader.wait_for("Press Ctrl+C to stop")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        reader.thread.join(10)
+        assert "Traceback" not in reader.text and "stopped" in reader.text
+    finally:
+        proc.kill()
+
+
+def test_demo_runs_on_its_own(tmp_path):
+    folder = tmp_path / "demo"
+    result = cli("demo", "--folder", str(folder), timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    job_dir = folder / "do@example.com" / "app_data" / "job" / "ds@example.com"
+    assert (job_dir / "word count" / "outputs" / "word_count.txt").read_text().strip() == "9"
+    assert (job_dir / "missing file" / "returncode.txt").read_text().strip() == "1"
+    assert not (job_dir / "python hello" / "approved").exists()
+    assert "[do@example.com][word count] Result written to outputs/word_count.txt" in out
+    assert "read  word count/outputs/**" in out
+    assert can(folder.resolve(), "ds@example.com", job_dir / "word count" / "outputs" / "word_count.txt", "read")
+    again = cli("demo", "--folder", str(folder))
+    assert again.returncode == 2 and "needs an empty folder" in again.stderr
+
+
+def test_demo_in_a_temp_folder_by_default(tmp_path):
+    result = cli("demo", env=cli_env(TMPDIR=str(tmp_path)), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"Demo SyftBox folder: {tmp_path}" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# README: its quick start and its Python examples run as written
+# ---------------------------------------------------------------------------
+
+README = (HERE / "README.md").read_text(encoding="utf-8")
+
+
+def readme_blocks(section: str, language: str) -> list[str]:
+    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", body, re.S)
+
+
+@pytest.fixture
+def fresh_clone(tmp_path) -> Path:
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("syft_job.py", "README.md", "pyproject.toml"):
+        (clone / name).write_bytes((HERE / name).read_bytes())
+    return clone
+
+
+def test_readme_quick_start_runs(fresh_clone, tmp_path):
+    blocks = readme_blocks("Quick start", "sh")
+    assert len(blocks) >= 3
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    (bin_dir / "uv").write_text("#!/bin/sh\necho 'uv: no network in this test' >&2\nexit 1\n")
+    (bin_dir / "uv").chmod(0o755)
+    env = cli_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PYTHONPATH")
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    result = subprocess.run(["bash", "-c", script], cwd=fresh_clone, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "word count" in result.stdout and "Approved ds@example.com/python hello" in result.stdout
+
+
+def test_readme_test_command_is_the_ci_command():
+    command = next(l for l in README.splitlines() if l.startswith("python3 -m venv .venv && "))
+    ci = (HERE / ".ci" / "run").read_text()
+    assert "grep -m 1 -E '^python3 -m venv \\.venv && .*pytest' README.md" in ci
+    assert command.endswith("-m pytest -q")
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    blocks = readme_blocks("Python API", "python")
+    assert len(blocks) == 4
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "SyftBox").mkdir()
+    for block in blocks:
+        code = (block.replace("runner.run()", "pass")
+                .replace("while True:", "for _ in range(1):")
+                .replace("time.sleep(5)", "time.sleep(0)"))
+        exec(compile(code, "README.md", "exec"), {})
+    job = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "ds@example.com" / "hi"
+    assert (job / "outputs" / "hi.txt").read_text() == "hi\n"
+    assert "Shared outputs and logs of ds@example.com/hi" in capsys.readouterr().out
