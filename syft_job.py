@@ -1144,10 +1144,14 @@ class JobClient:
 class _Job:
     """One job folder, ``<job dir>/<submitter>/<name>``, and its state on disk."""
 
-    path: Path
+    folder: str  # a str, not a Path: a poll makes one per job, and most are never used
     submitter: str
     name: str
     status: str  # "inbox", "approved" or "done"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder)
 
     @property
     def key(self) -> str:
@@ -1168,10 +1172,10 @@ class _Job:
         return value
 
 
-def _job_status(path: Path) -> str:
-    if os.path.lexists(path / DONE_MARKER):
+def _job_status(folder: str | Path) -> str:
+    if os.path.lexists(os.path.join(folder, DONE_MARKER)):
         return "done"
-    if os.path.lexists(path / APPROVED_MARKER):
+    if os.path.lexists(os.path.join(folder, APPROVED_MARKER)):
         return "approved"
     return "inbox"
 
@@ -1181,14 +1185,13 @@ def _scan_jobs(job_dir: Path) -> list[_Job]:
     not followed: a submitter cannot make the runner look outside its folder."""
     jobs = []
     for submitter in _sorted_subfolders(job_dir):
-        for entry in _sorted_subfolders(submitter):
-            path = Path(entry.path)
-            if os.path.isfile(path / CONFIG_FILE):
-                jobs.append(_Job(path, submitter.name, entry.name, _job_status(path)))
+        for entry in _sorted_subfolders(submitter.path):
+            if os.path.isfile(os.path.join(entry.path, CONFIG_FILE)):
+                jobs.append(_Job(entry.path, submitter.name, entry.name, _job_status(entry.path)))
     return jobs
 
 
-def _sorted_subfolders(path: Path | os.DirEntry) -> list[os.DirEntry]:
+def _sorted_subfolders(path: str | Path) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as entries:
             folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
@@ -1205,7 +1208,7 @@ TIMEOUT_LINE = b"--- PROCESS TIMED OUT ---\n"
 _KILL_GRACE_SECONDS = 2.0      # between SIGTERM and SIGKILL
 _PARTIAL_LINE_SECONDS = 0.25   # a line without newline is shown after this long
 _MAX_CONSOLE_LINE = 64 * 1024  # a longer line is shown in pieces (memory stays flat)
-_PIPE_DRAIN_SECONDS = 1.0      # how long to wait for pipes still held after the job ended
+_PIPE_DRAIN_SECONDS = 0.5      # how long to read pipes still held after the job's group is gone
 _READ_SIZE = 64 * 1024
 # What a job inherits from the runner's environment; everything else (tokens, keys,
 # cloud credentials) stays with the runner.
@@ -1228,48 +1231,61 @@ class _JobResult:
         return self.returncode == 0 and not self.error
 
 
+_LINE_BREAK = re.compile(b"\r\n|\r|\n")
+
+
 class _Console:
     """Prints the job's output as prefixed lines; never mixes two streams in a line.
 
     Both pump threads feed it; a line that has no newline yet is shown anyway once
-    it is older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
+    it is older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``). ``\r`` ends a
+    line too, so progress bars show one line per step.
     """
 
     def __init__(self, prefix: str) -> None:
         self.prefixes = {"stdout": prefix, "stderr": prefix + "STDERR: "}
-        self.partial = {"stdout": b"", "stderr": b""}
-        self.since = {"stdout": 0.0, "stderr": 0.0}
+        self.partial: dict[str, list[bytes]] = {"stdout": [], "stderr": []}  # a line not ended yet
+        self.partial_size = {"stdout": 0, "stderr": 0}
+        self.since = {"stdout": 0.0, "stderr": 0.0}  # when the partial line began
+        self.ended_in_cr = {"stdout": False, "stderr": False}  # a "\r\n" may be cut in two
         self.lock = threading.Lock()
 
     def feed(self, stream: str, data: bytes) -> None:
         with self.lock:
-            pending = self.partial[stream] + data
-            pieces = re.split(b"\r\n|\r|\n", pending)
-            rest = pieces.pop()
-            if pending.endswith(b"\r"):
-                rest = b""  # "\r" ended a line; a following "\n" shows an empty line
-            while len(rest) > _MAX_CONSOLE_LINE:
-                pieces.append(rest[:_MAX_CONSOLE_LINE])
-                rest = rest[_MAX_CONSOLE_LINE:]
-            if rest and not self.partial[stream] or pieces:
-                self.since[stream] = time.monotonic()
-            self.partial[stream] = rest
-            self.write(stream, pieces)
+            if self.ended_in_cr[stream] and data.startswith(b"\n"):
+                data = data[1:]
+            self.ended_in_cr[stream] = data.endswith(b"\r")
+            lines = _LINE_BREAK.split(data)
+            rest = lines.pop()
+            if lines and self.partial[stream]:
+                lines[0] = self.take_partial(stream) + lines[0]
+            if rest:
+                if not self.partial[stream]:
+                    self.since[stream] = time.monotonic()
+                self.partial[stream].append(rest)
+                self.partial_size[stream] += len(rest)
+                if self.partial_size[stream] >= _MAX_CONSOLE_LINE:
+                    lines.append(self.take_partial(stream))
+            self.write(stream, lines)
 
     def flush_stale(self, max_age: float = _PARTIAL_LINE_SECONDS) -> None:
         now = time.monotonic()
         with self.lock:
-            for stream, rest in self.partial.items():
-                if rest and now - self.since[stream] >= max_age:
-                    self.partial[stream] = b""
-                    self.write(stream, [rest])
+            for stream in self.partial:
+                if self.partial[stream] and now - self.since[stream] >= max_age:
+                    self.write(stream, [self.take_partial(stream)])
 
-    def write(self, stream: str, pieces: list[bytes]) -> None:
-        if not pieces:
+    def take_partial(self, stream: str) -> bytes:
+        line = b"".join(self.partial[stream])
+        self.partial[stream] = []
+        self.partial_size[stream] = 0
+        return line
+
+    def write(self, stream: str, lines: list[bytes]) -> None:
+        if not lines:
             return
         prefix = self.prefixes[stream]
-        text = "".join(prefix + p.decode("utf-8", "replace") + "\n" for p in pieces)
-        sys.stdout.write(text)
+        sys.stdout.write("".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines))
         sys.stdout.flush()
 
 
@@ -1327,6 +1343,26 @@ def _signal_group(pgid: int, signum: int) -> bool:
         return False
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: where PID 1
+    does not reap orphans (some containers) they linger and would hold up the stop."""
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all there is
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 def _stop_group(proc: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> None:
     """TERM the job's whole process group, then KILL what is left after ``grace``."""
     pgid = proc.pid
@@ -1336,7 +1372,7 @@ def _stop_group(proc: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> N
     deadline = time.monotonic() + grace
     try:
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _signal_group(pgid, 0):
+            if proc.poll() is not None and not _group_alive(pgid):
                 break
             time.sleep(0.02)
     finally:
@@ -1777,7 +1813,7 @@ class SyftJobRunner:
         else:
             _check_folder_name(job_name, "job name")
             candidates = [Path(s.path) / job_name for s in _sorted_subfolders(self.job_dir)]
-        found = [_Job(p, p.parent.name, p.name, _job_status(p)) for p in candidates
+        found = [_Job(str(p), p.parent.name, p.name, _job_status(p)) for p in candidates
                  if _real_folder(p) and os.path.isfile(p / CONFIG_FILE)]
         if not found:
             where = f"from {user}" if user else "from any submitter"
