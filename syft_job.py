@@ -58,7 +58,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 __version__ = "0.2.0"
 
@@ -330,21 +330,29 @@ class _YamlReader:
                              f"character {bad.group()!r} is not allowed in YAML here")
         index = self.next_content_line()
         if index is not None:
-            stripped = self.lines[index].strip(" ")
-            if stripped.startswith("%"):
+            line = self.lines[index]
+            if line.startswith("%"):
                 raise self.error(index, "YAML directives (%...) are not supported")
-            if self.lines[index].startswith("---") and stripped in ("---", ) :
+            if self.is_document_marker(index) and line.startswith("..."):
+                raise self.error(index, "a document end marker ('...') is not supported")
+            if self.is_document_marker(index) and line.startswith("---"):
+                if line[3:].strip(" ") and not line[3:].strip(" ").startswith("#"):
+                    raise self.error(index, "content on the '---' line is not supported")
                 self.pos = index + 1
-            elif self.lines[index].startswith("--- ") or stripped.startswith("---\t"):
-                raise self.error(index, "content on the '---' line is not supported")
         value = self.parse_node(-1)
         index = self.next_content_line()
         if index is not None:
-            line = self.lines[index]
-            if line.startswith("---") or line.startswith("..."):
+            if self.is_document_marker(index) and self.lines[index].startswith("..."):
+                raise self.error(index, "a document end marker ('...') is not supported")
+            if self.is_document_marker(index):
                 raise self.error(index, "several YAML documents in one file are not supported")
-            raise self.error(index, f"unexpected text {line.strip()!r} (check the indentation)")
+            raise self.error(index, f"unexpected text {self.lines[index].strip()!r} (check the indentation)")
         return value
+
+    def is_document_marker(self, index: int) -> bool:
+        """A ``---`` or ``...`` line (the start or end of a YAML document)."""
+        line = self.lines[index]
+        return line[:3] in ("---", "...") and line[3:4] in ("", " ", "\t")
 
     def next_content_line(self) -> int | None:
         """Skip blank and comment lines; the index of the next content line, or None."""
@@ -359,10 +367,7 @@ class _YamlReader:
 
     def ends_block(self, index: int | None, indent: int) -> bool:
         """Whether a block at ``indent`` ends before line ``index``."""
-        if index is None or self.indent_of(index) != indent:
-            return True
-        line = self.lines[index]
-        return line[:3] in ("---", "...") and line[3:4] in ("", " ", "\t")
+        return index is None or self.indent_of(index) != indent or self.is_document_marker(index)
 
     def indent_of(self, index: int) -> int:
         line = self.lines[index]
@@ -434,13 +439,13 @@ class _YamlReader:
             except TypeError:
                 raise self.error(index, "a mapping key must be a scalar") from None
             line_end = self.line_starts[index] + len(self.lines[index])
-            after = self.text[value_offset:line_end].strip(" ")
-            if not after or after.startswith("#"):
+            after = self.text[value_offset:line_end]
+            value = after.lstrip(" ")
+            if not value or value.startswith("#"):
                 self.pos = index + 1
                 mapping[key] = self.parse_node(indent, sequence_at_parent=True)
             else:
-                self.pos = index
-                mapping[key] = self.parse_inline(value_offset + (len(self.text[value_offset:line_end]) - len(self.text[value_offset:line_end].lstrip(" "))), indent)
+                mapping[key] = self.parse_inline(value_offset + len(after) - len(value), indent)
             self.check_no_deeper(indent)
         return mapping
 
@@ -586,7 +591,7 @@ class _YamlReader:
                 pos += 1
                 if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
                     return [], pos
-        return ([" "] if not breaks else breaks), pos
+        return (breaks or [" "]), pos
 
     def scan_quoted(self, offset: int) -> tuple[str, int]:
         """A quoted scalar starting at ``offset``: its value and the offset after it."""
@@ -1406,11 +1411,13 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
             while True:
                 try:
                     proc.wait(timeout=0.1)
-                    break
+                    break  # the job ended
                 except subprocess.TimeoutExpired:
                     pass
                 if console is not None:
                     console.flush_stale()
+                if any(pump.failure is not None for pump in pumps):
+                    break  # a log cannot be written (disk full?): reported below
                 if time.monotonic() >= deadline:
                     timed_out = True
                     break
@@ -1575,13 +1582,23 @@ def _governing_file(job: _Job) -> tuple[Path, str]:
     return job.path.parent / PERMISSION_FILE, _glob_escape(job.name) + "/"
 
 
-def _protect(job: _Job) -> bool:
-    """Add the protections to the file that governs ``job``, if there is one (with no
-    file there, nobody but the owner has access anyway)."""
-    path, prefix = _governing_file(job)
+def _protect_folder(folder: Path, submitter: str, prefix: str) -> bool:
+    """Add the protections to ``folder``'s syft.pub.yaml, if it has one (with no file
+    there, the file above decides, and the owner's own files are not ours to edit).
+
+    :param prefix: ``"*/"`` for a submitter folder, ``""`` for a job folder.
+    """
+    path = folder / PERMISSION_FILE
     if not path.is_file() or path.is_symlink():
         return False
-    return _edit_permissions(path, job.submitter, "" if not prefix else "*/")
+    return _edit_permissions(path, submitter, prefix)
+
+
+def _protect(job: _Job) -> bool:
+    """Add the protections to the file that governs ``job``."""
+    if os.path.lexists(job.path / PERMISSION_FILE):
+        return _protect_folder(job.path, job.submitter, "")
+    return _protect_folder(job.path.parent, job.submitter, "*/")
 
 
 def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
@@ -1660,28 +1677,32 @@ class SyftJobRunner:
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _DirectoryLock(self.job_dir)
         self._known_jobs: set[str] = set()
-        self._protected_submitters: set[str] = set()
+        self._protected: set[str] = set()  # submitters and inbox jobs already protected
         self._abandoned_jobs: set[str] = set()  # could not even be marked done
 
     # -- discovery -----------------------------------------------------------
 
     def _jobs(self, status: str | None = None) -> list[_Job]:
         jobs = _scan_jobs(self.job_dir)
-        self._protect_new_submitters(jobs)
+        self._protect_new(jobs)
         return [j for j in jobs if status is None or j.status == status]
 
-    def _protect_new_submitters(self, jobs: list[_Job]) -> None:
-        """Protect the results of each submitter's jobs, the first time it is seen."""
+    def _protect_new(self, jobs: list[_Job]) -> None:
+        """Protect each submitter folder the first time it is seen, and each inbox job
+        that has a syft.pub.yaml of its own: no submitter approves its own job."""
         for job in jobs:
-            if job.submitter not in self._protected_submitters:
-                self._protected_submitters.add(job.submitter)
-                self._protect(job)
+            if job.submitter not in self._protected:
+                self._protected.add(job.submitter)
+                self._try_protect(job.key, _protect_folder, job.path.parent, job.submitter, "*/")
+            if job.status == "inbox" and job.key not in self._protected:
+                self._protected.add(job.key)
+                self._try_protect(job.key, _protect_folder, job.path, job.submitter, "")
 
-    def _protect(self, job: _Job) -> None:
+    def _try_protect(self, key: str, protect: Callable[..., bool], *args: Any) -> None:
         try:
-            _protect(job)
+            protect(*args)
         except (OSError, SyftJobError) as exc:
-            print(f"⚠️ Cannot protect the results of {job.key}: {exc}")
+            print(f"⚠️ Cannot protect the results of {key}: {exc}")
 
     def check_for_new_jobs(self) -> None:
         """Print every inbox job not seen before, with a preview of its script and config."""
@@ -1776,7 +1797,7 @@ class SyftJobRunner:
                 job.read_config()
             except YAMLError as exc:
                 raise _JobCannotRun(f"job {job.key} was not run: {exc}") from None
-            self._protect(job)
+            self._try_protect(job.key, _protect, job)
             console = _Console(f"[{self.config.email}][{job.name}] ") if stream_output else None
             result = _execute(job, self.config, timeout, console)
             _finish(job, result.returncode)
@@ -1850,7 +1871,7 @@ class SyftJobRunner:
         folder = self.job_dir / _check_email(email)
         folder.mkdir(exist_ok=True)
         _edit_permissions(folder / PERMISSION_FILE, email, "*/", write_everywhere=True)
-        self._protected_submitters.add(email)
+        self._protected.add(email)
         return folder
 
     # -- the loop ------------------------------------------------------------

@@ -701,6 +701,9 @@ def test_reader_cases(text, expected):
     ("a: 1\nb: *alias\n", 2, "aliases"),
     ("a: !!str 1\n", 1, "tags"),
     ("a: 1\n---\nb: 2\n", 2, "several YAML documents"),
+    ("a: 1\n...\n", 2, "document end marker"),
+    ("...\n", 1, "document end marker"),
+    ("--- text\n", 1, "content on the '---' line"),
     ("a:\n\tb: 1\n", 2, "tab"),
     ("a: 1\n  b: 2\n", 2, ""),
     ("a: 'unclosed\n", 1, "not closed"),
@@ -752,6 +755,15 @@ def test_writer_output_reads_back_equal_property():
         value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
         text = syft_job.dump_yaml(value)
         assert syft_job.load_yaml(text) == value, (seed, text)
+
+
+def test_console_lines_across_chunk_boundaries(capsys):
+    console = syft_job._Console("[o][j] ")
+    for chunk in (b"a\r", b"\nb\r\n", b"c", b"d\n", b"\xc3", b"\xa9\n"):
+        console.feed("stdout", chunk)
+    console.feed("stderr", b"partial")
+    console.flush_stale(0)
+    assert capsys.readouterr().out == "[o][j] a\n[o][j] b\n[o][j] cd\n[o][j] \u00e9\n[o][j] STDERR: partial\n"
 
 
 def test_writer_refuses_unknown_types():
@@ -1508,3 +1520,17 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     job = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "ds@example.com" / "hi"
     assert (job / "outputs" / "hi.txt").read_text() == "hi\n"
     assert "Shared outputs and logs of ds@example.com/hi" in capsys.readouterr().out
+
+
+def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner, syftbox):
+    ds_folder_with_usual_permissions(runner)
+    own_file = make_job(runner, "a first", "true", approved=False)
+    (own_file / "syft.pub.yaml").write_text(syft_job.dump_yaml(
+        {"rules": [{"pattern": "**", "access": {"admin": [], "read": [], "write": [DS]}}], "terminal": False}))
+    plain = make_job(runner, "b second", "true", approved=False)
+    root = syftbox.resolve()
+    assert can(root, DS, own_file / "approved", "write") and can(root, DS, plain / "approved", "write")
+    runner.check_for_new_jobs()
+    for job in (own_file, plain):
+        assert not can(root, DS, job / "approved", "write")
+        assert can(root, DS, job / "approved", "read") and can(root, DS, job / "run.sh", "write")
