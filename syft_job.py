@@ -1629,6 +1629,17 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@dataclasses.dataclass(frozen=True)
+class _RunOptions:
+    """How to run jobs: the arguments of ``process_approved_jobs()`` and ``run()``."""
+
+    stream_output: bool = True
+    timeout: float | None = None  # None: $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300
+    skip_job_names: tuple[str, ...] = ()
+    share_outputs: bool = False
+    share_logs: bool = False
+
+
 class _DirectoryLock:
     """An exclusive, re-entrant ``flock`` on a folder: one runner per job directory.
     Locking the folder itself leaves no lock file for SyftBox to sync."""
@@ -1745,45 +1756,35 @@ class SyftJobRunner:
         :param share_outputs_with_submitter: share ``outputs/`` after each job.
         :param share_logs_with_submitter: share the logs after each job.
         """
-        self._process_approved_jobs(stream_output, timeout, skip_job_names,
-                                    share_outputs_with_submitter, share_logs_with_submitter)
+        self._process(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
+                                  share_outputs_with_submitter, share_logs_with_submitter))
 
-    def _process_approved_jobs(
-        self,
-        stream_output: bool = True,
-        timeout: float | None = None,
-        skip_job_names: Sequence[str] | None = None,
-        share_outputs: bool = False,
-        share_logs: bool = False,
-    ) -> list[_JobResult]:
-        seconds = _resolve_timeout(timeout)
+    def _process(self, options: _RunOptions) -> list[_JobResult]:
+        """One round over the approved jobs; the results of those that ran."""
+        seconds = _resolve_timeout(options.timeout)
         with self._lock.hold() as mine:
             if not mine:
                 print(f"⏳ Another runner is processing the jobs in {self.job_dir}; leaving them to it")
                 return []
-            return self._run_jobs(seconds, stream_output, skip_job_names, share_outputs, share_logs)
-
-    def _run_jobs(self, seconds: float, stream_output: bool, skip_job_names: Sequence[str] | None,
-                  share_outputs: bool, share_logs: bool) -> list[_JobResult]:
-        skip = set(skip_job_names or ())
-        jobs = [j for j in self._jobs("approved")
-                if j.name not in skip and j.key not in skip and j.key not in self._abandoned_jobs]
-        if not jobs:
-            return []
-        print(f"📋 Found {len(jobs)} job(s) in approved directory")
-        print(_RULE)
-        results = []
-        for job in jobs:
-            result = self._run_job(job, stream_output, seconds)
-            results.append(result)
-            if (share_outputs or share_logs) and result.job.status == "done":
-                try:
-                    self._share_and_report(result.job, share_outputs, share_logs)
-                except (OSError, SyftJobError) as exc:
-                    print(f"❌ Could not share the results of {job.key}: {exc}")
+            skip = set(options.skip_job_names)
+            jobs = [j for j in self._jobs("approved")
+                    if j.name not in skip and j.key not in skip and j.key not in self._abandoned_jobs]
+            if not jobs:
+                return []
+            print(f"📋 Found {len(jobs)} job(s) in approved directory")
             print(_RULE)
-        print(f"✅ Processed {len(results)} job(s)")
-        return results
+            results = []
+            for job in jobs:
+                result = self._run_job(job, options.stream_output, seconds)
+                results.append(result)
+                if (options.share_outputs or options.share_logs) and result.job.status == "done":
+                    try:
+                        self._share_and_report(result.job, options.share_outputs, options.share_logs)
+                    except (OSError, SyftJobError) as exc:
+                        print(f"❌ Could not share the results of {job.key}: {exc}")
+                print(_RULE)
+            print(f"✅ Processed {len(results)} job(s)")
+            return results
 
     def _run_job(self, job: _Job, stream_output: bool, timeout: float) -> _JobResult:
         """Execute one job and finish it; any failure is recorded in the job, never raised
@@ -1886,34 +1887,35 @@ class SyftJobRunner:
     ) -> None:
         """Poll forever: print new jobs, run approved ones. Returns on Ctrl+C or SIGTERM,
         after stopping a running job (which stays approved and runs again next start).
-        The arguments are those of :meth:`process_approved_jobs`."""
-        _resolve_timeout(timeout)  # a bad timeout fails now, not at the first job
+        The arguments are those of :meth:`process_approved_jobs`.
+
+        :raises SyftJobError: another runner already runs here, or a bad timeout.
+        """
+        self._run(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
+                              share_outputs_with_submitter, share_logs_with_submitter))
+
+    def _run(self, options: _RunOptions) -> None:
+        _resolve_timeout(options.timeout)  # a bad timeout fails now, not at the first job
         with self._lock.hold() as mine:
             if not mine:
                 raise SyftJobError(f"another runner is already running for {self.job_dir}")
-            self._run_forever(stream_output, timeout, skip_job_names,
-                              share_outputs_with_submitter, share_logs_with_submitter)
-
-    def _run_forever(self, stream_output: bool, timeout: float | None, skip_job_names: Sequence[str] | None,
-                     share_outputs_with_submitter: bool, share_logs_with_submitter: bool) -> None:
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
-        try:
-            self._print_banner()
-            while True:
-                try:
-                    self.check_for_new_jobs()
-                    self._process_approved_jobs(stream_output, timeout, skip_job_names,
-                                                share_outputs_with_submitter, share_logs_with_submitter)
-                except Exception as exc:  # never let one bad poll end the loop
-                    logger.exception("poll failed")
-                    print(f"❌ Poll failed: {type(exc).__name__}: {exc}")
-                time.sleep(self.poll_interval)
-        except KeyboardInterrupt:
-            print("\n🛑 SyftJob Runner stopped")
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            in_main_thread = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+            try:
+                self._print_banner()
+                while True:
+                    try:
+                        self.check_for_new_jobs()
+                        self._process(options)
+                    except Exception as exc:  # never let one bad poll end the loop
+                        logger.exception("poll failed")
+                        print(f"❌ Poll failed: {type(exc).__name__}: {exc}")
+                    time.sleep(self.poll_interval)
+            except KeyboardInterrupt:
+                print("\n🛑 SyftJob Runner stopped")
+            finally:
+                if in_main_thread:
+                    signal.signal(signal.SIGTERM, previous)
 
     def _print_banner(self) -> None:
         print(f"🚀 SyftJob Runner started: version: {__version__}")
@@ -2122,17 +2124,24 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text) if text else "(empty)"
 
 
+def _run_options(args: argparse.Namespace) -> _RunOptions:
+    return _RunOptions(not args.no_stream, args.timeout, tuple(args.skip or ()),
+                       args.share_outputs, args.share_logs)
+
+
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     runner.poll_interval = args.poll_interval
-    runner.run(stream_output=not args.no_stream, timeout=args.timeout, skip_job_names=args.skip,
-               share_outputs_with_submitter=args.share_outputs, share_logs_with_submitter=args.share_logs)
+    runner._run(_run_options(args))
     return 0
 
 
 def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    runner.check_for_new_jobs()
-    results = runner._process_approved_jobs(not args.no_stream, args.timeout, args.skip,
-                                            args.share_outputs, args.share_logs)
+    with runner._lock.hold() as mine:
+        if not mine:
+            print(f"⏳ Another runner is processing the jobs in {runner.job_dir}; nothing to do")
+            return 0
+        runner.check_for_new_jobs()
+        results = runner._process(_run_options(args))
     if not results:
         print("📭 No approved jobs to run")
     return 1 if any(not r.succeeded for r in results) else 0

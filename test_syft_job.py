@@ -639,6 +639,10 @@ def test_one_runner_per_job_directory(syftbox, capsys):
             second.run()
         with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
             second.reset_all_jobs()
+        other_process = cli("once", *site_args(syftbox))
+        assert other_process.returncode == 0
+        assert "Another runner is processing the jobs" in other_process.stdout
+        assert "No approved jobs" not in other_process.stdout
         first.process_approved_jobs()  # re-entrant for the holder
     assert (job / "done").exists()
     second.process_approved_jobs()  # released
