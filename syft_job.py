@@ -122,27 +122,26 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode)  # os.open applied the umask
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
 def _create_fresh(path: Path) -> BinaryIO:
-    """Open a new, empty ``path`` for writing, after removing whatever was there.
-    Whatever stood at ``path`` (a stale file or a planted symlink) is unlinked, not
-    followed, so the runner never writes through a link that a submitter made."""
+    """Open a new, empty ``path`` for writing. Whatever stood there (a stale file, a
+    planted symlink) is removed first, so the runner never writes through a link."""
     _remove_path(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
 
 
 def _append_bytes(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created if missing), never through a symlink."""
+    """Append ``data`` to ``path`` (created if missing); a symlink there is replaced."""
+    if os.path.islink(path):
+        os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -875,6 +874,7 @@ STDERR_FILE = "stderr.txt"
 RETURNCODE_FILE = "returncode.txt"
 OUTPUTS_DIR = "outputs"
 _STATUSES = ("inbox", "approved", "done")
+_MAX_CONFIG_BYTES = 1024 * 1024  # a submitter's config.yaml is read whole: keep it bounded
 
 TIMEOUT_ENV_VAR = "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"
 _DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -1090,6 +1090,8 @@ class JobClient:
             def copy(folder: Path) -> None:
                 shutil.copytree(source, folder / project_dir, symlinks=True, ignore=_COPY_IGNORE)
         elif source.is_file():
+            if source.suffix != ".py":
+                raise JobError(f"{source} is not a .py file: submit a Python script, or a folder of code")
             project_dir = None
             entry = _check_folder_name(source.name, "code file name")
             script = _python_run_script(entry, None, False, packages)
@@ -1166,7 +1168,11 @@ class _Job:
         """The job's config.yaml as a mapping. :raises YAMLError: unreadable or not a mapping."""
         path = self.path / CONFIG_FILE
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                data = f.read(_MAX_CONFIG_BYTES + 1)
+            if len(data) > _MAX_CONFIG_BYTES:
+                raise YAMLError(f"{path}: larger than {_MAX_CONFIG_BYTES // 1024} kB; not a job config")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise YAMLError(f"{path}: cannot be read: {exc}") from None
         value = load_yaml(text, str(path))
@@ -1520,7 +1526,7 @@ def _load_permissions(path: Path) -> tuple[dict, str]:
 
 def _may_write(data: dict, user: str) -> bool:
     """Whether any rule of a permission file lets ``user`` write somewhere."""
-    domain = "*@" + user.split("@", 1)[1]
+    domain = "*@" + user.partition("@")[2]  # a folder not named like an email: no domain
     return any(u in (user, "*", domain)
                for rule in data["rules"] for level in ("write", "admin") for u in _access(rule, level))
 
@@ -1627,6 +1633,22 @@ _THIN_RULE = "-" * 50
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_stops_jobs() -> Iterator[None]:
+    """Make SIGTERM act like Ctrl+C, so a running job's process group is stopped
+    rather than left running when the runner is killed. Only where SIGTERM still has
+    its default action: a handler the program set itself is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1762,7 +1784,7 @@ class SyftJobRunner:
     def _process(self, options: _RunOptions) -> list[_JobResult]:
         """One round over the approved jobs; the results of those that ran."""
         seconds = _resolve_timeout(options.timeout)
-        with self._lock.hold() as mine:
+        with self._lock.hold() as mine, _sigterm_stops_jobs():
             if not mine:
                 print(f"⏳ Another runner is processing the jobs in {self.job_dir}; leaving them to it")
                 return []
@@ -1896,11 +1918,9 @@ class SyftJobRunner:
 
     def _run(self, options: _RunOptions) -> None:
         _resolve_timeout(options.timeout)  # a bad timeout fails now, not at the first job
-        with self._lock.hold() as mine:
+        with self._lock.hold() as mine, _sigterm_stops_jobs():
             if not mine:
                 raise SyftJobError(f"another runner is already running for {self.job_dir}")
-            in_main_thread = threading.current_thread() is threading.main_thread()
-            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
             try:
                 self._print_banner()
                 while True:
@@ -1913,9 +1933,6 @@ class SyftJobRunner:
                     time.sleep(self.poll_interval)
             except KeyboardInterrupt:
                 print("\n🛑 SyftJob Runner stopped")
-            finally:
-                if in_main_thread:
-                    signal.signal(signal.SIGTERM, previous)
 
     def _print_banner(self) -> None:
         print(f"🚀 SyftJob Runner started: version: {__version__}")
@@ -2075,6 +2092,12 @@ def _datasite(args: argparse.Namespace) -> SyftJobConfig:
     if not email:
         raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
     return SyftJobConfig.from_syftbox_folder(folder, email)
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _seconds_arg(text: str) -> float:
@@ -2302,7 +2325,7 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = command("list", "list the jobs: name, submitter, status, submitted, return code")
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
     show = command("show", "show a job's config, status and the end of its logs", [which])
-    show.add_argument("--lines", type=int, default=20, metavar="N", help="how many log lines to show (default: 20)")
+    show.add_argument("--lines", type=_count_arg, default=20, metavar="N", help="how many log lines to show (default: 20)")
     command("approve", "approve a job (the runner then runs it)", [which])
     share = command("share", "let the submitter read a finished job's outputs and/or logs", [which])
     share.add_argument("--outputs", action="store_true", help="share the job's outputs/ folder")

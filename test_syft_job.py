@@ -386,10 +386,10 @@ def test_memory_stays_flat_for_200_mb_of_output(syftbox, tmp_path, stream):
     assert peak_kb < 80_000, f"peak memory {peak_kb} kB"  # the reference needed 627 MB
 
 
-HOLDER_SCRIPT = """
+HOLDER_SCRIPT = f"""
 sleep 300 &
 echo $! > bg.pid
-setsid sleep 300 &
+'{sys.executable}' -c 'import os, time; os.setsid(); time.sleep(300)' &
 echo $! > escaped.pid
 echo started
 echo started-err >&2
@@ -451,13 +451,18 @@ def test_timeout_from_environment_and_bad_value(runner, monkeypatch):
 def test_jobs_that_cannot_run_are_finished_with_a_reason(runner, capsys):
     no_script = make_job(runner, "no script", None)
     bad_config = make_job(runner, "bad config", "echo never", config="name: x\n  bad: indent\n")
+    huge_config = make_job(runner, "huge config", "echo never", config="name: x\n" + "#" * 2_000_000 + "\n")
+    binary_config = make_job(runner, "binary config", "echo never", config="")
+    (binary_config / "config.yaml").write_bytes(b"name: \xff\n")
     fine = make_job(runner, "fine", "echo fine")
     runner.process_approved_jobs()
     out = capsys.readouterr().out
     assert "has no run.sh" in (no_script / "stderr.txt").read_text()
     assert "config.yaml, line 2" in (bad_config / "stderr.txt").read_text()
+    assert "larger than 1024 kB" in (huge_config / "stderr.txt").read_text()
+    assert "cannot be read" in (binary_config / "stderr.txt").read_text()
     assert not (bad_config / "stdout.txt").exists()
-    for job in (no_script, bad_config):
+    for job in (no_script, bad_config, huge_config, binary_config):
         assert (job / "done").exists() and (job / "returncode.txt").read_text().strip() == "-1"
     assert "❌ job ds@test.org/no script has no run.sh" in out
     assert "config.yaml, line 2" in out
@@ -859,6 +864,9 @@ def test_folder_entrypoint_rules(client, tmp_path):
         client.submit_python_job(OWNER, folder, job_name="z", entrypoint="../etc/passwd")
     with pytest.raises(JobError, match="not found"):
         client.submit_python_job(OWNER, tmp_path / "missing.py", job_name="w")
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(JobError, match="not a .py file"):
+        client.submit_python_job(OWNER, tmp_path / "data.csv", job_name="v")
 
 
 def test_base_packages_by_argument_and_environment(client, tmp_path, monkeypatch):
@@ -1351,6 +1359,7 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     (["once", "--timeout", "soon"], "'soon' is not a positive number of seconds"),
     (["run", "--poll-interval", "-1"], "'-1' is not a positive number of seconds"),
     (["share", "x"], "say what to share"),
+    (["show", "x", "--lines", "0"], "'0' is not a positive whole number"),
     (["reset"], "without a terminal to confirm, pass --yes"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -1427,6 +1436,25 @@ def test_reset_asks_on_a_terminal(syftbox):
         assert proc.wait(timeout=30) == status
         os.close(leader)
         assert job.exists() == (answer == "no")
+
+
+def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "long", STOPPABLE_JOB)
+    proc = subprocess.Popen([sys.executable, "-m", "syft_job", "once", *site_args(syftbox)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
+    reader = LineReader(proc)
+    try:
+        wait_for(lambda: (job / "child.pid").exists() and (job / "child.pid").read_text().strip())
+        pid, child = int((job / "pid").read_text()), int((job / "child.pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+        reader.thread.join(10)
+        assert "Interrupted" in reader.text and "Traceback" not in reader.text
+        wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 10, "the job to be stopped")
+        assert (job / "approved").exists() and not (job / "done").exists()
+    finally:
+        proc.kill()
 
 
 def test_run_command_stops_cleanly_on_sigint(syftbox):
@@ -1524,6 +1552,16 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     job = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "ds@example.com" / "hi"
     assert (job / "outputs" / "hi.txt").read_text() == "hi\n"
     assert "Shared outputs and logs of ds@example.com/hi" in capsys.readouterr().out
+
+
+def test_a_submitter_folder_not_named_like_an_email_does_not_break_the_poll(runner, capsys):
+    folder = runner.job_dir / "not-an-email"
+    folder.mkdir(parents=True)
+    (folder / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access: {write: ['*']}\n")
+    make_job(runner, "odd", "echo odd-ran", submitter="not-an-email")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    assert "[do@test.org][odd] odd-ran" in capsys.readouterr().out
 
 
 def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner, syftbox):
