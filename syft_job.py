@@ -1391,6 +1391,39 @@ def _stop_group(proc: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> N
         proc.wait()
 
 
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class _InterruptLatch:
+    """While a job runs, Ctrl+C and SIGTERM are noted here instead of raised wherever
+    the main thread happens to be (inside ``Popen``, say, before the job could be
+    stopped). The wait loop checks ``pending`` and stops the job cleanly. Only signals
+    that would raise KeyboardInterrupt anyway are latched; other handlers stay."""
+
+    _RAISING = (signal.default_int_handler, _raise_keyboard_interrupt)
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _InterruptLatch:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) in self._RAISING:
+                    self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.pending = True
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if self.pending and kind is None:
+            raise KeyboardInterrupt
+
+
 def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console | None) -> _JobResult:
     """Run ``bash run.sh`` in the job folder and write its logs; one code path for
     both modes (``console`` is None when not streaming). KeyboardInterrupt stops the
@@ -1401,18 +1434,20 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
     outputs.mkdir()
     for name in (RETURNCODE_FILE, DONE_MARKER):
         _remove_path(job.path / name)
-    with _create_fresh(job.path / STDOUT_FILE) as out_file, _create_fresh(job.path / STDERR_FILE) as err_file:
+    with _InterruptLatch() as interrupts, _create_fresh(job.path / STDOUT_FILE) as out_file, \
+            _create_fresh(job.path / STDERR_FILE) as err_file:
         proc = subprocess.Popen(
             ["bash", RUN_SCRIPT], cwd=job.path, env=_job_environment(config),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        pumps = [_Pump(proc.stdout.fileno(), out_file, "stdout", console),
-                 _Pump(proc.stderr.fileno(), err_file, "stderr", console)]
-        for pump in pumps:
-            pump.start()
+        pumps: list[_Pump] = []
         timed_out = False
-        try:
+        try:  # from here on, whatever happens, the job's process group is stopped
+            for fd, sink, stream in ((proc.stdout.fileno(), out_file, "stdout"),
+                                     (proc.stderr.fileno(), err_file, "stderr")):
+                pumps.append(_Pump(fd, sink, stream, console))
+                pumps[-1].start()
             deadline = started + timeout
             while True:
                 try:
@@ -1422,6 +1457,8 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
                     pass
                 if console is not None:
                     console.flush_stale()
+                if interrupts.pending:
+                    raise KeyboardInterrupt
                 if any(pump.failure is not None for pump in pumps):
                     break  # a log cannot be written (disk full?): reported below
                 if time.monotonic() >= deadline:
@@ -1629,10 +1666,6 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
 
 _RULE = "=" * 50
 _THIN_RULE = "-" * 50
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -498,10 +498,10 @@ def test_planted_symlinks_are_replaced_not_written_through(runner, tmp_path):
 
 STOPPABLE_JOB = """
 echo $$ > pid
+if [ -e second-run ]; then exit 0; fi
+touch second-run
 sleep 300 &
 echo $! > child.pid
-if [ -e second-run ]; then kill $!; exit 0; fi
-touch second-run
 wait
 """
 
