@@ -1395,6 +1395,22 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _sigterm_stops_jobs() -> Iterator[None]:
+    """Make SIGTERM act like Ctrl+C, so a running job's process group is stopped
+    rather than left running when the runner is killed. Only where SIGTERM still has
+    its default action: a handler the program set itself is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class _InterruptLatch:
     """While a job runs, Ctrl+C and SIGTERM are noted here instead of raised wherever
     the main thread happens to be (inside ``Popen``, say, before the job could be
@@ -1668,22 +1684,6 @@ _RULE = "=" * 50
 _THIN_RULE = "-" * 50
 
 
-@contextlib.contextmanager
-def _sigterm_stops_jobs() -> Iterator[None]:
-    """Make SIGTERM act like Ctrl+C, so a running job's process group is stopped
-    rather than left running when the runner is killed. Only where SIGTERM still has
-    its default action: a handler the program set itself is left alone."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @dataclasses.dataclass(frozen=True)
 class _RunOptions:
     """How to run jobs: the arguments of ``process_approved_jobs()`` and ``run()``."""
@@ -1727,6 +1727,35 @@ class _DirectoryLock:
             if self.depth == 0:
                 os.close(self.fd)  # closing releases the flock
                 self.fd = None
+
+
+class _JobCannotRun(Exception):
+    """A job that is finished without running (no run.sh, unreadable config)."""
+
+
+def _script_preview(path: Path, max_lines: int = 5) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        return f"(no {RUN_SCRIPT})"
+    lines = head.decode("utf-8", "replace").splitlines()
+    shown = [f"{i}: {line}" for i, line in enumerate(lines[:max_lines], 1)]
+    if len(lines) > max_lines or len(head) == 64 * 1024:
+        shown.append("... (more lines)")
+    return "\n".join(shown) if shown else "(empty)"
+
+
+def _config_display_items(config: dict) -> list[tuple[Any, str]]:
+    first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
+    rest = sorted((k for k in config if k not in first), key=str)
+    items = []
+    for key in first + rest:
+        value = config[key]
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        items.append((key, "" if value is None else value))
+    return items
 
 
 class SyftJobRunner:
@@ -2028,35 +2057,6 @@ class SyftJobRunner:
             if counts[status]:
                 print(f"- {status}: {counts[status]} jobs deleted")
         print("- Clean job directory recreated")
-
-
-class _JobCannotRun(Exception):
-    """A job that is finished without running (no run.sh, unreadable config)."""
-
-
-def _script_preview(path: Path, max_lines: int = 5) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
-    except OSError:
-        return f"(no {RUN_SCRIPT})"
-    lines = head.decode("utf-8", "replace").splitlines()
-    shown = [f"{i}: {line}" for i, line in enumerate(lines[:max_lines], 1)]
-    if len(lines) > max_lines or len(head) == 64 * 1024:
-        shown.append("... (more lines)")
-    return "\n".join(shown) if shown else "(empty)"
-
-
-def _config_display_items(config: dict) -> list[tuple[Any, str]]:
-    first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
-    rest = sorted((k for k in config if k not in first), key=str)
-    items = []
-    for key in first + rest:
-        value = config[key]
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        items.append((key, "" if value is None else value))
-    return items
 
 
 def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5) -> SyftJobRunner:
