@@ -1747,14 +1747,19 @@ def _script_preview(path: Path, max_lines: int = 5) -> str:
 
 
 def _config_display_items(config: dict) -> list[tuple[Any, str]]:
+    """A job's settings to show: name, submitter and time first, then the others."""
     first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
     rest = sorted((k for k in config if k not in first), key=str)
     items = []
     for key in first + rest:
         value = config[key]
         if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        items.append((key, "" if value is None else value))
+            shown = ", ".join(str(v) for v in value)
+        elif isinstance(value, (bool, int, float)):
+            shown = _dump_scalar(value)  # as the file says it: true, not True
+        else:
+            shown = "" if value is None else str(value)
+        items.append((key, shown))
     return items
 
 
@@ -2322,7 +2327,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  read  {rule['pattern']}")
     print(f"  (its own submission files too; '{_DEMO_SUBMITTER}' cannot write approved, done, logs or outputs,")
     print("   and 'python hello' was never approved, so it never ran)")
-    print(f"\n✨ Try: python -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}")
+    print(f"\n✨ Try: python3 -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}")
     return 0
 
 

@@ -211,6 +211,17 @@ def test_check_for_new_jobs_prints_each_inbox_job_once(runner, capsys):
     assert "NEW JOB DETECTED: ds@test.org/second" in out and "Data Processing" not in out
 
 
+def test_a_config_written_by_another_client_is_shown_as_written(runner, capsys):
+    config = (HERE / "tests" / "fixtures" / "yaml" / "config_python_job.yaml").read_text()
+    make_job(runner, "Data Processing", "python main.py\n", approved=False, config=config)
+    runner.check_for_new_jobs()
+    out = capsys.readouterr().out
+    assert ("⚙️ Config:\nname: Data Processing\nsubmitted_by: ds@test.org\n"
+            "submitted_at: 2026-03-02T10:30:00+00:00\ncode_path: /home/ds/projects/analysis\n"
+            "dependencies: syft-client, numpy, pandas==2.2.0\nentry_point: main.py\n"
+            "is_folder_submission: true\ntype: python\n") in out
+
+
 def test_check_for_new_jobs_reports_a_bad_config_and_goes_on(runner, capsys):
     make_job(runner, "broken", "echo x", approved=False, config="name: [unclosed\n")
     make_job(runner, "fine", "echo x", approved=False)
