@@ -1235,7 +1235,6 @@ class _JobResult:
     returncode: int
     timed_out: bool = False
     error: str | None = None  # a runner-side reason the job could not run
-    seconds: float = 0.0
 
     @property
     def succeeded(self) -> bool:
@@ -1503,7 +1502,7 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
             returncode = -1
             for pump in pumps:
                 pump.sink.write((b"\n" if pump.last_byte != b"\n" else b"") + TIMEOUT_LINE)
-    return _JobResult(job, returncode, timed_out=timed_out, seconds=time.monotonic() - started)
+    return _JobResult(job, returncode, timed_out=timed_out)
 
 
 def _finish(job: _Job, returncode: int) -> None:

@@ -109,15 +109,21 @@ def reference_python(install: bool) -> str | None:
     return str(python)
 
 
-# -- the cases: each returns {"ours": x, "reference": y or None, "baseline": z} --------
+def each_runner(root: Path, runners: dict, tag: str, add_jobs, key: str = "seconds", **options) -> dict:
+    """Measure every runner on its own copy of the same jobs: ``{label: figure}``."""
+    result = {}
+    for label, (python, path) in runners.items():
+        site, job_dir = fresh_site(root, f"{tag}-{label}")
+        add_jobs(job_dir)
+        result[label] = measure(python, path, site, **options)[key]
+    return result
+
+
+# -- the cases: each returns {"ours": x, "reference": y (if run), "baseline": z} --------
 
 
 def case_stream_1m(root: Path, runners: dict) -> dict:
-    result = {}
-    for label, (python, path) in runners.items():
-        site, job_dir = fresh_site(root, f"stream-{label}")
-        make_job(job_dir, "million", "seq 1 1000000\n")
-        result[label] = measure(python, path, site, stream=True)["seconds"]
+    result = each_runner(root, runners, "stream", lambda d: make_job(d, "million", "seq 1 1000000\n"), stream=True)
     site, job_dir = fresh_site(root, "stream-baseline")
     job = make_job(job_dir, "million", "seq 1 1000000\n")
     started = time.perf_counter()
@@ -128,12 +134,11 @@ def case_stream_1m(root: Path, runners: dict) -> dict:
 
 
 def case_noop_200(root: Path, runners: dict) -> dict:
-    result = {}
-    for label, (python, path) in runners.items():
-        site, job_dir = fresh_site(root, f"noop-{label}")
+    def add_jobs(job_dir: Path) -> None:
         for i in range(200):
             make_job(job_dir, f"noop {i:03d}", "true\n")
-        result[label] = measure(python, path, site)["seconds"] / 200
+
+    result = {label: seconds / 200 for label, seconds in each_runner(root, runners, "noop", add_jobs).items()}
     site, job_dir = fresh_site(root, "noop-baseline")
     job = make_job(job_dir, "noop", "true\n")
     started = time.perf_counter()
@@ -156,28 +161,22 @@ def case_poll_10k(root: Path, runners: dict) -> dict:
 
 
 def case_mem_200mb(root: Path, runners: dict) -> dict:
-    result = {}
-    for label, (python, path) in runners.items():
-        site, job_dir = fresh_site(root, f"mem-{label}")
-        make_job(job_dir, "big", "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 200000000\n")
-        result[label] = measure(python, path, site)["peak_kb"]
-    site, job_dir = fresh_site(root, "mem-baseline")
-    make_job(job_dir, "small", "true\n")
-    result["baseline"] = measure(*runners["ours"], site)["peak_kb"]  # ours, with no output
+    script = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 200000000\n"
+    result = each_runner(root, runners, "mem", lambda d: make_job(d, "big", script), key="peak_kb")
+    ours = {"ours": runners["ours"]}  # the baseline: ours, with no output
+    result["baseline"] = each_runner(root, ours, "mem-baseline", lambda d: make_job(d, "small", "true\n"), key="peak_kb")["ours"]
     return result
 
 
 def case_timeout(root: Path, runners: dict) -> dict:
-    result = {}
     script = "setsid sleep 20 &\necho $! > escaped.pid\nsleep 20\n"
-    for label, (python, path) in runners.items():
-        site, job_dir = fresh_site(root, f"timeout-{label}")
-        job = make_job(job_dir, "holder", script)
-        try:
-            result[label] = measure(python, path, site, stream=True, timeout=1, deadline=120)["seconds"]
-        finally:
+    try:
+        result = each_runner(root, runners, "timeout", lambda d: make_job(d, "holder", script),
+                             stream=True, timeout=1, deadline=120)
+    finally:
+        for pid_file in root.glob("timeout-*/*/app_data/job/*/holder/escaped.pid"):
             try:
-                os.kill(int((job / "escaped.pid").read_text()), 9)
+                os.kill(int(pid_file.read_text()), 9)
             except (OSError, ValueError):
                 pass
     result["baseline"] = 1.0  # the timeout itself
