@@ -1781,10 +1781,11 @@ class SyftJobRunner:
 
     # -- discovery -----------------------------------------------------------
 
-    def _jobs(self, status: str | None = None) -> list[_Job]:
+    def _jobs(self) -> list[_Job]:
+        """One scan of the job directory (a poll makes one, and passes it on)."""
         jobs = _scan_jobs(self.job_dir)
         self._protect_new(jobs)
-        return [j for j in jobs if status is None or j.status == status]
+        return jobs
 
     def _protect_new(self, jobs: list[_Job]) -> None:
         """Protect each submitter folder the first time it is seen, and each inbox job
@@ -1805,8 +1806,11 @@ class SyftJobRunner:
 
     def check_for_new_jobs(self) -> None:
         """Print every inbox job not seen before, with a preview of its script and config."""
-        for job in self._jobs("inbox"):
-            if job.key in self._known_jobs:
+        self._announce(self._jobs())
+
+    def _announce(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.status != "inbox" or job.key in self._known_jobs:
                 continue
             self._known_jobs.add(job.key)
             self._print_job(job)
@@ -1847,16 +1851,20 @@ class SyftJobRunner:
         self._process(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
                                   share_outputs_with_submitter, share_logs_with_submitter))
 
-    def _process(self, options: _RunOptions) -> list[_JobResult]:
-        """One round over the approved jobs; the results of those that ran."""
+    def _process(self, options: _RunOptions, jobs: list[_Job] | None = None) -> list[_JobResult]:
+        """One round over the approved jobs; the results of those that ran.
+
+        :param jobs: this poll's scan, if the caller made one already.
+        """
         seconds = _resolve_timeout(options.timeout)
         with self._lock.hold() as mine, _sigterm_stops_jobs():
             if not mine:
                 print(f"⏳ Another runner is processing the jobs in {self.job_dir}; leaving them to it")
                 return []
             skip = set(options.skip_job_names)
-            jobs = [j for j in self._jobs("approved")
-                    if j.name not in skip and j.key not in skip and j.key not in self._abandoned_jobs]
+            jobs = [j for j in (self._jobs() if jobs is None else jobs)
+                    if j.status == "approved" and j.name not in skip and j.key not in skip
+                    and j.key not in self._abandoned_jobs]
             if not jobs:
                 return []
             print(f"📋 Found {len(jobs)} job(s) in approved directory")
@@ -1991,8 +1999,9 @@ class SyftJobRunner:
                 self._print_banner()
                 while True:
                     try:
-                        self.check_for_new_jobs()
-                        self._process(options)
+                        jobs = self._jobs()
+                        self._announce(jobs)
+                        self._process(options, jobs)
                     except Exception as exc:  # never let one bad poll end the loop
                         logger.exception("poll failed")
                         print(f"❌ Poll failed: {type(exc).__name__}: {exc}")
@@ -2200,8 +2209,9 @@ def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
         if not mine:
             print(f"⏳ Another runner is processing the jobs in {runner.job_dir}; nothing to do")
             return 0
-        runner.check_for_new_jobs()
-        results = runner._process(_run_options(args))
+        jobs = runner._jobs()
+        runner._announce(jobs)
+        results = runner._process(_run_options(args), jobs)
     if not results:
         print("📭 No approved jobs to run")
     return 1 if any(not r.succeeded for r in results) else 0
