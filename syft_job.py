@@ -43,14 +43,18 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import selectors
 import shlex
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,7 +62,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 __version__ = "0.2.0"
 
@@ -112,16 +116,30 @@ class JobNotFoundError(JobError):
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def _check_parent(path: Path) -> None:
+    """Refuse to write where a folder on the way to ``path`` is a symlink: a submitter
+    could turn ``outputs/`` or a job folder into a link to anywhere. (Paths here are
+    built on the resolved SyftBox folder, so any difference is a symlink.)"""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.realpath(parent) != parent:
+        raise JobError(f"{path}: a folder on the way is a symlink; refusing to write through it")
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename. A symlink at ``path``
-    is replaced, never followed, and a crash leaves either the old or the new file."""
+    is replaced, never followed, and a crash leaves either the old or the new file.
+
+    :param durable: fsync before the rename, so the new data survives a power cut too.
+    """
+    _check_parent(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)  # os.open applied the umask
         os.replace(tmp, path)
     except BaseException:
@@ -130,16 +148,24 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def _create_fresh(path: Path) -> BinaryIO:
-    """Open a new, empty ``path`` for writing. Whatever stood there (a stale file, a
-    planted symlink) is removed first, so the runner never writes through a link."""
+def _create_fresh(path: Path) -> int:
+    """Open a new, empty ``path`` for writing; returns the file descriptor. Whatever
+    stood there (a stale file, a planted symlink) is removed first, so the runner never
+    writes through a link."""
     _remove_path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
-    return os.fdopen(fd, "wb")
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (``os.write`` may write part of it); a full disk raises."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _append_bytes(path: Path, data: bytes) -> None:
     """Append ``data`` to ``path`` (created if missing); a symlink there is replaced."""
+    _check_parent(path)
     if os.path.islink(path):
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
@@ -149,6 +175,7 @@ def _append_bytes(path: Path, data: bytes) -> None:
 
 def _remove_path(path: Path) -> None:
     """Remove a file, a symlink (not its target) or a whole folder; missing is fine."""
+    _check_parent(path)
     if _real_folder(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
@@ -158,6 +185,46 @@ def _remove_path(path: Path) -> None:
 def _real_folder(path: Path) -> bool:
     """True for a folder that is not a symlink."""
     return path.is_dir() and not path.is_symlink()
+
+
+def _open_regular(path: str | Path) -> int:
+    """Open a regular file for reading, never through a symlink and never blocking on
+    a planted FIFO or device. :raises JobError: naming the file and what is wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise JobError(f"{path}: is a symlink; not read") from None
+        raise JobError(f"{path}: cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JobError(f"{path}: is not a regular file; not read")
+    return fd
+
+
+def _read_file(path: str | Path, max_bytes: int, truncate: bool = False) -> bytes:
+    """The bytes of a regular file, reading at most ``max_bytes`` (never the whole of
+    a huge file). :param truncate: return the first ``max_bytes`` of a larger file
+    instead of raising. :raises JobError: a symlink, not a file, or too large."""
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        if not truncate and os.fstat(fd).st_size > max_bytes:
+            raise JobError(f"{path}: is larger than {_size(max_bytes)}; not read")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        if not truncate:
+            raise JobError(f"{path}: is larger than {_size(max_bytes)}; not read")
+        data = data[:max_bytes]
+    return data
+
+
+def _size(n: int) -> str:
+    """A byte count for people: ``512 bytes``, ``64 kB``, ``1 MB``."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.3g} kB"
+    return f"{n / (1024 * 1024):.3g} MB"
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +237,7 @@ def _real_folder(path: Path) -> bool:
 # of PyYAML's SafeLoader. Everything else (anchors, aliases, tags, block scalars,
 # several documents, tabs as indentation) raises YAMLError with the file and line.
 
-_BREAKS = "\n"
+_MAX_YAML_DEPTH = 100
 _INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
 _FLOW_INDICATORS = ",[]{}"
 
@@ -308,6 +375,7 @@ class _YamlReader:
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
         self.lines = self.text.split("\n")
         self.pos = 0  # index of the next line the block parser looks at
+        self.depth = 0  # how many collections the parser is inside
 
     # -- errors and positions ------------------------------------------------
 
@@ -390,11 +458,23 @@ class _YamlReader:
         return rest == "-" or rest.startswith("- ")
 
     def parse_block(self, index: int, indent: int) -> Any:
-        if self.is_sequence_item(index, indent):
-            return self.parse_sequence(indent)
-        if self.split_key(index, indent) is not None:
-            return self.parse_mapping(indent)
-        return self.parse_inline(self.line_starts[index] + indent, indent - 1)
+        with self.nested(index):
+            if self.is_sequence_item(index, indent):
+                return self.parse_sequence(indent)
+            if self.split_key(index, indent) is not None:
+                return self.parse_mapping(indent)
+            return self.parse_inline(self.line_starts[index] + indent, indent - 1)
+
+    @contextlib.contextmanager
+    def nested(self, index: int) -> Iterator[None]:
+        """One level deeper; a hostile file cannot exhaust the stack."""
+        if self.depth >= _MAX_YAML_DEPTH:
+            raise self.error(index, f"nested deeper than {_MAX_YAML_DEPTH} levels")
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def parse_sequence(self, indent: int) -> list:
         items = []
@@ -672,6 +752,10 @@ class _YamlReader:
 
     def scan_flow(self, offset: int) -> tuple[Any, int]:
         """A flow collection ``[...]`` or ``{...}`` (nesting and several lines allowed)."""
+        with self.nested(self.line_of(offset)):
+            return self.scan_flow_items(offset)
+
+    def scan_flow_items(self, offset: int) -> tuple[Any, int]:
         opening = self.text[offset]
         closing = "]" if opening == "[" else "}"
         result: Any = [] if opening == "[" else {}
@@ -873,7 +957,8 @@ STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
 RETURNCODE_FILE = "returncode.txt"
 OUTPUTS_DIR = "outputs"
-_STATUSES = ("inbox", "approved", "done")
+CLAIM_FILE = ".syft_job_claim"  # the runner that is running the job (see "Claims")
+_STATUSES = ("inbox", "approved", "running", "done")
 _MAX_CONFIG_BYTES = 1024 * 1024  # a submitter's config.yaml is read whole: keep it bounded
 
 TIMEOUT_ENV_VAR = "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"
@@ -978,7 +1063,7 @@ _DEFAULT_BASE_PACKAGES = ("syft-client",)
 _PYTHON_VERSION = "3.12"
 # Names the runner writes into a job folder: submitted code must not take them.
 _RESERVED_NAMES = {CONFIG_FILE, RUN_SCRIPT, APPROVED_MARKER, DONE_MARKER, PERMISSION_FILE,
-                   STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE, OUTPUTS_DIR}
+                   STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE, OUTPUTS_DIR, CLAIM_FILE}
 _COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
 
 
@@ -1147,6 +1232,17 @@ class JobClient:
 # ---------------------------------------------------------------------------
 
 
+# Control characters, bidi overrides and undecodable bytes in a name could forge or
+# hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\ufeff\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to print: control, bidi and undecodable characters escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Job:
     """One job folder, ``<job dir>/<submitter>/<name>``, and its state on disk."""
@@ -1154,7 +1250,7 @@ class _Job:
     folder: str  # a str, not a Path: a poll makes one per job, and most are never used
     submitter: str
     name: str
-    status: str  # "inbox", "approved" or "done"
+    status: str  # "inbox", "approved", "running" or "done"
 
     @property
     def path(self) -> Path:
@@ -1164,17 +1260,28 @@ class _Job:
     def key(self) -> str:
         return f"{self.submitter}/{self.name}"
 
+    @property
+    def label(self) -> str:
+        """The key, safe to print."""
+        return _printable(self.key)
+
+    @property
+    def where(self) -> str:
+        """The folder, safe to print."""
+        return _printable(self.folder)
+
     def read_config(self) -> dict:
-        """The job's config.yaml as a mapping. :raises YAMLError: unreadable or not a mapping."""
+        """The job's config.yaml as a mapping.
+
+        :raises SyftJobError: a symlink, too large, not UTF-8, not YAML, not a mapping.
+        """
         path = self.path / CONFIG_FILE
+        data = _read_file(path, _MAX_CONFIG_BYTES)
         try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_CONFIG_BYTES + 1)
-            if len(data) > _MAX_CONFIG_BYTES:
-                raise YAMLError(f"{path}: larger than {_MAX_CONFIG_BYTES // 1024} kB; not a job config")
             text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise YAMLError(f"{path}: cannot be read: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise YAMLError(f"{path}: is not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r});"
+                            " not a job config") from None
         value = load_yaml(text, str(path))
         if value is None:
             return {}
@@ -1187,7 +1294,7 @@ def _job_status(folder: str | Path) -> str:
     if os.path.lexists(os.path.join(folder, DONE_MARKER)):
         return "done"
     if os.path.lexists(os.path.join(folder, APPROVED_MARKER)):
-        return "approved"
+        return "running" if os.path.lexists(os.path.join(folder, CLAIM_FILE)) else "approved"
     return "inbox"
 
 
@@ -1212,19 +1319,276 @@ def _sorted_subfolders(path: str | Path) -> list[os.DirEntry]:
 
 
 # ---------------------------------------------------------------------------
+# Claims and approvals: who runs a job, and is it still what the owner approved
+# ---------------------------------------------------------------------------
+#
+# A runner that starts a job first creates CLAIM_FILE in its folder with O_EXCL: of
+# two runners, only one can. The claim holds the host, the runner's pid and process
+# start time, the attempt number and, once the job is started, its process group. A
+# claim left by a runner that died (SIGKILL, power cut) is taken over: the job's
+# leftover processes are stopped and the job runs again, at most _MAX_ATTEMPTS times.
+#
+# Approving through this module writes into ``approved`` the sha256 of every file
+# the submitter sent; a job whose files changed since is not run.
+
+_MAX_ATTEMPTS = 3
+_MAX_CLAIM_BYTES = 64 * 1024
+_MAX_APPROVAL_BYTES = 16 * 1024 * 1024
+_CLAIM_WRITE_SECONDS = 10.0  # an unreadable claim younger than this is being written
+# Names in a job folder that are not part of the submission: the runner's and the
+# owner's files, and caches that running a job creates (``uv venv`` makes .venv).
+_NOT_SUBMITTED = {APPROVED_MARKER, DONE_MARKER, PERMISSION_FILE, STDOUT_FILE, STDERR_FILE,
+                  RETURNCODE_FILE, OUTPUTS_DIR}
+_CACHE_FOLDERS = {".venv", "__pycache__"}
+
+
+@dataclasses.dataclass
+class _Claim:
+    """This runner's hold on one job (its CLAIM_FILE)."""
+
+    path: Path
+    attempt: int
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc), to tell a process from
+    a later one that got the same pid; None without /proc or when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _read_claim(path: Path) -> dict | None:
+    """A claim's fields (JSON lines, later lines adding to the first); None when
+    missing, empty or not ours to understand."""
+    try:
+        data = _read_file(path, _MAX_CLAIM_BYTES)
+    except JobError:
+        return None
+    fields: dict = {}
+    for line in data.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        fields.update(value)
+    return fields if isinstance(fields.get("pid"), int) else None
+
+
+def _claim_is_stale(path: Path, fields: dict | None) -> bool:
+    """Whether the runner that wrote a claim is gone. A claim from another host is
+    never judged stale: this host cannot see that runner."""
+    if fields is None:
+        try:
+            age = time.time() - os.lstat(path).st_mtime
+        except FileNotFoundError:
+            return False
+        return age > _CLAIM_WRITE_SECONDS
+    if fields.get("host") != socket.gethostname():
+        return False
+    pid = fields["pid"]
+    if pid == os.getpid():
+        return True  # a runner runs one job at a time: this claim is a leftover of ours
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    recorded = fields.get("pid_start")
+    return recorded is not None and _process_start(pid) not in (None, recorded)
+
+
+def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
+    """Claim a job for this runner: ``(claim, None)``, or ``(None, the claim of the
+    runner that has it, if readable)``. A stale claim is taken over after stopping
+    what its job left running."""
+    path = job.path / CLAIM_FILE
+    attempt = 1
+    if os.path.lexists(path):
+        fields = _read_claim(path)
+        if not _claim_is_stale(path, fields):
+            return None, fields
+        # Rename first: of several runners taking it over, one wins the rename.
+        stale = path.with_name(f"{CLAIM_FILE}.{uuid.uuid4().hex[:12]}.stale")
+        try:
+            os.rename(path, stale)
+        except FileNotFoundError:
+            return None, None
+        try:
+            if _read_claim(stale) != fields:  # replaced meanwhile by a live runner
+                with contextlib.suppress(OSError):
+                    os.link(stale, path)
+                return None, None
+            if fields:
+                attempt = int(fields.get("attempt", 1)) + 1
+                _stop_leftovers(job, fields)
+        finally:
+            os.unlink(stale)
+    fields = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+              "claimed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "attempt": attempt}
+    _check_parent(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+    except FileExistsError:
+        return None, None
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(fields) + "\n")
+    return _Claim(path, attempt), None
+
+
+def _note_process_group(claim: _Claim, pgid: int) -> None:
+    """Add the started job's process group to the claim, for whoever takes it over."""
+    with open(claim.path, "a") as f:
+        f.write(json.dumps({"pgid": pgid, "leader_start": _process_start(pgid)}) + "\n")
+
+
+def _stop_leftovers(job: _Job, fields: dict) -> None:
+    """Stop the processes an interrupted attempt left running (its process group)."""
+    pgid = fields.get("pgid")
+    if not isinstance(pgid, int) or pgid <= 1 or not _group_alive(pgid):
+        return
+    leader_start = fields.get("leader_start")
+    if leader_start is not None and _process_start(pgid) not in (None, leader_start):
+        return  # the group's number now belongs to an unrelated process
+    print(f"🧹 Stopping processes left running by the interrupted run of {job.label} (process group {pgid})")
+    _stop_group(pgid)
+
+
+def _release(claim: _Claim) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(claim.path)
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with os.fdopen(_open_regular(path), "rb") as f:
+        for block in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _submission(folder: Path) -> dict[str, str]:
+    """What the submitter sent: ``{relative path: sha256}`` of every file in the job
+    folder, except _NOT_SUBMITTED at the top and _CACHE_FOLDERS anywhere. A symlink is
+    recorded by its target, never followed."""
+    files: dict[str, str] = {}
+
+    def visit(path: str, prefix: str) -> None:
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                name = prefix + entry.name
+                if not prefix and (entry.name in _NOT_SUBMITTED or entry.name.startswith(CLAIM_FILE)):
+                    continue
+                if entry.is_symlink():
+                    files[name] = "symlink to " + os.readlink(entry.path)
+                elif entry.is_dir():
+                    if entry.name not in _CACHE_FOLDERS:
+                        visit(entry.path, name + "/")
+                elif entry.is_file():
+                    files[name] = _file_digest(entry.path)
+                else:
+                    files[name] = "not a regular file"
+
+    visit(str(folder), "")
+    return files
+
+
+def _approval_record(job: _Job, owner: str) -> bytes:
+    """What ``approved`` holds when the owner approves through this module."""
+    record = {"approved_by": owner,
+              "approved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              "files": _submission(job.path)}
+    return (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _approved_files(job: _Job) -> dict[str, str] | None:
+    """The submission recorded at approval, or None for a marker without one (an
+    empty file, as other SyftBox tools write)."""
+    try:
+        data = _read_file(job.path / APPROVED_MARKER, _MAX_APPROVAL_BYTES)
+        record = json.loads(data) if data.strip() else None
+    except (JobError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
+        return files
+    return None
+
+
+def _approval_problem(job: _Job, strict: bool) -> str | None:
+    """Why a job must not run as approved, or None when it may."""
+    approved = _approved_files(job)
+    if approved is None:
+        return "it was approved without a digest of its files, and this runner is strict" if strict else None
+    now = _submission(job.path)
+    if now == approved:
+        return None
+    changes = [f"{what}: {', '.join(_printable(n) for n in sorted(names))}" for what, names in (
+        ("changed", {n for n in now.keys() & approved.keys() if now[n] != approved[n]}),
+        ("added", now.keys() - approved.keys()),
+        ("removed", approved.keys() - now.keys())) if names]
+    return f"its files changed after it was approved ({'; '.join(changes)})"
+
+
+# ---------------------------------------------------------------------------
 # Execution: one job, one process group, output pumped as bytes
 # ---------------------------------------------------------------------------
 
 TIMEOUT_LINE = b"--- PROCESS TIMED OUT ---\n"
+_LOG_CUT_LINE = "--- LOG CUT: it reached the limit of {limit} bytes (max_log_bytes); the job was stopped ---\n"
 _KILL_GRACE_SECONDS = 2.0      # between SIGTERM and SIGKILL
 _PARTIAL_LINE_SECONDS = 0.25   # a line without newline is shown after this long
 _MAX_CONSOLE_LINE = 64 * 1024  # a longer line is shown in pieces (memory stays flat)
 _PIPE_DRAIN_SECONDS = 0.5      # how long to read pipes still held after the job's group is gone
 _READ_SIZE = 64 * 1024
 # What a job inherits from the runner's environment; everything else (tokens, keys,
-# cloud credentials) stays with the runner.
-_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL",
-                  "LC_CTYPE", "TZ", "TMPDIR", "TERM")
+# cloud credentials) stays with the runner unless the owner passes it by name.
+_INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER")
+_INHERITED_PREFIXES = ("LC_", "UV_")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Signs in the end of stderr.txt that a job ran out of memory under max_memory_mb.
+_OUT_OF_MEMORY = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc",
+                  b"memory exhausted")
+
+
+@dataclasses.dataclass(frozen=True)
+class _JobLimits:
+    """What the owner allows a job: environment variables passed by name, and limits
+    on memory (address space), CPU time and the size of each log. None: no limit."""
+
+    env_passthrough: tuple[str, ...] = ()
+    max_memory_mb: float | None = None
+    max_cpu_seconds: float | None = None
+    max_log_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.env_passthrough:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ConfigError(f"env_passthrough: {name!r} is not an environment variable name")
+        for what in ("max_memory_mb", "max_cpu_seconds", "max_log_bytes"):
+            value = getattr(self, what)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < float("inf")):
+                raise ConfigError(f"{what} must be a positive number or None, got {value!r}")
+
+    def set_in_child(self) -> None:
+        """Runs in the job's process between fork and exec (``preexec_fn``)."""
+        import resource
+        if self.max_memory_mb is not None:
+            size = int(self.max_memory_mb * 1024 * 1024)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        if self.max_cpu_seconds is not None:
+            seconds = max(1, math.ceil(self.max_cpu_seconds))
+            resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))  # SIGXCPU, then SIGKILL
+
+    @property
+    def in_child(self) -> bool:
+        return self.max_memory_mb is not None or self.max_cpu_seconds is not None
 
 
 @dataclasses.dataclass
@@ -1235,6 +1599,7 @@ class _JobResult:
     returncode: int
     timed_out: bool = False
     error: str | None = None  # a runner-side reason the job could not run
+    over_limit: str | None = None  # the owner's limit the job went over, said for people
 
     @property
     def succeeded(self) -> bool:
@@ -1300,17 +1665,24 @@ class _Console:
 
 
 class _Pump(threading.Thread):
-    """Copies one pipe to a file, as bytes, and to the console when streaming."""
+    """Copies one pipe to a log file, as bytes, and to the console when streaming.
 
-    def __init__(self, fd: int, sink: BinaryIO, stream: str, console: _Console | None) -> None:
+    :param max_bytes: cut the log there (``max_log_bytes``); None: no limit.
+    """
+
+    def __init__(self, fd: int, log_fd: int, stream: str, console: _Console | None,
+                 max_bytes: int | None) -> None:
         super().__init__(name=f"syft_job-{stream}", daemon=True)
         self.fd = fd
-        self.sink = sink
+        self.log_fd = log_fd
         self.stream = stream
         self.console = console
+        self.limit = max_bytes
+        self.room = max_bytes  # bytes the log may still take
+        self.cut = False       # the log reached its limit: the job must be stopped
         self.stop = threading.Event()
-        self.last_byte = b"\n"
-        self.failure: BaseException | None = None
+        self.tail = b"\n"     # the end of the log, to end it cleanly and look for errors
+        self.failure: OSError | None = None
 
     def run(self) -> None:
         try:
@@ -1322,16 +1694,32 @@ class _Pump(threading.Thread):
                     chunk = os.read(self.fd, _READ_SIZE)
                     if not chunk:
                         break
-                    self.sink.write(chunk)
-                    self.last_byte = chunk[-1:]
-                    if self.console is not None:
-                        self.console.feed(self.stream, chunk)
-        except BaseException as exc:  # reported by the caller after join()
+                    if self.cut:
+                        continue  # drained, so the job does not block before it is stopped
+                    if self.room is not None:
+                        self.cut = len(chunk) > self.room
+                        chunk = chunk[:self.room]
+                        self.room -= len(chunk)
+                    self.write(chunk)
+                    if self.cut:
+                        self.write_line(_LOG_CUT_LINE.format(limit=self.limit))
+        except OSError as exc:  # a full disk, a read-only folder: reported by the caller
             self.failure = exc
 
+    def write(self, data: bytes) -> None:
+        _write_all(self.log_fd, data)
+        self.tail = data[-4096:] if len(data) >= 4096 else (self.tail + data)[-4096:]
+        if self.console is not None:
+            self.console.feed(self.stream, data)
 
-def _job_environment(config: SyftJobConfig) -> dict[str, str]:
-    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    def write_line(self, line: str) -> None:
+        """Add a line of the runner's own, on a line of its own."""
+        self.write((b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())
+
+
+def _job_environment(config: SyftJobConfig, passthrough: Sequence[str] = ()) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if name in _INHERITED_ENV or name.startswith(_INHERITED_PREFIXES) or name in passthrough}
     env.setdefault("PATH", os.defpath)
     env.update({
         "SYFTBOX_FOLDER": str(config.syftbox_folder),
@@ -1373,21 +1761,25 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> None:
-    """TERM the job's whole process group, then KILL what is left after ``grace``."""
-    pgid = proc.pid
+def _stop_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = _KILL_GRACE_SECONDS) -> None:
+    """TERM a job's whole process group, then KILL what is left after ``grace``.
+
+    :param proc: the group's leader, when this runner started it: it is reaped too.
+    """
     if not _signal_group(pgid, signal.SIGTERM):
-        proc.wait()
+        if proc is not None:
+            proc.wait()
         return
     deadline = time.monotonic() + grace
     try:
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
+            if (proc is None or proc.poll() is not None) and not _group_alive(pgid):
                 break
             time.sleep(0.02)
     finally:
         _signal_group(pgid, signal.SIGKILL)
-        proc.wait()
+        if proc is not None:
+            proc.wait()
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -1439,30 +1831,39 @@ class _InterruptLatch:
             raise KeyboardInterrupt
 
 
-def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console | None) -> _JobResult:
+def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console | None,
+             limits: _JobLimits = _JobLimits(), on_start: Callable[[int], None] | None = None) -> _JobResult:
     """Run ``bash run.sh`` in the job folder and write its logs; one code path for
     both modes (``console`` is None when not streaming). KeyboardInterrupt stops the
-    job's process group and propagates, leaving the job unfinished."""
+    job's process group and propagates, leaving the job unfinished.
+
+    :param on_start: called with the job's process group id once it runs.
+    """
     started = time.monotonic()
     outputs = job.path / OUTPUTS_DIR
     _remove_path(outputs)
     outputs.mkdir()
     for name in (RETURNCODE_FILE, DONE_MARKER):
         _remove_path(job.path / name)
-    with _InterruptLatch() as interrupts, _create_fresh(job.path / STDOUT_FILE) as out_file, \
-            _create_fresh(job.path / STDERR_FILE) as err_file:
+    with contextlib.ExitStack() as stack:
+        interrupts = stack.enter_context(_InterruptLatch())
+        logs = {}
+        for stream, name in (("stdout", STDOUT_FILE), ("stderr", STDERR_FILE)):
+            logs[stream] = _create_fresh(job.path / name)
+            stack.callback(os.close, logs[stream])
         proc = subprocess.Popen(
-            ["bash", RUN_SCRIPT], cwd=job.path, env=_job_environment(config),
+            ["bash", RUN_SCRIPT], cwd=job.path, env=_job_environment(config, limits.env_passthrough),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=limits.set_in_child if limits.in_child else None,
         )
-        pumps: list[_Pump] = []
+        pumps = {}
         timed_out = False
         try:  # from here on, whatever happens, the job's process group is stopped
-            for fd, sink, stream in ((proc.stdout.fileno(), out_file, "stdout"),
-                                     (proc.stderr.fileno(), err_file, "stderr")):
-                pumps.append(_Pump(fd, sink, stream, console))
-                pumps[-1].start()
+            if on_start is not None:
+                on_start(proc.pid)
+            for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+                pumps[stream] = _Pump(pipe.fileno(), logs[stream], stream, console, limits.max_log_bytes)
+                pumps[stream].start()
             deadline = started + timeout
             while True:
                 try:
@@ -1474,19 +1875,19 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
                     console.flush_stale()
                 if interrupts.pending:
                     raise KeyboardInterrupt
-                if any(pump.failure is not None for pump in pumps):
-                    break  # a log cannot be written (disk full?): reported below
+                if any(pump.failure is not None or pump.cut for pump in pumps.values()):
+                    break  # a log is full, or cannot be written (disk full?)
                 if time.monotonic() >= deadline:
                     timed_out = True
                     break
-            # Whether it ended or timed out, nothing the job started outlives it.
-            _stop_group(proc)
+            # Whether it ended or was stopped, nothing the job started outlives it.
+            _stop_group(proc.pid, proc)
         except BaseException:
-            _stop_group(proc, grace=0.5)
+            _stop_group(proc.pid, proc, grace=0.5)
             raise
         finally:
             drain_deadline = time.monotonic() + _PIPE_DRAIN_SECONDS
-            for pump in pumps:
+            for pump in pumps.values():
                 pump.join(max(0.0, drain_deadline - time.monotonic()))
                 pump.stop.set()
                 pump.join()
@@ -1494,15 +1895,40 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
             proc.stderr.close()
             if console is not None:
                 console.flush_stale(0)
-        for pump in pumps:
+        for stream, pump in pumps.items():
             if pump.failure is not None:
-                raise pump.failure
-        returncode = proc.returncode
+                log = STDOUT_FILE if stream == "stdout" else STDERR_FILE
+                return _JobResult(job, -1, error=f"job {job.label} was stopped: cannot write its {log}: "
+                                                 f"{pump.failure.strerror or pump.failure}")
+        result = _JobResult(job, proc.returncode, timed_out=timed_out)
         if timed_out:
-            returncode = -1
-            for pump in pumps:
-                pump.sink.write((b"\n" if pump.last_byte != b"\n" else b"") + TIMEOUT_LINE)
-    return _JobResult(job, returncode, timed_out=timed_out)
+            result.returncode = -1
+            for pump in pumps.values():
+                pump.console = None
+                with contextlib.suppress(OSError):  # a full disk: the log just ends
+                    pump.write_line(TIMEOUT_LINE.decode())
+        else:
+            result.over_limit = _limit_reached(pumps, proc.returncode, limits)
+            if pumps["stdout"].cut or pumps["stderr"].cut:
+                result.returncode = -1
+            if result.over_limit and not pumps["stderr"].cut:
+                pumps["stderr"].console = None
+                pumps["stderr"].write_line(f"syft_job: {result.over_limit}\n")
+    return result
+
+
+def _limit_reached(pumps: dict[str, _Pump], returncode: int, limits: _JobLimits) -> str | None:
+    """Which of the owner's limits the job went over, said for people; None if none."""
+    for stream, pump in pumps.items():
+        if pump.cut:
+            log = STDOUT_FILE if stream == "stdout" else STDERR_FILE
+            return f"its {log} reached the limit of {limits.max_log_bytes} bytes (max_log_bytes), so it was stopped"
+    if limits.max_cpu_seconds is not None and returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return f"it used up its CPU time limit of {limits.max_cpu_seconds:g} seconds (max_cpu_seconds)"
+    if (limits.max_memory_mb is not None and returncode != 0
+            and any(sign in pumps["stderr"].tail for sign in _OUT_OF_MEMORY)):
+        return f"it ran out of memory under its limit of {limits.max_memory_mb:g} MB (max_memory_mb)"
+    return None
 
 
 def _finish(job: _Job, returncode: int) -> None:
@@ -1512,8 +1938,10 @@ def _finish(job: _Job, returncode: int) -> None:
 
 
 def _fail_job(job: _Job, reason: str) -> None:
-    """Finish a job that could not run: the reason goes into its stderr.txt."""
-    _append_bytes(job.path / STDERR_FILE, f"syft_job: {reason}\n".encode())
+    """Finish a job that could not run: the reason goes into its stderr.txt (if the
+    disk still takes it)."""
+    with contextlib.suppress(OSError):
+        _append_bytes(job.path / STDERR_FILE, f"syft_job: {reason}\n".encode())
     _finish(job, -1)
 
 
@@ -1561,7 +1989,10 @@ def _load_permissions(path: Path) -> tuple[dict, str]:
         return {"terminal": False, "rules": []}, ""
     if path.is_symlink():
         raise JobError(f"{path}: is a symlink; refusing to edit permissions through it")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = _read_file(path, _MAX_CONFIG_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise YAMLError(f"{path}: is not UTF-8 text") from None
     data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
         raise YAMLError(f"{path}: not a SyftBox permission file (expected a 'rules:' list)")
@@ -1596,6 +2027,26 @@ def _edit_permissions(path: Path, submitter: str, prefix: str,
     :param shared: patterns the submitter may now read.
     :param write_everywhere: also grant the submitter write on ``**`` (a new submitter).
     """
+    with _folder_lock(path.parent):
+        return _edit_locked_permissions(path, submitter, prefix, shared, write_everywhere)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on a folder while a file in it is read and rewritten: of
+    two runners editing one syft.pub.yaml, neither loses the other's rules. Locking
+    the folder itself leaves no lock file for SyftBox to sync."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks: go on unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _edit_locked_permissions(path: Path, submitter: str, prefix: str,
+                             shared: Sequence[str], write_everywhere: bool) -> bool:
     data, header = _load_permissions(path)
     rules = data["rules"]
     by_pattern = {r.get("pattern"): r for r in rules if isinstance(r, dict)}
@@ -1662,7 +2113,7 @@ def _protect(job: _Job) -> bool:
 def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
     """Grant the submitter read access to a finished job's outputs and/or logs."""
     if job.status != "done":
-        raise JobError(f"job {job.key} is not done yet ({job.status}); there is nothing to share")
+        raise JobError(f"job {job.label} is not done yet ({job.status}); there is nothing to share")
     path, prefix = _governing_file(job)
     shared = [prefix + name for name in _LOG_FILES] if share_logs else []
     outputs_file = job.path / OUTPUTS_DIR / PERMISSION_FILE
@@ -1694,52 +2145,23 @@ class _RunOptions:
     share_logs: bool = False
 
 
-class _DirectoryLock:
-    """An exclusive, re-entrant ``flock`` on a folder: one runner per job directory.
-    Locking the folder itself leaves no lock file for SyftBox to sync."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-        self.depth = 0
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[bool]:
-        """Yields whether this process holds the lock (False: another one does)."""
-        if self.fd is None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                yield False
-                return
-            except OSError:  # a file system without locks: go on unlocked
-                pass
-            self.fd = fd
-        self.depth += 1
-        try:
-            yield True
-        finally:
-            self.depth -= 1
-            if self.depth == 0:
-                os.close(self.fd)  # closing releases the flock
-                self.fd = None
-
-
 class _JobCannotRun(Exception):
     """A job that is finished without running (no run.sh, unreadable config)."""
 
 
 def _script_preview(path: Path, max_lines: int = 5) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 * 1024)
-    except OSError:
+    """The first lines of a script as bash reads them (only ``\n`` ends a line), with
+    control characters escaped: what the owner reviews is what runs."""
+    if not os.path.lexists(path):
         return f"(no {RUN_SCRIPT})"
-    lines = head.decode("utf-8", "replace").splitlines()
-    shown = [f"{i}: {line}" for i, line in enumerate(lines[:max_lines], 1)]
+    try:
+        head = _read_file(path, 64 * 1024, truncate=True)
+    except SyftJobError as exc:
+        return f"❌ {exc}"
+    lines = head.decode("utf-8", "replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    shown = [f"{i}: {_printable(line)}" for i, line in enumerate(lines[:max_lines], 1)]
     if len(lines) > max_lines or len(head) == 64 * 1024:
         shown.append("... (more lines)")
     return "\n".join(shown) if shown else "(empty)"
@@ -1758,7 +2180,7 @@ def _config_display_items(config: dict) -> list[tuple[Any, str]]:
             shown = _dump_scalar(value)  # as the file says it: true, not True
         else:
             shown = "" if value is None else str(value)
-        items.append((key, shown))
+        items.append((_printable(str(key)), _printable(shown)))
     return items
 
 
@@ -1767,17 +2189,33 @@ class SyftJobRunner:
 
     :param config: the owner's configuration.
     :param poll_interval: seconds between two polls in :meth:`run`.
+    :param require_approval_digest: strict mode: run only jobs approved through this
+        module (:meth:`approve_job`) whose files have not changed since. Otherwise an
+        empty ``approved`` marker, as other SyftBox tools write, is enough.
+    :param env_passthrough: names of environment variables that jobs also get. Jobs
+        otherwise get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the
+        SyftBox variables.
+    :param max_memory_mb: address space limit of each process of a job.
+    :param max_cpu_seconds: CPU time limit of each process of a job.
+    :param max_log_bytes: size limit of each log; a job that writes more is stopped.
     """
 
-    def __init__(self, config: SyftJobConfig, poll_interval: float = 5) -> None:
+    def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *,
+                 require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
+                 max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
+                 max_log_bytes: int | None = None) -> None:
         self.config = config
         self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
+        self.require_approval_digest = require_approval_digest
+        if isinstance(env_passthrough, str):
+            env_passthrough = [env_passthrough]
+        self.limits = _JobLimits(tuple(env_passthrough), max_memory_mb, max_cpu_seconds, max_log_bytes)
         self.job_dir = config.get_job_dir(config.email)
         self.job_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _DirectoryLock(self.job_dir)
         self._known_jobs: set[str] = set()
         self._protected: set[str] = set()  # submitters and inbox jobs already protected
         self._abandoned_jobs: set[str] = set()  # could not even be marked done
+        self._held_back: dict[str, str] = {}  # job key -> why it is not run (said once)
 
     # -- discovery -----------------------------------------------------------
 
@@ -1802,7 +2240,7 @@ class SyftJobRunner:
         try:
             protect(*args)
         except (OSError, SyftJobError) as exc:
-            print(f"⚠️ Cannot protect the results of {key}: {exc}")
+            print(f"⚠️ Cannot protect the results of {_printable(key)}: {exc}")
 
     def check_for_new_jobs(self) -> None:
         """Print every inbox job not seen before, with a preview of its script and config."""
@@ -1816,14 +2254,14 @@ class SyftJobRunner:
             self._print_job(job)
 
     def _print_job(self, job: _Job) -> None:
-        print(f"🔔 NEW JOB DETECTED: {job.key}")
-        print(f"📁 Location: {job.path}")
+        print(f"🔔 NEW JOB DETECTED: {job.label}")
+        print(f"📁 Location: {job.where}")
         print("📝 Script preview:")
         print(_script_preview(job.path / RUN_SCRIPT))
         print("⚙️ Config:")
         try:
             config = job.read_config()
-        except YAMLError as exc:
+        except SyftJobError as exc:
             print(f"❌ {exc}")
         else:
             for key, value in _config_display_items(config):
@@ -1852,73 +2290,129 @@ class SyftJobRunner:
                                   share_outputs_with_submitter, share_logs_with_submitter))
 
     def _process(self, options: _RunOptions, jobs: list[_Job] | None = None) -> list[_JobResult]:
-        """One round over the approved jobs; the results of those that ran.
+        """One round over the approved jobs; the results of those that ran here.
 
         :param jobs: this poll's scan, if the caller made one already.
         """
         seconds = _resolve_timeout(options.timeout)
-        with self._lock.hold() as mine, _sigterm_stops_jobs():
-            if not mine:
-                print(f"⏳ Another runner is processing the jobs in {self.job_dir}; leaving them to it")
-                return []
-            skip = set(options.skip_job_names)
-            jobs = [j for j in (self._jobs() if jobs is None else jobs)
-                    if j.status == "approved" and j.name not in skip and j.key not in skip
-                    and j.key not in self._abandoned_jobs]
-            if not jobs:
-                return []
-            print(f"📋 Found {len(jobs)} job(s) in approved directory")
-            print(_RULE)
-            results = []
+        skip = set(options.skip_job_names)
+        jobs = [j for j in (self._jobs() if jobs is None else jobs)
+                if j.status in ("approved", "running") and j.name not in skip and j.key not in skip
+                and j.key not in self._abandoned_jobs]
+        results: list[_JobResult] = []
+        with _sigterm_stops_jobs():
             for job in jobs:
-                result = self._run_job(job, options.stream_output, seconds)
+                claim = self._claim(job)
+                if claim is None:
+                    continue
+                if not results:
+                    print(f"📋 Found {len(jobs)} job(s) in approved directory")
+                    print(_RULE)
+                result = self._run_claimed(job, claim, options.stream_output, seconds)
+                if result is None:
+                    continue
                 results.append(result)
                 if (options.share_outputs or options.share_logs) and result.job.status == "done":
                     try:
                         self._share_and_report(result.job, options.share_outputs, options.share_logs)
                     except (OSError, SyftJobError) as exc:
-                        print(f"❌ Could not share the results of {job.key}: {exc}")
+                        print(f"❌ Could not share the results of {job.label}: {exc}")
                 print(_RULE)
+        if results:
             print(f"✅ Processed {len(results)} job(s)")
-            return results
+        return results
 
-    def _run_job(self, job: _Job, stream_output: bool, timeout: float) -> _JobResult:
+    def _hold_back(self, job: _Job, why: str) -> None:
+        """Say once why a job is not run now; it is looked at again at each poll."""
+        if self._held_back.get(job.key) != why:
+            self._held_back[job.key] = why
+            print(f"⏸️ Job {job.label} is not run: {why}")
+
+    def _claim(self, job: _Job) -> _Claim | None:
+        """Claim a job for this runner, or None: another runner has it, or it cannot be
+        claimed (a read-only or full disk); said once."""
+        try:
+            claim, holder = _take_claim(job)
+        except (OSError, SyftJobError) as exc:
+            self._hold_back(job, f"cannot claim it: {exc}")
+            return None
+        if holder and holder.get("host") != socket.gethostname():
+            self._hold_back(job, f"a runner on {_printable(str(holder.get('host')))} (pid {holder['pid']}) "
+                                 f"claimed it at {holder.get('claimed_at')}; if that runner is gone, delete "
+                                 f"{_printable(str(job.path / CLAIM_FILE))}")
+        return claim
+
+    def _run_claimed(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float) -> _JobResult | None:
+        """Run a job this runner has claimed, and release the claim whatever happens;
+        None when it turned out not to need running."""
+        try:
+            if os.path.lexists(job.path / DONE_MARKER) or not os.path.lexists(job.path / APPROVED_MARKER):
+                return None  # finished, or approval withdrawn, since the scan
+            if 1 < claim.attempt <= _MAX_ATTEMPTS:
+                print(f"🔁 Job {job.label} was interrupted (the runner stopped while it ran); "
+                      f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
+            problem = None if claim.attempt > _MAX_ATTEMPTS else _approval_problem(job, self.require_approval_digest)
+            if problem:
+                self._hold_back(job, f"{problem}. Review it, then approve it again: "
+                                     f"syft-job approve {shlex.quote(_printable(job.name))} --user {shlex.quote(_printable(job.submitter))}")
+                return None
+            self._held_back.pop(job.key, None)
+            return self._run_job(job, claim, stream_output, timeout)
+        except (OSError, SyftJobError) as exc:
+            self._hold_back(job, f"cannot check its approval: {exc}")
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                _release(claim)
+
+    def _run_job(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float) -> _JobResult:
         """Execute one job and finish it; any failure is recorded in the job, never raised
         (except KeyboardInterrupt, which leaves the job approved for the next start)."""
-        print(f"🚀 Executing job: {job.name}")
-        print(f"📁 Job directory: {job.path}")
+        print(f"🚀 Executing job: {_printable(job.name)}")
+        print(f"📁 Job directory: {job.where}")
         try:
-            if not os.path.isfile(job.path / RUN_SCRIPT):
-                raise _JobCannotRun(f"job {job.key} has no {RUN_SCRIPT} in {job.path}")
+            if claim.attempt > _MAX_ATTEMPTS:
+                raise _JobCannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was "
+                                    "killed or the machine stopped while it ran); it is not run again")
+            script = job.path / RUN_SCRIPT
+            if not os.path.lexists(script):
+                raise _JobCannotRun(f"job {job.label} has no {RUN_SCRIPT} in {job.where}")
+            if os.path.islink(script) or not os.path.isfile(script):
+                raise _JobCannotRun(f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
             try:
                 job.read_config()
-            except YAMLError as exc:
-                raise _JobCannotRun(f"job {job.key} was not run: {exc}") from None
+            except SyftJobError as exc:
+                raise _JobCannotRun(f"job {job.label} was not run: {exc}") from None
             self._try_protect(job.key, _protect, job)
-            console = _Console(f"[{self.config.email}][{job.name}] ") if stream_output else None
-            result = _execute(job, self.config, timeout, console)
-            _finish(job, result.returncode)
+            console = _Console(f"[{self.config.email}][{_printable(job.name)}] ") if stream_output else None
+            result = _execute(job, self.config, timeout, console, self.limits,
+                              on_start=lambda pgid: _note_process_group(claim, pgid))
+            if not result.error:
+                _finish(job, result.returncode)
         except _JobCannotRun as exc:
             result = _JobResult(job, -1, error=str(exc))
         except Exception as exc:  # a runner-side failure: record it, go on
-            logger.exception("runner error in job %s", job.key)
-            result = _JobResult(job, -1, error=f"runner error in job {job.key}: {type(exc).__name__}: {exc}")
+            logger.exception("runner error in job %s", job.label)
+            result = _JobResult(job, -1, error=f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
+        name = _printable(job.name)
         if result.error:
             print(f"❌ {result.error}")
             try:
                 _fail_job(job, result.error)
-            except OSError as exc:
-                print(f"❌ Cannot mark job {job.key} as done either ({exc}); skipping it until restart")
+            except (OSError, SyftJobError) as exc:
+                print(f"❌ Cannot mark job {job.label} as done either ({exc}); skipping it until restart")
                 self._abandoned_jobs.add(job.key)
                 return result
         result.job = dataclasses.replace(job, status="done")
         if result.timed_out:
-            print(f"⏰ Job {job.name} timed out after {timeout:g} seconds (return code -1)")
+            print(f"⏰ Job {name} timed out after {timeout:g} seconds (return code -1)")
+        elif result.over_limit:
+            print(f"❌ Job {name} failed: {result.over_limit} (return code {result.returncode})")
         elif result.succeeded:
-            print(f"✅ Job {job.name} completed successfully")
+            print(f"✅ Job {name} completed successfully")
             print(f"📄 Output written to {STDOUT_FILE}")
         elif not result.error:
-            print(f"❌ Job {job.name} failed with return code {result.returncode}")
+            print(f"❌ Job {name} failed with return code {result.returncode}")
             print(f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
         return result
 
@@ -1937,7 +2431,7 @@ class SyftJobRunner:
             where = f"from {user}" if user else "from any submitter"
             raise JobNotFoundError(f"no job named {job_name!r} {where} in {self.job_dir}")
         if len(found) > 1:
-            owners = ", ".join(j.submitter for j in found)
+            owners = ", ".join(_printable(j.submitter) for j in found)
             raise JobError(f"several jobs are named {job_name!r} (submitted by {owners}); pass user=...")
         return found[0]
 
@@ -1957,7 +2451,27 @@ class SyftJobRunner:
         _share(job, share_outputs, share_logs)
         what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
         if what:
-            print(f"🔓 Shared {what} of {job.key} with {job.submitter}")
+            print(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
+
+    # -- review --------------------------------------------------------------
+
+    def approve_job(self, job_name: str, user: str | None = None) -> Path:
+        """Approve a job (again, after a change): its ``approved`` marker records the
+        sha256 of each submitted file, and the job runs only while they stay the same.
+
+        :param job_name: the job's name (its folder name).
+        :param user: the submitter; None searches every submitter's folder.
+        :returns: the job's folder.
+        :raises JobNotFoundError: no such job. :raises JobError: several, or done.
+        """
+        job = self._find_job(job_name, user)
+        if job.status == "done":
+            raise JobError(f"job {job.label} is already done")
+        if job.status == "running":
+            raise JobError(f"job {job.label} is running; approve it again once it is done, if needed")
+        _atomic_write(job.path / APPROVED_MARKER, _approval_record(job, self.config.email))
+        self._held_back.pop(job.key, None)
+        return job.path
 
     def add_submitter(self, email: str) -> Path:
         """Let ``email`` submit jobs here: its folder, with a syft.pub.yaml that grants
@@ -1985,16 +2499,16 @@ class SyftJobRunner:
         after stopping a running job (which stays approved and runs again next start).
         The arguments are those of :meth:`process_approved_jobs`.
 
-        :raises SyftJobError: another runner already runs here, or a bad timeout.
+        Several runners may watch one job directory: each job runs in only one of them.
+
+        :raises SyftJobError: a bad timeout.
         """
         self._run(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
                               share_outputs_with_submitter, share_logs_with_submitter))
 
     def _run(self, options: _RunOptions) -> None:
         _resolve_timeout(options.timeout)  # a bad timeout fails now, not at the first job
-        with self._lock.hold() as mine, _sigterm_stops_jobs():
-            if not mine:
-                raise SyftJobError(f"another runner is already running for {self.job_dir}")
+        with _sigterm_stops_jobs():
             try:
                 self._print_banner()
                 while True:
@@ -2025,7 +2539,7 @@ class SyftJobRunner:
               + ", ".join(f"{counts[s]} {s}" for s in _STATUSES))
         for job in jobs:
             if job.status == "inbox":
-                print(f"- {job.key} (waiting for review)")
+                print(f"- {job.label} (waiting for review)")
                 self._known_jobs.add(job.key)
 
     # -- reset ---------------------------------------------------------------
@@ -2034,12 +2548,14 @@ class SyftJobRunner:
         """Delete every job of every submitter. Submitter folders and their
         syft.pub.yaml stay, so submitters can still submit. Cannot be undone.
 
-        :raises SyftJobError: another runner is running jobs here.
+        :raises SyftJobError: a runner is running one of the jobs.
         """
-        with self._lock.hold() as mine:
-            if not mine:
-                raise SyftJobError(f"another runner is running jobs in {self.job_dir}; stop it before a reset")
-            self._reset()
+        running = [j.label for j in _scan_jobs(self.job_dir) if j.status == "running"
+                   and not _claim_is_stale(j.path / CLAIM_FILE, _read_claim(j.path / CLAIM_FILE))]
+        if running:
+            raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; "
+                               "stop it before a reset")
+        self._reset()
 
     def _reset(self) -> None:
         jobs = _scan_jobs(self.job_dir)
@@ -2052,7 +2568,7 @@ class SyftJobRunner:
             if of_status:
                 print(f"📋 Found {len(of_status)} jobs in {status}:")
                 for job in of_status:
-                    print(f"- {job.key}")
+                    print(f"- {job.label}")
         print(f"⚠️ WARNING: This will permanently delete {len(jobs)} jobs!")
         print("This action cannot be undone.")
         print(f"🗑️ Deleting job directory: {self.job_dir}")
@@ -2072,14 +2588,17 @@ class SyftJobRunner:
         print("- Clean job directory recreated")
 
 
-def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5) -> SyftJobRunner:
+def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5,
+                  **settings: Any) -> SyftJobRunner:
     """Build a runner for the datasite of ``email`` in a SyftBox folder.
 
     :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
     :param email: the data owner's email.
     :param poll_interval: seconds between polls in ``run()``.
+    :param settings: ``require_approval_digest``, ``env_passthrough``, ``max_memory_mb``,
+        ``max_cpu_seconds``, ``max_log_bytes``: see :class:`SyftJobRunner`.
     """
-    return SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval)
+    return SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval, **settings)
 
 
 # ---------------------------------------------------------------------------
@@ -2146,6 +2665,21 @@ def _count_arg(text: str) -> int:
     return int(text)
 
 
+def _positive_arg(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive ``kind`` (int or float)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < float("inf"):
+            what = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {what}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _seconds_arg(text: str) -> float:
     try:
         return _positive_seconds(text, "the value")
@@ -2158,22 +2692,34 @@ def _job_rows(runner: SyftJobRunner) -> list[dict]:
     for job in _scan_jobs(runner.job_dir):
         try:
             submitted = job.read_config().get("submitted_at", "")
-        except YAMLError:
+        except SyftJobError:
             submitted = "(unreadable config.yaml)"
-        try:
-            returncode: int | None = int((job.path / RETURNCODE_FILE).read_text().strip())
-        except (OSError, ValueError):
-            returncode = None
-        rows.append({"job": job.name, "submitter": job.submitter, "status": job.status,
-                     "submitted_at": str(submitted or ""), "returncode": returncode,
+        rows.append({"job": job.name, "submitter": job.submitter, "status": _shown_status(job),
+                     "submitted_at": str(submitted or ""), "returncode": _returncode(job),
                      "path": str(job.path)})
     return rows
+
+
+def _shown_status(job: _Job) -> str:
+    """The status, with "interrupted" for a job whose runner died while it ran."""
+    claim = job.path / CLAIM_FILE
+    if job.status == "running" and _claim_is_stale(claim, _read_claim(claim)):
+        return "interrupted"
+    return job.status
+
+
+def _returncode(job: _Job) -> int | None:
+    try:
+        return int(_read_file(job.path / RETURNCODE_FILE, 64))
+    except (SyftJobError, ValueError):
+        return None
 
 
 def _print_table(rows: list[dict]) -> None:
     columns = [("JOB", "job"), ("SUBMITTER", "submitter"), ("STATUS", "status"),
                ("SUBMITTED", "submitted_at"), ("RC", "returncode")]
-    cells = [[h for h, _ in columns]] + [["" if r[k] is None else str(r[k]) for _, k in columns] for r in rows]
+    cells = [[h for h, _ in columns]] + [["" if r[k] is None else _printable(str(r[k])) for _, k in columns]
+                                         for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -2181,16 +2727,25 @@ def _print_table(rows: list[dict]) -> None:
 
 def _tail(path: Path, lines: int) -> str:
     """The last ``lines`` lines of a (possibly huge) log, read from its end."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read()
-    except OSError:
+    if not os.path.lexists(path):
         return "(none)"
+    try:
+        with os.fdopen(_open_regular(path), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
+            data = f.read(64 * 1024)
+    except (OSError, SyftJobError) as exc:
+        return f"({exc})"
     text = data.decode("utf-8", "replace").splitlines()[-lines:]
-    return "\n".join(text) if text else "(empty)"
+    return "\n".join(_printable(line) for line in text) if text else "(empty)"
+
+
+def _runner_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The SyftJobRunner settings given by the run/once flags."""
+    if not hasattr(args, "strict"):
+        return {}
+    return {"require_approval_digest": args.strict, "env_passthrough": args.pass_env,
+            "max_memory_mb": args.max_memory, "max_cpu_seconds": args.max_cpu,
+            "max_log_bytes": args.max_log_size}
 
 
 def _run_options(args: argparse.Namespace) -> _RunOptions:
@@ -2205,13 +2760,9 @@ def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 
 def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    with runner._lock.hold() as mine:
-        if not mine:
-            print(f"⏳ Another runner is processing the jobs in {runner.job_dir}; nothing to do")
-            return 0
-        jobs = runner._jobs()
-        runner._announce(jobs)
-        results = runner._process(_run_options(args), jobs)
+    jobs = runner._jobs()
+    runner._announce(jobs)
+    results = runner._process(_run_options(args), jobs)
     if not results:
         print("📭 No approved jobs to run")
     return 1 if any(not r.succeeded for r in results) else 0
@@ -2230,16 +2781,15 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner._find_job(args.job, args.user)
-    print(f"Job:       {job.key}")
-    print(f"Status:    {job.status}")
-    print(f"Folder:    {job.path}")
+    print(f"Job:       {job.label}")
+    print(f"Status:    {_shown_status(job)}")
+    print(f"Folder:    {job.where}")
     try:
         print("Config:\n" + "".join(f"  {k}: {v}\n" for k, v in _config_display_items(job.read_config())), end="")
-    except YAMLError as exc:
+    except SyftJobError as exc:
         print(f"Config:    ❌ {exc}")
-    rc = job.path / RETURNCODE_FILE
-    if rc.exists():
-        print(f"Return code: {rc.read_text().strip()}")
+    if _returncode(job) is not None:
+        print(f"Return code: {_returncode(job)}")
     for name in (STDOUT_FILE, STDERR_FILE):
         print(f"--- {name} (last {args.lines} lines) ---")
         print(_tail(job.path / name, args.lines))
@@ -2248,11 +2798,13 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner._find_job(args.job, args.user)
-    if job.status != "inbox":
-        print(f"Job {job.key} is already {job.status}")
+    if job.status in ("done", "running"):
+        print(f"Job {job.label} is already {job.status}")
         return 0
-    _atomic_write(job.path / APPROVED_MARKER, b"")
-    print(f"✅ Approved {job.key}: it runs at the next poll of the runner")
+    runner.approve_job(job.name, job.submitter)
+    again = "Approved again" if job.status == "approved" else "Approved"
+    print(f"✅ {again} {job.label}, with a digest of its files: it runs at the next poll of the runner,")
+    print("   unless its files change before then")
     return 0
 
 
@@ -2319,7 +2871,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     runner.check_for_new_jobs()
     print("\n2️⃣  The owner approves two of them and runs them:\n")
     for job in (analysis, failing):
-        _atomic_write(job / APPROVED_MARKER, b"")
+        runner.approve_job(job.name, _DEMO_SUBMITTER)
     runner.process_approved_jobs(stream_output=True, timeout=60,
                                  share_outputs_with_submitter=True, share_logs_with_submitter=True)
     print("\n3️⃣  Where everything is:\n")
@@ -2353,6 +2905,17 @@ def _build_parser() -> argparse.ArgumentParser:
     running.add_argument("--share-outputs", action="store_true", help="share each finished job's outputs/ with its submitter")
     running.add_argument("--share-logs", action="store_true", help="share each finished job's logs with its submitter")
     running.add_argument("--skip", action="append", metavar="NAME", help="never run this job (a name or SUBMITTER/NAME; repeatable)")
+    running.add_argument("--strict", action="store_true",
+                         help="run only jobs approved with `syft-job approve` whose files have not changed since")
+    running.add_argument("--pass-env", action="append", metavar="NAME", default=[],
+                         help="also give jobs this environment variable of yours (repeatable; by default "
+                              "jobs get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")
+    running.add_argument("--max-memory", type=_positive_arg(float), metavar="MB",
+                         help="limit each job process's address space to this many MB")
+    running.add_argument("--max-cpu", type=_positive_arg(float), metavar="SECONDS",
+                         help="limit each job process's CPU time")
+    running.add_argument("--max-log-size", type=_positive_arg(int), metavar="BYTES",
+                         help="cut each log at this size and stop the job")
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("job", metavar="JOB", help="the job's name")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
@@ -2407,7 +2970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _cmd_demo(args)
-        runner = SyftJobRunner(_datasite(args))
+        runner = SyftJobRunner(_datasite(args), **_runner_settings(args))
         return _COMMANDS[args.command](runner, args)
     except (SyftJobError, OSError) as exc:
         print(f"syft-job {args.command}: error: {exc}", file=sys.stderr)

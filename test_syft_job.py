@@ -470,8 +470,8 @@ def test_jobs_that_cannot_run_are_finished_with_a_reason(runner, capsys):
     out = capsys.readouterr().out
     assert "has no run.sh" in (no_script / "stderr.txt").read_text()
     assert "config.yaml, line 2" in (bad_config / "stderr.txt").read_text()
-    assert "larger than 1024 kB" in (huge_config / "stderr.txt").read_text()
-    assert "cannot be read" in (binary_config / "stderr.txt").read_text()
+    assert "config.yaml: is larger than 1 MB; not read" in (huge_config / "stderr.txt").read_text()
+    assert "config.yaml: is not UTF-8 text (byte 6 is b'\\xff')" in (binary_config / "stderr.txt").read_text()
     assert not (bad_config / "stdout.txt").exists()
     for job in (no_script, bad_config, huge_config, binary_config):
         assert (job / "done").exists() and (job / "returncode.txt").read_text().strip() == "-1"
@@ -566,7 +566,7 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
         "⏱️ Poll interval: 0.1 seconds\n"
         "⏹️ Press Ctrl+C to stop\n"
         + "=" * 50 + "\n"
-        "📋 Found 2 existing job(s): 1 inbox, 0 approved, 1 done\n"
+        "📋 Found 2 existing job(s): 1 inbox, 0 approved, 0 running, 1 done\n"
         f"- {DS}/waiting (waiting for review)\n"
     )
     assert text.startswith(banner)
@@ -640,29 +640,6 @@ def test_reset_recreates_a_missing_job_directory(runner, capsys):
     runner.reset_all_jobs()
     assert runner.job_dir.is_dir()
     assert "Deleted 0 jobs total" in capsys.readouterr().out
-
-
-def test_one_runner_per_job_directory(syftbox, capsys):
-    first = syft_job.create_runner(syftbox, OWNER)
-    second = syft_job.create_runner(syftbox, OWNER)
-    job = make_job(first, "once only", "echo ran >> ../../../ran.txt\n")
-    with first._lock.hold() as mine:
-        assert mine
-        second.process_approved_jobs()
-        assert "Another runner is processing the jobs" in capsys.readouterr().out
-        assert not (job / "done").exists()
-        with pytest.raises(syft_job.SyftJobError, match="another runner is already running"):
-            second.run()
-        with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
-            second.reset_all_jobs()
-        other_process = cli("once", *site_args(syftbox))
-        assert other_process.returncode == 0
-        assert "Another runner is processing the jobs" in other_process.stdout
-        assert "No approved jobs" not in other_process.stdout
-        first.process_approved_jobs()  # re-entrant for the holder
-    assert (job / "done").exists()
-    second.process_approved_jobs()  # released
-    assert capsys.readouterr().out.count("Executing job") == 1
 
 
 # ---------------------------------------------------------------------------
