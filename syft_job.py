@@ -2114,6 +2114,9 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
     """Grant the submitter read access to a finished job's outputs and/or logs."""
     if job.status != "done":
         raise JobError(f"job {job.label} is not done yet ({job.status}); there is nothing to share")
+    if share_outputs and not _real_folder(job.path / OUTPUTS_DIR):
+        raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with "
+                       "a symlink or a file?); nothing shared")
     path, prefix = _governing_file(job)
     shared = [prefix + name for name in _LOG_FILES] if share_logs else []
     outputs_file = job.path / OUTPUTS_DIR / PERMISSION_FILE

@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -534,6 +535,7 @@ def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum)
         assert "Traceback" not in reader.text
         wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 10, "the job to be stopped")
         assert (job / "approved").exists() and not (job / "done").exists()
+        assert not (job / syft_job.CLAIM_FILE).exists()  # a normal stop leaves nothing claimed
     finally:
         proc.kill()
     # It runs again at the next start.
@@ -1281,8 +1283,9 @@ def site_args(syftbox: Path) -> list[str]:
 
 COMMAND_OPTIONS = {
     "run": ["--poll-interval", "--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip",
-            "--syftbox-folder", "--email"],
-    "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip"],
+            "--strict", "--pass-env", "--max-memory", "--max-cpu", "--max-log-size", "--syftbox-folder", "--email"],
+    "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip",
+             "--strict", "--pass-env", "--max-memory", "--max-cpu", "--max-log-size"],
     "list": ["--json"], "show": ["JOB", "--user", "--lines"], "approve": ["JOB", "--user"],
     "share": ["JOB", "--outputs", "--logs", "--user"], "add-submitter": ["EMAIL"],
     "reset": ["--yes"], "version": [], "demo": ["--folder"],
@@ -1564,3 +1567,376 @@ def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner,
     for job in (own_file, plain):
         assert not can(root, DS, job / "approved", "write")
         assert can(root, DS, job / "approved", "read") and can(root, DS, job / "run.sh", "write")
+
+
+# ---------------------------------------------------------------------------
+# Hardening: crashes, two runners, hostile submissions, secrets, limits, full disks
+# ---------------------------------------------------------------------------
+
+
+def claim_fields(job: Path) -> dict:
+    fields: dict = {}
+    for line in (job / syft_job.CLAIM_FILE).read_text().splitlines():
+        fields.update(json.loads(line))
+    return fields
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+CRASHING_JOB = """
+n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 ))
+echo $n > {counter}
+echo "run $n"
+echo $n > outputs/run-$n.txt
+if [ $n -eq 1 ]; then sleep 300; fi
+echo finished
+"""
+
+
+def test_sigkill_mid_job_then_restart_stops_leftovers_and_runs_it_again(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "crashy", CRASHING_JOB.format(counter=tmp_path / "count"))
+    proc = start_runner_process(syftbox, "runner.run()")
+    try:
+        wait_for(lambda: (job / "stdout.txt").exists() and "run 1" in (job / "stdout.txt").read_text())
+        wait_for(lambda: "pgid" in claim_fields(job), what="the process group in the claim")
+        rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
+        assert [r["status"] for r in rows] == ["running"]
+        pgid = claim_fields(job)["pgid"]
+        proc.kill()
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert syft_job._group_alive(pgid), "the job outlived the killed runner"
+    rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
+    assert [r["status"] for r in rows] == ["interrupted"]
+
+    restarted = cli("once", *site_args(syftbox))
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert f"🧹 Stopping processes left running by the interrupted run of {DS}/crashy" in restarted.stdout
+    assert "attempt 2 of 3" in restarted.stdout
+    assert not syft_job._group_alive(pgid)
+    assert (job / "stdout.txt").read_text() == "run 2\nfinished\n"
+    assert sorted(p.name for p in (job / "outputs").iterdir()) == ["run-2.txt"]
+    assert (job / "returncode.txt").read_text() == "0\n" and (job / "done").exists()
+    assert not (job / syft_job.CLAIM_FILE).exists()
+
+
+def test_a_job_interrupted_three_times_is_finished_with_a_reason(runner, capsys):
+    again = make_job(runner, "again", "echo ran\n")
+    doomed = make_job(runner, "doomed", "echo never\n")
+    for job, attempt in ((again, 2), (doomed, 3)):
+        (job / syft_job.CLAIM_FILE).write_text(json.dumps(
+            {"host": socket.gethostname(), "pid": dead_pid(), "attempt": attempt}) + "\n")
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "ds@test.org/again was interrupted (the runner stopped while it ran); attempt 3 of 3" in out
+    assert (again / "stdout.txt").read_text() == "ran\n"
+    assert (doomed / "returncode.txt").read_text() == "-1\n"
+    assert "was interrupted 3 times (the runner was killed or the machine stopped while it ran); " \
+           "it is not run again" in (doomed / "stderr.txt").read_text()
+    assert "never" not in (doomed / "stdout.txt").read_text() if (doomed / "stdout.txt").exists() else True
+    assert not list(runner.job_dir.glob(f"*/*/{syft_job.CLAIM_FILE}*"))
+
+
+def test_a_claim_of_a_live_runner_or_another_host_is_left_alone(runner, capsys):
+    here = make_job(runner, "claimed here", "echo no\n")
+    there = make_job(runner, "claimed there", "echo no\n")
+    (here / syft_job.CLAIM_FILE).write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": os.getppid(), "attempt": 1}) + "\n")
+    (there / syft_job.CLAIM_FILE).write_text(json.dumps(
+        {"host": "elsewhere.example", "pid": 4242, "attempt": 1, "claimed_at": "2026-01-01T00:00:00"}) + "\n")
+    runner.process_approved_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert not (here / "stdout.txt").exists() and not (there / "stdout.txt").exists()
+    assert out.count("claimed it at") == 1  # said once, not at every poll
+    assert f"a runner on elsewhere.example (pid 4242) claimed it at 2026-01-01T00:00:00; " \
+           f"if that runner is gone, delete {there / syft_job.CLAIM_FILE}" in out
+    assert [r["status"] for r in syft_job._job_rows(runner)] == ["running", "running"]
+    with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
+        runner.reset_all_jobs()
+
+
+def test_two_runner_processes_run_each_job_exactly_once(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    log = tmp_path / "ran.log"
+    names = [f"job{i:02}" for i in range(30)]
+    for name in names:
+        script = f"echo {name} $PPID >> {log}\n"
+        if name == "job00":  # holds the first runner until the other one has started a job
+            script += f"for i in $(seq 1000); do [ $(wc -l < {log}) -ge 2 ] && break; sleep 0.02; done\n"
+        make_job(runner, name, script)
+    procs = [subprocess.Popen([sys.executable, "-m", "syft_job", "once", "--no-stream", *site_args(syftbox)],
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for name, _ in ran) == names  # each job exactly once
+    assert {pid for _, pid in ran} == {str(p.pid) for p in procs}  # and both runners worked
+    assert all((runner.job_dir / DS / n / "done").exists() for n in names)
+    assert not list(runner.job_dir.glob(f"*/*/{syft_job.CLAIM_FILE}*"))
+
+
+def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
+    secret = tmp_path / "owner-secret.txt"
+    secret.write_text("0\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (outside / "syft.pub.yaml").write_text("rules: []\n")
+    linked_config = make_job(runner, "linked config", "echo never\n")
+    (linked_config / "config.yaml").unlink()
+    (linked_config / "config.yaml").symlink_to(secret)
+    linked_script = make_job(runner, "linked script", None)
+    (linked_script / "run.sh").symlink_to(secret)
+    fifos = make_job(runner, "fifos", None)  # a reader that opened these would hang
+    os.mkfifo(fifos / "run.sh")
+    (fifos / "approved").unlink()
+    os.mkfifo(fifos / "approved")
+    fifo_config = make_job(runner, "fifo config", "echo never\n")
+    (fifo_config / "config.yaml").unlink()
+    os.mkfifo(fifo_config / "config.yaml")  # not a file: not a job
+    planted = make_job(runner, "planted", "echo hi\n", approved=False)
+    for name in ("returncode.txt", "stdout.txt", "done"):
+        (planted / name).symlink_to(secret)
+    # A job that turns its outputs/ into a link to the owner's folder while it runs.
+    swapper = make_job(runner, "swapper", f"rm -rf outputs\nln -s {outside} outputs\n")
+
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs(share_outputs_with_submitter=True)
+    out = capsys.readouterr().out
+    assert f"config.yaml: is a symlink; not read" in (linked_config / "stderr.txt").read_text()
+    assert "its run.sh is a symlink or not a file" in (linked_script / "stderr.txt").read_text()
+    assert "its run.sh is a symlink or not a file" in (fifos / "stderr.txt").read_text()
+    assert not (fifo_config / "stdout.txt").exists()
+    assert "the outputs/ of job ds@test.org/swapper is not a folder (the job replaced it with a symlink " \
+           "or a file?); nothing shared" in out
+    assert (outside / "syft.pub.yaml").read_text() == "rules: []\n" and (outside / "keep.txt").exists()
+    assert secret.read_text() == "0\n"
+    rows = {r["job"]: r for r in syft_job._job_rows(runner)}
+    assert "fifo config" not in rows
+    assert rows["planted"]["returncode"] is None  # returncode.txt -> secret was not read
+    shown = cli("show", "planted", *site_args(runner.config.syftbox_folder))
+    assert "stdout.txt: is a symlink; not read" in shown.stdout and "Return code" not in shown.stdout
+    (runner.job_dir / "linked@test.org").symlink_to(outside)
+    with pytest.raises(JobError, match="a folder on the way is a symlink"):
+        syft_job._atomic_write(runner.job_dir / "linked@test.org" / "keep.txt", b"overwritten")
+    runner.reset_all_jobs()
+    assert secret.read_text() == "0\n" and (outside / "keep.txt").read_text() == "keep"
+
+
+def test_hostile_names_are_printed_escaped_and_stay_inside(runner, capsys):
+    evil = "evil\n✅ Job approved\x1b[2K\u202eexe.txt"
+    long_name = "n" * 255
+    for name in (evil, long_name):
+        make_job(runner, name, "echo ok\n")
+    (runner.job_dir / "x\x1b[31m@test.org").mkdir()
+    make_job(runner, "job", "echo ok\n", submitter="x\x1b[31m@test.org")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert not any(line.startswith("✅ Job approved") for line in out.splitlines())
+    assert "🚀 Executing job: evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt" in out
+    assert "[do@test.org][evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt] ok" in out
+    assert f"🚀 Executing job: {long_name}" in out
+    assert (runner.job_dir / DS / long_name / "stdout.txt").read_text() == "ok\n"
+    listing = cli("list", *site_args(runner.config.syftbox_folder)).stdout
+    assert "\x1b" not in listing and "evil\\n✅ Job approved" in listing
+    for bad in ("..", "../../etc", "a/b"):
+        with pytest.raises(JobError):
+            runner.approve_job(bad)
+        with pytest.raises(JobError):
+            runner.share_job_results(bad)
+
+
+def test_hostile_configs_are_refused_without_reading_them_whole(runner, capsys):
+    huge = make_job(runner, "huge", "echo never\n")
+    with open(huge / "config.yaml", "wb") as f:
+        f.truncate(100 * 1024 * 1024)  # 100 MB, sparse: a reader that reads it whole would show
+    deep = make_job(runner, "deep", "echo never\n", config="a: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep_block = make_job(runner, "deep block", "echo never\n",
+                          config="".join(" " * i + "k:\n" for i in range(1200)))
+    binary = make_job(runner, "binary", "echo never\n", config="")
+    (binary / "config.yaml").write_bytes(os.urandom(4096).replace(b"\n", b"") + b"\xff")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "config.yaml: is larger than 1 MB; not read" in (huge / "stderr.txt").read_text()
+    assert "config.yaml, line 1: nested deeper than 100 levels" in (deep / "stderr.txt").read_text()
+    assert "config.yaml, line 101: nested deeper than 100 levels" in (deep_block / "stderr.txt").read_text()
+    assert "config.yaml: is not UTF-8 text" in (binary / "stderr.txt").read_text()
+    assert "Traceback" not in out and "RecursionError" not in out
+    assert out.count("📋 Found 4 job(s)") == 1
+
+
+def test_approval_digest_stops_a_job_changed_after_approval(runner, capsys):
+    job = make_job(runner, "reviewed", "echo reviewed\n", approved=False)
+    (job / "code").mkdir()
+    (job / "code" / "helper.py").write_text("x = 1\n")
+    assert runner.approve_job("reviewed") == job
+    record = json.loads((job / "approved").read_text())
+    assert record["approved_by"] == OWNER
+    assert sorted(record["files"]) == ["code/helper.py", "config.yaml", "run.sh"]
+
+    (job / "run.sh").write_text("echo evil\n")
+    (job / "extra.sh").write_text("echo more\n")
+    (job / "code" / "helper.py").unlink()
+    runner.process_approved_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert out.count("is not run") == 1  # said once
+    assert ("⏸️ Job ds@test.org/reviewed is not run: its files changed after it was approved "
+            "(changed: run.sh; added: extra.sh; removed: code/helper.py). Review it, then approve it again: "
+            "syft-job approve reviewed --user ds@test.org") in out
+    assert not (job / "stdout.txt").exists() and not (job / "done").exists()
+
+    result = cli("approve", "reviewed", *site_args(runner.config.syftbox_folder))
+    assert "Approved again ds@test.org/reviewed" in result.stdout
+    runner.process_approved_jobs()
+    assert (job / "stdout.txt").read_text() == "evil\n"
+
+
+def test_strict_mode_runs_only_jobs_approved_with_a_digest(runner, syftbox, capsys):
+    plain = make_job(runner, "plain marker", "echo plain\n")
+    digest = make_job(runner, "with digest", "echo digest\n", approved=False)
+    runner.approve_job("with digest")
+    strict = syft_job.create_runner(syftbox, OWNER, require_approval_digest=True)
+    strict.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "plain marker is not run: it was approved without a digest of its files, and this runner is strict" in out
+    assert not (plain / "stdout.txt").exists() and (digest / "stdout.txt").read_text() == "digest\n"
+    result = cli("once", "--strict", *site_args(syftbox))
+    assert "plain marker is not run" in result.stdout and not (plain / "stdout.txt").exists()
+    runner.process_approved_jobs()  # not strict: an empty marker, as other tools write, runs
+    assert (plain / "stdout.txt").read_text() == "plain\n"
+
+
+def test_jobs_get_a_minimal_environment_and_what_the_owner_passes(runner, syftbox, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
+    monkeypatch.setenv("MY_TOKEN", "token-passed")
+    monkeypatch.setenv("UV_INDEX_URL", "https://uv.example")
+    monkeypatch.setenv("LC_TIME", "C")
+    job = make_job(runner, "env", "env\n")
+    runner.process_approved_jobs(stream_output=False)
+    names = {line.split("=", 1)[0] for line in (job / "stdout.txt").read_text().splitlines() if "=" in line}
+    assert "hunter2-secret" not in (job / "stdout.txt").read_text()
+    assert {"UV_INDEX_URL", "LC_TIME", "SYFTBOX_FOLDER"} <= names
+    allowed = {"PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER", "SYFTBOX_FOLDER", "SYFTBOX_EMAIL",
+               "SYFT_IS_IN_JOB", "PYTHONUNBUFFERED", "PWD", "SHLVL", "_", "OLDPWD"}
+    assert {n for n in names if not n.startswith(("LC_", "UV_"))} <= allowed
+
+    passing = syft_job.create_runner(syftbox, OWNER, env_passthrough=["MY_TOKEN"])
+    again = make_job(runner, "env passed", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
+    passing.process_approved_jobs(stream_output=False)
+    assert (again / "stdout.txt").read_text() == "token=token-passed secret=\n"
+    by_cli = make_job(runner, "env cli", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
+    result = cli("once", "--pass-env", "MY_TOKEN", *site_args(syftbox),
+                 env=cli_env(MY_TOKEN="from-cli", AWS_SECRET_ACCESS_KEY="hunter2-secret"))
+    assert result.returncode == 0, result.stderr
+    assert (by_cli / "stdout.txt").read_text() == "token=from-cli secret=\n"
+    with pytest.raises(ConfigError, match="not an environment variable name"):
+        syft_job.create_runner(syftbox, OWNER, env_passthrough=["A=B"])
+
+
+def test_log_size_limit_cuts_the_log_and_stops_the_job(runner, capsys):
+    job = make_job(runner, "chatty", "seq 1 100000\nsleep 300\n")
+    limited = syft_job.create_runner(runner.config.syftbox_folder, OWNER, max_log_bytes=1001)
+    limited.process_approved_jobs(timeout=120)
+    out = capsys.readouterr().out
+    log = (job / "stdout.txt").read_bytes()
+    kept, last = log[:1001], log[1001:]
+    assert kept == b"".join(b"%d\n" % i for i in range(1, 400))[:1001]
+    assert last == b"\n--- LOG CUT: it reached the limit of 1001 bytes (max_log_bytes); the job was stopped ---\n"
+    assert (job / "returncode.txt").read_text() == "-1\n"
+    assert "its stdout.txt reached the limit of 1001 bytes (max_log_bytes), so it was stopped" in (
+        job / "stderr.txt").read_text()
+    assert "❌ Job chatty failed: its stdout.txt reached the limit" in out
+
+
+def test_cpu_and_memory_limits_finish_the_job_with_the_reason(runner, syftbox, capsys):
+    spin = make_job(runner, "spin", "while :; do :; done\n")
+    hog = make_job(runner, "hog", f"'{sys.executable}' -c 'b = bytearray(2 * 1024 ** 3)'\n")
+    limited = syft_job.create_runner(syftbox, OWNER, max_cpu_seconds=1, max_memory_mb=500)
+    limited.process_approved_jobs(timeout=60)
+    out = capsys.readouterr().out
+    assert int((spin / "returncode.txt").read_text()) != 0
+    assert "it used up its CPU time limit of 1 seconds (max_cpu_seconds)" in (spin / "stderr.txt").read_text()
+    assert int((hog / "returncode.txt").read_text()) != 0
+    assert "MemoryError" in (hog / "stderr.txt").read_text()
+    assert "it ran out of memory under its limit of 500 MB (max_memory_mb)" in (hog / "stderr.txt").read_text()
+    assert "❌ Job spin failed: it used up its CPU time limit" in out
+    bad = cli("once", "--max-cpu", "-1", *site_args(syftbox))
+    assert bad.returncode == 2 and "'-1' is not a positive number" in bad.stderr
+    with pytest.raises(ConfigError, match="max_log_bytes must be a positive number"):
+        syft_job.create_runner(syftbox, OWNER, max_log_bytes=0)
+
+
+def _mount_namespace() -> list[str] | None:
+    """A command prefix that runs a program in a private mount namespace, or None."""
+    for prefix in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        try:
+            probe = subprocess.run(prefix + ["sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                                   capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+FULL_DISK_DRIVER = r"""
+import json, subprocess, sys, syft_job
+folder, owner, ds = sys.argv[1:4]
+runner = syft_job.create_runner(folder, owner)
+
+def job(name, script, mount=None):
+    path = runner.job_dir / ds / name
+    path.mkdir(parents=True)
+    if mount:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", mount, "tmpfs", str(path)], check=True)
+    (path / "config.yaml").write_text("name: x\n")
+    (path / "run.sh").write_text(script)
+    (path / "approved").touch()
+    return path
+
+full = job("fills the disk", "head -c 5000000 /dev/zero | tr '\\0' x\necho\nsleep 300\n", mount="size=1m")
+fine = job("fine", "echo fine\n")
+readonly = job("read only", "echo never\n")
+subprocess.run(["mount", "--bind", str(readonly), str(readonly)], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
+runner.process_approved_jobs(timeout=120)
+runner.process_approved_jobs(timeout=120)
+print(json.dumps({
+    "full_stdout_size": (full / "stdout.txt").stat().st_size,
+    "full_done": (full / "done").exists(),
+    "full_claim": (full / syft_job.CLAIM_FILE).exists(),
+    "fine": (fine / "stdout.txt").read_text(),
+    "readonly_files": sorted(p.name for p in readonly.iterdir()),
+}))
+"""
+
+
+def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_on(syftbox):
+    prefix = _mount_namespace()
+    if prefix is None:
+        pytest.skip("needs a private mount namespace (unshare) to make a small or read-only file system")
+    result = subprocess.run(prefix + [sys.executable, "-c", FULL_DISK_DRIVER, str(syftbox), OWNER, DS],
+                            capture_output=True, text=True, timeout=120, env=cli_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    out, facts = result.stdout.rsplit("\n", 2)[0], json.loads(result.stdout.splitlines()[-1])
+    assert "❌ job ds@test.org/fills the disk was stopped: cannot write its stdout.txt: No space left on device" in out
+    assert "Cannot mark job ds@test.org/fills the disk as done either" in out
+    assert 0 < facts["full_stdout_size"] <= 1024 * 1024
+    assert not facts["full_done"] and not facts["full_claim"]
+    assert facts["fine"] == "fine\n"
+    assert "⏸️ Job ds@test.org/read only is not run: cannot claim it" in out and "Read-only file system" in out
+    assert out.count("read only is not run") == 1
+    assert facts["readonly_files"] == ["approved", "config.yaml", "run.sh"]
+    assert "Traceback" not in result.stdout + result.stderr
