@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -62,7 +63,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 __version__ = "0.2.0"
 
@@ -114,6 +115,7 @@ class JobNotFoundError(JobError):
 # ---------------------------------------------------------------------------
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_PATH = getattr(os, "O_PATH", 0)  # Linux: a handle on a folder, to ask where it really is
 
 
 def _check_parent(path: Path) -> None:
@@ -121,25 +123,37 @@ def _check_parent(path: Path) -> None:
     could turn ``outputs/`` or a job folder into a link to anywhere. (Paths here are
     built on the resolved SyftBox folder, so any difference is a symlink.)"""
     parent = os.path.dirname(os.path.abspath(path))
-    if os.path.realpath(parent) != parent:
+    if _real_location(parent) != parent:
         raise JobError(f"{path}: a folder on the way is a symlink; refusing to write through it")
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename. A symlink at ``path``
-    is replaced, never followed, and a crash leaves either the old or the new file.
+def _real_location(folder: str) -> str:
+    """Where ``folder`` really is, symlinks resolved. On Linux the kernel says, in
+    three system calls; ``realpath`` makes one ``lstat`` per path component."""
+    if _O_PATH and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.open(folder, _O_PATH | os.O_DIRECTORY)
+        except OSError:
+            return os.path.realpath(folder)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    return os.path.realpath(folder)
 
-    :param durable: fsync before the rename, so the new data survives a power cut too.
-    """
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename. A symlink at ``path``
+    is replaced, never followed, and a crash or a power cut leaves either the old or
+    the new file."""
     _check_parent(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, mode)  # os.open applied the umask
         os.replace(tmp, path)
     except BaseException:
@@ -152,8 +166,12 @@ def _create_fresh(path: Path) -> int:
     """Open a new, empty ``path`` for writing; returns the file descriptor. Whatever
     stood there (a stale file, a planted symlink) is removed first, so the runner never
     writes through a link."""
-    _remove_path(path)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except FileExistsError:
+        _remove_path(path)
+        return os.open(path, flags, 0o644)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -175,10 +193,13 @@ def _append_bytes(path: Path, data: bytes) -> None:
 
 def _remove_path(path: Path) -> None:
     """Remove a file, a symlink (not its target) or a whole folder; missing is fine."""
-    _check_parent(path)
-    if _real_folder(path):
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
         shutil.rmtree(path)
-    elif os.path.lexists(path):
+    else:
         os.unlink(path)
 
 
@@ -1252,7 +1273,7 @@ class _Job:
     name: str
     status: str  # "inbox", "approved", "running" or "done"
 
-    @property
+    @functools.cached_property
     def path(self) -> Path:
         return Path(self.folder)
 
@@ -1298,15 +1319,68 @@ def _job_status(folder: str | Path) -> str:
     return "inbox"
 
 
+_FULL_SCAN_SECONDS = 60.0
+_SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
+
+
+class _JobScanner:
+    """Finds the jobs of a job directory, poll after poll, without looking again at
+    what cannot have changed: a submitter folder whose modification time is the same
+    holds the same job folders, and a finished job stays finished. A poll over 10,000
+    finished jobs so lists a folder instead of making 20,000 ``stat`` calls. Every
+    _FULL_SCAN_SECONDS everything is looked at again, so that a ``done`` deleted by
+    hand (to run a job again) is noticed.
+
+    A folder is trusted by its modification time only once that time is
+    _SETTLED_NS old: file systems stamp times coarsely, and two changes within one
+    tick would leave the same time.
+    """
+
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+        self.listings: dict[str, tuple[int, list[str]]] = {}  # submitter folder -> (mtime, job folders)
+        self.finished: dict[str, _Job] = {}  # job folder -> its job, once done
+        self.full_scan_at = 0.0
+
+    def scan(self) -> list[_Job]:
+        """Every job, sorted by submitter then name. Symlinked folders are not followed:
+        a submitter cannot make the runner look outside its folder."""
+        if time.monotonic() >= self.full_scan_at:
+            self.listings.clear()
+            self.finished.clear()
+            self.full_scan_at = time.monotonic() + _FULL_SCAN_SECONDS
+        jobs = []
+        for submitter in _sorted_subfolders(self.job_dir):
+            for name in self.job_folders(submitter):
+                folder = os.path.join(submitter.path, name)
+                job = self.finished.get(folder)
+                if job is None:
+                    if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+                        continue
+                    job = _Job(folder, submitter.name, name, _job_status(folder))
+                    if job.status == "done":
+                        self.finished[folder] = job
+                jobs.append(job)
+        return jobs
+
+    def job_folders(self, submitter: os.DirEntry) -> list[str]:
+        """The names of the folders in a submitter folder, sorted."""
+        try:
+            mtime = submitter.stat(follow_symlinks=False).st_mtime_ns
+        except OSError:
+            return []
+        listed = self.listings.get(submitter.path)
+        if listed is not None and listed[0] == mtime:
+            return listed[1]
+        names = [entry.name for entry in _sorted_subfolders(submitter.path)]
+        if time.time_ns() - mtime > _SETTLED_NS:
+            self.listings[submitter.path] = (mtime, names)
+        return names
+
+
 def _scan_jobs(job_dir: Path) -> list[_Job]:
-    """Every job under ``job_dir``, sorted by submitter then name. Symlinked folders are
-    not followed: a submitter cannot make the runner look outside its folder."""
-    jobs = []
-    for submitter in _sorted_subfolders(job_dir):
-        for entry in _sorted_subfolders(submitter.path):
-            if os.path.isfile(os.path.join(entry.path, CONFIG_FILE)):
-                jobs.append(_Job(entry.path, submitter.name, entry.name, _job_status(entry.path)))
-    return jobs
+    """Every job under ``job_dir`` as it is now (one full scan)."""
+    return _JobScanner(job_dir).scan()
 
 
 def _sorted_subfolders(path: str | Path) -> list[os.DirEntry]:
@@ -1606,15 +1680,13 @@ class _JobResult:
         return self.returncode == 0 and not self.error
 
 
-_LINE_BREAK = re.compile(b"\r\n|\r|\n")
-
-
 class _Console:
     """Prints the job's output as prefixed lines; never mixes two streams in a line.
 
-    Both pump threads feed it; a line that has no newline yet is shown anyway once
-    it is older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``). ``\r`` ends a
-    line too, so progress bars show one line per step.
+    Lines are cut at ``\n``, ``\r\n`` and ``\r`` (so progress bars show one line per
+    step), in blocks: a chunk of a million lines is decoded and prefixed in a few C
+    calls, not line by line. A line that has no end yet is shown anyway once it is
+    older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
     """
 
     def __init__(self, prefix: str) -> None:
@@ -1623,32 +1695,32 @@ class _Console:
         self.partial_size = {"stdout": 0, "stderr": 0}
         self.since = {"stdout": 0.0, "stderr": 0.0}  # when the partial line began
         self.ended_in_cr = {"stdout": False, "stderr": False}  # a "\r\n" may be cut in two
-        self.lock = threading.Lock()
 
     def feed(self, stream: str, data: bytes) -> None:
-        with self.lock:
-            if self.ended_in_cr[stream] and data.startswith(b"\n"):
-                data = data[1:]
-            self.ended_in_cr[stream] = data.endswith(b"\r")
-            lines = _LINE_BREAK.split(data)
-            rest = lines.pop()
-            if lines and self.partial[stream]:
-                lines[0] = self.take_partial(stream) + lines[0]
-            if rest:
-                if not self.partial[stream]:
-                    self.since[stream] = time.monotonic()
-                self.partial[stream].append(rest)
-                self.partial_size[stream] += len(rest)
-                if self.partial_size[stream] >= _MAX_CONSOLE_LINE:
-                    lines.append(self.take_partial(stream))
+        if self.ended_in_cr[stream] and data.startswith(b"\n"):
+            data = data[1:]
+        self.ended_in_cr[stream] = data.endswith(b"\r")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = data.rfind(b"\n")
+        if end >= 0:
+            lines, data = data[:end], data[end + 1:]
+            if self.partial[stream]:
+                lines = self.take_partial(stream) + lines
             self.write(stream, lines)
+        if data:
+            if not self.partial[stream]:
+                self.since[stream] = time.monotonic()
+            self.partial[stream].append(data)
+            self.partial_size[stream] += len(data)
+            if self.partial_size[stream] >= _MAX_CONSOLE_LINE:
+                self.write(stream, self.take_partial(stream))
 
     def flush_stale(self, max_age: float = _PARTIAL_LINE_SECONDS) -> None:
         now = time.monotonic()
-        with self.lock:
-            for stream in self.partial:
-                if self.partial[stream] and now - self.since[stream] >= max_age:
-                    self.write(stream, [self.take_partial(stream)])
+        for stream in self.partial:
+            if self.partial[stream] and now - self.since[stream] >= max_age:
+                self.write(stream, self.take_partial(stream))
 
     def take_partial(self, stream: str) -> bytes:
         line = b"".join(self.partial[stream])
@@ -1656,55 +1728,55 @@ class _Console:
         self.partial_size[stream] = 0
         return line
 
-    def write(self, stream: str, lines: list[bytes]) -> None:
-        if not lines:
-            return
+    def write(self, stream: str, lines: bytes) -> None:
+        """Print ``lines`` (separated by ``\n``, without a final one), each prefixed."""
         prefix = self.prefixes[stream]
-        sys.stdout.write("".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines))
+        text = lines.decode("utf-8", "replace")
+        sys.stdout.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
         sys.stdout.flush()
 
 
-class _Pump(threading.Thread):
-    """Copies one pipe to a log file, as bytes, and to the console when streaming.
+class _Output:
+    """One of the job's pipes, copied as bytes to its log file and, when streaming, to
+    the console.
 
     :param max_bytes: cut the log there (``max_log_bytes``); None: no limit.
     """
 
-    def __init__(self, fd: int, log_fd: int, stream: str, console: _Console | None,
+    def __init__(self, pipe: BinaryIO, log_fd: int, stream: str, console: _Console | None,
                  max_bytes: int | None) -> None:
-        super().__init__(name=f"syft_job-{stream}", daemon=True)
-        self.fd = fd
+        self.pipe_fd = pipe.fileno()
         self.log_fd = log_fd
         self.stream = stream
         self.console = console
         self.limit = max_bytes
         self.room = max_bytes  # bytes the log may still take
         self.cut = False       # the log reached its limit: the job must be stopped
-        self.stop = threading.Event()
         self.tail = b"\n"     # the end of the log, to end it cleanly and look for errors
-        self.failure: OSError | None = None
+        self.failure: OSError | None = None  # the log cannot be written (a full disk?)
 
-    def run(self) -> None:
+    @property
+    def log_name(self) -> str:
+        return STDOUT_FILE if self.stream == "stdout" else STDERR_FILE
+
+    def read(self) -> bool:
+        """Copy what the pipe holds now; False once it is closed."""
+        chunk = os.read(self.pipe_fd, _READ_SIZE)
+        if not chunk:
+            return False
+        if self.cut or self.failure is not None:
+            return True  # drained, so the job does not block before it is stopped
+        if self.room is not None:
+            self.cut = len(chunk) > self.room
+            chunk = chunk[:self.room]
+            self.room -= len(chunk)
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.fd, selectors.EVENT_READ)
-                while not self.stop.is_set():
-                    if not selector.select(0.1):
-                        continue
-                    chunk = os.read(self.fd, _READ_SIZE)
-                    if not chunk:
-                        break
-                    if self.cut:
-                        continue  # drained, so the job does not block before it is stopped
-                    if self.room is not None:
-                        self.cut = len(chunk) > self.room
-                        chunk = chunk[:self.room]
-                        self.room -= len(chunk)
-                    self.write(chunk)
-                    if self.cut:
-                        self.write_line(_LOG_CUT_LINE.format(limit=self.limit))
-        except OSError as exc:  # a full disk, a read-only folder: reported by the caller
+            self.write(chunk)
+            if self.cut:
+                self.write_line(_LOG_CUT_LINE.format(limit=self.limit))
+        except OSError as exc:
             self.failure = exc
+        return True
 
     def write(self, data: bytes) -> None:
         _write_all(self.log_fd, data)
@@ -1831,55 +1903,61 @@ class _InterruptLatch:
             raise KeyboardInterrupt
 
 
-def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console | None,
+def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console | None,
              limits: _JobLimits = _JobLimits(), on_start: Callable[[int], None] | None = None) -> _JobResult:
     """Run ``bash run.sh`` in the job folder and write its logs; one code path for
     both modes (``console`` is None when not streaming). KeyboardInterrupt stops the
     job's process group and propagates, leaving the job unfinished.
 
+    :param env: the job's whole environment (see ``_job_environment``).
     :param on_start: called with the job's process group id once it runs.
     """
     started = time.monotonic()
-    outputs = job.path / OUTPUTS_DIR
-    _remove_path(outputs)
-    outputs.mkdir()
+    outputs_dir = job.path / OUTPUTS_DIR
+    _check_parent(outputs_dir)  # the job folder itself is not a symlink
+    _remove_path(outputs_dir)
+    outputs_dir.mkdir()
     for name in (RETURNCODE_FILE, DONE_MARKER):
         _remove_path(job.path / name)
     with contextlib.ExitStack() as stack:
         interrupts = stack.enter_context(_InterruptLatch())
-        logs = {}
+        selector = stack.enter_context(selectors.DefaultSelector())
+        log_fds = {}
         for stream, name in (("stdout", STDOUT_FILE), ("stderr", STDERR_FILE)):
-            logs[stream] = _create_fresh(job.path / name)
-            stack.callback(os.close, logs[stream])
+            log_fds[stream] = _create_fresh(job.path / name)
+            stack.callback(os.close, log_fds[stream])
         proc = subprocess.Popen(
-            ["bash", RUN_SCRIPT], cwd=job.path, env=_job_environment(config, limits.env_passthrough),
+            ["bash", RUN_SCRIPT], cwd=job.path, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, preexec_fn=limits.set_in_child if limits.in_child else None,
         )
-        pumps = {}
+        stack.callback(proc.stdout.close)
+        stack.callback(proc.stderr.close)
+        outputs = {stream: _Output(pipe, log_fds[stream], stream, console, limits.max_log_bytes)
+                   for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))}
+        for output in outputs.values():
+            selector.register(output.pipe_fd, selectors.EVENT_READ, output)
         timed_out = False
         try:  # from here on, whatever happens, the job's process group is stopped
             if on_start is not None:
                 on_start(proc.pid)
-            for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                pumps[stream] = _Pump(pipe.fileno(), logs[stream], stream, console, limits.max_log_bytes)
-                pumps[stream].start()
+            exit_fd = _exit_fd(proc.pid)
+            if exit_fd is not None:
+                stack.callback(os.close, exit_fd)
+                selector.register(exit_fd, selectors.EVENT_READ, None)
             deadline = started + timeout
-            while True:
-                try:
-                    proc.wait(timeout=0.1)
-                    break  # the job ended
-                except subprocess.TimeoutExpired:
-                    pass
-                if console is not None:
-                    console.flush_stale()
+            while proc.poll() is None:
                 if interrupts.pending:
                     raise KeyboardInterrupt
-                if any(pump.failure is not None or pump.cut for pump in pumps.values()):
+                if any(o.failure is not None or o.cut for o in outputs.values()):
                     break  # a log is full, or cannot be written (disk full?)
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     timed_out = True
                     break
+                _copy_ready(selector, min(left, 0.1), proc)
+                if console is not None:
+                    console.flush_stale()
             # Whether it ended or was stopped, nothing the job started outlives it.
             _stop_group(proc.pid, proc)
         except BaseException:
@@ -1887,54 +1965,83 @@ def _execute(job: _Job, config: SyftJobConfig, timeout: float, console: _Console
             raise
         finally:
             drain_deadline = time.monotonic() + _PIPE_DRAIN_SECONDS
-            for pump in pumps.values():
-                pump.join(max(0.0, drain_deadline - time.monotonic()))
-                pump.stop.set()
-                pump.join()
-            proc.stdout.close()
-            proc.stderr.close()
+            while any(key.data is not None for key in selector.get_map().values()):
+                left = drain_deadline - time.monotonic()
+                if left <= 0:
+                    break  # a process that left the session still holds a pipe
+                _copy_ready(selector, left, proc)
             if console is not None:
                 console.flush_stale(0)
-        for stream, pump in pumps.items():
-            if pump.failure is not None:
-                log = STDOUT_FILE if stream == "stdout" else STDERR_FILE
-                return _JobResult(job, -1, error=f"job {job.label} was stopped: cannot write its {log}: "
-                                                 f"{pump.failure.strerror or pump.failure}")
+        for output in outputs.values():
+            if output.failure is not None:
+                return _JobResult(job, -1, error=f"job {job.label} was stopped: cannot write its "
+                                                 f"{output.log_name}: {output.failure.strerror or output.failure}")
         result = _JobResult(job, proc.returncode, timed_out=timed_out)
         if timed_out:
             result.returncode = -1
-            for pump in pumps.values():
-                pump.console = None
+            for output in outputs.values():
+                output.console = None
                 with contextlib.suppress(OSError):  # a full disk: the log just ends
-                    pump.write_line(TIMEOUT_LINE.decode())
+                    output.write_line(TIMEOUT_LINE.decode())
         else:
-            result.over_limit = _limit_reached(pumps, proc.returncode, limits)
-            if pumps["stdout"].cut or pumps["stderr"].cut:
+            result.over_limit = _limit_reached(outputs, proc.returncode, limits)
+            if outputs["stdout"].cut or outputs["stderr"].cut:
                 result.returncode = -1
-            if result.over_limit and not pumps["stderr"].cut:
-                pumps["stderr"].console = None
-                pumps["stderr"].write_line(f"syft_job: {result.over_limit}\n")
+            if result.over_limit and not outputs["stderr"].cut:
+                outputs["stderr"].console = None
+                outputs["stderr"].write_line(f"syft_job: {result.over_limit}\n")
     return result
 
 
-def _limit_reached(pumps: dict[str, _Pump], returncode: int, limits: _JobLimits) -> str | None:
+def _exit_fd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so
+    the wait for a job is a ``select``, not a sleep loop; None where there is none."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:  # a kernel older than 5.3
+        return None
+
+
+def _copy_ready(selector: selectors.BaseSelector, seconds: float, proc: subprocess.Popen) -> None:
+    """Copy what the job's pipes hold, waiting at most ``seconds`` for something to
+    happen: output, a closed pipe or, with an exit descriptor, the job's end."""
+    if not selector.get_map():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(seconds)  # pipes closed, no exit descriptor: the job is ending
+        return
+    for key, _ in selector.select(seconds):
+        if key.data is None or not key.data.read():
+            selector.unregister(key.fd)  # the job exited, or a pipe closed
+
+
+def _limit_reached(outputs: dict[str, _Output], returncode: int, limits: _JobLimits) -> str | None:
     """Which of the owner's limits the job went over, said for people; None if none."""
-    for stream, pump in pumps.items():
-        if pump.cut:
-            log = STDOUT_FILE if stream == "stdout" else STDERR_FILE
-            return f"its {log} reached the limit of {limits.max_log_bytes} bytes (max_log_bytes), so it was stopped"
+    for output in outputs.values():
+        if output.cut:
+            return (f"its {output.log_name} reached the limit of {limits.max_log_bytes} bytes (max_log_bytes),"
+                    " so it was stopped")
     if limits.max_cpu_seconds is not None and returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return f"it used up its CPU time limit of {limits.max_cpu_seconds:g} seconds (max_cpu_seconds)"
     if (limits.max_memory_mb is not None and returncode != 0
-            and any(sign in pumps["stderr"].tail for sign in _OUT_OF_MEMORY)):
+            and any(sign in outputs["stderr"].tail for sign in _OUT_OF_MEMORY)):
         return f"it ran out of memory under its limit of {limits.max_memory_mb:g} MB (max_memory_mb)"
     return None
 
 
 def _finish(job: _Job, returncode: int) -> None:
-    """Record the return code, then the ``done`` marker: the job never runs again."""
-    _atomic_write(job.path / RETURNCODE_FILE, f"{returncode}\n".encode())
-    _atomic_write(job.path / DONE_MARKER, b"")
+    """Record the return code, then the ``done`` marker: the job never runs again.
+    returncode.txt counts only once ``done`` exists, so neither needs a temp file and
+    a rename. Like the logs, they are not fsynced: a power cut may lose the last
+    results, a runner crash cannot."""
+    fd = _create_fresh(job.path / RETURNCODE_FILE)
+    try:
+        _write_all(fd, f"{returncode}\n".encode())
+    finally:
+        os.close(fd)
+    os.close(_create_fresh(job.path / DONE_MARKER))
 
 
 def _fail_job(job: _Job, reason: str) -> None:
@@ -2215,6 +2322,7 @@ class SyftJobRunner:
         self.limits = _JobLimits(tuple(env_passthrough), max_memory_mb, max_cpu_seconds, max_log_bytes)
         self.job_dir = config.get_job_dir(config.email)
         self.job_dir.mkdir(parents=True, exist_ok=True)
+        self._scanner = _JobScanner(self.job_dir)
         self._known_jobs: set[str] = set()
         self._protected: set[str] = set()  # submitters and inbox jobs already protected
         self._abandoned_jobs: set[str] = set()  # could not even be marked done
@@ -2224,7 +2332,7 @@ class SyftJobRunner:
 
     def _jobs(self) -> list[_Job]:
         """One scan of the job directory (a poll makes one, and passes it on)."""
-        jobs = _scan_jobs(self.job_dir)
+        jobs = self._scanner.scan()
         self._protect_new(jobs)
         return jobs
 
@@ -2303,6 +2411,7 @@ class SyftJobRunner:
                 if j.status in ("approved", "running") and j.name not in skip and j.key not in skip
                 and j.key not in self._abandoned_jobs]
         results: list[_JobResult] = []
+        env = _job_environment(self.config, self.limits.env_passthrough)
         with _sigterm_stops_jobs():
             for job in jobs:
                 claim = self._claim(job)
@@ -2311,7 +2420,7 @@ class SyftJobRunner:
                 if not results:
                     print(f"📋 Found {len(jobs)} job(s) in approved directory")
                     print(_RULE)
-                result = self._run_claimed(job, claim, options.stream_output, seconds)
+                result = self._run_claimed(job, claim, options.stream_output, seconds, env)
                 if result is None:
                     continue
                 results.append(result)
@@ -2345,7 +2454,8 @@ class SyftJobRunner:
                                  f"{_printable(str(job.path / CLAIM_FILE))}")
         return claim
 
-    def _run_claimed(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float) -> _JobResult | None:
+    def _run_claimed(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float,
+                     env: dict[str, str]) -> _JobResult | None:
         """Run a job this runner has claimed, and release the claim whatever happens;
         None when it turned out not to need running."""
         try:
@@ -2360,7 +2470,7 @@ class SyftJobRunner:
                                      f"syft-job approve {shlex.quote(_printable(job.name))} --user {shlex.quote(_printable(job.submitter))}")
                 return None
             self._held_back.pop(job.key, None)
-            return self._run_job(job, claim, stream_output, timeout)
+            return self._run_job(job, claim, stream_output, timeout, env)
         except (OSError, SyftJobError) as exc:
             self._hold_back(job, f"cannot check its approval: {exc}")
             return None
@@ -2368,7 +2478,8 @@ class SyftJobRunner:
             with contextlib.suppress(OSError):
                 _release(claim)
 
-    def _run_job(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float) -> _JobResult:
+    def _run_job(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float,
+                 env: dict[str, str]) -> _JobResult:
         """Execute one job and finish it; any failure is recorded in the job, never raised
         (except KeyboardInterrupt, which leaves the job approved for the next start)."""
         print(f"🚀 Executing job: {_printable(job.name)}")
@@ -2388,7 +2499,7 @@ class SyftJobRunner:
                 raise _JobCannotRun(f"job {job.label} was not run: {exc}") from None
             self._try_protect(job.key, _protect, job)
             console = _Console(f"[{self.config.email}][{_printable(job.name)}] ") if stream_output else None
-            result = _execute(job, self.config, timeout, console, self.limits,
+            result = _execute(job, env, timeout, console, self.limits,
                               on_start=lambda pgid: _note_process_group(claim, pgid))
             if not result.error:
                 _finish(job, result.returncode)
