@@ -1338,7 +1338,8 @@ class _JobScanner:
 
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
-        self.listings: dict[str, tuple[int, list[str]]] = {}  # submitter folder -> (mtime, job folders)
+        # submitter folder -> (its mtime, [(name, path) of each folder in it, sorted])
+        self.listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}
         self.finished: dict[str, _Job] = {}  # job folder -> its job, once done
         self.full_scan_at = 0.0
 
@@ -1351,8 +1352,7 @@ class _JobScanner:
             self.full_scan_at = time.monotonic() + _FULL_SCAN_SECONDS
         jobs = []
         for submitter in _sorted_subfolders(self.job_dir):
-            for name in self.job_folders(submitter):
-                folder = os.path.join(submitter.path, name)
+            for name, folder in self.job_folders(submitter):
                 job = self.finished.get(folder)
                 if job is None:
                     if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
@@ -1363,8 +1363,8 @@ class _JobScanner:
                 jobs.append(job)
         return jobs
 
-    def job_folders(self, submitter: os.DirEntry) -> list[str]:
-        """The names of the folders in a submitter folder, sorted."""
+    def job_folders(self, submitter: os.DirEntry) -> list[tuple[str, str]]:
+        """``(name, path)`` of each folder in a submitter folder, sorted by name."""
         try:
             mtime = submitter.stat(follow_symlinks=False).st_mtime_ns
         except OSError:
@@ -1372,10 +1372,10 @@ class _JobScanner:
         listed = self.listings.get(submitter.path)
         if listed is not None and listed[0] == mtime:
             return listed[1]
-        names = [entry.name for entry in _sorted_subfolders(submitter.path)]
+        folders = [(entry.name, entry.path) for entry in _sorted_subfolders(submitter.path)]
         if time.time_ns() - mtime > _SETTLED_NS:
-            self.listings[submitter.path] = (mtime, names)
-        return names
+            self.listings[submitter.path] = (mtime, folders)
+        return folders
 
 
 def _scan_jobs(job_dir: Path) -> list[_Job]:

@@ -1,233 +1,331 @@
-"""Benchmarks of the runner, as ratios measured in one run.
+"""Benchmarks of syft_job against the reference runner, measured side by side in one run.
 
-Each case runs in a fresh Python process, once with this syft_job and, when it can be
-installed, once with the reference runner (PyPI syft-job==0.1.24, installed into a
-cache venv on first use), on the same jobs. A baseline gives the cost of the work
-itself (bash started directly, output to a file) so the runner's own cost shows.
+Each measurement is a fresh Python process that builds a runner, times one call and
+reports. With ``--reference-python``, the reference (PyPI ``syft-job==0.1.24``) runs
+the same cases on its own copy of the same jobs, alternating with ours, run after run.
+The table gives medians, the ratio to the reference, the physical floor where there
+is one (bash alone, ``seq`` writing to a file), and whether each target is met.
 
-    python3 bench/bench_runner.py                 # ours, the reference, the baselines
-    python3 bench/bench_runner.py --no-reference  # ours and the baselines only
+    python bench/bench_runner.py                                   # ours and the floors
+    python bench/bench_runner.py --reference-python ~/.cache/syft-job-ref/bin/python
+    python bench/bench_runner.py --case noop_200 --runs 5          # one case
 
-Cases (the reference's defects in SPEC.md):
-  stream_1m   a job prints 1,000,000 lines, streamed to the console (to a file here)
-  noop_200    200 approved jobs that do nothing, per job
-  poll_10k    one check + process over 10,000 finished jobs
-  mem_200mb   200 MB of output in captured mode: peak memory of the runner process
-  timeout     a 1 s timeout, streamed, while a grandchild in another session holds
-              the pipes (the reference's captured mode returns at once, but never
-              finishes the job: it re-runs on every poll)
+This script never installs anything. Make the reference's environment once with:
 
-Exits 1 if ours is not better than the reference in a case (or, without the
-reference, not better than the reference's figures in SPEC.md).
+    python3 -m venv ~/.cache/syft-job-ref
+    ~/.cache/syft-job-ref/bin/pip install syft-job==0.1.24
+
+Exits 1 if a target is missed (targets that need the reference count only with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import shutil
+import selectors
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 OWNER = "do@bench.org"
 DS = "ds@bench.org"
-REFERENCE = "syft-job==0.1.24"
-REFERENCE_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "syft-job-bench" / "ref-venv"
-# SPEC.md: the reference measured on this kind of machine.
-SPEC_FIGURES = {"stream_1m": 9.1, "noop_200": 0.255, "poll_10k": 0.69, "mem_200mb": 627_000, "timeout": None}
+MILLION = "seq 1 1000000\n"
+PARTIAL = "printf 'progress 50%%'\ndate +%s.%N > printed_at\nsleep 3\necho\n"
+GRANDCHILD = "setsid sleep 10 &\necho $! > escaped.pid\nsleep 10\n"
 
-# The program each measurement runs: build a runner, time one call, print JSON.
+# What a measurement runs, in the runner's own Python: build a runner, time the call
+# the case asks for, report JSON on stderr (stdout is the runner's console).
 PROGRAM = textwrap.dedent("""
-    import json, re, sys, time
+    import json, resource, statistics, sys, time
     from syft_job import create_runner
     folder, email, call, stream, timeout = sys.argv[1:6]
     runner = create_runner(folder, email, poll_interval=5)
+
+    def poll():
+        runner.check_for_new_jobs()
+        runner.process_approved_jobs(stream_output=stream == "1", timeout=int(timeout))
+
+    report = {}
     started = time.perf_counter()
     if call == "poll":
-        runner.check_for_new_jobs()
-    runner.process_approved_jobs(stream_output=stream == "1", timeout=int(timeout))
-    seconds = time.perf_counter() - started
-    with open("/proc/self/status") as f:
-        peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", f.read()).group(1))
-    sys.stderr.write(json.dumps({"seconds": seconds, "peak_kb": peak_kb}) + "\\n")
+        poll()
+        report["first"] = time.perf_counter() - started
+        time.sleep(1.1)  # as in run(), polls come seconds apart, not right after the jobs were made
+        seconds = []
+        for _ in range(7):
+            started = time.perf_counter()
+            poll()
+            seconds.append(time.perf_counter() - started)
+        report["seconds"] = statistics.median(seconds)
+    else:
+        runner.process_approved_jobs(stream_output=stream == "1", timeout=int(timeout))
+        report["seconds"] = time.perf_counter() - started
+    sys.stdout.flush()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report["peak_mb"] = peak / 1024 if sys.platform != "darwin" else peak / 1024 / 1024
+    sys.stderr.write(json.dumps(report) + "\\n")
 """)
 
 
-def make_job(job_dir: Path, name: str, script: str, approved: bool = True, done: bool = False) -> Path:
+@dataclasses.dataclass
+class Runner:
+    label: str
+    python: str
+    pythonpath: str | None  # ours: the repository; the reference: its own install
+
+
+@dataclasses.dataclass
+class Measurement:
+    value: float
+    extra: dict
+
+
+def make_job(job_dir: Path, name: str, script: str, done: bool = False) -> Path:
     folder = job_dir / DS / name
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(f"name: {name}\nsubmitted_by: {DS}\n")
     (folder / "run.sh").write_text(script)
-    if approved:
-        (folder / "approved").touch()
+    (folder / "approved").touch()
     if done:
         (folder / "done").touch()
     return folder
 
 
-def fresh_site(root: Path, tag: str) -> tuple[Path, Path]:
-    site = root / tag
-    job_dir = site / OWNER / "app_data" / "job"
-    job_dir.mkdir(parents=True)
-    return site, job_dir
+class Site:
+    """A SyftBox folder of its own for one measurement."""
+
+    count = 0
+
+    def __init__(self, root: Path) -> None:
+        Site.count += 1
+        self.folder = root / f"site-{Site.count}"
+        self.job_dir = self.folder / OWNER / "app_data" / "job"
+        self.job_dir.mkdir(parents=True)
 
 
-def measure(python: str, pythonpath: str | None, site: Path, call: str = "process",
-            stream: bool = False, timeout: int = 300, deadline: float = 600) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    with open(os.devnull, "wb") as devnull:
-        proc = subprocess.run([python, "-c", PROGRAM, str(site), OWNER, call, "1" if stream else "0", str(timeout)],
-                              stdout=devnull, stderr=subprocess.PIPE, env=env, timeout=deadline, cwd=str(site))
-    lines = [l for l in proc.stderr.decode(errors="replace").splitlines() if l.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"measurement failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
-    return json.loads(lines[-1])
+def run_program(runner: Runner, site: Site, call: str = "process", stream: bool = False, timeout: int = 300,
+                on_console: Callable[[bytes, float], None] | None = None) -> dict:
+    """Run PROGRAM for ``runner`` on ``site``; the runner's console is read as it comes
+    (and passed to ``on_console`` with the time it arrived)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "PYTHONPATH")}
+    if runner.pythonpath:
+        env["PYTHONPATH"] = runner.pythonpath
+    proc = subprocess.Popen([runner.python, "-c", PROGRAM, str(site.folder), OWNER, call, "1" if stream else "0",
+                             str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=str(site.folder))
+    errors = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, "out")
+        selector.register(proc.stderr, selectors.EVENT_READ, "err")
+        while selector.get_map():
+            for key, _ in selector.select(600):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fd)
+                elif key.data == "err":
+                    errors.append(chunk)
+                elif on_console is not None:
+                    on_console(chunk, time.time())
+    proc.wait()
+    stderr = b"".join(errors).decode(errors="replace")
+    reports = [line for line in stderr.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not reports:
+        raise RuntimeError(f"{runner.label}: measurement failed ({proc.returncode}): {stderr[-2000:]}")
+    return json.loads(reports[-1])
 
 
-def reference_python(install: bool) -> str | None:
-    python = REFERENCE_VENV / "bin" / "python"
-    if python.exists():
-        return str(python)
-    if not install:
-        return None
-    print(f"installing the reference ({REFERENCE}) into {REFERENCE_VENV} ...", flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(REFERENCE_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", REFERENCE], check=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as exc:
-        print(f"  could not install the reference: {exc}; comparing with SPEC.md's figures")
-        shutil.rmtree(REFERENCE_VENV, ignore_errors=True)
-        return None
-    return str(python)
-
-
-def each_runner(root: Path, runners: dict, tag: str, add_jobs, key: str = "seconds", **options) -> dict:
-    """Measure every runner on its own copy of the same jobs: ``{label: figure}``."""
-    result = {}
-    for label, (python, path) in runners.items():
-        site, job_dir = fresh_site(root, f"{tag}-{label}")
-        add_jobs(job_dir)
-        result[label] = measure(python, path, site, **options)[key]
-    return result
-
-
-# -- the cases: each returns {"ours": x, "reference": y (if run), "baseline": z} --------
-
-
-def case_stream_1m(root: Path, runners: dict) -> dict:
-    result = each_runner(root, runners, "stream", lambda d: make_job(d, "million", "seq 1 1000000\n"), stream=True)
-    site, job_dir = fresh_site(root, "stream-baseline")
-    job = make_job(job_dir, "million", "seq 1 1000000\n")
+def bash_alone(job: Path, repeat: int, stdout_file: bool) -> float:
+    """Seconds per run of the job's run.sh started directly: the floor."""
     started = time.perf_counter()
-    with open(job / "stdout.txt", "wb") as out:
-        subprocess.run(["bash", "run.sh"], cwd=job, stdout=out, check=True)
-    result["baseline"] = time.perf_counter() - started
-    return result
+    for _ in range(repeat):
+        with open(job / "stdout.txt", "wb") if stdout_file else open(os.devnull, "wb") as out:
+            subprocess.run(["bash", "run.sh"], cwd=job, stdout=out, check=True)
+    return (time.perf_counter() - started) / repeat
 
 
-def case_noop_200(root: Path, runners: dict) -> dict:
-    def add_jobs(job_dir: Path) -> None:
-        for i in range(200):
-            make_job(job_dir, f"noop {i:03d}", "true\n")
-
-    result = {label: seconds / 200 for label, seconds in each_runner(root, runners, "noop", add_jobs).items()}
-    site, job_dir = fresh_site(root, "noop-baseline")
-    job = make_job(job_dir, "noop", "true\n")
-    started = time.perf_counter()
-    for _ in range(200):
-        subprocess.run(["bash", "run.sh"], cwd=job, stdout=subprocess.DEVNULL, check=True)
-    result["baseline"] = (time.perf_counter() - started) / 200
-    return result
+# -- the cases ---------------------------------------------------------------------
+# Each measures one runner once; floor() measures the physical floor once.
 
 
-def case_poll_10k(root: Path, runners: dict) -> dict:
-    site, job_dir = fresh_site(root, "poll")
+def stream_1m(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    make_job(site.job_dir, "million", MILLION)
+    return Measurement(run_program(runner, site, stream=True, on_console=lambda chunk, at: None)["seconds"], {})
+
+
+def captured_1m(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    make_job(site.job_dir, "million", MILLION)
+    return Measurement(run_program(runner, site)["seconds"], {})
+
+
+def floor_1m(root: Path) -> float:
+    site = Site(root)
+    return bash_alone(make_job(site.job_dir, "million", MILLION), 3, stdout_file=True)
+
+
+def noop_200(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    for i in range(200):
+        make_job(site.job_dir, f"noop {i:03d}", "true\n")
+    return Measurement(run_program(runner, site)["seconds"] / 200, {})
+
+
+def floor_noop(root: Path) -> float:
+    site = Site(root)
+    return bash_alone(make_job(site.job_dir, "noop", "true\n"), 200, stdout_file=False)
+
+
+def poll_10k(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
     for i in range(10_000):
-        make_job(job_dir, f"done {i:05d}", "true\n", done=True)
-    result = {label: measure(python, path, site, call="poll")["seconds"] for label, (python, path) in runners.items()}
-    started = time.perf_counter()
-    for _dirpath, _dirs, _files in os.walk(job_dir):  # the baseline: just listing the tree
-        pass
-    result["baseline"] = time.perf_counter() - started
-    return result
+        make_job(site.job_dir, f"done {i:05d}", "true\n", done=True)
+    report = run_program(runner, site, call="poll")
+    return Measurement(report["seconds"], {"first poll": report["first"]})
 
 
-def case_mem_200mb(root: Path, runners: dict) -> dict:
-    script = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 200000000\n"
-    result = each_runner(root, runners, "mem", lambda d: make_job(d, "big", script), key="peak_kb")
-    ours = {"ours": runners["ours"]}  # the baseline: ours, with no output
-    result["baseline"] = each_runner(root, ours, "mem-baseline", lambda d: make_job(d, "small", "true\n"), key="peak_kb")["ours"]
-    return result
+def mem_200mb(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    make_job(site.job_dir, "big", "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 200000000\n")
+    return Measurement(run_program(runner, site)["peak_mb"], {})
 
 
-def case_timeout(root: Path, runners: dict) -> dict:
-    script = "setsid sleep 20 &\necho $! > escaped.pid\nsleep 20\n"
+def floor_mem(root: Path) -> float:
+    """The same measurement with ours on a job with no output: the interpreter's own."""
+    site = Site(root)
+    make_job(site.job_dir, "small", "true\n")
+    return run_program(OURS, site)["peak_mb"]
+
+
+def partial_line(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    job = make_job(site.job_dir, "progress", PARTIAL)
+    seen: list[float] = []
+    console = bytearray()
+
+    def on_console(chunk: bytes, at: float) -> None:
+        console.extend(chunk)
+        if not seen and b"progress 50%" in console:
+            seen.append(at)
+
+    run_program(runner, site, stream=True, on_console=on_console)
+    printed_at = float((job / "printed_at").read_text())
+    return Measurement(seen[0] - printed_at if seen else float("inf"), {})
+
+
+def timeout_grandchild(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    job = make_job(site.job_dir, "holder", GRANDCHILD)
     try:
-        result = each_runner(root, runners, "timeout", lambda d: make_job(d, "holder", script),
-                             stream=True, timeout=1, deadline=120)
+        seconds = run_program(runner, site, stream=True, timeout=1)["seconds"]
     finally:
-        for pid_file in root.glob("timeout-*/*/app_data/job/*/holder/escaped.pid"):
-            try:
-                os.kill(int(pid_file.read_text()), 9)
-            except (OSError, ValueError):
-                pass
-    result["baseline"] = 1.0  # the timeout itself
-    return result
+        try:
+            os.kill(int((job / "escaped.pid").read_text()), 9)
+        except (OSError, ValueError):
+            pass
+    return Measurement(seconds, {})
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    what: str
+    unit: str
+    measure: Callable[[Runner, Path], Measurement]
+    floor: Callable[[Path], float] | None
+    target: str
+    met: Callable[[float, float | None, float | None], bool | None]  # (ours, reference, floor)
+    runs: int = 0  # 0: --runs
+
+
+def faster(times: float) -> Callable[[float, float | None, float | None], bool | None]:
+    return lambda ours, ref, floor: None if ref is None else ref / ours >= times
 
 
 CASES = [
-    ("stream_1m", "s", case_stream_1m),
-    ("noop_200", "s/job", case_noop_200),
-    ("poll_10k", "s", case_poll_10k),
-    ("mem_200mb", "kB peak", case_mem_200mb),
-    ("timeout", "s to return", case_timeout),
+    Case("stream_1m", "1,000,000 lines, streamed to the console", "s", stream_1m, floor_1m,
+         ">= 20x faster", faster(20)),
+    Case("captured_1m", "1,000,000 lines, captured", "s", captured_1m, floor_1m,
+         "no slower", lambda ours, ref, floor: None if ref is None else ours <= ref),
+    Case("noop_200", "200 approved no-op jobs, captured", "ms/job", noop_200, floor_noop,
+         "<= floor + 5 ms, >= 50x faster",
+         lambda ours, ref, floor: ours - floor <= 5 and (ref is None or ref / ours >= 50)),
+    Case("poll_10k", "a poll (check + process) of a running runner over 10,000 done jobs", "ms", poll_10k, None,
+         "<= 50 ms, >= 10x faster", lambda ours, ref, floor: ours <= 50 and (ref is None or ref / ours >= 10)),
+    Case("mem_200mb", "peak memory, 200 MB of output captured", "MB", mem_200mb, floor_mem,
+         "< 40 MB", lambda ours, ref, floor: ours < 40, runs=1),
+    Case("partial_line", "a line without newline reaches the console", "s", partial_line, None,
+         "<= 0.5 s", lambda ours, ref, floor: ours <= 0.5),
+    Case("timeout", "1 s timeout, a grandchild holds the pipes", "s", timeout_grandchild, None,
+         "<= timeout + 2 s", lambda ours, ref, floor: ours <= 3.0, runs=1),
 ]
+SCALE = {"ms/job": 1000, "ms": 1000}  # cases report seconds; these show milliseconds
+OURS = Runner("ours", sys.executable, str(REPO))
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return "never"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-reference", action="store_true", help="do not install or run the reference")
-    parser.add_argument("--case", action="append", help="run only this case (repeatable)")
+    parser.add_argument("--reference-python", metavar="PATH",
+                        help="a Python with syft-job==0.1.24 installed (see the module docstring)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each case per runner (default: 3)")
+    parser.add_argument("--case", action="append", choices=[c.name for c in CASES], help="only this case")
     args = parser.parse_args()
-    runners = {"ours": (sys.executable, str(REPO))}
-    ref = None if args.no_reference else reference_python(install=True)
-    if ref:
-        runners["reference"] = (ref, None)
-    failed = []
+    runners = [OURS]
+    if args.reference_python:
+        runners.append(Runner("reference", args.reference_python, None))
     rows = []
     with tempfile.TemporaryDirectory(prefix="syft-job-bench-") as tmp:
-        for name, unit, case in CASES:
-            if args.case and name not in args.case:
+        for case in CASES:
+            if args.case and case.name not in args.case:
                 continue
-            print(f"running {name} ...", flush=True)
-            result = case(Path(tmp), runners)
-            ours, baseline = result["ours"], result["baseline"]
-            versus = result.get("reference") or SPEC_FIGURES[name]
-            source = "reference" if "reference" in result else "SPEC.md"
-            rows.append((name, unit, ours, result.get("reference"), baseline, versus, source))
-            if versus is not None and ours >= versus:
-                failed.append(name)
+            runs = case.runs or args.runs
+            print(f"{case.name}: {case.what} ({runs} run(s) each) ...", flush=True)
+            values: dict[str, list[float]] = {r.label: [] for r in runners}
+            extras: dict[str, list[dict]] = {r.label: [] for r in runners}
+            for _ in range(runs):
+                for runner in runners:  # alternating: ours, reference, ours, ...
+                    case_root = Path(tempfile.mkdtemp(dir=tmp))
+                    measurement = case.measure(runner, case_root)
+                    values[runner.label].append(measurement.value)
+                    extras[runner.label].append(measurement.extra)
+            scale = SCALE.get(case.unit, 1)
+            ours = statistics.median(values["ours"]) * scale
+            ref = statistics.median(values["reference"]) * scale if args.reference_python else None
+            floor = case.floor(Path(tempfile.mkdtemp(dir=tmp))) * scale if case.floor else None
+            met = case.met(ours, ref, floor)
+            rows.append((case, ours, ref, floor, met))
+            for label, runs_extra in extras.items():
+                for key in sorted({k for e in runs_extra for k in e}):
+                    median = statistics.median(e[key] for e in runs_extra) * scale
+                    print(f"  ({label}: {key} {fmt(median)} {case.unit})")
     print()
-    print(f"{'case':<10} {'unit':<12} {'ours':>10} {'reference':>10} {'baseline':>10} {'ours/ref':>9} {'ours/base':>9}")
-    for name, unit, ours, reference, baseline, versus, source in rows:
-        ref_text = f"{reference:.4g}" if reference is not None else "-"
-        ratio_ref = f"{ours / versus:.3f}" + ("" if source == "reference" else "*") if versus else "-"
-        print(f"{name:<10} {unit:<12} {ours:>10.4g} {ref_text:>10} {baseline:>10.4g} {ratio_ref:>9} {ours / baseline:>9.2f}")
-    if any(row[6] == "SPEC.md" and row[5] for row in rows):
-        print("* against the reference's figure in SPEC.md (the reference was not run)")
-    if failed:
-        print(f"NOT better than the reference in: {', '.join(failed)}")
-        return 1
-    print("better than the reference in every case")
-    return 0
+    header = f"{'case':<13} {'unit':<7} {'ours':>8} {'reference':>10} {'ref/ours':>9} {'floor':>8}  target"
+    print(header)
+    print("-" * (len(header) + 24))
+    for case, ours, ref, floor, met in rows:
+        ratio = f"{ref / ours:.1f}x" if ref is not None and ours > 0 and ref != float("inf") else "-"
+        verdict = {True: "met", False: "MISSED", None: "needs the reference"}[met]
+        print(f"{case.name:<13} {case.unit:<7} {fmt(ours):>8} {fmt(ref):>10} {ratio:>9} {fmt(floor):>8}  "
+              f"{case.target}: {verdict}")
+    if not args.reference_python:
+        print("(run with --reference-python to measure the reference; see --help)")
+    return 1 if any(met is False for *_, met in rows) else 0
 
 
 if __name__ == "__main__":
