@@ -8,6 +8,7 @@ output, and shares the results with the submitter when the owner says so::
     <syftbox>/<owner>/app_data/job/<submitter>/<job name>/
         config.yaml  run.sh  ...code...     written by the submitter     (inbox)
         approved                            written by the owner         (approved)
+        .syft_job_claim                     the runner running it        (running)
         stdout.txt  stderr.txt  returncode.txt  outputs/  done
                                             written by the runner        (done)
 
@@ -22,12 +23,12 @@ machine, and SyftBox syncs the folder between them)::
 
     # The data scientist: submit a job.
     ds = syft_job.SyftJobConfig.from_syftbox_folder("~/SyftBox", "ds@example.com")
-    job = syft_job.JobClient(ds).submit_bash_job(
+    syft_job.JobClient(ds).submit_bash_job(
         "owner@example.com", "echo hello > outputs/hello.txt", job_name="hello")
 
     # The owner: review, approve, run, share.
     runner.check_for_new_jobs()                 # prints the new job and its script
-    (job / "approved").touch()                  # the review: approve it
+    runner.approve_job("hello")                 # the review: approve it (and its files)
     runner.process_approved_jobs()              # runs it: stdout.txt, outputs/, done
     runner.share_job_results("hello", share_outputs=True, share_logs=True)
     runner.run()                                # or poll forever; Ctrl+C stops
@@ -1517,8 +1518,12 @@ def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
 
 def _note_process_group(claim: _Claim, pgid: int) -> None:
     """Add the started job's process group to the claim, for whoever takes it over."""
-    with open(claim.path, "a") as f:
-        f.write(json.dumps({"pgid": pgid, "leader_start": _process_start(pgid)}) + "\n")
+    line = json.dumps({"pgid": pgid, "leader_start": _process_start(pgid)}) + "\n"
+    fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
+    try:
+        _write_all(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def _stop_leftovers(job: _Job, fields: dict) -> None:
