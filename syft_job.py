@@ -1425,6 +1425,9 @@ class _Claim:
     attempt: int
 
 
+_held_claims: set[str] = set()  # claim files this process holds (runners in threads share a pid)
+
+
 def _process_start(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot, from /proc), to tell a process from
     a later one that got the same pid; None without /proc or when it is gone."""
@@ -1467,7 +1470,7 @@ def _claim_is_stale(path: Path, fields: dict | None) -> bool:
         return False
     pid = fields["pid"]
     if pid == os.getpid():
-        return True  # a runner runs one job at a time: this claim is a leftover of ours
+        return str(path) not in _held_claims  # else a leftover of this process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1500,30 +1503,44 @@ def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
                     os.link(stale, path)
                 return None, None
             if fields:
-                attempt = int(fields.get("attempt", 1)) + 1
+                previous = fields.get("attempt")
+                attempt = previous + 1 if isinstance(previous, int) and previous > 0 else 1
                 _stop_leftovers(job, fields)
         finally:
             os.unlink(stale)
     fields = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
               "claimed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "attempt": attempt}
     _check_parent(path)
+    _held_claims.add(str(path))  # before the file exists: a thread of this process may look
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
     except FileExistsError:
+        _held_claims.discard(str(path))
         return None, None
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(fields) + "\n")
-    return _Claim(path, attempt), None
+    except BaseException:
+        _held_claims.discard(str(path))
+        raise
+    claim = _Claim(path, attempt)
+    try:
+        _write_all(fd, (json.dumps(fields) + "\n").encode())
+    except BaseException:
+        _release(claim)  # a full disk: no half-written claim is left behind
+        raise
+    finally:
+        os.close(fd)
+    return claim, None
 
 
 def _note_process_group(claim: _Claim, pgid: int) -> None:
-    """Add the started job's process group to the claim, for whoever takes it over."""
+    """Add the started job's process group to the claim, for whoever takes it over
+    after a crash. Best effort: on a full disk the job runs all the same."""
     line = json.dumps({"pgid": pgid, "leader_start": _process_start(pgid)}) + "\n"
-    fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
-    try:
-        _write_all(fd, line.encode())
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
+        try:
+            _write_all(fd, line.encode())
+        finally:
+            os.close(fd)
 
 
 def _stop_leftovers(job: _Job, fields: dict) -> None:
@@ -1539,6 +1556,7 @@ def _stop_leftovers(job: _Job, fields: dict) -> None:
 
 
 def _release(claim: _Claim) -> None:
+    _held_claims.discard(str(claim.path))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(claim.path)
 
@@ -1932,7 +1950,7 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
             log_fds[stream] = _create_fresh(job.path / name)
             stack.callback(os.close, log_fds[stream])
         proc = subprocess.Popen(
-            ["bash", RUN_SCRIPT], cwd=job.path, env=env,
+            [_find_bash(env["PATH"]), RUN_SCRIPT], cwd=job.path, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, preexec_fn=limits.set_in_child if limits.in_child else None,
         )
@@ -1998,6 +2016,13 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
     return result
 
 
+@functools.lru_cache(maxsize=None)
+def _find_bash(search_path: str) -> str:
+    """Where bash is on ``search_path`` (a PATH value), looked up once: starting plain
+    "bash" makes the child try each PATH entry in turn, for every job."""
+    return shutil.which("bash", path=search_path) or "bash"
+
+
 def _exit_fd(pid: int) -> int | None:
     """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so
     the wait for a job is a ``select``, not a sleep loop; None where there is none."""
@@ -2036,25 +2061,30 @@ def _limit_reached(outputs: dict[str, _Output], returncode: int, limits: _JobLim
     return None
 
 
-def _finish(job: _Job, returncode: int) -> None:
-    """Record the return code, then the ``done`` marker: the job never runs again.
-    returncode.txt counts only once ``done`` exists, so neither needs a temp file and
-    a rename. Like the logs, they are not fsynced: a power cut may lose the last
-    results, a runner crash cannot."""
+def _finish(job: _Job, returncode: int, claim: _Claim) -> None:
+    """Record the return code, then mark the job done by renaming this runner's claim
+    to ``done``: one atomic step after which the job never runs again (``done`` keeps
+    the claim's record of who ran it). returncode.txt counts only once ``done``
+    exists, so it needs no temp file. Like the logs, neither is fsynced: a power cut
+    may lose the last results, a runner crash cannot."""
     fd = _create_fresh(job.path / RETURNCODE_FILE)
     try:
         _write_all(fd, f"{returncode}\n".encode())
     finally:
         os.close(fd)
-    os.close(_create_fresh(job.path / DONE_MARKER))
+    try:
+        os.replace(claim.path, job.path / DONE_MARKER)
+    except FileNotFoundError:  # the claim was deleted by hand meanwhile
+        os.close(_create_fresh(job.path / DONE_MARKER))
+    _held_claims.discard(str(claim.path))
 
 
-def _fail_job(job: _Job, reason: str) -> None:
+def _fail_job(job: _Job, reason: str, claim: _Claim) -> None:
     """Finish a job that could not run: the reason goes into its stderr.txt (if the
     disk still takes it)."""
     with contextlib.suppress(OSError):
         _append_bytes(job.path / STDERR_FILE, f"syft_job: {reason}\n".encode())
-    _finish(job, -1)
+    _finish(job, -1, claim)
 
 
 # ---------------------------------------------------------------------------
@@ -2507,7 +2537,7 @@ class SyftJobRunner:
             result = _execute(job, env, timeout, console, self.limits,
                               on_start=lambda pgid: _note_process_group(claim, pgid))
             if not result.error:
-                _finish(job, result.returncode)
+                _finish(job, result.returncode, claim)
         except _JobCannotRun as exc:
             result = _JobResult(job, -1, error=str(exc))
         except Exception as exc:  # a runner-side failure: record it, go on
@@ -2517,7 +2547,7 @@ class SyftJobRunner:
         if result.error:
             print(f"❌ {result.error}")
             try:
-                _fail_job(job, result.error)
+                _fail_job(job, result.error, claim)
             except (OSError, SyftJobError) as exc:
                 print(f"❌ Cannot mark job {job.label} as done either ({exc}); skipping it until restart")
                 self._abandoned_jobs.add(job.key)
