@@ -1278,6 +1278,11 @@ class _Job:
     def path(self) -> Path:
         return Path(self.folder)
 
+    def file(self, name: str) -> str:
+        """The path of ``name`` in the job folder, as a str (cheaper than a Path: running
+        a job looks up a dozen of them)."""
+        return f"{self.folder}/{name}"
+
     @property
     def key(self) -> str:
         return f"{self.submitter}/{self.name}"
@@ -1421,7 +1426,7 @@ _CACHE_FOLDERS = {".venv", "__pycache__"}
 class _Claim:
     """This runner's hold on one job (its CLAIM_FILE)."""
 
-    path: Path
+    path: str
     attempt: int
 
 
@@ -1438,7 +1443,13 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _read_claim(path: Path) -> dict | None:
+@functools.lru_cache(maxsize=4)
+def _own_start(pid: int) -> str | None:
+    """This process's start time, read once (a forked child asks with its own pid)."""
+    return _process_start(pid)
+
+
+def _read_claim(path: str) -> dict | None:
     """A claim's fields (JSON lines, later lines adding to the first); None when
     missing, empty or not ours to understand."""
     try:
@@ -1457,7 +1468,7 @@ def _read_claim(path: Path) -> dict | None:
     return fields if isinstance(fields.get("pid"), int) else None
 
 
-def _claim_is_stale(path: Path, fields: dict | None) -> bool:
+def _claim_is_stale(path: str, fields: dict | None) -> bool:
     """Whether the runner that wrote a claim is gone. A claim from another host is
     never judged stale: this host cannot see that runner."""
     if fields is None:
@@ -1470,7 +1481,7 @@ def _claim_is_stale(path: Path, fields: dict | None) -> bool:
         return False
     pid = fields["pid"]
     if pid == os.getpid():
-        return str(path) not in _held_claims  # else a leftover of this process
+        return path not in _held_claims  # else a leftover of this process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1481,18 +1492,26 @@ def _claim_is_stale(path: Path, fields: dict | None) -> bool:
     return recorded is not None and _process_start(pid) not in (None, recorded)
 
 
+def _live_status(job: _Job) -> str:
+    """The job's status, with "interrupted" for a running job whose runner is gone."""
+    claim = job.file(CLAIM_FILE)
+    if job.status == "running" and _claim_is_stale(claim, _read_claim(claim)):
+        return "interrupted"
+    return job.status
+
+
 def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
     """Claim a job for this runner: ``(claim, None)``, or ``(None, the claim of the
     runner that has it, if readable)``. A stale claim is taken over after stopping
     what its job left running."""
-    path = job.path / CLAIM_FILE
+    path = job.file(CLAIM_FILE)
     attempt = 1
     if os.path.lexists(path):
         fields = _read_claim(path)
         if not _claim_is_stale(path, fields):
             return None, fields
         # Rename first: of several runners taking it over, one wins the rename.
-        stale = path.with_name(f"{CLAIM_FILE}.{uuid.uuid4().hex[:12]}.stale")
+        stale = f"{path}.{uuid.uuid4().hex[:12]}.stale"
         try:
             os.rename(path, stale)
         except FileNotFoundError:
@@ -1508,17 +1527,17 @@ def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
                 _stop_leftovers(job, fields)
         finally:
             os.unlink(stale)
-    fields = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+    fields = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _own_start(os.getpid()),
               "claimed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "attempt": attempt}
     _check_parent(path)
-    _held_claims.add(str(path))  # before the file exists: a thread of this process may look
+    _held_claims.add(path)  # before the file exists: a thread of this process may look
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
     except FileExistsError:
-        _held_claims.discard(str(path))
+        _held_claims.discard(path)
         return None, None
     except BaseException:
-        _held_claims.discard(str(path))
+        _held_claims.discard(path)
         raise
     claim = _Claim(path, attempt)
     try:
@@ -1556,7 +1575,7 @@ def _stop_leftovers(job: _Job, fields: dict) -> None:
 
 
 def _release(claim: _Claim) -> None:
-    _held_claims.discard(str(claim.path))
+    _held_claims.discard(claim.path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(claim.path)
 
@@ -1607,7 +1626,7 @@ def _approved_files(job: _Job) -> dict[str, str] | None:
     """The submission recorded at approval, or None for a marker without one (an
     empty file, as other SyftBox tools write)."""
     try:
-        data = _read_file(job.path / APPROVED_MARKER, _MAX_APPROVAL_BYTES)
+        data = _read_file(job.file(APPROVED_MARKER), _MAX_APPROVAL_BYTES)
         record = json.loads(data) if data.strip() else None
     except (JobError, ValueError):
         return None
@@ -1936,18 +1955,18 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
     :param on_start: called with the job's process group id once it runs.
     """
     started = time.monotonic()
-    outputs_dir = job.path / OUTPUTS_DIR
+    outputs_dir = job.file(OUTPUTS_DIR)
     _check_parent(outputs_dir)  # the job folder itself is not a symlink
     _remove_path(outputs_dir)
-    outputs_dir.mkdir()
+    os.mkdir(outputs_dir)
     for name in (RETURNCODE_FILE, DONE_MARKER):
-        _remove_path(job.path / name)
+        _remove_path(job.file(name))
     with contextlib.ExitStack() as stack:
         interrupts = stack.enter_context(_InterruptLatch())
         selector = stack.enter_context(selectors.DefaultSelector())
         log_fds = {}
         for stream, name in (("stdout", STDOUT_FILE), ("stderr", STDERR_FILE)):
-            log_fds[stream] = _create_fresh(job.path / name)
+            log_fds[stream] = _create_fresh(job.file(name))
             stack.callback(os.close, log_fds[stream])
         proc = subprocess.Popen(
             [_find_bash(env["PATH"]), RUN_SCRIPT], cwd=job.path, env=env,
@@ -2067,23 +2086,23 @@ def _finish(job: _Job, returncode: int, claim: _Claim) -> None:
     the claim's record of who ran it). returncode.txt counts only once ``done``
     exists, so it needs no temp file. Like the logs, neither is fsynced: a power cut
     may lose the last results, a runner crash cannot."""
-    fd = _create_fresh(job.path / RETURNCODE_FILE)
+    fd = _create_fresh(job.file(RETURNCODE_FILE))
     try:
         _write_all(fd, f"{returncode}\n".encode())
     finally:
         os.close(fd)
     try:
-        os.replace(claim.path, job.path / DONE_MARKER)
+        os.replace(claim.path, job.file(DONE_MARKER))
     except FileNotFoundError:  # the claim was deleted by hand meanwhile
-        os.close(_create_fresh(job.path / DONE_MARKER))
-    _held_claims.discard(str(claim.path))
+        os.close(_create_fresh(job.file(DONE_MARKER)))
+    _held_claims.discard(claim.path)
 
 
 def _fail_job(job: _Job, reason: str, claim: _Claim) -> None:
     """Finish a job that could not run: the reason goes into its stderr.txt (if the
     disk still takes it)."""
     with contextlib.suppress(OSError):
-        _append_bytes(job.path / STDERR_FILE, f"syft_job: {reason}\n".encode())
+        _append_bytes(job.file(STDERR_FILE), f"syft_job: {reason}\n".encode())
     _finish(job, -1, claim)
 
 
@@ -2486,7 +2505,7 @@ class SyftJobRunner:
         if holder and holder.get("host") != socket.gethostname():
             self._hold_back(job, f"a runner on {_printable(str(holder.get('host')))} (pid {holder['pid']}) "
                                  f"claimed it at {holder.get('claimed_at')}; if that runner is gone, delete "
-                                 f"{_printable(str(job.path / CLAIM_FILE))}")
+                                 f"{_printable(job.file(CLAIM_FILE))}")
         return claim
 
     def _run_claimed(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float,
@@ -2494,7 +2513,7 @@ class SyftJobRunner:
         """Run a job this runner has claimed, and release the claim whatever happens;
         None when it turned out not to need running."""
         try:
-            if os.path.lexists(job.path / DONE_MARKER) or not os.path.lexists(job.path / APPROVED_MARKER):
+            if os.path.lexists(job.file(DONE_MARKER)) or not os.path.lexists(job.file(APPROVED_MARKER)):
                 return None  # finished, or approval withdrawn, since the scan
             if 1 < claim.attempt <= _MAX_ATTEMPTS:
                 print(f"🔁 Job {job.label} was interrupted (the runner stopped while it ran); "
@@ -2523,7 +2542,7 @@ class SyftJobRunner:
             if claim.attempt > _MAX_ATTEMPTS:
                 raise _JobCannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was "
                                     "killed or the machine stopped while it ran); it is not run again")
-            script = job.path / RUN_SCRIPT
+            script = job.file(RUN_SCRIPT)
             if not os.path.lexists(script):
                 raise _JobCannotRun(f"job {job.label} has no {RUN_SCRIPT} in {job.where}")
             if os.path.islink(script) or not os.path.isfile(script):
@@ -2699,8 +2718,7 @@ class SyftJobRunner:
 
         :raises SyftJobError: a runner is running one of the jobs.
         """
-        running = [j.label for j in _scan_jobs(self.job_dir) if j.status == "running"
-                   and not _claim_is_stale(j.path / CLAIM_FILE, _read_claim(j.path / CLAIM_FILE))]
+        running = [j.label for j in _scan_jobs(self.job_dir) if _live_status(j) == "running"]
         if running:
             raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; "
                                "stop it before a reset")
@@ -2843,23 +2861,15 @@ def _job_rows(runner: SyftJobRunner) -> list[dict]:
             submitted = job.read_config().get("submitted_at", "")
         except SyftJobError:
             submitted = "(unreadable config.yaml)"
-        rows.append({"job": job.name, "submitter": job.submitter, "status": _shown_status(job),
+        rows.append({"job": job.name, "submitter": job.submitter, "status": _live_status(job),
                      "submitted_at": str(submitted or ""), "returncode": _returncode(job),
                      "path": str(job.path)})
     return rows
 
 
-def _shown_status(job: _Job) -> str:
-    """The status, with "interrupted" for a job whose runner died while it ran."""
-    claim = job.path / CLAIM_FILE
-    if job.status == "running" and _claim_is_stale(claim, _read_claim(claim)):
-        return "interrupted"
-    return job.status
-
-
 def _returncode(job: _Job) -> int | None:
     try:
-        return int(_read_file(job.path / RETURNCODE_FILE, 64))
+        return int(_read_file(job.file(RETURNCODE_FILE), 64))
     except (SyftJobError, ValueError):
         return None
 
@@ -2931,7 +2941,7 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner._find_job(args.job, args.user)
     print(f"Job:       {job.label}")
-    print(f"Status:    {_shown_status(job)}")
+    print(f"Status:    {_live_status(job)}")
     print(f"Folder:    {job.where}")
     try:
         print("Config:\n" + "".join(f"  {k}: {v}\n" for k, v in _config_display_items(job.read_config())), end="")

@@ -287,12 +287,13 @@ def main() -> int:
                         help="a Python with syft-job==0.1.24 installed (see the module docstring)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each case per runner (default: 3)")
     parser.add_argument("--case", action="append", choices=[c.name for c in CASES], help="only this case")
+    parser.add_argument("--dir", metavar="PATH", help="where to make the SyftBox folders (default: the temp folder)")
     args = parser.parse_args()
     runners = [OURS]
     if args.reference_python:
         runners.append(Runner("reference", args.reference_python, None))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="syft-job-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="syft-job-bench-", dir=args.dir) as tmp:
         for case in CASES:
             if args.case and case.name not in args.case:
                 continue
