@@ -232,6 +232,37 @@ def test_check_for_new_jobs_reports_a_bad_config_and_goes_on(runner, capsys):
     assert "NEW JOB DETECTED: ds@test.org/fine" in out
 
 
+def test_a_poll_looks_again_only_at_what_can_have_changed(runner, monkeypatch):
+    finished = [make_job(runner, f"done {i}", "true\n") for i in range(5)]
+    for job in finished:
+        (job / "done").touch()
+    waiting = make_job(runner, "waiting", "true\n", approved=False)
+    old = time.time() - 60  # a folder last changed a minute ago: its listing can be trusted
+    os.utime(runner.job_dir / DS, (old, old))
+    looked_at = []
+    status = syft_job._job_status
+    monkeypatch.setattr(syft_job, "_job_status", lambda folder: looked_at.append(Path(folder).name) or status(folder))
+
+    assert len(runner._jobs()) == 6 and sorted(looked_at) == sorted(["waiting"] + [j.name for j in finished])
+    looked_at.clear()
+    runner._jobs()
+    assert looked_at == ["waiting"]  # finished jobs are not looked at again
+
+    (waiting / "approved").touch()
+    looked_at.clear()
+    assert {j.name: j.status for j in runner._jobs()}["waiting"] == "approved"
+    new = make_job(runner, "new", "true\n", approved=False)  # changes the submitter folder
+    looked_at.clear()
+    assert "new" in {j.name for j in runner._jobs()} and sorted(looked_at) == ["new", "waiting"]
+
+    (finished[0] / "done").unlink()  # by hand, to run it again: seen at the next full scan
+    assert {j.name: j.status for j in runner._jobs()}["done 0"] == "done"
+    runner._scanner.full_scan_at = 0
+    assert {j.name: j.status for j in runner._jobs()}["done 0"] == "approved"
+    shutil.rmtree(new)
+    assert "new" not in {j.name for j in runner._jobs()}
+
+
 def test_discovery_does_not_follow_symlinks_out(runner, tmp_path, capsys):
     outside = tmp_path / "outside"
     (outside / "job").mkdir(parents=True)
