@@ -848,6 +848,7 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
     return _YamlReader(text, source).read()
 
 
+@functools.lru_cache(maxsize=1 << 14)  # permission files repeat the same emails and names
 def _is_plain_safe(text: str) -> bool:
     """Whether ``text`` can be written unquoted and read back (by us and by PyYAML)
     as this very string."""
@@ -858,9 +859,10 @@ def _is_plain_safe(text: str) -> bool:
     if ": " in text or " #" in text or text.endswith(":") or text[:3] in ("---", "..."):
         return False
     try:
-        return _resolve_plain(text) == text and isinstance(_resolve_plain(text), str)
+        value = _resolve_plain(text)
     except ValueError:
         return False
+    return isinstance(value, str) and value == text
 
 
 def _quote_double(text: str) -> str:
@@ -2144,14 +2146,34 @@ def _access(rule: Any, level: str) -> list:
     return users if isinstance(users, list) else []
 
 
+# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
+# header). A submitter's file grows with every shared job; reading it again for each
+# job would cost more and more as jobs pile up. An entry is taken out while its file is
+# edited, and put back only once the edit is written.
+_permission_files: dict[str, tuple[tuple[int, int, int], dict, str]] = {}
+_MAX_PERMISSION_BYTES = 16 * 1024 * 1024
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever a file is replaced or written: inode, size, mtime."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _load_permissions(path: Path) -> tuple[dict, str]:
     """A syft.pub.yaml as ``(data, leading comment lines)``; an empty one if missing."""
     if not os.path.lexists(path):
         return {"terminal": False, "rules": []}, ""
     if path.is_symlink():
         raise JobError(f"{path}: is a symlink; refusing to edit permissions through it")
+    known = _permission_files.pop(str(path), None)
+    if known is not None and known[0] == _file_identity(path):
+        return known[1], known[2]
     try:
-        text = _read_file(path, _MAX_CONFIG_BYTES).decode("utf-8")
+        text = _read_file(path, _MAX_PERMISSION_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise YAMLError(f"{path}: is not UTF-8 text") from None
     data = load_yaml(text, str(path)) or {}
@@ -2240,6 +2262,9 @@ def _edit_locked_permissions(path: Path, submitter: str, prefix: str,
         changed = True
     if changed:
         _atomic_write(path, (header + dump_yaml(data)).encode("utf-8"))
+    identity = _file_identity(path)
+    if identity is not None:
+        _permission_files[str(path)] = (identity, data, header)
     return changed
 
 
@@ -2275,7 +2300,8 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
     """Grant the submitter read access to a finished job's outputs and/or logs."""
     if job.status != "done":
         raise JobError(f"job {job.label} is not done yet ({job.status}); there is nothing to share")
-    if share_outputs and not _real_folder(job.path / OUTPUTS_DIR):
+    outputs = job.path / OUTPUTS_DIR
+    if share_outputs and os.path.lexists(outputs) and not _real_folder(outputs):
         raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with "
                        "a symlink or a file?); nothing shared")
     path, prefix = _governing_file(job)
