@@ -1231,6 +1231,31 @@ def test_handwritten_file_is_edited_without_loss(runner, syftbox):
     assert can(root, DS, folder / "test.job" / "outputs" / "result.csv", "read")
 
 
+def test_rules_written_by_others_between_two_shares_are_kept(runner, syftbox):
+    runner.add_submitter(DS)
+    first, second = finished_job(runner, "first"), finished_job(runner, "second")
+    runner.share_job_results("first")
+    path = runner.job_dir / DS / "syft.pub.yaml"
+    data = syft_job.load_yaml(path.read_text())
+    data["rules"].insert(0, {"pattern": "**/*.csv", "access": {"read": ["alice@example.com"]}})
+    replaced = path.with_name("other-tool.tmp")
+    replaced.write_text(syft_job.dump_yaml(data))
+    os.replace(replaced, path)  # another tool's edit, as SyftBox tools write: a new file
+    runner.share_job_results("second")
+    assert {"pattern": "**/*.csv", "access": {"read": ["alice@example.com"]}} in \
+        syft_job.load_yaml(path.read_text())["rules"]
+    root = syftbox.resolve()
+    assert can(root, "alice@example.com", second / "code" / "data.csv", "read")
+    assert can(root, DS, first / "stdout.txt", "read") and can(root, DS, second / "stdout.txt", "read")
+
+
+def test_sharing_a_job_that_never_made_outputs(runner):
+    job = make_job(runner, "no script", None)
+    runner.process_approved_jobs()
+    assert (job / "done").exists() and not (job / "outputs").exists()
+    runner.share_job_results("no script", share_outputs=True, share_logs=True)
+
+
 def test_sharing_a_missing_or_unfinished_job_writes_nothing(runner):
     folder = ds_folder_with_usual_permissions(runner)
     before = (folder / "syft.pub.yaml").read_bytes()
