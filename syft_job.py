@@ -1565,13 +1565,20 @@ def _note_process_group(claim: _Claim, pgid: int) -> None:
 
 
 def _stop_leftovers(job: _Job, fields: dict) -> None:
-    """Stop the processes an interrupted attempt left running (its process group)."""
+    """Stop the processes an interrupted attempt left running (its process group).
+    The claim file is the submitter's to write too: a group is stopped only if one of
+    its processes runs a job, so a planted claim cannot name the owner's shell."""
     pgid = fields.get("pgid")
     if not isinstance(pgid, int) or pgid <= 1 or not _group_alive(pgid):
         return
     leader_start = fields.get("leader_start")
     if leader_start is not None and _process_start(pgid) not in (None, leader_start):
         return  # the group's number now belongs to an unrelated process
+    members = _group_members(pgid)
+    if not members or not any(_runs_a_job(pid) for pid in members):
+        print(f"⚠️ Processes of the interrupted run of {job.label} may still run (process group {pgid});"
+              " they could not be told apart from others, so they were left alone")
+        return
     print(f"🧹 Stopping processes left running by the interrupted run of {job.label} (process group {pgid})")
     _stop_group(pgid)
 
@@ -1862,10 +1869,17 @@ def _group_alive(pgid: int) -> bool:
     does not reap orphans (some containers) they linger and would hold up the stop."""
     if not _signal_group(pgid, 0):
         return False
+    members = _group_members(pgid)
+    return members is None or bool(members)  # no /proc (macOS): the signal check is all
+
+
+def _group_members(pgid: int) -> list[int] | None:
+    """The running (not zombie) processes of a group, from /proc; None without /proc."""
     try:
         pids = [name for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
-        return True  # no /proc (macOS): the signal check is all there is
+        return None
+    members = []
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
@@ -1873,8 +1887,17 @@ def _group_alive(pgid: int) -> bool:
         except (OSError, IndexError):
             continue
         if int(fields[2]) == pgid and fields[0] != b"Z":  # fields: state, ppid, pgrp, ...
-            return True
-    return False
+            members.append(int(pid))
+    return members
+
+
+def _runs_a_job(pid: int) -> bool:
+    """Whether a process was started by a runner: its environment says so."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"\0SYFT_IS_IN_JOB=true\0" in b"\0" + f.read()
+    except OSError:
+        return False
 
 
 def _stop_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = _KILL_GRACE_SECONDS) -> None:

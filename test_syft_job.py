@@ -1699,6 +1699,21 @@ def test_a_job_interrupted_three_times_is_finished_with_a_reason(runner, capsys)
     assert not list(runner.job_dir.glob(f"*/*/{syft_job.CLAIM_FILE}*"))
 
 
+def test_a_planted_claim_cannot_make_the_runner_kill_other_processes(runner, capsys):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)  # say, the owner's shell
+    try:
+        job = make_job(runner, "planted claim", "echo ran\n")
+        (job / syft_job.CLAIM_FILE).write_text(json.dumps(
+            {"host": socket.gethostname(), "pid": dead_pid(), "attempt": 1, "pgid": bystander.pid}) + "\n")
+        runner.process_approved_jobs()
+        assert bystander.poll() is None, "a process outside any job was killed"
+        assert "they could not be told apart from others, so they were left alone" in capsys.readouterr().out
+        assert (job / "stdout.txt").read_text() == "ran\n"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_a_claim_of_a_live_runner_or_another_host_is_left_alone(runner, capsys):
     here = make_job(runner, "claimed here", "echo no\n")
     there = make_job(runner, "claimed there", "echo no\n")
