@@ -1304,14 +1304,14 @@ class _Job:
 
         :raises SyftJobError: a symlink, too large, not UTF-8, not YAML, not a mapping.
         """
-        path = self.path / CONFIG_FILE
+        path = self.file(CONFIG_FILE)
         data = _read_file(path, _MAX_CONFIG_BYTES)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise YAMLError(f"{path}: is not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r});"
                             " not a job config") from None
-        value = load_yaml(text, str(path))
+        value = load_yaml(text, path)
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -2569,8 +2569,8 @@ class SyftJobRunner:
                       f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
             problem = None if claim.attempt > _MAX_ATTEMPTS else _approval_problem(job, self.require_approval_digest)
             if problem:
-                self._hold_back(job, f"{problem}. Review it, then approve it again: "
-                                     f"syft-job approve {shlex.quote(_printable(job.name))} --user {shlex.quote(_printable(job.submitter))}")
+                command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
+                self._hold_back(job, f"{problem}. Review it, then approve it again: {_printable(command)}")
                 return None
             self._held_back.pop(job.key, None)
             return self._run_job(job, claim, stream_output, timeout, env)
