@@ -1782,13 +1782,15 @@ def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
     runner.check_for_new_jobs()
     runner.process_approved_jobs(share_outputs_with_submitter=True)
     out = capsys.readouterr().out
-    assert f"config.yaml: is a symlink; not read" in (linked_config / "stderr.txt").read_text()
+    assert "config.yaml: is a symlink; not read" in (linked_config / "stderr.txt").read_text()
     assert "its run.sh is a symlink or not a file" in (linked_script / "stderr.txt").read_text()
     assert "its run.sh is a symlink or not a file" in (fifos / "stderr.txt").read_text()
     assert not (fifo_config / "stdout.txt").exists()
     assert "the outputs/ of job ds@test.org/swapper is not a folder (the job replaced it with a symlink " \
            "or a file?); nothing shared" in out
     assert (outside / "syft.pub.yaml").read_text() == "rules: []\n" and (outside / "keep.txt").exists()
+    assert (swapper / "outputs").is_symlink() and (swapper / "done").exists()
+    assert "swapper/" not in (runner.job_dir / DS / "syft.pub.yaml").read_text()  # nothing shared for it
     assert secret.read_text() == "0\n"
     rows = {r["job"]: r for r in syft_job._job_rows(runner)}
     assert "fifo config" not in rows
