@@ -1978,21 +1978,17 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
 
     :param env: the job's whole environment (see ``_job_environment``).
     :param on_start: called with the job's process group id once it runs.
+    :returns: how it ended; unless ``error`` is set, returncode.txt is written.
     """
     started = time.monotonic()
     outputs_dir = job.file(OUTPUTS_DIR)
     _check_parent(outputs_dir)  # the job folder itself is not a symlink
     _remove_path(outputs_dir)
     os.mkdir(outputs_dir)
-    for name in (RETURNCODE_FILE, DONE_MARKER):
-        _remove_path(job.file(name))
+    _remove_path(job.file(DONE_MARKER))
     with contextlib.ExitStack() as stack:
         interrupts = stack.enter_context(_InterruptLatch())
         selector = stack.enter_context(selectors.DefaultSelector())
-        log_fds = {}
-        for stream, name in (("stdout", STDOUT_FILE), ("stderr", STDERR_FILE)):
-            log_fds[stream] = _create_fresh(job.file(name))
-            stack.callback(os.close, log_fds[stream])
         proc = subprocess.Popen(
             [_find_bash(env["PATH"]), RUN_SCRIPT], cwd=job.path, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -2000,14 +1996,21 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
         )
         stack.callback(proc.stdout.close)
         stack.callback(proc.stderr.close)
-        outputs = {stream: _Output(pipe, log_fds[stream], stream, console, limits.max_log_bytes)
-                   for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))}
-        for output in outputs.values():
-            selector.register(output.pipe_fd, selectors.EVENT_READ, output)
+        outputs: dict[str, _Output] = {}
         timed_out = False
         try:  # from here on, whatever happens, the job's process group is stopped
             if on_start is not None:
                 on_start(proc.pid)
+            # The logs and returncode.txt are made while the job starts (its output
+            # waits in the pipes): on a slow disk, making a file costs as much as
+            # starting bash.
+            for stream, name, pipe in (("stdout", STDOUT_FILE, proc.stdout), ("stderr", STDERR_FILE, proc.stderr)):
+                log_fd = _create_fresh(job.file(name))
+                stack.callback(os.close, log_fd)
+                outputs[stream] = _Output(pipe, log_fd, stream, console, limits.max_log_bytes)
+                selector.register(outputs[stream].pipe_fd, selectors.EVENT_READ, outputs[stream])
+            returncode_fd = _create_fresh(job.file(RETURNCODE_FILE))
+            stack.callback(os.close, returncode_fd)
             exit_fd = _exit_fd(proc.pid)
             if exit_fd is not None:
                 stack.callback(os.close, exit_fd)
@@ -2057,6 +2060,7 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
             if result.over_limit and not outputs["stderr"].cut:
                 outputs["stderr"].console = None
                 outputs["stderr"].write_line(f"syft_job: {result.over_limit}\n")
+        _record_returncode(job, result.returncode, returncode_fd)
     return result
 
 
@@ -2106,16 +2110,44 @@ def _limit_reached(outputs: dict[str, _Output], returncode: int, limits: _JobLim
 
 
 def _finish(job: _Job, returncode: int, claim: _Claim) -> None:
-    """Record the return code, then mark the job done by renaming this runner's claim
-    to ``done``: one atomic step after which the job never runs again (``done`` keeps
-    the claim's record of who ran it). returncode.txt counts only once ``done``
-    exists, so it needs no temp file. Like the logs, neither is fsynced: a power cut
-    may lose the last results, a runner crash cannot."""
-    fd = _create_fresh(job.file(RETURNCODE_FILE))
+    """Record the return code, then mark the job done."""
+    _record_returncode(job, returncode)
+    _mark_done(job, claim)
+
+
+def _record_returncode(job: _Job, returncode: int, fd: int | None = None) -> None:
+    """Write returncode.txt. It counts only once ``done`` exists, so it needs no temp
+    file; like the logs it is not fsynced (a power cut may lose the last results, a
+    runner crash cannot).
+
+    :param fd: the file made, empty, while the job ran (to keep file creation off the
+        path from one job to the next); used if it is still the one at that path.
+    """
+    path = job.file(RETURNCODE_FILE)
+    if fd is not None and not _same_file(fd, path):
+        fd = None  # the job replaced it
+    own = fd is None
+    if own:
+        fd = _create_fresh(path)
     try:
         _write_all(fd, f"{returncode}\n".encode())
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _mark_done(job: _Job, claim: _Claim) -> None:
+    """Rename this runner's claim to ``done``: one atomic step after which the job
+    never runs again, and ``done`` keeps the claim's record of who ran it."""
     try:
         os.replace(claim.path, job.file(DONE_MARKER))
     except FileNotFoundError:  # the claim was deleted by hand meanwhile
@@ -2605,7 +2637,7 @@ class SyftJobRunner:
             result = _execute(job, env, timeout, console, self.limits,
                               on_start=lambda pgid: _note_process_group(claim, pgid))
             if not result.error:
-                _finish(job, result.returncode, claim)
+                _mark_done(job, claim)
         except _JobCannotRun as exc:
             result = _JobResult(job, -1, error=str(exc))
         except Exception as exc:  # a runner-side failure: record it, go on

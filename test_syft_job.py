@@ -1778,6 +1778,9 @@ def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
         (planted / name).symlink_to(secret)
     # A job that turns its outputs/ into a link to the owner's folder while it runs.
     swapper = make_job(runner, "swapper", f"rm -rf outputs\nln -s {outside} outputs\n")
+    # A job that turns returncode.txt (made while it starts) into a link to the owner's file.
+    tamper = make_job(runner, "tamper", f"rm -f returncode.txt stdout.txt\nln -s {secret} returncode.txt\n"
+                                        f"ln -s {secret} stdout.txt\nexit 3\n")
 
     runner.check_for_new_jobs()
     runner.process_approved_jobs(share_outputs_with_submitter=True)
@@ -1790,6 +1793,7 @@ def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
            "or a file?); nothing shared" in out
     assert (outside / "syft.pub.yaml").read_text() == "rules: []\n" and (outside / "keep.txt").exists()
     assert (swapper / "outputs").is_symlink() and (swapper / "done").exists()
+    assert (tamper / "returncode.txt").read_text() == "3\n" and not (tamper / "returncode.txt").is_symlink()
     assert "swapper/" not in (runner.job_dir / DS / "syft.pub.yaml").read_text()  # nothing shared for it
     assert secret.read_text() == "0\n"
     rows = {r["job"]: r for r in syft_job._job_rows(runner)}
