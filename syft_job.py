@@ -1435,14 +1435,22 @@ class _Claim:
 _held_claims: set[str] = set()  # claim files this process holds (runners in threads share a pid)
 
 
+def _proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...);
+    None without /proc or when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) > 19 else None
+
+
 def _process_start(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot, from /proc), to tell a process from
     a later one that got the same pid; None without /proc or when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
+    fields = _proc_stat(pid)
+    return fields[19].decode() if fields else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -1584,9 +1592,11 @@ def _stop_leftovers(job: _Job, fields: dict) -> None:
 
 
 def _release(claim: _Claim) -> None:
-    _held_claims.discard(claim.path)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(claim.path)
+    """Give a claim up, unless it became ``done`` (then the path may be another's)."""
+    if claim.path in _held_claims:
+        _held_claims.discard(claim.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(claim.path)
 
 
 def _file_digest(path: str) -> str:
@@ -1881,12 +1891,8 @@ def _group_members(pgid: int) -> list[int] | None:
         return None
     members = []
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":  # fields: state, ppid, pgrp, ...
+        fields = _proc_stat(pid)
+        if fields and int(fields[2]) == pgid and fields[0] != b"Z":  # a zombie does not run
             members.append(int(pid))
     return members
 
@@ -1981,8 +1987,7 @@ def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console |
     :returns: how it ended; unless ``error`` is set, returncode.txt is written.
     """
     started = time.monotonic()
-    outputs_dir = job.file(OUTPUTS_DIR)
-    _check_parent(outputs_dir)  # the job folder itself is not a symlink
+    outputs_dir = job.file(OUTPUTS_DIR)  # the claim checked that the job folder is no symlink
     _remove_path(outputs_dir)
     os.mkdir(outputs_dir)
     _remove_path(job.file(DONE_MARKER))
@@ -2623,10 +2628,11 @@ class SyftJobRunner:
             if claim.attempt > _MAX_ATTEMPTS:
                 raise _JobCannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was "
                                     "killed or the machine stopped while it ran); it is not run again")
-            script = job.file(RUN_SCRIPT)
-            if not os.path.lexists(script):
-                raise _JobCannotRun(f"job {job.label} has no {RUN_SCRIPT} in {job.where}")
-            if os.path.islink(script) or not os.path.isfile(script):
+            try:
+                script_mode = os.lstat(job.file(RUN_SCRIPT)).st_mode
+            except FileNotFoundError:
+                raise _JobCannotRun(f"job {job.label} has no {RUN_SCRIPT} in {job.where}") from None
+            if not stat.S_ISREG(script_mode):
                 raise _JobCannotRun(f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
             try:
                 job.read_config()
@@ -2924,7 +2930,6 @@ def _positive_arg(kind: type) -> Callable[[str], Any]:
             what = "whole number" if kind is int else "number"
             raise argparse.ArgumentTypeError(f"{text!r} is not a positive {what}")
         return value
-    parse.__name__ = kind.__name__
     return parse
 
 
