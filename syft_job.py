@@ -1,16 +1,18 @@
 """syft_job: the job runner of a SyftBox datasite, in one file, standard library only.
 
 A data scientist drops a job (a ``run.sh``, a ``config.yaml`` and code) into the data
-owner's SyftBox folder. The owner reviews it and approves it by creating an empty file
-named ``approved`` in the job folder. The runner executes approved jobs, records their
-output, and shares the results with the submitter when the owner says so::
+owner's SyftBox folder. The owner reviews it and approves it; the runner runs approved
+jobs, each from a private copy of exactly what was approved and, where bubblewrap is
+installed, in a sandbox; it records their output and shares the results with the
+submitter when the owner says so. It speaks every layout syft-job has shipped::
 
-    <syftbox>/<owner>/app_data/job/<submitter>/<job name>/
-        config.yaml  run.sh  ...code...     written by the submitter     (inbox)
-        approved                            written by the owner         (approved)
-        .syft_job_claim                     the runner running it        (running)
-        stdout.txt  stderr.txt  returncode.txt  outputs/  done
-                                            written by the runner        (done)
+    <syftbox>/<owner>/app_data/job/
+        inbox/<submitter>/<job>/            config.yaml  run.sh  code/   (today's clients)
+        review/<submitter>/<job>/           state.yaml  stdout.txt  stderr.txt
+                                            returncode.txt  outputs/
+        inbox/<submitter>/v1/<job>/, review/<submitter>/v1/<job>/        (syft-job 0.1.40)
+        <submitter>/<job>/                  all in one folder, with ``approved`` and
+                                            ``done`` marker files          (syft-job 0.1.24)
 
 Quick start (a SyftBox folder ``~/SyftBox``; each side normally runs on its own
 machine, and SyftBox syncs the folder between them)::
@@ -23,15 +25,23 @@ machine, and SyftBox syncs the folder between them)::
 
     # The data scientist: submit a job.
     ds = syft_job.SyftJobConfig.from_syftbox_folder("~/SyftBox", "ds@example.com")
-    syft_job.JobClient(ds).submit_bash_job(
-        "owner@example.com", "echo hello > outputs/hello.txt", job_name="hello")
+    client = syft_job.JobClient(ds)
+    client.submit_bash_job("owner@example.com", "echo hello > outputs/hello.txt",
+                           job_name="hello")
 
     # The owner: review, approve, run, share.
     runner.check_for_new_jobs()                 # prints the new job and its script
-    runner.approve_job("hello")                 # the review: approve it (and its files)
-    runner.process_approved_jobs()              # runs it: stdout.txt, outputs/, done
+    runner.approve_job("hello")                 # records the digest of its files
+    for result in runner.process_approved_jobs():
+        print(result.name, result.status, result.return_code, f"{result.duration:.2f} s")
     runner.share_job_results("hello", share_outputs=True, share_logs=True)
+
+    # The data scientist reads what was shared.
+    print(client.jobs)                          # a table; client.jobs[0].stdout, .outputs
     runner.run()                                # or poll forever; Ctrl+C stops
+
+``create_runner(..., console=False)`` keeps the runner quiet; any object with a
+``write(text)`` method receives its lines instead of standard output.
 
 From the shell: ``python -m syft_job --help``.
 """
@@ -39,18 +49,20 @@ From the shell: ``python -m syft_job --help``.
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import functools
 import hashlib
+import html
 import json
 import logging
-import math
 import os
 import re
+import secrets
+import select
 import selectors
 import shlex
 import shutil
@@ -62,11 +74,10 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "SyftJobError",
@@ -79,7 +90,9 @@ __all__ = [
     "SyftJobConfig",
     "SyftJobRunner",
     "create_runner",
+    "JobResult",
     "JobClient",
+    "JobInfo",
     "main",
 ]
 
@@ -100,11 +113,11 @@ class ConfigError(SyftJobError):
 
 
 class YAMLError(SyftJobError):
-    """A YAML text is outside the subset this module reads; names the file and line."""
+    """A YAML text is outside what this module reads; names the file and line."""
 
 
 class JobError(SyftJobError):
-    """A job cannot be created, found or shared as asked."""
+    """A job cannot be created, found, reviewed or shared as asked."""
 
 
 class JobNotFoundError(JobError):
@@ -112,67 +125,96 @@ class JobNotFoundError(JobError):
 
 
 # ---------------------------------------------------------------------------
-# Files: every write goes through here (no symlinks followed, atomic renames)
+# Files: folders opened once, never through a symlink; atomic replaces
 # ---------------------------------------------------------------------------
+#
+# A submitter can write its own folders, so a path the runner built a moment ago may
+# now be a symlink to the owner's files. Folders are therefore opened once, checked,
+# and everything inside is done relative to the open folder (``dir_fd``), with
+# O_NOFOLLOW on the last step.
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_PATH = getattr(os, "O_PATH", 0)  # Linux: a handle on a folder, to ask where it really is
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_MAX_TREE_DEPTH = 64  # folders inside folders in a submission or outputs/
 
 
-def _check_parent(path: Path) -> None:
-    """Refuse to write where a folder on the way to ``path`` is a symlink: a submitter
-    could turn ``outputs/`` or a job folder into a link to anywhere. (Paths here are
-    built on the resolved SyftBox folder, so any difference is a symlink.)"""
-    parent = os.path.dirname(os.path.abspath(path))
-    if _real_location(parent) != parent:
-        raise JobError(f"{path}: a folder on the way is a symlink; refusing to write through it")
+def _open_folder(path: str | os.PathLike) -> int:
+    """Open a folder for ``*_at`` calls. Paths here are built on the resolved SyftBox
+    folder, so a folder whose real location differs was reached through a symlink.
+
+    :raises JobError: not a folder, or a symlink on the way.
+    """
+    path = os.path.abspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+    except OSError as exc:
+        problem = "is a symlink" if os.path.islink(path) else exc.strerror
+        raise JobError(f"{_printable(path)}: {problem}; not used") from None
+    if _fd_path(fd, path) != path:
+        os.close(fd)
+        raise JobError(f"{_printable(path)}: a folder on the way is a symlink; not used")
+    return fd
 
 
-def _real_location(folder: str) -> str:
-    """Where ``folder`` really is, symlinks resolved. On Linux the kernel says, in
-    three system calls; ``realpath`` makes one ``lstat`` per path component."""
-    if _O_PATH and os.path.isdir("/proc/self/fd"):
-        try:
-            fd = os.open(folder, _O_PATH | os.O_DIRECTORY)
-        except OSError:
-            return os.path.realpath(folder)
-        try:
+def _fd_path(fd: int, path: str) -> str:
+    """Where the open folder ``fd`` really is (the kernel knows; ``realpath`` guesses)."""
+    with contextlib.suppress(OSError):
+        if sys.platform.startswith("linux"):
             return os.readlink(f"/proc/self/fd/{fd}")
+        if hasattr(fcntl, "F_GETPATH"):
+            return fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).rstrip(b"\0").decode()
+    return os.path.realpath(path)
+
+
+@contextlib.contextmanager
+def _folder(path: str | os.PathLike) -> Iterator[int]:
+    fd = _open_folder(path)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _create_at(dir_fd: int, name: str, mode: int = 0o644) -> int:
+    """A new, empty file ``name`` open for writing. Whatever stood there (an old log, a
+    planted symlink or folder) is removed first: nothing is written through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    try:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        _remove_at(dir_fd, name)
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+
+
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``name`` with ``data`` atomically (temp file, rename): a crash leaves the
+    old or the new file, and a symlink there is replaced, not followed.
+
+    :param durable: fsync before the rename, so a power cut cannot leave it empty
+        (approvals and permissions are; records the runner can redo are not).
+    """
+    tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode, dir_fd=dir_fd)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)  # os.open applied the umask
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
-    return os.path.realpath(folder)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename. A symlink at ``path``
-    is replaced, never followed, and a crash or a power cut leaves either the old or
-    the new file."""
-    _check_parent(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # os.open applied the umask
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
-def _create_fresh(path: Path) -> int:
-    """Open a new, empty ``path`` for writing; returns the file descriptor. Whatever
-    stood there (a stale file, a planted symlink) is removed first, so the runner never
-    writes through a link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-    try:
-        return os.open(path, flags, 0o644)
-    except FileExistsError:
-        _remove_path(path)
-        return os.open(path, flags, 0o644)
+def _atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    path = os.path.abspath(path)
+    with _folder(os.path.dirname(path)) as fd:
+        _write_at(fd, os.path.basename(path), data, mode, durable)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -182,62 +224,140 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _append_bytes(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created if missing); a symlink there is replaced."""
-    _check_parent(path)
-    if os.path.islink(path):
-        os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _remove_path(path: Path) -> None:
+def _remove_at(dir_fd: int, name: str, depth: int = 0) -> None:
     """Remove a file, a symlink (not its target) or a whole folder; missing is fine."""
     try:
-        mode = os.lstat(path).st_mode
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _real_folder(path: Path) -> bool:
-    """True for a folder that is not a symlink."""
-    return path.is_dir() and not path.is_symlink()
-
-
-def _open_regular(path: str | Path) -> int:
-    """Open a regular file for reading, never through a symlink and never blocking on
-    a planted FIFO or device. :raises JobError: naming the file and what is wrong."""
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    if depth > 2 * _MAX_TREE_DEPTH:
+        raise JobError(f"{_printable(name)}: nested too deep to remove")
+    fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        for entry in list(os.scandir(fd)):
+            _remove_at(fd, entry.name, depth + 1)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def _remove_path(path: str | os.PathLike) -> None:
+    path = os.path.abspath(path)
+    with _folder(os.path.dirname(path)) as fd:
+        _remove_at(fd, os.path.basename(path))
+
+
+def _open_regular(name: str | os.PathLike, dir_fd: int | None = None) -> int:
+    """Open a regular file for reading, never through a symlink and never blocking on
+    a planted FIFO. :raises JobError: naming the file and what is wrong."""
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=dir_fd)
     except OSError as exc:
-        if os.path.islink(path):
-            raise JobError(f"{path}: is a symlink; not read") from None
-        raise JobError(f"{path}: cannot be read: {exc.strerror}") from None
+        link = exc.errno == errno.ELOOP
+        raise JobError(f"{_printable(os.fspath(name))}: "
+                       f"{'is a symlink' if link else 'cannot be read: ' + exc.strerror}; not read") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise JobError(f"{path}: is not a regular file; not read")
+        raise JobError(f"{_printable(os.fspath(name))}: is not a regular file; not read")
     return fd
 
 
-def _read_file(path: str | Path, max_bytes: int, truncate: bool = False) -> bytes:
-    """The bytes of a regular file, reading at most ``max_bytes`` (never the whole of
-    a huge file). :param truncate: return the first ``max_bytes`` of a larger file
-    instead of raising. :raises JobError: a symlink, not a file, or too large."""
-    fd = _open_regular(path)
-    with os.fdopen(fd, "rb") as f:
-        if not truncate and os.fstat(fd).st_size > max_bytes:
-            raise JobError(f"{path}: is larger than {_size(max_bytes)}; not read")
-        data = f.read(max_bytes + 1)
+def _read_file(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = None,
+               truncate: bool = False) -> bytes:
+    """The bytes of a regular file, reading at most ``max_bytes``.
+
+    :param truncate: give the first ``max_bytes`` of a larger file instead of raising.
+    :raises JobError: a symlink, not a file, or too large.
+    """
+    fd = _open_regular(name, dir_fd)
+    try:
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > max_bytes:
         if not truncate:
-            raise JobError(f"{path}: is larger than {_size(max_bytes)}; not read")
+            raise JobError(f"{_printable(os.fspath(name))}: is larger than {_size(max_bytes)}; not read")
         data = data[:max_bytes]
     return data
+
+
+def _read_text(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = None) -> str:
+    """A small UTF-8 file as text. :raises SyftJobError: unreadable or not UTF-8."""
+    data = _read_file(name, max_bytes, dir_fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YAMLError(f"{_printable(os.fspath(name))}: is not UTF-8 text (byte {exc.start} is "
+                        f"{data[exc.start:exc.start + 1]!r})") from None
+
+
+def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = lambda rel: False,
+               prefix: str = "", depth: int = 0) -> dict[str, str]:
+    """Read a folder through file descriptors, links never followed, and copy its
+    regular files and folders into ``dst_fd`` (None: only read).
+
+    :param skip: a relative path that is not read at all.
+    :returns: ``{relative path: sha256}`` of every file; a symlink, FIFO or device is
+        listed as ``"symlink"`` or ``"not a regular file"`` and never copied.
+    """
+    if depth > _MAX_TREE_DEPTH:
+        raise JobError(f"{_printable(prefix)}: folders nested deeper than {_MAX_TREE_DEPTH} levels")
+    files: dict[str, str] = {}
+    for name in sorted(entry.name for entry in os.scandir(src_fd)):
+        rel = prefix + name
+        if skip(rel):
+            continue
+        mode = os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=src_fd)
+            sub = None
+            try:
+                if dst_fd is not None:
+                    with contextlib.suppress(FileExistsError):  # copies may merge into one folder
+                        os.mkdir(name, 0o755, dir_fd=dst_fd)
+                    sub = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dst_fd)
+                files.update(_copy_tree(fd, sub, skip, rel + "/", depth + 1))
+            finally:
+                os.close(fd)
+                if sub is not None:
+                    os.close(sub)
+        elif stat.S_ISREG(mode):
+            files[rel] = _copy_file(src_fd, name, dst_fd)
+        else:
+            files[rel] = "symlink" if stat.S_ISLNK(mode) else "not a regular file"
+    return files
+
+
+def _copy_file(src_fd: int, name: str, dst_fd: int | None) -> str:
+    """Copy one regular file (if ``dst_fd``); its sha256, of the bytes copied."""
+    digest = hashlib.sha256()
+    fd = _open_regular(name, src_fd)
+    out = None
+    try:
+        if dst_fd is not None:
+            out = _create_at(dst_fd, name, 0o755 if os.fstat(fd).st_mode & 0o111 else 0o644)
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            digest.update(block)
+            if out is not None:
+                _write_all(out, block)
+    finally:
+        os.close(fd)
+        if out is not None:
+            os.close(out)
+    return digest.hexdigest()
 
 
 def _size(n: int) -> str:
@@ -249,740 +369,376 @@ def _size(n: int) -> str:
     return f"{n / (1024 * 1024):.3g} MB"
 
 
+def _utc_now() -> str:
+    """Now, as SyftBox's clients write times: ISO 8601 in UTC with a trailing Z."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 # ---------------------------------------------------------------------------
-# YAML: the subset that SyftBox jobs and permissions use, read as PyYAML reads it
+# Console: everything the library prints goes through one object
+# ---------------------------------------------------------------------------
+
+# Control characters, bidi overrides and undecodable bytes in a name could forge or
+# hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\ufeff\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to print: control, bidi and undecodable characters escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+class _Console:
+    """Where everything the library prints goes: standard output (``None``), any
+    object with ``write(text)``, or nowhere (``False``). Each write holds whole lines."""
+
+    def __init__(self, sink: Any = None) -> None:
+        if sink is not None and sink is not False and not callable(getattr(sink, "write", None)):
+            raise ConfigError(f"console must be None, False or have a write(text) method, got {sink!r}")
+        self.sink = sink
+
+    def write(self, text: str) -> None:
+        if self.sink is False:
+            return
+        out = sys.stdout if self.sink is None else self.sink
+        out.write(text)
+        flush = getattr(out, "flush", None)
+        if flush is not None:
+            flush()
+
+    def say(self, *lines: str) -> None:
+        self.write("".join(line + "\n" for line in lines))
+
+
+# ---------------------------------------------------------------------------
+# YAML: what SyftBox's files hold, read as PyYAML reads it
 # ---------------------------------------------------------------------------
 #
-# The reader accepts block mappings and sequences nested by indentation, plain,
-# single- and double-quoted scalars (folded over lines as PyYAML folds them), flow
-# collections, comments and one leading "---". Scalars resolve by the YAML 1.1 rules
-# of PyYAML's SafeLoader. Everything else (anchors, aliases, tags, block scalars,
-# several documents, tabs as indentation) raises YAMLError with the file and line.
+# config.yaml, state.yaml and syft.pub.yaml hold block mappings and lists (indented
+# 2 spaces by PyYAML, 4 by Go's yaml.v3), plain, '...' and "..." scalars folded over
+# lines, [] and {}, flow lists of scalars, comments and a leading "---". The reader
+# takes that; anything else (anchors, tags, block scalars, several documents, plain
+# dates, octal, yes/no) is refused with file and line, never read unlike PyYAML.
 
 _MAX_YAML_DEPTH = 100
-_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
-_FLOW_INDICATORS = ",[]{}"
-
-_ESCAPE_REPLACEMENTS = {
-    "0": "\0", "a": "\x07", "b": "\x08", "t": "\t", "\t": "\t", "n": "\n",
-    "v": "\x0b", "f": "\x0c", "r": "\r", "e": "\x1b", " ": " ", '"': '"',
-    "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0", "L": "\u2028", "P": "\u2029",
-}
-_ESCAPE_CODES = {"x": 2, "u": 4, "U": 8}
-
-# What PyYAML accepts in a stream: printable characters. NEL, LS and PS are line
-# breaks to PyYAML; we refuse them rather than split lines differently.
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z")
+# Every other plain scalar that PyYAML's resolver turns into something not a string.
+_YAML11_TYPED = re.compile(r"""(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|=|<<
+    |[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)
+    |[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}.*)?)\Z""", re.X)
 _NOT_PRINTABLE = re.compile("[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-_BOOL_VALUES = {
-    "yes": True, "Yes": True, "YES": True, "true": True, "True": True, "TRUE": True,
-    "on": True, "On": True, "ON": True,
-    "no": False, "No": False, "NO": False, "false": False, "False": False,
-    "FALSE": False, "off": False, "Off": False, "OFF": False,
-}
-_NULL_VALUES = {"", "~", "null", "Null", "NULL"}
-_INT_RE = re.compile(r"""^(?:[-+]?0b[0-1_]+
-    |[-+]?0[0-7_]+
-    |[-+]?(?:0|[1-9][0-9_]*)
-    |[-+]?0x[0-9a-fA-F_]+
-    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""", re.X)
-_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
-_TIMESTAMP_RE = re.compile(r"""^(?P<year>[0-9][0-9][0-9][0-9])
-    -(?P<month>[0-9][0-9]?)
-    -(?P<day>[0-9][0-9]?)
-    (?:(?:[Tt]|[ \t]+)
-    (?P<hour>[0-9][0-9]?)
-    :(?P<minute>[0-9][0-9])
-    :(?P<second>[0-9][0-9])
-    (?:\.(?P<fraction>[0-9]*))?
-    (?:[ \t]*(?P<tz>Z|(?P<tz_sign>[-+])(?P<tz_hour>[0-9][0-9]?)
-    (?::(?P<tz_minute>[0-9][0-9]))?))?)?$""", re.X)
-_DATE_ONLY_RE = re.compile(r"^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$")
-
-
-def _resolve_plain(text: str) -> Any:
-    """The value of an unquoted scalar, by the YAML 1.1 rules of PyYAML's SafeLoader.
-
-    :param text: the scalar as it stands in the file, already folded.
-    """
-    if text in _NULL_VALUES:
-        return None
-    if text in _BOOL_VALUES:
-        return _BOOL_VALUES[text]
-    if _INT_RE.match(text):
-        return _construct_int(text)
-    if _FLOAT_RE.match(text):
-        return _construct_float(text)
-    match = _TIMESTAMP_RE.match(text)
-    if match and (match.group("hour") is not None or _DATE_ONLY_RE.match(text)):
-        return _construct_timestamp(match)
-    if text in ("=", "<<"):
-        raise ValueError(f"the plain scalar {text!r} is a YAML value/merge key, not supported")
-    return text
-
-
-def _construct_int(text: str) -> int:
-    value = text.replace("_", "")
-    sign = -1 if value[0] == "-" else 1
-    if value[0] in "+-":
-        value = value[1:]
-    if value == "0":
-        return 0
-    if value.startswith("0b"):
-        return sign * int(value[2:], 2)
-    if value.startswith("0x"):
-        return sign * int(value[2:], 16)
-    if value[0] == "0":
-        return sign * int(value, 8)
-    if ":" in value:
-        digits = [int(part) for part in value.split(":")]
-        total = 0
-        for digit in digits:
-            total = total * 60 + digit
-        return sign * total
-    return sign * int(value)
-
-
-def _construct_float(text: str) -> float:
-    value = text.replace("_", "").lower()
-    sign = -1.0 if value[0] == "-" else 1.0
-    if value[0] in "+-":
-        value = value[1:]
-    if value == ".inf":
-        return sign * float("inf")
-    if value == ".nan":
-        return float("nan")
-    if ":" in value:
-        digits = [float(part) for part in value.split(":")]
-        total = 0.0
-        for digit in digits:
-            total = total * 60 + digit
-        return sign * total
-    return sign * float(value)
-
-
-def _construct_timestamp(match: re.Match) -> Any:
-    year, month, day = (int(match.group(k)) for k in ("year", "month", "day"))
-    if match.group("hour") is None:
-        return datetime.date(year, month, day)
-    hour, minute, second = (int(match.group(k)) for k in ("hour", "minute", "second"))
-    fraction = 0
-    if match.group("fraction"):
-        digits = match.group("fraction")[:6]
-        fraction = int(digits.ljust(6, "0"))
-    tzinfo = None
-    if match.group("tz_sign"):
-        delta = datetime.timedelta(hours=int(match.group("tz_hour")),
-                                   minutes=int(match.group("tz_minute") or 0))
-        if match.group("tz_sign") == "-":
-            delta = -delta
-        tzinfo = datetime.timezone(delta)
-    elif match.group("tz"):
-        tzinfo = datetime.timezone.utc
-    return datetime.datetime(year, month, day, hour, minute, second, fraction, tzinfo=tzinfo)
+_ESCAPES = dict(zip('0abt\tnvfre "/\\N_LP', "\0\a\b\t\t\n\v\f\r\x1b \"/\\\x85\xa0\u2028\u2029"))
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
+_FLOW_ITEM = re.compile(r""" *('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^,\[\]{}'"]*?) *([,\]])""")
 
 
 class _YamlReader:
-    """Reads one YAML document of the supported subset; see the section comment."""
+    """Reads one document of the subset above, line by line; see the section comment."""
 
     def __init__(self, text: str, source: str) -> None:
-        if text.startswith("\ufeff"):
-            text = text[1:]
-        self.text = text.replace("\r\n", "\n").replace("\r", "\n")
         self.source = source
-        self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
-        self.lines = self.text.split("\n")
-        self.pos = 0  # index of the next line the block parser looks at
-        self.depth = 0  # how many collections the parser is inside
+        self.lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self.i = self.depth = 0  # the line the parser is at, and how deep it is
 
-    # -- errors and positions ------------------------------------------------
-
-    def error(self, line_index: int, message: str) -> YAMLError:
-        return YAMLError(f"{self.source}, line {line_index + 1}: {message}")
-
-    def line_of(self, offset: int) -> int:
-        return bisect.bisect_right(self.line_starts, offset) - 1
-
-    def char(self, offset: int) -> str:
-        return self.text[offset] if offset < len(self.text) else "\0"
-
-    # -- document ------------------------------------------------------------
+    def error(self, message: str, line: int) -> YAMLError:
+        return YAMLError(f"{self.source}, line {line + 1}: {message}")
 
     def read(self) -> Any:
-        bad = _NOT_PRINTABLE.search(self.text)
-        if bad:
-            raise self.error(self.line_of(bad.start()),
-                             f"character {bad.group()!r} is not allowed in YAML here")
-        index = self.next_content_line()
-        if index is not None:
-            line = self.lines[index]
-            if line.startswith("%"):
-                raise self.error(index, "YAML directives (%...) are not supported")
-            if self.is_document_marker(index) and line.startswith("..."):
-                raise self.error(index, "a document end marker ('...') is not supported")
-            if self.is_document_marker(index) and line.startswith("---"):
-                if line[3:].strip(" ") and not line[3:].strip(" ").startswith("#"):
-                    raise self.error(index, "content on the '---' line is not supported")
-                self.pos = index + 1
-        value = self.parse_node(-1)
-        index = self.next_content_line()
-        if index is not None:
-            if self.is_document_marker(index) and self.lines[index].startswith("..."):
-                raise self.error(index, "a document end marker ('...') is not supported")
-            if self.is_document_marker(index):
-                raise self.error(index, "several YAML documents in one file are not supported")
-            raise self.error(index, f"unexpected text {self.lines[index].strip()!r} (check the indentation)")
+        for n, line in enumerate(self.lines):
+            bad = _NOT_PRINTABLE.search(line)
+            if bad or line.lstrip(" ").startswith("\t"):
+                raise self.error(f"character {bad.group()!r} is not allowed" if bad else "a tab indents; use spaces", n)
+        first = self.next()
+        if first is not None and self.is_marker(first):
+            if not re.match(r"---( +#.*| *)$", self.lines[first]):
+                raise self.error("only a bare '---' may start the document", first)
+            self.i = first + 1
+            first = self.next()
+        value = None if first is None else self.block(self.indent(first))
+        rest = self.next()
+        if rest is not None:
+            what = "a second document" if self.is_marker(rest) else f"unexpected text {self.lines[rest].strip()!r}"
+            raise self.error(f"{what} (check the indentation)", rest)
         return value
 
-    def is_document_marker(self, index: int) -> bool:
-        """A ``---`` or ``...`` line (the start or end of a YAML document)."""
-        line = self.lines[index]
-        return line[:3] in ("---", "...") and line[3:4] in ("", " ", "\t")
-
-    def next_content_line(self) -> int | None:
-        """Skip blank and comment lines; the index of the next content line, or None."""
-        while self.pos < len(self.lines):
-            stripped = self.lines[self.pos].strip(" ")
-            if stripped.startswith("\t"):
-                raise self.error(self.pos, "a tab is used for indentation; use spaces")
+    def next(self) -> int | None:  # the next line that is not blank or a comment
+        while self.i < len(self.lines):
+            stripped = self.lines[self.i].strip(" ")
             if stripped and not stripped.startswith("#"):
-                return self.pos
-            self.pos += 1
+                return self.i
+            self.i += 1
         return None
 
-    def ends_block(self, index: int | None, indent: int) -> bool:
-        """Whether a block at ``indent`` ends before line ``index``."""
-        return index is None or self.indent_of(index) != indent or self.is_document_marker(index)
+    def indent(self, n: int) -> int:
+        return len(self.lines[n]) - len(self.lines[n].lstrip(" "))
 
-    def indent_of(self, index: int) -> int:
-        line = self.lines[index]
-        return len(line) - len(line.lstrip(" "))
+    def is_marker(self, n: int) -> bool:  # "---" or "...": the start or end of a document
+        return re.match(r"(---|\.\.\.)( |$)", self.lines[n]) is not None
 
-    # -- block structure -----------------------------------------------------
+    def is_item(self, n: int, indent: int) -> bool:
+        return re.match(r"-( |$)", self.lines[n][indent:]) is not None
 
-    def parse_node(self, parent_indent: int, sequence_at_parent: bool = False) -> Any:
-        """The block node after a ``key:`` (or at the top): None when nothing follows."""
-        index = self.next_content_line()
-        if index is None:
-            return None
-        indent = self.indent_of(index)
-        is_item = self.is_sequence_item(index, indent)
-        if indent > parent_indent or (sequence_at_parent and indent == parent_indent and is_item):
-            return self.parse_block(index, indent)
-        return None
-
-    def is_sequence_item(self, index: int, indent: int) -> bool:
-        rest = self.lines[index][indent:]
-        return rest == "-" or rest.startswith("- ")
-
-    def parse_block(self, index: int, indent: int) -> Any:
-        with self.nested(index):
-            if self.is_sequence_item(index, indent):
-                return self.parse_sequence(indent)
-            if self.split_key(index, indent) is not None:
-                return self.parse_mapping(indent)
-            return self.parse_inline(self.line_starts[index] + indent, indent - 1)
-
-    @contextlib.contextmanager
-    def nested(self, index: int) -> Iterator[None]:
-        """One level deeper; a hostile file cannot exhaust the stack."""
-        if self.depth >= _MAX_YAML_DEPTH:
-            raise self.error(index, f"nested deeper than {_MAX_YAML_DEPTH} levels")
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-
-    def parse_sequence(self, indent: int) -> list:
-        items = []
-        while True:
-            index = self.next_content_line()
-            if self.ends_block(index, indent) or not self.is_sequence_item(index, indent):
-                break
-            line = self.lines[index]
-            rest = line[indent + 1:]
-            if not rest.strip(" ") or rest.strip(" ").startswith("#"):
-                self.pos = index + 1
-                items.append(self.parse_node(indent))
-            else:
-                # "- value": blank out the dash and read the value as a block node
-                # starting at its own column, so "- a: 1\n  b: 2" is one mapping.
-                column = indent + 1 + (len(rest) - len(rest.lstrip(" ")))
-                self.lines[index] = " " * column + line[column:]
-                items.append(self.parse_block(index, column))
-            self.check_no_deeper(indent)
-        return items
-
-    def check_no_deeper(self, indent: int) -> None:
-        index = self.next_content_line()
-        if index is not None and self.indent_of(index) > indent:
-            raise self.error(index, "unexpected indentation")
-
-    def parse_mapping(self, indent: int) -> dict:
-        mapping: dict = {}
-        while True:
-            index = self.next_content_line()
-            if self.ends_block(index, indent):
-                break
-            if self.is_sequence_item(index, indent):
-                raise self.error(index, "a '- ' list item where a 'key: value' line was expected")
-            split = self.split_key(index, indent)
-            if split is None:
-                raise self.error(index, f"expected 'key: value', found {self.lines[index].strip()!r}")
-            key, value_offset = split
-            try:
-                hash(key)
-            except TypeError:
-                raise self.error(index, "a mapping key must be a scalar") from None
-            line_end = self.line_starts[index] + len(self.lines[index])
-            after = self.text[value_offset:line_end]
-            value = after.lstrip(" ")
-            if not value or value.startswith("#"):
-                self.pos = index + 1
-                mapping[key] = self.parse_node(indent, sequence_at_parent=True)
-            else:
-                mapping[key] = self.parse_inline(value_offset + len(after) - len(value), indent)
-            self.check_no_deeper(indent)
-        return mapping
-
-    def split_key(self, index: int, indent: int) -> tuple[Any, int] | None:
-        """For a ``key: value`` line, the key and the offset just after the ':'."""
-        start = self.line_starts[index] + indent
-        line_end = self.line_starts[index] + len(self.lines[index])
-        first = self.char(start)
-        if first in "'\"":
-            try:
-                key, end = self.scan_quoted(start)
-            except YAMLError:
-                return None
-            if self.line_of(end) != index:
-                return None
-            rest = self.text[end:line_end]
-            stripped = rest.lstrip(" ")
-            if stripped.startswith(":") and (len(stripped) == 1 or stripped[1] == " "):
-                return key, end + (len(rest) - len(stripped)) + 1
-            return None
-        if first == "?" and self.char(start + 1) in " \n\0":
-            raise self.error(index, "complex mapping keys ('? ') are not supported")
-        if first in "&*!":
-            raise self.error(index, "anchors, aliases and tags (&, *, !) are not supported")
-        content = self.text[start:line_end]
-        match = re.search(r":(?= |$)", content)
-        if not match:
-            return None
-        comment = re.search(r"(^|[ \t])#", content)
-        if comment and comment.start() < match.start():
-            return None
-        key_text = content[:match.start()].rstrip(" ")
-        if not key_text or key_text[0] in "[{":
-            if key_text and key_text[0] in "[{":
-                raise self.error(index, "flow collections as mapping keys are not supported")
-            return None
-        if "\t" in key_text:
-            raise self.error(index, "a tab inside a plain key is not supported")
-        self.check_plain_start(start, flow=False)
-        try:
-            key = _resolve_plain(key_text)
-        except ValueError as exc:
-            raise self.error(index, str(exc)) from None
-        return key, start + match.end()
-
-    # -- scalars and flow collections ----------------------------------------
-
-    def parse_inline(self, offset: int, parent_indent: int) -> Any:
-        """A value that starts at ``offset`` on a line; sets ``pos`` past its end."""
-        index = self.line_of(offset)
-        first = self.char(offset)
-        if first in "'\"":
-            value, end = self.scan_quoted(offset)
-        elif first in "[{":
-            value, end = self.scan_flow(offset)
-        elif first in "&*!":
-            raise self.error(index, "anchors, aliases and tags (&, *, !) are not supported")
-        elif first in "|>":
-            raise self.error(index, "block scalars (| and >) are not supported; use a quoted string")
-        elif first == "-" and self.char(offset + 1) in " \n\0":
-            raise self.error(index, "a '- ' list item is not allowed here")
-        else:
-            text, end = self.scan_plain(offset, parent_indent + 1, flow=False)
-            try:
-                value = _resolve_plain(text)
-            except ValueError as exc:
-                raise self.error(index, str(exc)) from None
-        self.finish_line(end)
+    def block(self, indent: int) -> Any:
+        """The node that starts at column ``indent`` of line ``self.i``."""
+        self.depth += 1  # an error ends the whole read: no need to count back down then
+        if self.depth > _MAX_YAML_DEPTH:
+            raise self.error(f"nested deeper than {_MAX_YAML_DEPTH} levels", self.i)
+        value = self.collection(indent, []) if self.is_item(self.i, indent) else self.collection(
+            indent, {}) if self.key(self.i, indent) else self.inline(self.i, indent, indent - 1)
+        self.depth -= 1
         return value
 
-    def finish_line(self, end: int) -> None:
-        """After a value: only spaces and a comment may follow on its last line."""
-        index = self.line_of(end)
-        line_end = self.line_starts[index] + len(self.lines[index])
-        rest = self.text[end:line_end]
-        if rest.strip(" ") and not rest.lstrip(" ").startswith("#"):
-            if rest.lstrip(" ").startswith(":"):
-                raise self.error(index, "a ': ' inside a plain value is ambiguous; quote the value")
-            raise self.error(index, f"unexpected text after the value: {rest.strip()!r}")
-        if rest and rest.lstrip(" ").startswith("#") and not rest.startswith(" "):
-            raise self.error(index, "a comment must be separated from the value by a space")
-        self.pos = index + 1
-
-    def scan_plain(self, offset: int, min_indent: int, flow: bool) -> tuple[str, int]:
-        """An unquoted scalar, folded over lines like PyYAML's scanner does."""
-        self.check_plain_start(offset, flow)
-        chunks: list[str] = []
-        spaces: list[str] = []
-        pos = offset
-        end = offset
+    def collection(self, indent: int, result: Any) -> Any:
+        """The ``- item`` lines (``result`` a list) or ``key: value`` lines (a dict) at
+        column ``indent``; each value is inline, or a block on the lines below."""
+        is_list = isinstance(result, list)
         while True:
-            if self.char(pos) == "#":
-                break
-            length = 0
-            while True:
-                ch = self.char(pos + length)
-                if ch in "\0 \t\n":
-                    break
-                if ch == ":" and self.char(pos + length + 1) in "\0 \t\n" + (_FLOW_INDICATORS if flow else ""):
-                    break
-                if flow and ch in ",?[]{}":
-                    break
-                length += 1
-            if length == 0:
-                break
-            chunks.extend(spaces)
-            chunks.append(self.text[pos:pos + length])
-            pos += length
-            end = pos
-            if self.char(pos) == "\t":
-                raise self.error(self.line_of(pos), "a tab inside a plain value; quote the value")
-            spaces, pos = self.scan_plain_spaces(pos)
-            column = pos - self.line_starts[self.line_of(pos)]
-            if not spaces or self.char(pos) == "#" or (not flow and column < min_indent):
-                break
-            if self.char(pos) == "\t":
-                raise self.error(self.line_of(pos), "a tab is used for indentation; use spaces")
-        return "".join(chunks), end
-
-    def check_plain_start(self, offset: int, flow: bool) -> None:
-        first = self.char(offset)
-        follower = self.char(offset + 1)
-        if first in _INDICATORS and not (first in "-?:" and follower not in " \n\0" + (_FLOW_INDICATORS if flow else "")):
-            raise self.error(self.line_of(offset), f"a plain value cannot start with {first!r}; quote it")
-
-    def scan_plain_spaces(self, pos: int) -> tuple[list[str], int]:
-        length = 0
-        while self.char(pos + length) == " ":
-            length += 1
-        whitespace = self.text[pos:pos + length]
-        pos += length
-        if self.char(pos) != "\n":
-            return ([whitespace] if whitespace else []), pos
-        pos += 1
-        if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
-            return [], pos
-        breaks = []
-        while self.char(pos) in " \n":
-            if self.char(pos) == " ":
-                pos += 1
+            n = self.next()
+            if n is None or self.indent(n) != indent or self.is_marker(n) or (is_list and not self.is_item(n, indent)):
+                return result
+            line = self.lines[n]
+            key, column = (None, indent + 1) if is_list else self.key(n, indent) or (None, -1)
+            if column < 0 or (not is_list and key in result):
+                raise self.error(f"the key {key!r} appears twice" if column > 0 else "expected 'key: value'", n)
+            rest = line[column:].lstrip(" ")
+            if not rest or rest.startswith("#"):  # the value is on the lines below
+                self.i = n + 1
+                below = self.next()
+                nested = below is not None and (self.indent(below) > indent or (
+                    not is_list and self.indent(below) == indent and self.is_item(below, indent)))
+                value = self.block(self.indent(below)) if nested else None
+            elif is_list:  # "- value": read the value as a block at its own column
+                self.lines[n] = " " * (len(line) - len(rest)) + rest
+                value = self.block(len(line) - len(rest))
             else:
-                breaks.append("\n")
-                pos += 1
-                if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
-                    return [], pos
-        return (breaks or [" "]), pos
-
-    def scan_quoted(self, offset: int) -> tuple[str, int]:
-        """A quoted scalar starting at ``offset``: its value and the offset after it."""
-        quote = self.text[offset]
-        double = quote == '"'
-        pos = offset + 1
-        chunks: list[str] = []
-        while True:
-            pos = self.scan_quoted_non_spaces(pos, double, chunks)
-            if self.char(pos) == quote:
-                return "".join(chunks), pos + 1
-            pos = self.scan_quoted_spaces(pos, offset, chunks)
-
-    def scan_quoted_non_spaces(self, pos: int, double: bool, chunks: list[str]) -> int:
-        while True:
-            length = 0
-            while self.char(pos + length) not in "'\"\\\0 \t\n":
-                length += 1
-            if length:
-                chunks.append(self.text[pos:pos + length])
-                pos += length
-            ch = self.char(pos)
-            if not double and ch == "'" and self.char(pos + 1) == "'":
-                chunks.append("'")
-                pos += 2
-            elif (double and ch == "'") or (not double and ch in '"\\'):
-                chunks.append(ch)
-                pos += 1
-            elif double and ch == "\\":
-                pos += 1
-                ch = self.char(pos)
-                if ch in _ESCAPE_REPLACEMENTS:
-                    chunks.append(_ESCAPE_REPLACEMENTS[ch])
-                    pos += 1
-                elif ch in _ESCAPE_CODES:
-                    length = _ESCAPE_CODES[ch]
-                    digits = self.text[pos + 1:pos + 1 + length]
-                    if len(digits) != length or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                        raise self.error(self.line_of(pos), f"bad escape \\{ch}{digits}: expected {length} hex digits")
-                    chunks.append(chr(int(digits, 16)))
-                    pos += 1 + length
-                elif ch == "\n":
-                    pos = self.scan_quoted_breaks(pos + 1, chunks)
-                else:
-                    raise self.error(self.line_of(pos), f"unknown escape \\{ch} in a double-quoted string")
+                value = self.inline(n, len(line) - len(rest), indent)
+            if is_list:
+                result.append(value)
             else:
-                return pos
+                result[key] = value
+            n = self.next()
+            if n is not None and self.indent(n) > indent:
+                raise self.error("unexpected indentation", n)
 
-    def scan_quoted_spaces(self, pos: int, start: int, chunks: list[str]) -> int:
-        length = 0
-        while self.char(pos + length) in " \t":
-            length += 1
-        whitespace = self.text[pos:pos + length]
-        pos += length
-        ch = self.char(pos)
-        if ch == "\0":
-            raise self.error(self.line_of(start), "a quoted string is not closed")
-        if ch == "\n":
-            breaks: list[str] = []
-            pos = self.scan_quoted_breaks(pos + 1, breaks)
-            if not breaks:
-                chunks.append(" ")
-            chunks.extend(breaks)
+    def key(self, n: int, indent: int) -> tuple[Any, int] | None:
+        """For a ``key: value`` line, the key and the column after its ':'."""
+        line = self.lines[n]
+        if re.match(r"[?:]( |$)", line[indent:]):
+            raise self.error("complex mapping keys ('? ') are not supported", n)
+        quoted = re.match(r"""('(?:[^']|'')*'|"(?:[^"\\]|\\.)*") *:( |$)""", line[indent:])
+        if quoted:
+            return self.quoted(n, indent)[0], indent + quoted.end()
+        if line[indent:indent + 1] in ("'", '"'):
+            return None
+        match = re.search(r":( |$)", line[indent:])
+        if not match or self.is_item(n, indent) or re.search(r"(^| )#", line[indent:indent + match.start()]):
+            return None
+        text = line[indent:indent + match.start()].rstrip(" ")
+        if text[:1] in tuple("[{&*!|>"):
+            raise self.error("flow, anchored or tagged keys are not supported", n)
+        return self.plain(text, n), indent + match.start() + 1
+
+    def inline(self, n: int, column: int, parent: int) -> Any:
+        """A value that starts at ``column`` of line ``n``; moves past its last line."""
+        line, first = self.lines[n], self.lines[n][column]
+        if first in "'\"":
+            value, n, end = self.quoted(n, column)
+        elif first == "[":
+            value, end = self.flow_list(n, column)
+        elif first == "{":
+            if not re.match(r"\{ *\}", line[column:]):
+                raise self.error("flow mappings ({...}) are not supported, only {}", n)
+            value, end = {}, line.index("}", column) + 1
+        elif first in _INDICATORS and not (first in "-?:" and line[column + 1:column + 2] not in ("", " ")):
+            raise self.error(f"a value starting with {first!r} is not supported (quote it)", n)
         else:
-            chunks.append(whitespace)
-        return pos
+            value, n, end = self.plain_lines(n, column, parent)
+        rest = self.lines[n][end:]
+        if rest.strip(" ") and not re.match(r" +#", rest):
+            raise self.error(f"unexpected text after the value: {rest.strip()!r}", n)
+        self.i = n + 1
+        return value
 
-    def scan_quoted_breaks(self, pos: int, chunks: list[str]) -> int:
+    def plain(self, text: str, n: int) -> Any:
+        """The value of an unquoted scalar; one PyYAML reads as a type this reader
+        does not take (a date, 017, yes, .inf, ...) is refused."""
+        if "\t" in text or ": " in text or text.endswith(":"):
+            raise self.error(f"the plain value {text!r} holds a tab or ': ' (quote it)", n)
+        if text in _NULLS or text in _BOOLS:
+            return _BOOLS.get(text)
+        if _INT.match(text) or _FLOAT.match(text):
+            return int(text) if _INT.match(text) else float(text)
+        if _YAML11_TYPED.match(text):
+            raise self.error(f"the plain value {text!r} is not a string in YAML 1.1 (quote it)", n)
+        return text
+
+    def plain_lines(self, n: int, column: int, parent: int) -> tuple[Any, int, int]:
+        """A plain scalar, continued on lines indented more than ``parent`` and folded as
+        YAML folds it: a line break is a space, each blank line a newline."""
+        line = self.lines[n]
+        comment = line.find(" #", column)
+        end = len(line) if comment < 0 else comment
+        parts, last, k = [line[column:end].rstrip(" ")], n, n + 1
+        while comment < 0 and k < len(self.lines):
+            stripped = self.lines[k].strip(" ")
+            if stripped and (self.indent(k) <= parent or stripped[0] == "#" or self.is_marker(k)):
+                break
+            if stripped:
+                if " #" in stripped or ": " in stripped or stripped.endswith(":"):
+                    raise self.error("a continued plain value holds ' #' or ': ' (quote it)", k)
+                parts += ["\n" * (k - last - 1) or " ", stripped]
+                last, end = k, len(self.lines[k].rstrip(" "))
+            k += 1
+        return self.plain("".join(parts), n), last, end
+
+    def quoted(self, n: int, column: int) -> tuple[str, int, int]:
+        """A '...' or "..." scalar from ``column`` of line ``n``, over as many lines as it
+        takes: its value, and the line and column just after the closing quote."""
+        line, quote, pos, start = self.lines[n], self.lines[n][column], column + 1, n
+        run = re.compile(r"[^']*" if quote == "'" else r'[^"\\]*')
+        out: list[str] = []
         while True:
-            if self.text[pos:pos + 3] in ("---", "...") and self.char(pos + 3) in "\0 \t\n":
-                raise self.error(self.line_of(pos), "a document separator inside a quoted string")
-            while self.char(pos) in " \t":
-                pos += 1
-            if self.char(pos) == "\n":
-                chunks.append("\n")
-                pos += 1
-            else:
-                return pos
+            text = run.match(line, pos).group()
+            out.append(text)
+            pos += len(text)
+            ch, code = line[pos:pos + 1], line[pos + 1:pos + 2]
+            if ch == quote == "'" and code == "'":
+                out.append("'")
+                pos += 2
+            elif ch == quote:
+                return "".join(out), n, pos + 1
+            elif ch == "\\" and code:  # an escape: \n, \x41, \u263A, ...
+                size = _HEX_ESCAPES.get(code, 0)
+                digits = line[pos + 2:pos + 2 + size]
+                if code not in _ESCAPES and not (size and re.fullmatch(f"[0-9a-fA-F]{{{size}}}", digits)):
+                    raise self.error(f"unknown escape \\{code}{digits}", n)
+                out.append(_ESCAPES[code] if code in _ESCAPES else chr(int(digits, 16)))
+                pos += 2 + size
+            else:  # a line break (escaped, after a "\\"): folded into a space, or kept per blank line
+                if ch != "\\":
+                    out[-1] = out[-1].rstrip(" \t")
+                before, n = n, n + 1
+                while n < len(self.lines) and not self.lines[n].strip(" \t"):
+                    n += 1
+                if n >= len(self.lines) or self.is_marker(n):
+                    raise self.error("a quoted string is not closed", start)
+                out.append("\n" * (n - before - 1) or ("" if ch == "\\" else " "))
+                line = self.lines[n]
+                pos = len(line) - len(line.lstrip(" \t"))
 
-    def scan_flow(self, offset: int) -> tuple[Any, int]:
-        """A flow collection ``[...]`` or ``{...}`` (nesting and several lines allowed)."""
-        with self.nested(self.line_of(offset)):
-            return self.scan_flow_items(offset)
-
-    def scan_flow_items(self, offset: int) -> tuple[Any, int]:
-        opening = self.text[offset]
-        closing = "]" if opening == "[" else "}"
-        result: Any = [] if opening == "[" else {}
-        pos = self.skip_flow_space(offset + 1)
-        while self.char(pos) != closing:
-            if self.char(pos) == "\0":
-                raise self.error(self.line_of(offset), f"'{opening}' is not closed")
-            key, pos = self.scan_flow_item(pos)
-            pos = self.skip_flow_space(pos)
-            if opening == "{":
-                value = None
-                if self.char(pos) == ":":
-                    pos = self.skip_flow_space(pos + 1)
-                    if self.char(pos) not in ",}":
-                        value, pos = self.scan_flow_item(pos)
-                        pos = self.skip_flow_space(pos)
-                try:
-                    result[key] = value
-                except TypeError:
-                    raise self.error(self.line_of(pos), "a mapping key must be a scalar") from None
-            else:
-                if self.char(pos) == ":":
-                    raise self.error(self.line_of(pos), "mappings inside a flow list are not supported")
-                result.append(key)
-            if self.char(pos) == ",":
-                pos = self.skip_flow_space(pos + 1)
-            elif self.char(pos) == "\0":
-                raise self.error(self.line_of(offset), f"'{opening}' is not closed")
-            elif self.char(pos) != closing:
-                raise self.error(self.line_of(pos), f"expected ',' or '{closing}' in a flow collection")
-        return result, pos + 1
-
-    def scan_flow_item(self, pos: int) -> tuple[Any, int]:
-        ch = self.char(pos)
-        if ch in "'\"":
-            return self.scan_quoted(pos)
-        if ch in "[{":
-            return self.scan_flow(pos)
-        if ch in "&*!":
-            raise self.error(self.line_of(pos), "anchors, aliases and tags (&, *, !) are not supported")
-        text, end = self.scan_plain(pos, 0, flow=True)
-        if not text:
-            raise self.error(self.line_of(pos), f"unexpected {ch!r} in a flow collection")
-        try:
-            return _resolve_plain(text), end
-        except ValueError as exc:
-            raise self.error(self.line_of(pos), str(exc)) from None
-
-    def skip_flow_space(self, pos: int) -> int:
+    def flow_list(self, n: int, column: int) -> tuple[list, int]:
+        """``[]``, or a list of scalars on one line: ``[a, 'b', "c"]``."""
+        items, pos, line = [], column + 1, self.lines[n]
+        if re.match(r" *\]", line[pos:]):
+            return items, line.index("]", pos) + 1
         while True:
-            ch = self.char(pos)
-            if ch in " \n":
-                pos += 1
-            elif ch == "#" and self.text[pos - 1] in " \n":
-                while self.char(pos) not in "\n\0":
-                    pos += 1
-            else:
-                return pos
+            match = _FLOW_ITEM.match(line, pos)
+            token = match.group(1) if match else ""
+            if not token or " #" in token or token[0] in _INDICATORS.replace("'", "").replace('"', ""):
+                raise self.error("a flow list holds only plain or quoted scalars, on one line", n)
+            items.append(self.quoted(n, match.start(1))[0] if token[0] in "'\"" else self.plain(token, n))
+            pos = match.end()
+            if match.group(2) == "]" or re.match(r" *\]", line[pos:]):
+                return items, line.index("]", pos - 1) + 1
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
-    """Read a YAML document of the subset SyftBox uses, giving what PyYAML gives.
+    """Read a YAML document of the subset SyftBox's files use (a JSON document too),
+    giving what PyYAML gives.
 
     :param text: the document.
     :param source: the file name to put in error messages.
     :raises YAMLError: for anything outside the subset, naming ``source`` and the line.
     """
+    if re.match(r"\s*\{\s*\S", text):
+        def yaml_float(number: str) -> float:  # 1e5 is a float to JSON, a string to PyYAML
+            if not _FLOAT.match(number):
+                raise ValueError(number)
+            return float(number)
+        with contextlib.suppress(ValueError):
+            return json.loads(text, parse_float=yaml_float, parse_constant=yaml_float)
     return _YamlReader(text, source).read()
 
 
-@functools.lru_cache(maxsize=1 << 14)  # permission files repeat the same emails and names
-def _is_plain_safe(text: str) -> bool:
-    """Whether ``text`` can be written unquoted and read back (by us and by PyYAML)
-    as this very string."""
-    if not text or text != text.strip(" ") or not all(" " <= c <= "~" for c in text):
-        return False
-    if text[0] in _INDICATORS and not (text[0] == "-" and len(text) > 1 and text[1] != " "):
-        return False
-    if ": " in text or " #" in text or text.endswith(":") or text[:3] in ("---", "..."):
-        return False
-    try:
-        value = _resolve_plain(text)
-    except ValueError:
-        return False
-    return isinstance(value, str) and value == text
-
-
-def _quote_double(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif " " <= ch <= "~":
-            out.append(ch)
-        elif ch in "\0\x07\x08\t\n\x0b\x0c\r\x1b":
-            out.append("\\" + "0abtnvfre"["\0\x07\x08\t\n\x0b\x0c\r\x1b".index(ch)])
-        elif code < 0x100:
-            out.append(f"\\x{code:02X}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(f"\\U{code:08X}")
-    out.append('"')
-    return "".join(out)
+_PLAIN_SAFE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@+=-]*(?: [A-Za-z0-9_./@+=-]+)*\Z")
+_AMBIGUOUS_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"}
 
 
 def _dump_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return ".nan"
-        if value in (float("inf"), float("-inf")):
-            return ".inf" if value > 0 else "-.inf"
-        text = repr(value).lower()
-        if "." not in text and "e" in text:
-            text = text.replace("e", ".0e", 1)
-        return text
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    if isinstance(value, str):
-        if _is_plain_safe(value):
-            return value
-        if all(" " <= c <= "~" for c in value):
-            return "'" + value.replace("'", "''") + "'"
-        return _quote_double(value)
-    raise TypeError(f"cannot write a {type(value).__name__} as YAML: {value!r}")
+    """A scalar that PyYAML, Go's yaml.v3 and this reader all read back equal: a
+    string any of them could misread is double-quoted."""
+    if isinstance(value, (dict, list, tuple)):  # empty: the others are written as blocks
+        return "{}" if isinstance(value, dict) else "[]"
+    if value is None or isinstance(value, (bool, int, float)):
+        text = json.dumps(value, allow_nan=False)  # null, true, 3, 2.5, 1e+16
+        return re.sub(r"^(-?[0-9]+)e", r"\1.0e", text)  # PyYAML reads 1e+16 as a string
+    if not isinstance(value, str):
+        raise TypeError(f"cannot write a {type(value).__name__} as YAML: {value!r}")
+    if _PLAIN_SAFE.match(value) and value.lower() not in _AMBIGUOUS_WORDS:
+        return value
+    # JSON's escapes are YAML's too; YAML also wants these escaped (not printable, or line breaks).
+    return _NOT_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04X}", json.dumps(value, ensure_ascii=False))
 
 
-def _dump_lines(value: Any, indent: int) -> list[str]:
+def _dump_lines(value: Any, indent: int) -> Iterator[str]:
     pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        try:
-            keys = sorted(value)
-        except TypeError:
-            keys = list(value)
-        for key in keys:
-            item = value[key]
-            head = pad + _dump_scalar(key) + ":"
-            if isinstance(item, dict) and item:
-                lines.append(head)
-                lines.extend(_dump_lines(item, indent + 2))
-            elif isinstance(item, (list, tuple)) and item:
-                lines.append(head)
-                lines.extend(_dump_lines(item, indent))
-            else:
-                lines.append(head + " " + _dump_inline(item))
-    else:
-        for item in value:
-            if isinstance(item, (dict, list, tuple)) and item:
-                nested = _dump_lines(item, indent + 2)
-                nested[0] = pad + "- " + nested[0][indent + 2:]
-                lines.extend(nested)
-            else:
-                lines.append(pad + "- " + _dump_inline(item))
-    return lines
-
-
-def _dump_inline(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, (list, tuple)):
-        return "[]"
-    return _dump_scalar(value)
+    pairs = [(f"{_dump_scalar(k)}:", value[k]) for k in sorted(value, key=str)] if isinstance(value, dict) \
+        else [("-", item) for item in value]
+    for head, item in pairs:
+        if not isinstance(item, (dict, list, tuple)) or not item:
+            yield f"{pad}{head} {_dump_scalar(item)}"
+        elif head == "-":  # "- key: value" or "- - item": the first line joins the dash
+            lines = list(_dump_lines(item, indent + 2))
+            yield f"{pad}- {lines[0][indent + 2:]}"
+            yield from lines[1:]
+        else:
+            yield pad + head
+            yield from _dump_lines(item, indent + 2 if isinstance(item, dict) else indent)
 
 
 def dump_yaml(value: Any) -> str:
-    """Write ``value`` (dicts, lists, strings, numbers, booleans, None, dates) as block
-    YAML in the style of PyYAML's ``yaml.dump(value, default_flow_style=False)``:
-    keys sorted, strings quoted whenever PyYAML would read them as something else.
+    """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML,
+    keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal.
 
-    :param value: the data to write.
     :raises TypeError: for a value of another type.
     """
-    if isinstance(value, (dict, list, tuple)) and value:
-        return "\n".join(_dump_lines(value, 0)) + "\n"
-    return _dump_inline(value) + "\n"
+    lines = _dump_lines(value, 0) if isinstance(value, (dict, list, tuple)) and value else [_dump_scalar(value)]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
 
-# The on-disk layout, shared with every other SyftBox tool.
+# The on-disk layout, shared with every other SyftBox tool (see the module docstring).
 CONFIG_FILE = "config.yaml"
 RUN_SCRIPT = "run.sh"
+CODE_DIR = "code"
+STATE_FILE = "state.yaml"
 APPROVED_MARKER = "approved"
 DONE_MARKER = "done"
+REJECTED_MARKER = "rejected"
 PERMISSION_FILE = "syft.pub.yaml"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
 RETURNCODE_FILE = "returncode.txt"
 OUTPUTS_DIR = "outputs"
-CLAIM_FILE = ".syft_job_claim"  # the runner that is running the job (see "Claims")
-_STATUSES = ("inbox", "approved", "running", "done")
+_APPROVAL_FILE = ".syft_job_approval"  # inbox/review layouts: the digest approved, beside state.yaml
+_LOG_FILES = (STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE)
+# Names the owner and the runner write in a legacy job folder: never part of a submission.
+_RUNNER_NAMES = frozenset({APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER, PERMISSION_FILE, OUTPUTS_DIR, *_LOG_FILES})
+LAYOUTS = ("legacy", "v0", "v1")  # syft-job 0.1.24; 0.1.28 to 0.1.39; 0.1.40
+_LAYOUT_FOLDERS = frozenset({"inbox", "review", "staging"})  # never a submitter's folder
+_VERSION_FOLDER = re.compile(r"v[0-9]+\Z")  # inbox/<submitter>/v1/: a protocol level, never a job
+STATUSES = ("inbox", "approved", "running", "done", "failed", "rejected", "interrupted", "changed")
+ISOLATION_MODES = ("auto", "sandbox", "none")
 _MAX_CONFIG_BYTES = 1024 * 1024  # a submitter's config.yaml is read whole: keep it bounded
 
 TIMEOUT_ENV_VAR = "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS"
@@ -990,10 +746,9 @@ _DEFAULT_TIMEOUT_SECONDS = 300.0
 _EMAIL_RE = re.compile(r"^[^@\s/\\\x00]+@[^@\s/\\\x00]+\.[^@\s/\\\x00]+$")
 
 
-def _check_folder_name(name: str, what: str) -> str:
+def _check_folder_name(name: Any, what: str) -> str:
     """Refuse a name that cannot safely be one folder under another.
 
-    :param name: the job name or email that becomes a folder name.
     :param what: what the name is, for the message ("job name", "email").
     """
     if not isinstance(name, str):
@@ -1008,11 +763,11 @@ def _check_folder_name(name: str, what: str) -> str:
     elif len(name.encode("utf-8", "surrogateescape")) > 255:
         problem = "is longer than 255 bytes"
     if problem:
-        raise JobError(f"the {what} {name!r} {problem}")
+        raise JobError(f"the {what} {_printable(repr(name))} {problem}")
     return name
 
 
-def _check_email(email: str) -> str:
+def _check_email(email: Any) -> str:
     if not isinstance(email, str) or not _EMAIL_RE.match(email):
         raise ConfigError(f"{email!r} does not look like an email address (name@domain.tld)")
     try:
@@ -1021,25 +776,32 @@ def _check_email(email: str) -> str:
         raise ConfigError(str(exc)) from None
 
 
-def _positive_seconds(value: Any, what: str) -> float:
-    """``value`` as a positive number of seconds, or a ConfigError naming ``what``."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
-    return seconds
+def _positive(value: Any, what: str, kind: type = float) -> Any:
+    """``value`` as a positive, finite number (``kind`` int: a whole one).
+
+    :raises ConfigError: naming ``what``.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = kind(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf") \
+            or (kind is int and value != int(value)):
+        raise ConfigError(f"{what} must be a positive {'whole ' if kind is int else ''}number, got {value!r}")
+    return kind(value)
 
 
-def _resolve_timeout(timeout: float | None) -> float:
+def _resolve_timeout(timeout: Any) -> float:
     """The timeout argument, else $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300 s."""
     if timeout is not None:
-        return _positive_seconds(timeout, "timeout")
+        return _positive(timeout, "timeout")
     from_env = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
-    if from_env:
-        return _positive_seconds(from_env, TIMEOUT_ENV_VAR)
-    return _DEFAULT_TIMEOUT_SECONDS
+    return _positive(from_env, TIMEOUT_ENV_VAR) if from_env else _DEFAULT_TIMEOUT_SECONDS
+
+
+def _default_work_dir() -> Path:
+    """Where a runner keeps its private state: $XDG_STATE_HOME/syft-job, else
+    ~/.local/state/syft-job (outside the SyftBox folder, out of every job's reach)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "syft-job"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1078,49 +840,63 @@ class SyftJobConfig:
         return self.get_user_dir(email) / "app_data" / "job"
 
 
+@dataclasses.dataclass(frozen=True)
+class _RunOptions:
+    """How to run jobs: the arguments of ``process_approved_jobs()`` and ``run()``."""
+
+    stream_output: bool
+    timeout: float
+    skip_job_names: frozenset
+    share_outputs: bool
+    share_logs: bool
+
+    @classmethod
+    def make(cls, stream_output: bool = True, timeout: Any = None, skip_job_names: Iterable[str] | None = None,
+             share_outputs_with_submitter: bool = False, share_logs_with_submitter: bool = False) -> _RunOptions:
+        """Check the arguments (the timeout is resolved now, from the environment too)."""
+        return cls(bool(stream_output), _resolve_timeout(timeout), frozenset(skip_job_names or ()),
+                   bool(share_outputs_with_submitter), bool(share_logs_with_submitter))
+
+
 # ---------------------------------------------------------------------------
-# Submission: creating jobs the way SyftBox clients do
+# Submission: the data scientist's side, creating jobs and reading them back
 # ---------------------------------------------------------------------------
 
 CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
 _DEFAULT_BASE_PACKAGES = ("syft-client",)
 _PYTHON_VERSION = "3.12"
-# Names the runner writes into a job folder: submitted code must not take them.
-_RESERVED_NAMES = {CONFIG_FILE, RUN_SCRIPT, APPROVED_MARKER, DONE_MARKER, PERMISSION_FILE,
-                   STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE, OUTPUTS_DIR, CLAIM_FILE}
 _COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
 
 
 def _double_quoted(word: str) -> str:
     """``"word"`` as the docs write packages, or shell-safe quoting when that is unsafe."""
-    if re.search(r'["$`\\\n!]', word):
-        return shlex.quote(word)
-    return f'"{word}"'
+    return shlex.quote(word) if re.search(r'["$`\\\n!]', word) else f'"{word}"'
 
 
-def _python_run_script(entry: str, project_dir: str | None, has_pyproject: bool,
-                       packages: Sequence[str], python_version: str = _PYTHON_VERSION) -> str:
-    """The run.sh of a Python job, in the exact form of the SyftBox docs.
+def _python_run_script(layout: str, entry: str, project_dir: str | None, has_pyproject: bool,
+                       packages: Sequence[str]) -> str:
+    """The run.sh of a Python job, exactly as each layout's client writes it.
 
-    :param entry: the script to run, relative to the job folder.
-    :param project_dir: the submitted folder's name, or None for a single file.
-    :param has_pyproject: the folder has a pyproject.toml: use ``uv sync``.
+    :param entry: the script to run: relative to the job folder (legacy), or to code/.
+    :param project_dir: legacy only: the submitted folder's name (None: a single file).
+    :param has_pyproject: the folder has a pyproject.toml: ``uv sync`` it.
     :param packages: installed with ``uv pip install``, in this order.
     """
+    install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
     lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
-    if project_dir is not None and has_pyproject:
+    if layout != "legacy":
+        lines += [f"cd {CODE_DIR}", f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate",
+                  *([f"uv sync --python {_PYTHON_VERSION}"] if has_pyproject else []), *install,
+                  "export PYTHONPATH=.:${PYTHONPATH:-}"]
+    elif project_dir is not None and has_pyproject:
         project = shlex.quote(project_dir)
-        lines.append(f"cd {project} && uv sync --python {python_version} && cd ..")
-        lines.append(f"source {project}/.venv/bin/activate")
+        lines += [f"cd {project} && uv sync --python {_PYTHON_VERSION} && cd ..",
+                  f"source {project}/.venv/bin/activate", *install, f"export PYTHONPATH={project}:${{PYTHONPATH:-}}"]
     else:
-        lines.append(f"uv venv --python {python_version}")
-        lines.append("source .venv/bin/activate")
-    if packages:
-        lines.append("uv pip install " + " ".join(_double_quoted(p) for p in packages))
-    if project_dir is not None:
-        lines.append(f"export PYTHONPATH={shlex.quote(project_dir)}:${{PYTHONPATH:-}}")
-    lines.append(f"python {shlex.quote(entry)}")
-    return "\n".join(lines) + "\n"
+        lines += [f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate", *install]
+        if project_dir is not None:
+            lines.append(f"export PYTHONPATH={shlex.quote(project_dir)}:${{PYTHONPATH:-}}")
+    return "\n".join(lines + [f"python {shlex.quote(entry)}"]) + "\n"
 
 
 def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
@@ -1134,45 +910,49 @@ def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
     if (folder / "main.py").is_file():
         return "main.py"
     scripts = sorted(p.name for p in folder.glob("*.py") if p.is_file())
-    if len(scripts) == 1:
-        return scripts[0]
-    found = ", ".join(scripts) if scripts else "none"
-    raise JobError(f"cannot tell which script to run in {folder}: no main.py and "
-                   f"{len(scripts)} .py files at its root ({found}); pass entrypoint=...")
+    if len(scripts) != 1:
+        raise JobError(f"cannot tell which script to run in {folder}: no main.py and {len(scripts)} .py "
+                       f"files at its root ({', '.join(scripts) or 'none'}); pass entrypoint=...")
+    return scripts[0]
 
 
 class JobClient:
-    """Submits jobs into data owners' datasites, as the SyftBox clients do.
+    """Submits jobs into data owners' datasites and lists them, as the SyftBox clients do.
 
     :param config: the data scientist's configuration (its email is the submitter).
+    :param layout: ``"legacy"``, ``"v0"`` or ``"v1"`` (see ``LAYOUTS``); None: the
+        layout the owner's job folder already uses, else ``"v0"``, which every current
+        owner's client reads.
     """
 
-    def __init__(self, config: SyftJobConfig) -> None:
+    def __init__(self, config: SyftJobConfig, layout: str | None = None) -> None:
+        if layout is not None and layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or None, got {layout!r}")
         self.config = config
+        self.layout = layout
 
     def submit_bash_job(self, user: str, script: str, job_name: str = "") -> Path:
         """Submit a shell script as a job for ``user`` to review.
 
         :param user: the data owner.
-        :param script: the text of run.sh (a ``#!/bin/bash`` line is added if missing).
+        :param script: the text of run.sh (legacy: a ``#!/bin/bash`` line is added).
         :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
         :returns: the new job folder.
         """
-        if not script.startswith("#!"):
-            script = "#!/bin/bash\n" + script
-        if not script.endswith("\n"):
-            script += "\n"
-        return self._create_job(user, job_name, script, {}, lambda folder: None)
+        layout = self._layout_for(user)
+        if layout == "legacy":
+            script = ("" if script.startswith("#!") else "#!/bin/bash\n") + script + (
+                "" if script.endswith("\n") else "\n")
+            return self._create_job(user, job_name, layout, script, {}, lambda folder: None)
 
-    def submit_python_job(
-        self,
-        user: str,
-        code_path: str | os.PathLike,
-        job_name: str = "",
-        dependencies: Sequence[str] | None = None,
-        entrypoint: str | None = None,
-        base_packages: Sequence[str] | None = None,
-    ) -> Path:
+        def copy(folder: Path) -> None:
+            (folder / CODE_DIR).mkdir()
+            (folder / CODE_DIR / "script.sh").write_text(script, encoding="utf-8")
+        return self._create_job(user, job_name, layout, script, {"type": "bash", "files": ["script.sh"]}, copy)
+
+    def submit_python_job(self, user: str, code_path: str | os.PathLike, job_name: str = "",
+                          dependencies: Sequence[str] | None = None, entrypoint: str | None = None,
+                          base_packages: Sequence[str] | None = None) -> Path:
         """Submit a Python script, or a folder of code, as a job for ``user`` to review.
 
         :param user: the data owner.
@@ -1184,53 +964,67 @@ class JobClient:
             $SYFT_CLIENT_INSTALL_SOURCE, else ``syft-client``.
         :returns: the new job folder.
         """
+        layout = self._layout_for(user)
         source = Path(code_path).expanduser().absolute()
         dependencies = [str(d) for d in (dependencies or [])]
         if base_packages is None:
             from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
             base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
-        packages = list(dict.fromkeys(list(base_packages) + dependencies))
+        packages = list(dict.fromkeys([*base_packages, *dependencies]))
         if source.is_dir():
-            project_dir = _check_folder_name(source.name, "code folder name")
             entry = _folder_entrypoint(source, entrypoint)
-            has_pyproject = (source / "pyproject.toml").is_file()
-            script = _python_run_script(f"{project_dir}/{entry}", project_dir, has_pyproject, packages)
+            project = _check_folder_name(source.name, "code folder name") if layout == "legacy" else None
+            where = project if project is not None else CODE_DIR
 
             def copy(folder: Path) -> None:
-                shutil.copytree(source, folder / project_dir, symlinks=True, ignore=_COPY_IGNORE)
-        elif source.is_file():
-            if source.suffix != ".py":
-                raise JobError(f"{source} is not a .py file: submit a Python script, or a folder of code")
-            project_dir = None
-            entry = _check_folder_name(source.name, "code file name")
-            script = _python_run_script(entry, None, False, packages)
+                shutil.copytree(source, folder / where, symlinks=True, ignore=_COPY_IGNORE)
+        elif source.is_file() and source.suffix == ".py":
+            entry, project = _check_folder_name(source.name, "code file name"), None
 
             def copy(folder: Path) -> None:
-                shutil.copy2(source, folder / entry)
+                if layout != "legacy":
+                    (folder / CODE_DIR).mkdir()
+                shutil.copy2(source, folder / ("" if layout == "legacy" else CODE_DIR) / entry)
         else:
-            raise JobError(f"code not found: {source}")
-        if (project_dir or entry) in _RESERVED_NAMES:
-            raise JobError(f"the code is named {project_dir or entry!r}, a name the runner uses; rename it")
-        extra = {
-            "type": "python",
-            "code_path": str(source),
-            "entry_point": entry,
-            "dependencies": dependencies,
-            "is_folder_submission": project_dir is not None,
-        }
-        return self._create_job(user, job_name, script, extra, copy)
+            raise JobError(f"code not found: {source}" if not source.exists()
+                           else f"{source} is not a .py file: submit a Python script, or a folder of code")
+        if layout == "legacy" and (project or entry) in _RUNNER_NAMES | {CONFIG_FILE, RUN_SCRIPT}:
+            raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
+        has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
+        script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
+                                    packages)
+        extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
+        if layout == "legacy":
+            extra.update(entry_point=entry, dependencies=dependencies)
+        else:
+            extra.update(entrypoint=entry, dependencies=packages,
+                         files=sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
+                                      if p.is_file() and not {".venv", "__pycache__", ".git"} & set(p.parts))
+                         if source.is_dir() else [entry])
+        return self._create_job(user, job_name, layout, script, extra, copy)
 
-    def _create_job(self, user: str, job_name: str, script: str, extra: dict,
+    def _layout_for(self, owner: str) -> str:
+        """The layout to submit to ``owner`` in: the one its job folder already uses."""
+        job_dir = self.config.get_job_dir(owner)
+        if self.layout is not None:
+            return self.layout
+        if (job_dir / "inbox" / self.config.email / "v1").is_dir():
+            return "v1"
+        if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
+                and (job_dir / self.config.email).is_dir():
+            return "legacy"
+        return "v0"
+
+    def _create_job(self, user: str, job_name: str, layout: str, script: str, extra: dict,
                     copy_code: Callable[[Path], None]) -> Path:
         """Make the job folder; config.yaml comes last, so a runner never sees half a job."""
-        name = _check_folder_name(job_name or f"Job - {uuid.uuid4().hex[:8]}", "job name")
-        datasite = self.config.get_user_dir(user)
-        if not datasite.is_dir():
-            raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} "
-                           f"(is the SyftBox folder synced?)")
-        inbox = self.config.get_job_dir(user) / self.config.email
-        inbox.mkdir(parents=True, exist_ok=True)
-        folder = inbox / name
+        name = _check_folder_name(job_name or f"Job - {secrets.token_hex(4)}", "job name")
+        if layout != "legacy" and _VERSION_FOLDER.match(name):
+            raise JobError(f"the job name {name!r} is reserved for protocol folders (v1, v2, ...); rename it")
+        if not self.config.get_user_dir(user).is_dir():
+            raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} (is the SyftBox folder synced?)")
+        folder = _job_paths(self.config.get_job_dir(user), layout, self.config.email, name)[0]
+        folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             folder.mkdir()
         except FileExistsError:
@@ -1238,217 +1032,443 @@ class JobClient:
         try:
             copy_code(folder)
             _atomic_write(folder / RUN_SCRIPT, script.encode("utf-8"), mode=0o755)
-            config = {
-                "name": name,
-                "submitted_by": self.config.email,
-                "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                **extra,
-            }
+            if layout == "legacy":
+                config = {"name": name, "submitted_by": self.config.email,
+                          "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra}
+            else:
+                config = {"name": name, "type": "bash", "submitted_at": _utc_now(), "entrypoint": None,
+                          "dependencies": [], "files": [], "is_folder_submission": False, "code_path": None,
+                          "job_type": "local", "datasets": None, "headers": {}, **extra}
+                if layout == "v1":
+                    config.update(canonical_name="JobSubmissionMetadata", version="1")
             _atomic_write(folder / CONFIG_FILE, dump_yaml(config).encode("utf-8"))
         except BaseException:
-            _remove_path(folder)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
         return folder
 
+    @property
+    def jobs(self) -> JobsList:
+        """This data scientist's jobs at every datasite in the SyftBox folder, newest
+        first, as its own SyftBox would show them: logs and outputs only where the owner
+        shared them."""
+        found = []
+        for site in _subfolders(self.config.syftbox_folder):
+            job_dir = Path(site.path) / "app_data" / "job"
+            found += [_job_info(job, self.config.syftbox_folder, site.name, self.config.email)
+                      for job in _JobScanner(job_dir).scan() if job.submitter == self.config.email]
+        return JobsList(sorted(found, key=lambda info: info._when, reverse=True))
+
+
+@dataclasses.dataclass
+class JobInfo:
+    """One job as its submitter sees it (``JobClient.jobs``). ``stdout``, ``stderr`` and
+    ``outputs`` are None until the owner shares them."""
+
+    name: str
+    owner: str
+    submitted_by: str
+    status: str
+    reason: str | None
+    return_code: int | None
+    stdout: str | None
+    stderr: str | None
+    outputs: list[Path] | None
+    submitted_at: str | None
+    layout: str
+    folder: Path
+    _when: float = dataclasses.field(default=0.0, repr=False, compare=False)
+
+    _COLUMNS = (("NAME", "name"), ("OWNER", "owner"), ("STATUS", "status"), ("SUBMITTED", "submitted_at"),
+                ("RC", "return_code"), ("REASON", "reason"), ("SHARED", "shared"))
+
+    @property
+    def shared(self) -> str:
+        return " ".join(what for what, value in (("logs", self.stdout), ("outputs", self.outputs))
+                        if value is not None)
+
+    def _cells(self) -> list[str]:
+        return ["" if getattr(self, key) is None else _printable(str(getattr(self, key))) for _, key in self._COLUMNS]
+
+    def __str__(self) -> str:
+        text = "\n".join(f"{title.lower():>9}: {cell}" for (title, _), cell in zip(self._COLUMNS, self._cells()))
+        for label, value in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if value:
+                text += f"\n--- {label} ---\n" + _printable(value.rstrip("\n")).replace("\\n", "\n")
+        return text
+
+    def _repr_html_(self) -> str:
+        return JobsList([self])._repr_html_()
+
+
+class JobsList(list):
+    """A list of :class:`JobInfo` that prints as a table, in a terminal and in Jupyter."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "No jobs."
+        rows = [[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in JobInfo._COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in job._cells()) + "</tr>" for job in self)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
 
 # ---------------------------------------------------------------------------
-# Discovery: what jobs exist, and in which state
+# Discovery: what jobs exist, in every layout, and in which state
 # ---------------------------------------------------------------------------
+#
+# A job's coarse state, read from what the owner and the runner write (never from
+# what the submitter writes): "inbox", "approved", "running", "finished", "rejected",
+# "unreceived" (inbox/review layouts: no state.yaml yet) or "broken" (a state.yaml
+# that cannot be read). The words people see (STATUSES) come from it, the claims and
+# the recorded return code (see _live_status).
+
+_STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", "received_at", "rejected_at",
+               "rejected_by", "return_code", "review_reason", "status")
+_STATE_STATUSES = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
+                   "done": "finished", "failed": "finished", "rejected": "rejected"}
+_MAX_STATE_BYTES = 64 * 1024
+_FULL_SCAN_SECONDS = 60.0
+_SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
 
 
-# Control characters, bidi overrides and undecodable bytes in a name could forge or
-# hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
-                          "\u2060-\u206f\ufeff\ud800-\udfff]")
-
-
-def _printable(text: str) -> str:
-    """``text`` safe to print: control, bidi and undecodable characters escaped."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+def _job_paths(job_dir: str | os.PathLike, layout: str, submitter: str, name: str) -> tuple[Path, Path]:
+    """``(submission folder, results folder)`` of a job in ``layout``."""
+    if layout == "legacy":
+        folder = Path(job_dir) / submitter / name
+        return folder, folder
+    level = ("v1",) if layout == "v1" else ()
+    return (Path(job_dir, "inbox", submitter, *level, name), Path(job_dir, "review", submitter, *level, name))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
-    """One job folder, ``<job dir>/<submitter>/<name>``, and its state on disk."""
+    """One job: where it was submitted, where its results go, and its coarse state."""
 
-    folder: str  # a str, not a Path: a poll makes one per job, and most are never used
+    layout: str
     submitter: str
     name: str
-    status: str  # "inbox", "approved", "running" or "done"
-
-    @functools.cached_property
-    def path(self) -> Path:
-        return Path(self.folder)
-
-    def file(self, name: str) -> str:
-        """The path of ``name`` in the job folder, as a str (cheaper than a Path: running
-        a job looks up a dozen of them)."""
-        return f"{self.folder}/{name}"
+    folder: str   # the submission: config.yaml, run.sh, code
+    results: str  # where the owner and the runner write (the same folder in the legacy layout)
+    state: str
 
     @property
     def key(self) -> str:
+        """``submitter/name``, as jobs are addressed (``skip_job_names``, messages)."""
         return f"{self.submitter}/{self.name}"
 
     @property
     def label(self) -> str:
-        """The key, safe to print."""
-        return _printable(self.key)
+        """The key, safe to print (a name may hold control characters)."""
+        return _printable(self.key) + ("" if self.layout == "legacy" else f" ({self.layout})")
 
-    @property
-    def where(self) -> str:
-        """The folder, safe to print."""
-        return _printable(self.folder)
+    @functools.cached_property
+    def digest_key(self) -> str:
+        """A file name for this job in the runner's private state."""
+        return hashlib.sha256(self.results.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
     def read_config(self) -> dict:
         """The job's config.yaml as a mapping.
 
         :raises SyftJobError: a symlink, too large, not UTF-8, not YAML, not a mapping.
         """
-        path = self.file(CONFIG_FILE)
-        data = _read_file(path, _MAX_CONFIG_BYTES)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise YAMLError(f"{path}: is not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r});"
-                            " not a job config") from None
-        value = load_yaml(text, path)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise YAMLError(f"{path}: expected a mapping of settings, found a {type(value).__name__}")
-        return value
+        path = os.path.join(self.folder, CONFIG_FILE)
+        value = load_yaml(_read_text(path, _MAX_CONFIG_BYTES), path)
+        if not isinstance(value, (dict, type(None))):
+            raise YAMLError(f"{_printable(path)}: expected a mapping of settings, found a {type(value).__name__}")
+        return value or {}
 
 
-def _job_status(folder: str | Path) -> str:
-    if os.path.lexists(os.path.join(folder, DONE_MARKER)):
-        return "done"
-    if os.path.lexists(os.path.join(folder, APPROVED_MARKER)):
-        return "running" if os.path.lexists(os.path.join(folder, CLAIM_FILE)) else "approved"
-    return "inbox"
+def _read_state(results: str) -> dict | None:
+    """A job's state.yaml (None when there is none). :raises SyftJobError: unreadable,
+    or not a state (an unknown status)."""
+    path = os.path.join(results, STATE_FILE)
+    if not os.path.lexists(path):
+        return None
+    state = load_yaml(_read_text(path, _MAX_STATE_BYTES), path)
+    status = state.get("status") if isinstance(state, dict) else None
+    if status not in _STATE_STATUSES:
+        raise JobError(f"{_printable(path)}: status {status!r} is none of {', '.join(_STATE_STATUSES)}; not used")
+    return state
 
 
-_FULL_SCAN_SECONDS = 60.0
-_SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
+def _write_state(job: _Job, **changes: Any) -> None:
+    """Update a job's state.yaml as syft-job 0.1.39 and 0.1.40 write it: every key,
+    nulls included, times in UTC with a Z; ``canonical_name``/``version`` under v1/."""
+    state = dict.fromkeys(_STATE_KEYS)
+    with contextlib.suppress(SyftJobError, OSError):
+        state.update(_read_state(job.results) or {})
+    state.update(changes)
+    for key, value in (("canonical_name", "JobState"), ("version", "1")):
+        state.pop(key, None)
+        if job.layout == "v1":
+            state[key] = value
+    os.makedirs(job.results, exist_ok=True)
+    _atomic_write(os.path.join(job.results, STATE_FILE), dump_yaml(state).encode("utf-8"))
+
+
+def _coarse_state(layout: str, folder: str, results: str) -> str:
+    if layout == "legacy":
+        for marker, state in ((REJECTED_MARKER, "rejected"), (DONE_MARKER, "finished"), (APPROVED_MARKER, "approved")):
+            if os.path.lexists(os.path.join(folder, marker)):
+                return state
+        return "inbox"
+    try:
+        state = _read_state(results)
+    except (OSError, SyftJobError):
+        return "broken"
+    return "unreceived" if state is None else _STATE_STATUSES[state["status"]]
+
+
+def _subfolders(path: str | os.PathLike) -> list[os.DirEntry]:
+    """The folders in ``path`` (not symlinks to folders), sorted by name."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted((e for e in entries if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
 
 
 class _JobScanner:
-    """Finds the jobs of a job directory, poll after poll, without looking again at
-    what cannot have changed: a submitter folder whose modification time is the same
-    holds the same job folders, and a finished job stays finished. A poll over 10,000
-    finished jobs so lists a folder instead of making 20,000 ``stat`` calls. Every
-    _FULL_SCAN_SECONDS everything is looked at again, so that a ``done`` deleted by
-    hand (to run a job again) is noticed.
+    """Finds the jobs of a job directory in every layout, poll after poll, without
+    looking again at what cannot have changed: a folder whose modification time is the
+    same holds the same job folders, and a finished or rejected job stays so. A poll
+    over 10,000 finished jobs so lists folders instead of making 20,000 ``stat`` calls.
+    Everything is looked at again every _FULL_SCAN_SECONDS, and after ``forget()``.
 
-    A folder is trusted by its modification time only once that time is
-    _SETTLED_NS old: file systems stamp times coarsely, and two changes within one
-    tick would leave the same time.
+    A folder is trusted by its modification time only once that time is _SETTLED_NS
+    old: file systems stamp times coarsely, and two changes in one tick look as one.
     """
 
-    def __init__(self, job_dir: Path) -> None:
-        self.job_dir = job_dir
-        # submitter folder -> (its mtime, [(name, path) of each folder in it, sorted])
-        self.listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}
-        self.finished: dict[str, _Job] = {}  # job folder -> its job, once done
+    def __init__(self, job_dir: str | os.PathLike) -> None:
+        self.job_dir = str(job_dir)
+        self.listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}  # folder -> (mtime, its folders)
+        self.final: dict[str, _Job] = {}  # submission folder -> its job, once finished or rejected
+        self.full_scan_at = 0.0
+
+    def forget(self) -> None:
         self.full_scan_at = 0.0
 
     def scan(self) -> list[_Job]:
-        """Every job, sorted by submitter then name. Symlinked folders are not followed:
-        a submitter cannot make the runner look outside its folder."""
+        """Every job, by submitter then name, legacy first. Symlinked folders are not
+        followed: a submitter cannot make the runner look outside its folder."""
         if time.monotonic() >= self.full_scan_at:
             self.listings.clear()
-            self.finished.clear()
+            self.final.clear()
             self.full_scan_at = time.monotonic() + _FULL_SCAN_SECONDS
-        jobs = []
-        for submitter in _sorted_subfolders(self.job_dir):
-            for name, folder in self.job_folders(submitter):
-                job = self.finished.get(folder)
-                if job is None:
-                    if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
-                        continue
-                    job = _Job(folder, submitter.name, name, _job_status(folder))
-                    if job.status == "done":
-                        self.finished[folder] = job
-                jobs.append(job)
-        return jobs
+        found = []
+        for entry in _subfolders(self.job_dir):
+            if entry.name not in _LAYOUT_FOLDERS:
+                found += [("legacy", entry.name, name, path) for name, path in self.folders(entry.path)]
+        for submitter in _subfolders(os.path.join(self.job_dir, "inbox")):
+            for name, path in self.folders(submitter.path):
+                if name == "v1":
+                    found += [("v1", submitter.name, n, p) for n, p in self.folders(path)]
+                elif not _VERSION_FOLDER.match(name):
+                    found.append(("v0", submitter.name, name, path))
+        return [job for job in (self.job(*args) for args in found) if job is not None]
 
-    def job_folders(self, submitter: os.DirEntry) -> list[tuple[str, str]]:
-        """``(name, path)`` of each folder in a submitter folder, sorted by name."""
+    def job(self, layout: str, submitter: str, name: str, folder: str) -> _Job | None:
+        job = self.final.get(folder)
+        if job is None and os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+            results = folder if layout == "legacy" else str(_job_paths(self.job_dir, layout, submitter, name)[1])
+            job = _Job(layout, submitter, name, folder, results, _coarse_state(layout, folder, results))
+            if job.state in ("finished", "rejected"):
+                self.final[folder] = job
+        return job
+
+    def folders(self, path: str) -> list[tuple[str, str]]:
+        """``(name, path)`` of each folder in ``path``, sorted by name."""
         try:
-            mtime = submitter.stat(follow_symlinks=False).st_mtime_ns
+            mtime = os.lstat(path).st_mtime_ns
         except OSError:
             return []
-        listed = self.listings.get(submitter.path)
+        listed = self.listings.get(path)
         if listed is not None and listed[0] == mtime:
             return listed[1]
-        folders = [(entry.name, entry.path) for entry in _sorted_subfolders(submitter.path)]
+        folders = [(entry.name, entry.path) for entry in _subfolders(path)]
         if time.time_ns() - mtime > _SETTLED_NS:
-            self.listings[submitter.path] = (mtime, folders)
+            self.listings[path] = (mtime, folders)
         return folders
 
 
-def _scan_jobs(job_dir: Path) -> list[_Job]:
-    """Every job under ``job_dir`` as it is now (one full scan)."""
-    return _JobScanner(job_dir).scan()
-
-
-def _sorted_subfolders(path: str | Path) -> list[os.DirEntry]:
+def _receive(job: _Job, owner: str) -> None:
+    """Give a new inbox/review job its first state, as upstream's owner client does:
+    ``pending``, or ``rejected`` with the reason when the submission is malformed (it
+    must hold exactly code/, run.sh and config.yaml)."""
     try:
-        with os.scandir(path) as entries:
-            folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
-    return sorted(folders, key=lambda e: e.name)
+        with os.scandir(job.folder) as entries:
+            kinds = {e.name: "folder" if e.is_dir(follow_symlinks=False) else "file" if e.is_file(
+                follow_symlinks=False) else "other" for e in entries if e.name != PERMISSION_FILE}
+        expected = {CODE_DIR: "folder", RUN_SCRIPT: "file", CONFIG_FILE: "file"}
+        problem = None if kinds == expected else (
+            "the submission must hold exactly code/, run.sh and config.yaml (regular files and a folder); it holds "
+            + ", ".join(f"{_printable(n)}{'/' if k == 'folder' else ''}" for n, k in sorted(kinds.items())))
+        if problem is None:
+            job.read_config()
+    except (OSError, SyftJobError) as exc:
+        problem = str(exc)
+    now = _utc_now()
+    rejected = {"rejected_by": owner, "rejected_at": now, "review_reason": problem} if problem else {}
+    _write_state(job, status="rejected" if problem else "pending", received_at=now, **rejected)
+
+
+def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
+    """A job as ``viewer`` sees it: only what SyftBox's rules let it read."""
+    def readable(name: str) -> str | None:
+        path = os.path.join(job.results, name)
+        if not os.path.lexists(path) or not _may(syftbox, owner, viewer, path, "read"):
+            return None
+        with contextlib.suppress(SyftJobError, OSError):
+            return _read_file(path, 16 * 1024 * 1024, truncate=True).decode("utf-8", "replace")
+        return None
+
+    status, reason, return_code = "inbox", None, None
+    if job.layout != "legacy":
+        with contextlib.suppress(SyftJobError):
+            state = load_yaml(readable(STATE_FILE) or "{}") or {}
+            status = {"received": "inbox", "pending": "inbox"}.get(state.get("status"), state.get("status") or "inbox")
+            reason = state.get("review_reason") or state.get("rejection_reason")
+            return_code = state.get("return_code")
+    elif readable(REJECTED_MARKER) is not None:
+        status, reason = "rejected", readable(REJECTED_MARKER).strip() or None
+    elif readable(DONE_MARKER) is not None:
+        with contextlib.suppress(ValueError):
+            record = json.loads(readable(DONE_MARKER) or "{}")
+            return_code = record.get("return_code") if isinstance(record, dict) else None
+        with contextlib.suppress(ValueError, TypeError):
+            return_code = int(readable(RETURNCODE_FILE)) if return_code is None else return_code
+        status = "done" if return_code in (0, None) else "failed"
+    elif readable(APPROVED_MARKER) is not None:
+        status = "approved"
+    outputs = os.path.join(job.results, OUTPUTS_DIR)
+    shared = os.path.isdir(outputs) and not os.path.islink(outputs) and _may(
+        syftbox, owner, viewer, os.path.join(outputs, "f"), "read")
+    try:
+        submitted = job.read_config().get("submitted_at")
+        when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
+    except (SyftJobError, ValueError, OverflowError):
+        submitted, when = None, os.lstat(job.folder).st_mtime
+    return JobInfo(job.name, owner, job.submitter, status, reason, return_code if isinstance(return_code, int) else None,
+                   readable(STDOUT_FILE), readable(STDERR_FILE),
+                   sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE)
+                   if shared else None, None if submitted is None else str(submitted), job.layout,
+                   Path(job.folder), when)
 
 
 # ---------------------------------------------------------------------------
 # Claims and approvals: who runs a job, and is it still what the owner approved
 # ---------------------------------------------------------------------------
 #
-# A runner that starts a job first creates CLAIM_FILE in its folder with O_EXCL: of
-# two runners, only one can. The claim holds the host, the runner's pid and process
-# start time, the attempt number and, once the job is started, its process group. A
-# claim left by a runner that died (SIGKILL, power cut) is taken over: the job's
-# leftover processes are stopped and the job runs again, at most _MAX_ATTEMPTS times.
+# The runner keeps its state outside the SyftBox folder, where no submitter and no
+# job can write (``work_dir``): one folder per job directory holding
 #
-# Approving through this module writes into ``approved`` the sha256 of every file
-# the submitter sent; a job whose files changed since is not run.
+#   jobs/<job>.json      while the job runs, the claim of the runner running it: host,
+#                        pid and start time, attempt, the run's token and process group.
+#                        Created with O_EXCL, so of two runners only one runs a job.
+#                        When it ends, the result is added: the record of its last run.
+#   jobs/<job>.cancel    a request (from `syft-job cancel`) to stop it.
+#   copies/<job>-<token>/  the private working copy the job runs in.
+#   seen.json            the inbox jobs already announced.
+#
+# A claim left by a runner that died is taken over: what the job left running is
+# stopped (found by its token), and the job runs again, at most _MAX_ATTEMPTS times.
+#
+# Approving through this module records the sha256 of every submitted file (in the
+# legacy ``approved`` marker, or beside state.yaml); a job whose files differ from
+# that record when they are copied is not run.
 
 _MAX_ATTEMPTS = 3
-_MAX_CLAIM_BYTES = 64 * 1024
-_MAX_APPROVAL_BYTES = 16 * 1024 * 1024
-_CLAIM_WRITE_SECONDS = 10.0  # an unreadable claim younger than this is being written
-# Names in a job folder that are not part of the submission: the runner's and the
-# owner's files, and caches that running a job creates (``uv venv`` makes .venv).
-_NOT_SUBMITTED = {APPROVED_MARKER, DONE_MARKER, PERMISSION_FILE, STDOUT_FILE, STDERR_FILE,
-                  RETURNCODE_FILE, OUTPUTS_DIR}
-_CACHE_FOLDERS = {".venv", "__pycache__"}
+_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_held_claims: set[str] = set()  # claim files this process holds (runners in threads share a pid)
+
+
+class _Site:
+    """The runner's private state for one job directory (see the section comment)."""
+
+    def __init__(self, work_dir: Path, job_dir: Path) -> None:
+        self.root = work_dir / hashlib.sha256(str(job_dir).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        self.made: set[str] = set()  # folders made already
+
+    def path(self, kind: str, job: _Job, suffix: str = ".json", create: bool = False) -> str:
+        """The file of ``kind`` ("jobs", "copies") for ``job``; with ``create``, its
+        folder is made (reading creates nothing)."""
+        folder = f"{self.root}/{kind}"
+        if create and folder not in self.made:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            self.made.add(folder)
+        return f"{folder}/{job.digest_key}{suffix}"
+
+    def record(self, job: _Job) -> dict:
+        """The job's claim, or the record of its last run ({} if none)."""
+        return _read_json(self.path("jobs", job)) or {}
+
+    def poke(self) -> None:
+        """Tell a running runner to look at every job again (a job was changed by hand)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "poke").touch()
+
+    def poked_at(self) -> int:
+        with contextlib.suppress(OSError):
+            return os.stat(self.root / "poke").st_mtime_ns
+        return 0
 
 
 @dataclasses.dataclass
 class _Claim:
-    """This runner's hold on one job (its CLAIM_FILE)."""
+    """This runner's hold on one job."""
 
     path: str
     attempt: int
+    token: str  # in the job's environment: finds every process of this run
 
 
-_held_claims: set[str] = set()  # claim files this process holds (runners in threads share a pid)
+def _read_json(path: str) -> dict | None:
+    """A JSON object from a file of ours (or JSON lines, later ones adding to the
+    first, as a claim grows); None when missing or unreadable."""
+    try:
+        data = _read_file(path, _MAX_RECORD_BYTES)
+        with contextlib.suppress(ValueError):
+            whole = json.loads(data or b"{}")
+            return whole if isinstance(whole, dict) else None
+        fields: dict = {}
+        for line in data.splitlines():
+            fields.update(json.loads(line))
+        return fields
+    except (SyftJobError, ValueError, TypeError):
+        return None
+
+
+def _read_proc(path: str) -> bytes:
+    """A /proc file, whole (they report a size of 0). :raises OSError:"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _proc_stat(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...);
-    None without /proc or when the process is gone."""
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp,
+    session, ...); None without /proc or when the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        fields = _read_proc(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
     return fields if len(fields) > 19 else None
 
 
 def _process_start(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot, from /proc), to tell a process from
-    a later one that got the same pid; None without /proc or when it is gone."""
+    """When ``pid`` started (from /proc), to tell it from a later process with that pid."""
     fields = _proc_stat(pid)
     return fields[19].decode() if fields else None
 
@@ -1459,39 +1479,19 @@ def _own_start(pid: int) -> str | None:
     return _process_start(pid)
 
 
-def _read_claim(path: str) -> dict | None:
-    """A claim's fields (JSON lines, later lines adding to the first); None when
-    missing, empty or not ours to understand."""
-    try:
-        data = _read_file(path, _MAX_CLAIM_BYTES)
-    except JobError:
-        return None
-    fields: dict = {}
-    for line in data.splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(value, dict):
-            return None
-        fields.update(value)
-    return fields if isinstance(fields.get("pid"), int) else None
-
-
 def _claim_is_stale(path: str, fields: dict | None) -> bool:
-    """Whether the runner that wrote a claim is gone. A claim from another host is
-    never judged stale: this host cannot see that runner."""
+    """Whether the runner that wrote a claim is gone. An unreadable claim is being
+    written right now, unless it is older than a few seconds (a crash mid-write); a
+    claim from another host (a shared work_dir) cannot be judged from here."""
     if fields is None:
-        try:
-            age = time.time() - os.lstat(path).st_mtime
-        except FileNotFoundError:
-            return False
-        return age > _CLAIM_WRITE_SECONDS
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - os.lstat(path).st_mtime > 10
+        return False
+    pid = fields.get("pid")
     if fields.get("host") != socket.gethostname():
         return False
-    pid = fields["pid"]
-    if pid == os.getpid():
-        return path not in _held_claims  # else a leftover of this process
+    if not isinstance(pid, int) or pid == os.getpid():
+        return path not in _held_claims
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1502,54 +1502,44 @@ def _claim_is_stale(path: str, fields: dict | None) -> bool:
     return recorded is not None and _process_start(pid) not in (None, recorded)
 
 
-def _live_status(job: _Job) -> str:
-    """The job's status, with "interrupted" for a running job whose runner is gone."""
-    claim = job.file(CLAIM_FILE)
-    if job.status == "running" and _claim_is_stale(claim, _read_claim(claim)):
-        return "interrupted"
-    return job.status
-
-
-def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
-    """Claim a job for this runner: ``(claim, None)``, or ``(None, the claim of the
-    runner that has it, if readable)``. A stale claim is taken over after stopping
-    what its job left running."""
-    path = job.file(CLAIM_FILE)
+def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) -> _Claim | None:
+    """Claim a job for this runner; None when another live runner has it. The record
+    of a finished run is replaced; a stale claim is taken over, after
+    ``stop_leftovers(its fields)``."""
+    path = site.path("jobs", job, create=True)
     attempt = 1
     if os.path.lexists(path):
-        fields = _read_claim(path)
-        if not _claim_is_stale(path, fields):
-            return None, fields
-        # Rename first: of several runners taking it over, one wins the rename.
-        stale = f"{path}.{uuid.uuid4().hex[:12]}.stale"
+        fields = _read_json(path)
+        finished = fields is not None and "finished_at" in fields
+        if not finished and not _claim_is_stale(path, fields):
+            return None
+        stale = f"{path}.{secrets.token_hex(6)}.stale"  # of runners taking it over, one wins the rename
         try:
             os.rename(path, stale)
         except FileNotFoundError:
-            return None, None
+            return None
         try:
-            if _read_claim(stale) != fields:  # replaced meanwhile by a live runner
+            if _read_json(stale) != fields:  # replaced meanwhile by a live runner
                 with contextlib.suppress(OSError):
                     os.link(stale, path)
-                return None, None
-            if fields:
-                previous = fields.get("attempt")
-                attempt = previous + 1 if isinstance(previous, int) and previous > 0 else 1
-                _stop_leftovers(job, fields)
+                return None
+            if fields and not finished:
+                attempt = fields.get("attempt", 0) + 1 if isinstance(fields.get("attempt"), int) else 2
+                stop_leftovers(fields)
         finally:
             os.unlink(stale)
+    claim = _Claim(path, attempt, secrets.token_hex(16))
     fields = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _own_start(os.getpid()),
-              "claimed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "attempt": attempt}
-    _check_parent(path)
+              "claimed_at": _utc_now(), "attempt": attempt, "token": claim.token, "job": job.key}
     _held_claims.add(path)  # before the file exists: a thread of this process may look
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
     except FileExistsError:
         _held_claims.discard(path)
-        return None, None
+        return None
     except BaseException:
         _held_claims.discard(path)
         raise
-    claim = _Claim(path, attempt)
     try:
         _write_all(fd, (json.dumps(fields) + "\n").encode())
     except BaseException:
@@ -1557,129 +1547,305 @@ def _take_claim(job: _Job) -> tuple[_Claim | None, dict | None]:
         raise
     finally:
         os.close(fd)
-    return claim, None
+    return claim
 
 
-def _note_process_group(claim: _Claim, pgid: int) -> None:
-    """Add the started job's process group to the claim, for whoever takes it over
+def _add_to_claim(claim: _Claim, **fields: Any) -> None:
+    """Note the started run (its process group, ...) for whoever takes the claim over
     after a crash. Best effort: on a full disk the job runs all the same."""
-    line = json.dumps({"pgid": pgid, "leader_start": _process_start(pgid)}) + "\n"
     with contextlib.suppress(OSError):
         fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
         try:
-            _write_all(fd, line.encode())
+            _write_all(fd, (json.dumps(fields) + "\n").encode())
         finally:
             os.close(fd)
 
 
-def _stop_leftovers(job: _Job, fields: dict) -> None:
-    """Stop the processes an interrupted attempt left running (its process group).
-    The claim file is the submitter's to write too: a group is stopped only if one of
-    its processes runs a job, so a planted claim cannot name the owner's shell."""
-    pgid = fields.get("pgid")
-    if not isinstance(pgid, int) or pgid <= 1 or not _group_alive(pgid):
-        return
-    leader_start = fields.get("leader_start")
-    if leader_start is not None and _process_start(pgid) not in (None, leader_start):
-        return  # the group's number now belongs to an unrelated process
-    members = _group_members(pgid)
-    if not members or not any(_runs_a_job(pid) for pid in members):
-        print(f"⚠️ Processes of the interrupted run of {job.label} may still run (process group {pgid});"
-              " they could not be told apart from others, so they were left alone")
-        return
-    print(f"🧹 Stopping processes left running by the interrupted run of {job.label} (process group {pgid})")
-    _stop_group(pgid)
-
-
 def _release(claim: _Claim) -> None:
-    """Give a claim up, unless it became ``done`` (then the path may be another's)."""
     if claim.path in _held_claims:
         _held_claims.discard(claim.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(claim.path)
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with os.fdopen(_open_regular(path), "rb") as f:
-        for block in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _submission(job: _Job, copy_to: int | None = None) -> dict[str, str]:
+    """What the submitter sent: ``{relative path: sha256}`` of every file of the job
+    folder but the owner's and the runner's (legacy markers, logs, outputs/), read
+    through file descriptors, links never followed. With ``copy_to`` (an open folder),
+    also copied there: what is copied is exactly what was hashed."""
+    top = _RUNNER_NAMES if job.layout == "legacy" else {PERMISSION_FILE}
+    with _folder(job.folder) as fd:
+        return _copy_tree(fd, copy_to, lambda rel: rel in top)
 
 
-def _submission(folder: Path) -> dict[str, str]:
-    """What the submitter sent: ``{relative path: sha256}`` of every file in the job
-    folder, except _NOT_SUBMITTED at the top and _CACHE_FOLDERS anywhere. A symlink is
-    recorded by its target, never followed."""
-    files: dict[str, str] = {}
-
-    def visit(path: str, prefix: str) -> None:
-        with os.scandir(path) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                name = prefix + entry.name
-                if not prefix and (entry.name in _NOT_SUBMITTED or entry.name.startswith(CLAIM_FILE)):
-                    continue
-                if entry.is_symlink():
-                    files[name] = "symlink to " + os.readlink(entry.path)
-                elif entry.is_dir():
-                    if entry.name not in _CACHE_FOLDERS:
-                        visit(entry.path, name + "/")
-                elif entry.is_file():
-                    files[name] = _file_digest(entry.path)
-                else:
-                    files[name] = "not a regular file"
-
-    visit(str(folder), "")
-    return files
+def _digest(files: dict[str, str]) -> str:
+    """One sha256 for a whole submission (what ``approve --digest`` compares)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def _approval_record(job: _Job, owner: str) -> bytes:
-    """What ``approved`` holds when the owner approves through this module."""
-    record = {"approved_by": owner,
-              "approved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "files": _submission(job.path)}
-    return (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+def _approval_path(job: _Job) -> str:
+    return os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else _APPROVAL_FILE)
 
 
-def _approved_files(job: _Job) -> dict[str, str] | None:
-    """The submission recorded at approval, or None for a marker without one (an
-    empty file, as other SyftBox tools write)."""
+def _approval(job: _Job) -> tuple[dict[str, str] | None, str]:
+    """``(the submission recorded at approval, the approval's fingerprint)``. The files
+    are None for an approval without a record (an empty ``approved``, a state.yaml
+    approved by another client). The fingerprint identifies the owner's approval of a
+    legacy job: a job finished for this approval never runs again, even if its
+    ``done`` marker disappears."""
+    path = _approval_path(job)
     try:
-        data = _read_file(job.file(APPROVED_MARKER), _MAX_APPROVAL_BYTES)
-        record = json.loads(data) if data.strip() else None
-    except (JobError, ValueError):
-        return None
-    files = record.get("files") if isinstance(record, dict) else None
-    if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
-        return files
+        data = _read_file(path, _MAX_RECORD_BYTES)
+        fingerprint = hashlib.sha256(data + str(os.lstat(path).st_mtime_ns).encode()).hexdigest()
+    except (OSError, SyftJobError):
+        return None, ""
+    with contextlib.suppress(ValueError):
+        files = (json.loads(data or b"null") or {}).get("files")
+        if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
+            return files, fingerprint
+    return None, fingerprint
+
+
+def _changes(approved: dict[str, str], now: dict[str, str]) -> str | None:
+    """What differs between two submissions, said for people; None if nothing."""
+    changes = [f"{what}: {', '.join(_printable(n) for n in sorted(names))}" for what, names in (
+        ("changed", {n for n in now.keys() & approved.keys() if now[n] != approved[n]}),
+        ("added", now.keys() - approved.keys()), ("removed", approved.keys() - now.keys())) if names]
+    return "; ".join(changes) or None
+
+
+def _live_status(job: _Job, site: _Site) -> str:
+    """The job's status word (STATUSES): "running" only while a live runner has it,
+    "interrupted" when its runner died, "changed" when its files no longer match the
+    digest approved."""
+    if job.state == "finished" and job.layout != "legacy":
+        with contextlib.suppress(SyftJobError, OSError):
+            return (_read_state(job.results) or {}).get("status", "done")
+    if job.state == "finished":
+        record = _read_json(os.path.join(job.folder, DONE_MARKER)) or {}  # ours holds the return code
+        code = record["return_code"] if "return_code" in record else _returncode(job)
+        return "done" if code in (0, None) else "failed"
+    if job.state in ("inbox", "unreceived", "rejected", "broken"):
+        return "rejected" if job.state == "rejected" else "inbox"
+    claim = site.path("jobs", job)
+    fields = _read_json(claim) if os.path.lexists(claim) else None
+    if os.path.lexists(claim) and (fields is None or "finished_at" not in fields):
+        return "interrupted" if _claim_is_stale(claim, fields) else "running"
+    if job.state == "running":
+        return "interrupted"
+    approved = _approval(job)[0]
+    with contextlib.suppress(OSError, SyftJobError):
+        if approved is not None and approved != _submission(job):
+            return "changed"
+    return "approved"
+
+
+def _returncode(job: _Job) -> int | None:
+    with contextlib.suppress(SyftJobError, ValueError, OSError):
+        return int(_read_file(os.path.join(job.results, RETURNCODE_FILE), 64))
     return None
 
 
-def _approval_problem(job: _Job, strict: bool) -> str | None:
-    """Why a job must not run as approved, or None when it may."""
-    approved = _approved_files(job)
-    if approved is None:
-        return "it was approved without a digest of its files, and this runner is strict" if strict else None
-    now = _submission(job.path)
-    if now == approved:
+# ---------------------------------------------------------------------------
+# Isolation: what a running job can reach
+# ---------------------------------------------------------------------------
+#
+# Every job runs in a private copy of what was approved, in a process group of its
+# own, with a run token in its environment. On top of that:
+#
+#   sandbox  (bubblewrap) its own PID namespace, so every process it makes dies with
+#            it; no capabilities, even for root; writes only to its copy and a private
+#            /tmp; reads the system, the SyftBox folder without any app_data/job tree
+#            (the owner's datasets in <owner>/private/ stay readable), uv and its
+#            Pythons, and what allow_read adds; never the owner's home or the runner's
+#            state. With network=False, only loopback.
+#   none     no sandbox: it runs as the owner's user, with its rights.
+#
+# Always, on Linux: the runner cannot be read through /proc by its jobs (it is not
+# dumpable), a root owner's jobs run without capabilities, and orphans are adopted by
+# the runner (a subreaper) and stopped with their job, found by the run token.
+
+_SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
+_JOB_ENV_VAR = "SYFT_JOB_RUN_TOKEN"  # finds every process of a run, whatever group it left for
+_PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
+_hardened: list[bool] = []  # the runner process has been hardened (once per process)
+
+
+@functools.lru_cache(maxsize=None)
+def _bwrap() -> str | None:
+    """bubblewrap's ``bwrap``, if it is installed and can make a sandbox on this machine."""
+    path = shutil.which("bwrap")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        probe = [path, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"]
+        if path and subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=30).returncode == 0:
+            return path
+    return None
+
+
+def _resolve_isolation(mode: str) -> str:
+    """"sandbox" or "none", for the ``isolation`` the owner asked for.
+
+    :raises ConfigError: an unknown mode, or "sandbox" where none can be made.
+    """
+    if mode not in ISOLATION_MODES:
+        raise ConfigError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {mode!r}")
+    if mode == "none" or (mode == "auto" and _bwrap() is None):
+        return "none"
+    if _bwrap() is None:
+        raise ConfigError("isolation 'sandbox': no sandbox can be made here: bubblewrap's bwrap is not on PATH or "
+                          "cannot create namespaces (Debian/Ubuntu: apt install bubblewrap)")
+    return "sandbox"
+
+
+def _harden_runner(console: _Console) -> None:
+    """Once per process, before its first job: not dumpable (jobs cannot read its
+    /proc files: environment, memory, file descriptors) and a subreaper (a job's
+    orphans become its children, so they can be found and stopped)."""
+    if _hardened:
+        return
+    _hardened.append(True)
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        if prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) or prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):
+            raise OSError(ctypes.get_errno(), "prctl failed")
+    except (OSError, AttributeError) as exc:
+        console.say(f"⚠️ Jobs can read this runner's memory and may leave processes behind on this system ({exc}); "
+                    "run it on Linux, with bubblewrap, for isolation")
+
+
+def _sandbox_argv(copy: str, syftbox: Path, allow_read: Sequence[str], network: bool, search_path: str) -> list[str]:
+    """bwrap's arguments for a job that runs in ``copy`` (see the section comment)."""
+    argv = [_bwrap(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    if not network:
+        argv.append("--unshare-net")
+    for path in ("/" + name for name in _SYSTEM_FOLDERS):
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--ro-bind", str(syftbox), str(syftbox)]
+    for site in _subfolders(syftbox):  # every job tree, with other jobs and their results, stays out of reach
+        if os.path.isdir(os.path.join(site.path, "app_data", "job")):
+            argv += ["--tmpfs", os.path.join(site.path, "app_data", "job")]
+    uv = _find_program("uv", search_path)  # uv, and the Pythons it manages, read-only
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    for path in (*allow_read, *([uv] if uv else []), os.environ.get("UV_PYTHON_INSTALL_DIR") or f"{data}/uv/python",
+                 os.path.realpath("/etc/resolv.conf")):
+        argv += ["--ro-bind-try", path, path]
+    return argv + ["--bind", copy, copy, "--chdir", copy, "--"]
+
+
+def _without_capabilities(search_path: str) -> list[str]:
+    """A prefix that drops every capability of a root owner's job (util-linux's setpriv)."""
+    setpriv = _find_program("setpriv", search_path) if os.geteuid() == 0 else None
+    return [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"] if setpriv else []
+
+
+def _processes() -> dict[int, tuple[int, int, int]] | None:
+    """Every process that runs (zombies left out): pid -> (parent, group, session), from
+    /proc; None without /proc."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
         return None
-    changes = [f"{what}: {', '.join(_printable(n) for n in sorted(names))}" for what, names in (
-        ("changed", {n for n in now.keys() & approved.keys() if now[n] != approved[n]}),
-        ("added", now.keys() - approved.keys()),
-        ("removed", approved.keys() - now.keys())) if names]
-    return f"its files changed after it was approved ({'; '.join(changes)})"
+    table = {}
+    for pid in pids:
+        fields = _proc_stat(pid)
+        if fields and fields[0] != b"Z":
+            table[int(pid)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def _carries(pid: int, token: str) -> bool:
+    """Whether a process has this run token in its environment."""
+    try:
+        return f"{_JOB_ENV_VAR}={token}\0".encode() in _read_proc(f"/proc/{pid}/environ")
+    except OSError:
+        return False
+
+
+def _children() -> set[int]:
+    """This process's children, zombies included (/proc; empty without it)."""
+    children: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            children.update(int(pid) for pid in _read_proc(f"/proc/self/task/{task}/children").split())
+    return children
+
+
+def _job_processes(pgid: int, token: str, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
+    """Every process of a run still running: its process group, what carries its
+    token, orphans adopted by this runner (a job leader of none, in a session of their
+    own, carrying no other run's token), and their descendants."""
+    if not _signal_group(pgid, 0) and not (_children() - leaders):
+        return set()  # the usual case, found without reading /proc
+    table = _processes() or {}
+    me, my_session = os.getpid(), os.getsid(0)
+    found = {pid for pid, (parent, group, session) in table.items() if pid != me and (
+        group == pgid or _carries(pid, token) or (parent == me and pid not in leaders and session != my_session
+                                                  and not any(_carries(pid, t) for t in other_tokens)))}
+    while True:
+        more = {pid for pid, (parent, _, _) in table.items() if parent in found and pid not in found}
+        if not more:
+            return found
+        found |= more
+
+
+def _reap_orphans(leaders: set[int]) -> None:
+    """Collect the adopted orphans that ended (zombie children of this runner that it
+    did not start itself: they are in a session of their own)."""
+    my_session = os.getsid(0)
+    for pid in _children() - leaders:
+        fields = _proc_stat(pid)
+        if fields and fields[0] == b"Z" and int(fields[3]) != my_session:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False when the group is gone."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):  # macOS: a group of zombies only
+        return False
+
+
+def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
+    """Stop what an interrupted run left running: every process that carries its token,
+    its process group if its leader is still the same process, its Slurm job."""
+    pgid, token = fields.get("pgid"), fields.get("token")
+    victims = {pid for pid in (_processes() or {}) if isinstance(token, str) and _carries(pid, token)}
+    if isinstance(pgid, int) and pgid > 1 and _process_start(pgid) == fields.get("leader_start") is not None:
+        victims |= {pid for pid, (_, group, _) in (_processes() or {}).items() if group == pgid}
+    if victims:
+        console.say(f"🧹 Stopping {len(victims)} process(es) left running by the interrupted run of {label}")
+    for pid in victims:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if fields.get("slurm_job_name") and shutil.which("scancel"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scancel", f"--name={fields['slurm_job_name']}"], capture_output=True, timeout=30)
 
 
 # ---------------------------------------------------------------------------
-# Execution: one job, one process group, output pumped as bytes
+# Execution: many jobs, one selector; output pumped as bytes
 # ---------------------------------------------------------------------------
+#
+# A job is started (_start_run: private copy, logs, the process), pumped (_Engine:
+# one selector holds every running job's pipes and exit descriptors), and finished
+# (_finish_run: return code, outputs published, state). Timeouts and stops are
+# measured here, on the runner's side: a job that stops its runner (kill -STOP
+# $PPID) cannot stretch its time or turn a failure into success.
 
 TIMEOUT_LINE = b"--- PROCESS TIMED OUT ---\n"
 _LOG_CUT_LINE = "--- LOG CUT: it reached the limit of {limit} bytes (max_log_bytes); the job was stopped ---\n"
 _KILL_GRACE_SECONDS = 2.0      # between SIGTERM and SIGKILL
 _PARTIAL_LINE_SECONDS = 0.25   # a line without newline is shown after this long
+_PIPE_DRAIN_SECONDS = 0.5      # how long to read pipes still held after the job's processes are gone
 _MAX_CONSOLE_LINE = 64 * 1024  # a longer line is shown in pieces (memory stays flat)
-_PIPE_DRAIN_SECONDS = 0.5      # how long to read pipes still held after the job's group is gone
 _READ_SIZE = 64 * 1024
 # What a job inherits from the runner's environment; everything else (tokens, keys,
 # cloud credentials) stays with the runner unless the owner passes it by name.
@@ -1687,70 +1853,46 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER")
 _INHERITED_PREFIXES = ("LC_", "UV_")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Signs in the end of stderr.txt that a job ran out of memory under max_memory_mb.
-_OUT_OF_MEMORY = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc",
-                  b"memory exhausted")
+_OUT_OF_MEMORY = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc", b"memory exhausted")
 
 
 @dataclasses.dataclass(frozen=True)
-class _JobLimits:
-    """What the owner allows a job: environment variables passed by name, and limits
-    on memory (address space), CPU time and the size of each log. None: no limit."""
+class JobResult:
+    """How one job run ended (``process_approved_jobs()`` returns one per job it ran).
 
-    env_passthrough: tuple[str, ...] = ()
-    max_memory_mb: float | None = None
-    max_cpu_seconds: float | None = None
-    max_log_bytes: int | None = None
+    :param status: ``"done"`` (return code 0) or ``"failed"``.
+    :param return_code: the job's exit status; -1 for a timeout, a stop by the owner
+        or a job that could not run.
+    :param duration: seconds, measured by the runner.
+    :param reason: why it failed, when the runner knows (timed out, cancelled, ...).
+    """
 
-    def __post_init__(self) -> None:
-        for name in self.env_passthrough:
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise ConfigError(f"env_passthrough: {name!r} is not an environment variable name")
-        for what in ("max_memory_mb", "max_cpu_seconds", "max_log_bytes"):
-            value = getattr(self, what)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 < value < float("inf")):
-                raise ConfigError(f"{what} must be a positive number or None, got {value!r}")
-
-    def set_in_child(self) -> None:
-        """Runs in the job's process between fork and exec (``preexec_fn``)."""
-        import resource
-        if self.max_memory_mb is not None:
-            size = int(self.max_memory_mb * 1024 * 1024)
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-        if self.max_cpu_seconds is not None:
-            seconds = max(1, math.ceil(self.max_cpu_seconds))
-            resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))  # SIGXCPU, then SIGKILL
-
-    @property
-    def in_child(self) -> bool:
-        return self.max_memory_mb is not None or self.max_cpu_seconds is not None
-
-
-@dataclasses.dataclass
-class _JobResult:
-    """How one execution ended."""
-
-    job: _Job
-    returncode: int
-    timed_out: bool = False
-    error: str | None = None  # a runner-side reason the job could not run
-    over_limit: str | None = None  # the owner's limit the job went over, said for people
+    submitter: str
+    name: str
+    status: str
+    return_code: int
+    started_at: datetime.datetime
+    finished_at: datetime.datetime
+    duration: float
+    reason: str | None = None
 
     @property
     def succeeded(self) -> bool:
-        return self.returncode == 0 and not self.error
+        return self.status == "done"
 
 
-class _Console:
-    """Prints the job's output as prefixed lines; never mixes two streams in a line.
+class _LinePrinter:
+    """Prints a job's output on the console as prefixed lines, whole lines only, so
+    two streams or two jobs never mix inside a line.
 
-    Lines are cut at ``\n``, ``\r\n`` and ``\r`` (so progress bars show one line per
+    Lines are cut at ``\n``, ``\r\n`` and ``\r`` (a progress bar shows one line per
     step), in blocks: a chunk of a million lines is decoded and prefixed in a few C
-    calls, not line by line. A line that has no end yet is shown anyway once it is
-    older than ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
+    calls. A line that has no end yet is shown anyway once it is older than
+    ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, console: _Console, prefix: str) -> None:
+        self.console = console
         self.prefixes = {"stdout": prefix, "stderr": prefix + "STDERR: "}
         self.partial: dict[str, list[bytes]] = {"stdout": [], "stderr": []}  # a line not ended yet
         self.partial_size = {"stdout": 0, "stderr": 0}
@@ -1792,28 +1934,27 @@ class _Console:
     def write(self, stream: str, lines: bytes) -> None:
         """Print ``lines`` (separated by ``\n``, without a final one), each prefixed."""
         prefix = self.prefixes[stream]
-        text = lines.decode("utf-8", "replace")
-        sys.stdout.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
-        sys.stdout.flush()
+        self.console.write(prefix + lines.decode("utf-8", "replace").replace("\n", "\n" + prefix) + "\n")
 
 
 class _Output:
-    """One of the job's pipes, copied as bytes to its log file and, when streaming, to
+    """One of a job's pipes, copied as bytes to its log file and, when streaming, to
     the console.
 
     :param max_bytes: cut the log there (``max_log_bytes``); None: no limit.
     """
 
-    def __init__(self, pipe: BinaryIO, log_fd: int, stream: str, console: _Console | None,
+    def __init__(self, pipe_fd: int, log_fd: int, stream: str, printer: _LinePrinter | None,
                  max_bytes: int | None) -> None:
-        self.pipe_fd = pipe.fileno()
+        self.pipe_fd = pipe_fd
         self.log_fd = log_fd
         self.stream = stream
-        self.console = console
-        self.limit = max_bytes
-        self.room = max_bytes  # bytes the log may still take
+        self.printer = printer
+        self.limit = self.room = max_bytes  # bytes the log may take, and may still take
         self.cut = False       # the log reached its limit: the job must be stopped
-        self.tail = b"\n"     # the end of the log, to end it cleanly and look for errors
+        self.muted = False     # no longer written (what a stopped srun says is not the job's)
+        self.open = True       # the pipe is not closed yet
+        self.tail = b"\n"      # the end of the log, to end it cleanly and look for errors
         self.failure: OSError | None = None  # the log cannot be written (a full disk?)
 
     @property
@@ -1824,8 +1965,9 @@ class _Output:
         """Copy what the pipe holds now; False once it is closed."""
         chunk = os.read(self.pipe_fd, _READ_SIZE)
         if not chunk:
+            self.open = False
             return False
-        if self.cut or self.failure is not None:
+        if self.cut or self.muted or self.failure is not None:
             return True  # drained, so the job does not block before it is stopped
         if self.room is not None:
             self.cut = len(chunk) > self.room
@@ -1842,362 +1984,184 @@ class _Output:
     def write(self, data: bytes) -> None:
         _write_all(self.log_fd, data)
         self.tail = data[-4096:] if len(data) >= 4096 else (self.tail + data)[-4096:]
-        if self.console is not None:
-            self.console.feed(self.stream, data)
+        if self.printer is not None:
+            self.printer.feed(self.stream, data)
 
     def write_line(self, line: str) -> None:
-        """Add a line of the runner's own, on a line of its own."""
-        self.write((b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())
+        """Add a line of the runner's own, on a line of its own (not on the console)."""
+        self.printer = None
+        with contextlib.suppress(OSError):  # a full disk: the log just ends
+            self.write((b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())
 
 
-def _job_environment(config: SyftJobConfig, passthrough: Sequence[str] = ()) -> dict[str, str]:
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One job this runner is running, from start to finish."""
+
+    job: _Job
+    claim: _Claim
+    timeout: float
+    results_fd: int
+    copy: str  # the private working copy it runs in
+    approval: str  # the fingerprint of the approval it runs under
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    started_at: datetime.datetime = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
+    proc: subprocess.Popen | None = None
+    printer: _LinePrinter | None = None
+    outputs: dict[str, _Output] = dataclasses.field(default_factory=dict)
+    exit_fd: int | None = None
+    returncode_fd: int | None = None
+    stop_reason: str | None = None  # why the runner stopped it: "timeout", "cancelled", ...
+    kill_at: float | None = None    # when to SIGKILL what is left of it
+    exited_at: float | None = None  # when the runner saw its process end
+    slurm_job_name: str | None = None
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def stop(self, reason: str, grace: float = _KILL_GRACE_SECONDS) -> None:
+        """Note why the runner stops it; its processes get SIGKILL after ``grace`` (the
+        caller sends SIGTERM, knowing the other runs)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.slurm_job_name:  # what srun says while it stops is not the job's output
+            self.outputs["stderr"].muted = True
+        self.kill_at = min(self.kill_at or float("inf"), time.monotonic() + grace)
+
+    def signal(self, signum: int, leaders: set[int], other_tokens: Sequence[str]) -> bool:
+        """Send ``signum`` to every process of the job; False when none is left."""
+        victims = _job_processes(self.pgid, self.claim.token, leaders | {self.pgid}, other_tokens)
+        if self.proc is not None and self.proc.poll() is None:
+            victims.add(self.proc.pid)
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+        _signal_group(self.pgid, signum)
+        return bool(victims)
+
+
+def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: str, sandboxed: bool) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
            if name in _INHERITED_ENV or name.startswith(_INHERITED_PREFIXES) or name in passthrough}
     env.setdefault("PATH", os.defpath)
-    env.update({
-        "SYFTBOX_FOLDER": str(config.syftbox_folder),
-        "SYFTBOX_EMAIL": config.email,
-        "SYFT_IS_IN_JOB": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
+    if sandboxed:  # the owner's home is not there: a private one in the sandbox's /tmp
+        env.update(HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR="/tmp/uv-cache")
+    env.update({"SYFTBOX_FOLDER": str(config.syftbox_folder), "SYFTBOX_EMAIL": config.email,
+                "SYFT_IS_IN_JOB": "true", "PYTHONUNBUFFERED": "1", _JOB_ENV_VAR: token})
     return env
 
 
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, signum)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # macOS: a group of zombies only
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs. Zombies do not count: where PID 1
-    does not reap orphans (some containers) they linger and would hold up the stop."""
-    if not _signal_group(pgid, 0):
-        return False
-    members = _group_members(pgid)
-    return members is None or bool(members)  # no /proc (macOS): the signal check is all
-
-
-def _group_members(pgid: int) -> list[int] | None:
-    """The running (not zombie) processes of a group, from /proc; None without /proc."""
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return None
-    members = []
-    for pid in pids:
-        fields = _proc_stat(pid)
-        if fields and int(fields[2]) == pgid and fields[0] != b"Z":  # a zombie does not run
-            members.append(int(pid))
-    return members
-
-
-def _runs_a_job(pid: int) -> bool:
-    """Whether a process was started by a runner: its environment says so."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return b"\0SYFT_IS_IN_JOB=true\0" in b"\0" + f.read()
-    except OSError:
-        return False
-
-
-def _stop_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = _KILL_GRACE_SECONDS) -> None:
-    """TERM a job's whole process group, then KILL what is left after ``grace``.
-
-    :param proc: the group's leader, when this runner started it: it is reaped too.
-    """
-    if not _signal_group(pgid, signal.SIGTERM):
-        if proc is not None:
-            proc.wait()
-        return
-    deadline = time.monotonic() + grace
-    try:
-        while time.monotonic() < deadline:
-            if (proc is None or proc.poll() is not None) and not _group_alive(pgid):
-                break
-            time.sleep(0.02)
-    finally:
-        _signal_group(pgid, signal.SIGKILL)
-        if proc is not None:
-            proc.wait()
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_stops_jobs() -> Iterator[None]:
-    """Make SIGTERM act like Ctrl+C, so a running job's process group is stopped
-    rather than left running when the runner is killed. Only where SIGTERM still has
-    its default action: a handler the program set itself is left alone."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-class _InterruptLatch:
-    """While a job runs, Ctrl+C and SIGTERM are noted here instead of raised wherever
-    the main thread happens to be (inside ``Popen``, say, before the job could be
-    stopped). The wait loop checks ``pending`` and stops the job cleanly. Only signals
-    that would raise KeyboardInterrupt anyway are latched; other handlers stay."""
-
-    _RAISING = (signal.default_int_handler, _raise_keyboard_interrupt)
-
-    def __init__(self) -> None:
-        self.pending = False
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _InterruptLatch:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(signum) in self._RAISING:
-                    self.previous[signum] = signal.signal(signum, self._note)
-        return self
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.pending = True
-
-    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        if self.pending and kind is None:
-            raise KeyboardInterrupt
-
-
-def _execute(job: _Job, env: dict[str, str], timeout: float, console: _Console | None,
-             limits: _JobLimits = _JobLimits(), on_start: Callable[[int], None] | None = None) -> _JobResult:
-    """Run ``bash run.sh`` in the job folder and write its logs; one code path for
-    both modes (``console`` is None when not streaming). KeyboardInterrupt stops the
-    job's process group and propagates, leaving the job unfinished.
-
-    :param env: the job's whole environment (see ``_job_environment``).
-    :param on_start: called with the job's process group id once it runs.
-    :returns: how it ended; unless ``error`` is set, returncode.txt is written.
-    """
-    started = time.monotonic()
-    outputs_dir = job.file(OUTPUTS_DIR)  # the claim checked that the job folder is no symlink
-    _remove_path(outputs_dir)
-    os.mkdir(outputs_dir)
-    _remove_path(job.file(DONE_MARKER))
-    with contextlib.ExitStack() as stack:
-        interrupts = stack.enter_context(_InterruptLatch())
-        selector = stack.enter_context(selectors.DefaultSelector())
-        proc = subprocess.Popen(
-            [_find_bash(env["PATH"]), RUN_SCRIPT], cwd=job.path, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=limits.set_in_child if limits.in_child else None,
-        )
-        stack.callback(proc.stdout.close)
-        stack.callback(proc.stderr.close)
-        outputs: dict[str, _Output] = {}
-        timed_out = False
-        try:  # from here on, whatever happens, the job's process group is stopped
-            if on_start is not None:
-                on_start(proc.pid)
-            # The logs and returncode.txt are made while the job starts (its output
-            # waits in the pipes): on a slow disk, making a file costs as much as
-            # starting bash.
-            for stream, name, pipe in (("stdout", STDOUT_FILE, proc.stdout), ("stderr", STDERR_FILE, proc.stderr)):
-                log_fd = _create_fresh(job.file(name))
-                stack.callback(os.close, log_fd)
-                outputs[stream] = _Output(pipe, log_fd, stream, console, limits.max_log_bytes)
-                selector.register(outputs[stream].pipe_fd, selectors.EVENT_READ, outputs[stream])
-            returncode_fd = _create_fresh(job.file(RETURNCODE_FILE))
-            stack.callback(os.close, returncode_fd)
-            exit_fd = _exit_fd(proc.pid)
-            if exit_fd is not None:
-                stack.callback(os.close, exit_fd)
-                selector.register(exit_fd, selectors.EVENT_READ, None)
-            deadline = started + timeout
-            while proc.poll() is None:
-                if interrupts.pending:
-                    raise KeyboardInterrupt
-                if any(o.failure is not None or o.cut for o in outputs.values()):
-                    break  # a log is full, or cannot be written (disk full?)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    break
-                _copy_ready(selector, min(left, 0.1), proc)
-                if console is not None:
-                    console.flush_stale()
-            # Whether it ended or was stopped, nothing the job started outlives it.
-            _stop_group(proc.pid, proc)
-        except BaseException:
-            _stop_group(proc.pid, proc, grace=0.5)
-            raise
-        finally:
-            drain_deadline = time.monotonic() + _PIPE_DRAIN_SECONDS
-            while any(key.data is not None for key in selector.get_map().values()):
-                left = drain_deadline - time.monotonic()
-                if left <= 0:
-                    break  # a process that left the session still holds a pipe
-                _copy_ready(selector, left, proc)
-            if console is not None:
-                console.flush_stale(0)
-        for output in outputs.values():
-            if output.failure is not None:
-                return _JobResult(job, -1, error=f"job {job.label} was stopped: cannot write its "
-                                                 f"{output.log_name}: {output.failure.strerror or output.failure}")
-        result = _JobResult(job, proc.returncode, timed_out=timed_out)
-        if timed_out:
-            result.returncode = -1
-            for output in outputs.values():
-                output.console = None
-                with contextlib.suppress(OSError):  # a full disk: the log just ends
-                    output.write_line(TIMEOUT_LINE.decode())
-        else:
-            result.over_limit = _limit_reached(outputs, proc.returncode, limits)
-            if outputs["stdout"].cut or outputs["stderr"].cut:
-                result.returncode = -1
-            if result.over_limit and not outputs["stderr"].cut:
-                outputs["stderr"].console = None
-                outputs["stderr"].write_line(f"syft_job: {result.over_limit}\n")
-        _record_returncode(job, result.returncode, returncode_fd)
-    return result
-
-
 @functools.lru_cache(maxsize=None)
-def _find_bash(search_path: str) -> str:
-    """Where bash is on ``search_path`` (a PATH value), looked up once: starting plain
-    "bash" makes the child try each PATH entry in turn, for every job."""
-    return shutil.which("bash", path=search_path) or "bash"
+def _find_program(name: str, search_path: str) -> str | None:
+    """Where ``name`` is on ``search_path`` (a PATH value), looked up once: starting a
+    plain "bash" makes the child try each PATH entry in turn, for every job."""
+    return shutil.which(name, path=search_path)
 
 
 def _exit_fd(pid: int) -> int | None:
-    """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so
-    the wait for a job is a ``select``, not a sleep loop; None where there is none."""
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None:
-        return None
-    try:
-        return pidfd_open(pid)
-    except OSError:  # a kernel older than 5.3
-        return None
-
-
-def _copy_ready(selector: selectors.BaseSelector, seconds: float, proc: subprocess.Popen) -> None:
-    """Copy what the job's pipes hold, waiting at most ``seconds`` for something to
-    happen: output, a closed pipe or, with an exit descriptor, the job's end."""
-    if not selector.get_map():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(seconds)  # pipes closed, no exit descriptor: the job is ending
-        return
-    for key, _ in selector.select(seconds):
-        if key.data is None or not key.data.read():
-            selector.unregister(key.fd)  # the job exited, or a pipe closed
-
-
-def _limit_reached(outputs: dict[str, _Output], returncode: int, limits: _JobLimits) -> str | None:
-    """Which of the owner's limits the job went over, said for people; None if none."""
-    for output in outputs.values():
-        if output.cut:
-            return (f"its {output.log_name} reached the limit of {limits.max_log_bytes} bytes (max_log_bytes),"
-                    " so it was stopped")
-    if limits.max_cpu_seconds is not None and returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-        return f"it used up its CPU time limit of {limits.max_cpu_seconds:g} seconds (max_cpu_seconds)"
-    if (limits.max_memory_mb is not None and returncode != 0
-            and any(sign in outputs["stderr"].tail for sign in _OUT_OF_MEMORY)):
-        return f"it ran out of memory under its limit of {limits.max_memory_mb:g} MB (max_memory_mb)"
+    """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so the
+    wait for a job is a ``select``, not a sleep loop; None where there is none."""
+    with contextlib.suppress(AttributeError, OSError):
+        return os.pidfd_open(pid)
     return None
 
 
-def _finish(job: _Job, returncode: int, claim: _Claim) -> None:
-    """Record the return code, then mark the job done."""
-    _record_returncode(job, returncode)
-    _mark_done(job, claim)
+class _Engine:
+    """One selector for every running job's pipes and exit descriptors (and the stop
+    signal's wake-up), pumped until each job is finished."""
 
+    def __init__(self, wakeup_fd: int | None) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.runs: list[_Run] = []
+        if wakeup_fd is not None:
+            self.selector.register(wakeup_fd, selectors.EVENT_READ, None)
 
-def _record_returncode(job: _Job, returncode: int, fd: int | None = None) -> None:
-    """Write returncode.txt. It counts only once ``done`` exists, so it needs no temp
-    file; like the logs it is not fsynced (a power cut may lose the last results, a
-    runner crash cannot).
+    def add(self, run: _Run) -> None:
+        self.runs.append(run)
+        for output in run.outputs.values():
+            self.selector.register(output.pipe_fd, selectors.EVENT_READ, (run, output))
+        if run.exit_fd is not None:
+            self.selector.register(run.exit_fd, selectors.EVENT_READ, (run, None))
 
-    :param fd: the file made, empty, while the job ran (to keep file creation off the
-        path from one job to the next); used if it is still the one at that path.
-    """
-    path = job.file(RETURNCODE_FILE)
-    if fd is not None and not _same_file(fd, path):
-        fd = None  # the job replaced it
-    own = fd is None
-    if own:
-        fd = _create_fresh(path)
-    try:
-        _write_all(fd, f"{returncode}\n".encode())
-    finally:
-        if own:
-            os.close(fd)
+    def remove(self, run: _Run) -> None:
+        self.runs.remove(run)
+        for fd in [o.pipe_fd for o in run.outputs.values()] + [run.exit_fd]:
+            if fd is not None and fd in self.selector.get_map():
+                self.selector.unregister(fd)
 
+    def pump(self, seconds: float) -> None:
+        """Copy whatever is ready, waiting at most ``seconds`` for something to happen."""
+        if any(run.exit_fd is None and run.exited_at is None for run in self.runs):
+            seconds = min(seconds, 0.05)  # no pidfd (macOS): look at the processes often
+        for key, _ in self.selector.select(max(seconds, 0)):
+            if key.data is None:  # a signal arrived: the caller looks at its flag
+                with contextlib.suppress(OSError):
+                    os.read(key.fd, 512)
+            elif key.data[1] is None or not key.data[1].read():
+                self.selector.unregister(key.fd)  # the job exited, or a pipe closed
 
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    opened = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-def _mark_done(job: _Job, claim: _Claim) -> None:
-    """Rename this runner's claim to ``done``: one atomic step after which the job
-    never runs again, and ``done`` keeps the claim's record of who ran it."""
-    try:
-        os.replace(claim.path, job.file(DONE_MARKER))
-    except FileNotFoundError:  # the claim was deleted by hand meanwhile
-        os.close(_create_fresh(job.file(DONE_MARKER)))
-    _held_claims.discard(claim.path)
-
-
-def _fail_job(job: _Job, reason: str, claim: _Claim) -> None:
-    """Finish a job that could not run: the reason goes into its stderr.txt (if the
-    disk still takes it)."""
-    with contextlib.suppress(OSError):
-        _append_bytes(job.file(STDERR_FILE), f"syft_job: {reason}\n".encode())
-    _finish(job, -1, claim)
+    def close(self) -> None:
+        self.selector.close()
 
 
 # ---------------------------------------------------------------------------
-# Sharing: syft.pub.yaml rules that keep results private until the owner shares
+# Sharing: SyftBox permissions, judged and written, private until the owner shares
 # ---------------------------------------------------------------------------
 #
-# For a path, SyftBox uses only the nearest syft.pub.yaml above it, and in it the
-# most specific matching pattern. The usual submitter folder grants the submitter
-# write on "**". We add more specific rules to that same file:
+# For a path, SyftBox uses only the nearest syft.pub.yaml above it (a terminal one
+# ends the way down), and in it the most specific matching pattern. A submitter's
+# folder usually grants it write (inbox, legacy) or read (review) on "**"; the runner
+# adds more specific rules to the same file:
 #
-#   */stdout.txt, */stderr.txt,
-#   */returncode.txt, */outputs/**      nobody           (private until shared)
-#   */approved, */done                  read: submitter  (only where it could write:
-#                                                         it sees status, cannot set it)
-#   <job>/stdout.txt ... when shared    read: submitter  (two literal segments win)
-#   <job>/outputs/**     when shared    read: submitter
+#   legacy <submitter>/:  */stdout.txt, */stderr.txt, */returncode.txt, */outputs/**  nobody
+#                         */approved, */done, */rejected        read: the submitter
+#   review/<submitter>/:  the same logs and outputs/**, under */ and v1/*/       nobody
+#                         */state.yaml, v1/*/state.yaml           read: the submitter
+#   when shared:          <job>/stdout.txt ... <job>/outputs/**   read: the submitter
 #
-# A job folder with its own syft.pub.yaml gets the same rules without the "*/".
+# A literal path beats "*/...", which beats "**", under both of SyftBox's engines.
 
-_LOG_FILES = (STDOUT_FILE, STDERR_FILE, RETURNCODE_FILE)
-_PRIVATE_NAMES = _LOG_FILES + (f"{OUTPUTS_DIR}/**",)
-_STATUS_NAMES = (APPROVED_MARKER, DONE_MARKER)
 _LEVELS = ("read", "write", "admin")  # each includes the ones before it
-_GLOB_SPECIAL = re.compile(r"([*?\[\]{}\\])")
+_PRIVATE_NAMES = (*_LOG_FILES, f"{OUTPUTS_DIR}/**")
+_MAX_PERMISSION_BYTES = 16 * 1024 * 1024
+# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
+# header). A submitter's file grows with every shared job; reading it again for each
+# job would cost more and more as jobs pile up.
+_permission_files: dict[str, tuple[tuple[int, int, int] | None, dict, str]] = {}
 
 
 def _glob_escape(name: str) -> str:
-    return _GLOB_SPECIAL.sub(r"\\\1", name)
+    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
 
 
-def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
-    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern:
+    """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any
+    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes."""
+    out = []
+    for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
+        if part in ("**/", "**"):
+            out.append("(?:[^/]+/)*" if part == "**/" else ".*")
+        elif part in ("*", "?"):
+            out.append("[^/]*" if part == "*" else "[^/]")
+        elif part[:1] == "[":
+            out.append("[" + part[1:-1].replace("!", "^", 1) + "]")
+        elif part[:1] == "{":
+            out.append("(?:" + "|".join(map(re.escape, part[1:-1].split(","))) + ")")
+        else:
+            out.append(re.escape(part[1:] if part[:1] == "\\" else part))
+    return re.compile("".join(out) + r"\Z")
+
+
+def _rank(pattern: str) -> tuple:
+    """SyftBox's specificity, higher first: a template, literal segments, wildcard
+    segments, fewer ``**``, more segments."""
+    segments = pattern.split("/")
+    literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
+    return ("{{.UserEmail}}" in pattern, sum(literal),
+            sum(1 for s, lit in zip(segments, literal) if not lit and s != "**"), -segments.count("**"), len(segments))
 
 
 def _access(rule: Any, level: str) -> list:
@@ -2206,174 +2170,189 @@ def _access(rule: Any, level: str) -> list:
     return users if isinstance(users, list) else []
 
 
-# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
-# header). A submitter's file grows with every shared job; reading it again for each
-# job would cost more and more as jobs pile up. An entry is taken out while its file is
-# edited, and put back only once the edit is written.
-_permission_files: dict[str, tuple[tuple[int, int, int], dict, str]] = {}
-_MAX_PERMISSION_BYTES = 16 * 1024 * 1024
-
-
-def _file_identity(path: Path) -> tuple[int, int, int] | None:
+def _file_identity(path: str) -> tuple[int, int, int] | None:
     """What changes whenever a file is replaced or written: inode, size, mtime."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
+        return st.st_ino, st.st_size, st.st_mtime_ns
+    return None
 
 
-def _load_permissions(path: Path) -> tuple[dict, str]:
-    """A syft.pub.yaml as ``(data, leading comment lines)``; an empty one if missing."""
+def _load_permissions(path: str) -> tuple[dict, str]:
+    """A syft.pub.yaml as ``(data, its leading comment lines)``; empty if missing."""
     if not os.path.lexists(path):
         return {"terminal": False, "rules": []}, ""
-    if path.is_symlink():
-        raise JobError(f"{path}: is a symlink; refusing to edit permissions through it")
-    known = _permission_files.pop(str(path), None)
+    known = _permission_files.get(path)
     if known is not None and known[0] == _file_identity(path):
         return known[1], known[2]
-    try:
-        text = _read_file(path, _MAX_PERMISSION_BYTES).decode("utf-8")
-    except UnicodeDecodeError:
-        raise YAMLError(f"{path}: is not UTF-8 text") from None
-    data = load_yaml(text, str(path)) or {}
+    text = _read_text(path, _MAX_PERMISSION_BYTES)
+    data = load_yaml(text, path) or {}
     if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
-        raise YAMLError(f"{path}: not a SyftBox permission file (expected a 'rules:' list)")
+        raise YAMLError(f"{_printable(path)}: not a SyftBox permission file (expected a 'rules:' list)")
     data.setdefault("terminal", False)
     data["rules"] = data.get("rules") or []
-    comments = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            break
-        comments.append(line)
-    header = "\n".join(comments).strip("\n")
-    return data, header + "\n" if header else ""
+    header = "".join(line + "\n" for line in re.match(r"(?:[ \t]*(?:#.*)?\n)*", text).group().splitlines()).strip("\n")
+    header = header + "\n" if header else ""
+    _permission_files[path] = (_file_identity(path), data, header)
+    return data, header
 
 
-def _may_write(data: dict, user: str) -> bool:
-    """Whether any rule of a permission file lets ``user`` write somewhere."""
-    domain = "*@" + user.partition("@")[2]  # a folder not named like an email: no domain
-    return any(u in (user, "*", domain)
-               for rule in data["rules"] for level in ("write", "admin") for u in _access(rule, level))
+def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
+    """Whether SyftBox's rules let ``user`` ``level`` ("read", "write", "admin") the
+    file ``path`` in ``owner``'s datasite. The owner may everything; a syft.pub.yaml
+    itself needs admin; an unreadable permission file grants nothing."""
+    if user == owner:
+        return True
+    datasite = os.path.join(os.fspath(syftbox), owner)
+    parts = os.path.relpath(path, datasite).split(os.sep)
+    governing = None
+    for depth in range(len(parts)):  # from the datasite down to the file's own folder
+        candidate = os.path.join(datasite, *parts[:depth], PERMISSION_FILE)
+        if os.path.isfile(candidate) and not os.path.islink(candidate):
+            try:
+                data = _load_permissions(candidate)[0]
+            except (OSError, SyftJobError):
+                data = {"rules": []}
+            governing = (depth, data)
+            if data.get("terminal") is True:
+                break
+    if governing is None:
+        return False
+    target = "/".join(parts[governing[0]:])
+    level = "admin" if parts[-1] == PERMISSION_FILE else level
+    rules = [r for r in governing[1]["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
+             and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
+    best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
+    domain = "*@" + user.partition("@")[2]
+    return best is not None and any(u in ("*", user, domain) for higher in _LEVELS[_LEVELS.index(level):]
+                                    for u in _access(best, higher))
 
 
-def _edit_permissions(path: Path, submitter: str, prefix: str,
-                      shared: Sequence[str] = (), write_everywhere: bool = False) -> bool:
-    """Bring one syft.pub.yaml up to date: the protections for ``submitter``'s jobs, and
-    read access for it on ``shared`` patterns. Existing rules are kept: a rule that
-    already has a pattern we want is left alone, except that a shared pattern gets
-    ``submitter`` added to its readers. Returns whether the file changed.
+def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
+    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
 
-    :param path: the file (created if missing, changed atomically).
-    :param prefix: put before every pattern: ``"*/"`` in a submitter folder, ``""`` in a
-        job folder.
-    :param shared: patterns the submitter may now read.
-    :param write_everywhere: also grant the submitter write on ``**`` (a new submitter).
+
+def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                      unshare: Sequence[str] = ()) -> bool:
+    """Bring one syft.pub.yaml up to date: every ``(pattern, readers, writers)`` of
+    ``wanted`` is there (a rule that has the pattern already only gets the users
+    added), and ``submitter`` reads none of the ``unshare`` patterns (a rule left with
+    nobody goes). Other rules are kept. Returns whether the file changed.
+
+    :param path: the file (created if missing, replaced atomically, under a lock).
     """
-    with _folder_lock(path.parent):
-        return _edit_locked_permissions(path, submitter, prefix, shared, write_everywhere)
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on a folder while a file in it is read and rewritten: of
-    two runners editing one syft.pub.yaml, neither loses the other's rules. Locking
-    the folder itself leaves no lock file for SyftBox to sync."""
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
-    try:
+    folder = os.path.dirname(path)
+    with _folder(folder) as fd:
         with contextlib.suppress(OSError):  # a file system without locks: go on unlocked
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _edit_locked_permissions(path: Path, submitter: str, prefix: str,
-                             shared: Sequence[str], write_everywhere: bool) -> bool:
-    data, header = _load_permissions(path)
-    rules = data["rules"]
-    by_pattern = {r.get("pattern"): r for r in rules if isinstance(r, dict)}
-    wanted: list[tuple[str, list[str], list[str]]] = []  # (pattern, read, write)
-    if write_everywhere:
-        wanted.append(("**", [], [submitter]))
-    wanted += [(prefix + name, [], []) for name in _PRIVATE_NAMES]
-    if write_everywhere or _may_write(data, submitter):
-        wanted += [(prefix + name, [submitter], []) for name in _STATUS_NAMES]
-    wanted += [(pattern, [submitter], []) for pattern in shared]
-    added = []
-    changed = not os.path.lexists(path)
-    for pattern, read, write in wanted:
-        rule = by_pattern.get(pattern)
-        if rule is None:
-            rule = by_pattern[pattern] = _rule(pattern, read, write)
-            added.append(rule)
-            continue
-        for level, users in (("read", read), ("write", write)):
-            at_least = _LEVELS[_LEVELS.index(level):]
-            if users and not any(submitter in _access(rule, higher) for higher in at_least):
-                if not isinstance(rule.get("access"), dict):
-                    rule["access"] = {}
-                rule["access"][level] = _access(rule, level) + [submitter]
+        if os.path.islink(path):
+            raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
+        data, header = _load_permissions(path)
+        data = {**data, "rules": [dict(r) if isinstance(r, dict) else r for r in data["rules"]]}
+        by_pattern = {r.get("pattern"): r for r in data["rules"] if isinstance(r, dict)}
+        added, changed = [], not os.path.lexists(path)
+        for pattern, read, write in wanted:
+            rule = by_pattern.get(pattern)
+            if rule is None:
+                rule = by_pattern[pattern] = _rule(pattern, read, write)
+                added.append(rule)
+                continue
+            for level, users in (("read", read), ("write", write)):
+                missing = [u for u in users if not any(u in _access(rule, lvl) for lvl in _LEVELS[_LEVELS.index(level):])]
+                if missing:
+                    rule["access"] = {**(rule.get("access") if isinstance(rule.get("access"), dict) else {}),
+                                      level: _access(rule, level) + missing}
+                    changed = True
+        for pattern in unshare:
+            rule = by_pattern.get(pattern)
+            if rule is not None and submitter in _access(rule, "read"):
+                rule["access"] = {**rule["access"], "read": [u for u in _access(rule, "read") if u != submitter]}
+                if not any(_access(rule, level) for level in _LEVELS):
+                    data["rules"].remove(rule)
                 changed = True
-    if added:
-        # Specific rules go first, as people write them by hand; order does not
-        # change their meaning (the most specific pattern wins).
-        data["rules"] = [r for r in added if r["pattern"] != "**"] + rules + [r for r in added if r["pattern"] == "**"]
-        changed = True
-    if changed:
-        _atomic_write(path, (header + dump_yaml(data)).encode("utf-8"))
-    identity = _file_identity(path)
-    if identity is not None:
-        _permission_files[str(path)] = (identity, data, header)
-    return changed
+        if added:  # specific rules first, as people write them; the order does not change their meaning
+            data["rules"] = [r for r in added if r["pattern"] != "**"] + data["rules"] + [
+                r for r in added if r["pattern"] == "**"]
+            changed = True
+        if changed:
+            _write_at(fd, PERMISSION_FILE, (header + dump_yaml(data)).encode("utf-8"))
+            _permission_files[path] = (_file_identity(path), data, header)
+        return changed
 
 
-def _governing_file(job: _Job) -> tuple[Path, str]:
-    """The syft.pub.yaml that decides access to a job's files, and the pattern prefix
-    that addresses the job in it."""
-    own = job.path / PERMISSION_FILE
-    if os.path.lexists(own):
-        return own, ""
-    return job.path.parent / PERMISSION_FILE, _glob_escape(job.name) + "/"
+def _governing_file(job: _Job) -> tuple[str, str]:
+    """The syft.pub.yaml that decides access to a job's results, and the pattern
+    prefix that addresses the job in it."""
+    if job.layout != "legacy":  # review/<submitter>/syft.pub.yaml, above the v1/ level
+        folder = os.path.dirname(job.results) if job.layout == "v0" else os.path.dirname(os.path.dirname(job.results))
+        return os.path.join(folder, PERMISSION_FILE), ("v1/" if job.layout == "v1" else "") + _glob_escape(job.name) + "/"
+    if os.path.lexists(os.path.join(job.folder, PERMISSION_FILE)):
+        return os.path.join(job.folder, PERMISSION_FILE), ""
+    return os.path.join(os.path.dirname(job.folder), PERMISSION_FILE), _glob_escape(job.name) + "/"
 
 
-def _protect_folder(folder: Path, submitter: str, prefix: str) -> bool:
-    """Add the protections to ``folder``'s syft.pub.yaml, if it has one (with no file
-    there, the file above decides, and the owner's own files are not ours to edit).
+def _protections(layout: str, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
+    """The rules that keep a submitter's results private and let it see its status.
 
-    :param prefix: ``"*/"`` for a submitter folder, ``""`` for a job folder.
+    :param prefix: ``"*/"`` in a submitter's folder, ``""`` in a job's own folder.
     """
-    path = folder / PERMISSION_FILE
-    if not path.is_file() or path.is_symlink():
-        return False
-    return _edit_permissions(path, submitter, prefix)
+    if layout == "legacy":
+        return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
+            (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
+    return [(level + n, [], []) for level in ("*/", "v1/*/") for n in _PRIVATE_NAMES] + [
+        (level + STATE_FILE, [submitter], []) for level in ("*/", "v1/*/")]
 
 
-def _protect(job: _Job) -> bool:
-    """Add the protections to the file that governs ``job``."""
-    if os.path.lexists(job.path / PERMISSION_FILE):
-        return _protect_folder(job.path, job.submitter, "")
-    return _protect_folder(job.path.parent, job.submitter, "*/")
+def _protect(job: _Job, own_folder: bool = False) -> None:
+    """Add the protections to the syft.pub.yaml of the job's submitter folder (review/
+    or legacy), or with ``own_folder``, of a legacy job folder. A legacy file is edited
+    only if it exists (with none, the file above decides, and the owner's own files are
+    not ours to edit) and lets the submitter write (else nothing is needed)."""
+    if job.layout != "legacy":
+        path, prefix = _governing_file(job)[0], "*/"
+    else:
+        path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
+        prefix = "" if own_folder else "*/"
+        if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
+            return
+    _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix))
 
 
-def _share(job: _Job, share_outputs: bool, share_logs: bool) -> None:
-    """Grant the submitter read access to a finished job's outputs and/or logs."""
-    if job.status != "done":
-        raise JobError(f"job {job.label} is not done yet ({job.status}); there is nothing to share")
-    outputs = job.path / OUTPUTS_DIR
-    if share_outputs and os.path.lexists(outputs) and not _real_folder(outputs):
-        raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with "
-                       "a symlink or a file?); nothing shared")
-    path, prefix = _governing_file(job)
-    shared = [prefix + name for name in _LOG_FILES] if share_logs else []
-    outputs_file = job.path / OUTPUTS_DIR / PERMISSION_FILE
-    if share_outputs and os.path.lexists(outputs_file):
-        # A file in outputs/ (written by the reference runner) decides for outputs/.
-        _edit_permissions(outputs_file, job.submitter, "", shared=["**"])
+def _may_write_somewhere(path: str, user: str) -> bool:
+    domain = "*@" + user.partition("@")[2]
+    return any(u in (user, "*", domain) for rule in _load_permissions(path)[0]["rules"]
+               for level in ("write", "admin") for u in _access(rule, level))
+
+
+def _shared_patterns(job: _Job, outputs: bool, logs: bool) -> list[str]:
+    prefix = _governing_file(job)[1]
+    return [prefix + n for n in _LOG_FILES if logs] + [f"{prefix}{OUTPUTS_DIR}/**"] * outputs
+
+
+def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False) -> None:
+    """Grant (or, with ``undo``, take back) the submitter's read access to a finished
+    job's outputs and/or logs."""
+    outputs = os.path.join(job.results, OUTPUTS_DIR)
+    if share_outputs and not undo and os.path.lexists(outputs) and (os.path.islink(outputs) or not os.path.isdir(outputs)):
+        raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with a symlink "
+                       "or a file?); nothing shared")
+    patterns = _shared_patterns(job, False, share_logs)
+    own = os.path.join(outputs, PERMISSION_FILE)
+    if share_outputs and os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for it
+        _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])], ["**"] if undo else ())
     elif share_outputs:
-        shared.append(f"{prefix}{OUTPUTS_DIR}/**")
-    if shared:
-        _edit_permissions(path, job.submitter, "*/" if prefix else "", shared=shared)
+        patterns += _shared_patterns(job, True, False)
+    path = _governing_file(job)[0]
+    if patterns and (not undo or os.path.lexists(path)):
+        wanted = [] if undo else [(p, [job.submitter], []) for p in patterns] + (
+            _protections(job.layout, job.submitter) if job.layout != "legacy" else [])
+        _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
+
+
+def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
+    """What the submitter can read of a job's results: "logs", "outputs"."""
+    return [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
+            if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
 
 
 # ---------------------------------------------------------------------------
@@ -2384,52 +2363,83 @@ _RULE = "=" * 50
 _THIN_RULE = "-" * 50
 
 
-@dataclasses.dataclass(frozen=True)
-class _RunOptions:
-    """How to run jobs: the arguments of ``process_approved_jobs()`` and ``run()``."""
-
-    stream_output: bool = True
-    timeout: float | None = None  # None: $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300
-    skip_job_names: tuple[str, ...] = ()
-    share_outputs: bool = False
-    share_logs: bool = False
+class _HeldBack(Exception):
+    """A job that is not run now (files changed since approval, strict mode, a forged
+    approval, its results folder unusable); said once, looked at again at each poll."""
 
 
-class _JobCannotRun(Exception):
-    """A job that is finished without running (no run.sh, unreadable config)."""
+class _CannotRun(Exception):
+    """A job that is finished as failed without running (no run.sh, a bad config)."""
 
 
-def _script_preview(path: Path, max_lines: int = 5) -> str:
-    """The first lines of a script as bash reads them (only ``\n`` ends a line), with
-    control characters escaped: what the owner reviews is what runs."""
+class _StopSignals:
+    """The one place where Ctrl+C and SIGTERM become "stop". While active (main thread
+    only, and only for signals that would otherwise raise KeyboardInterrupt or end the
+    process), a signal sets ``requested`` and wakes up whoever waits on ``fd``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.fd: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._pair = socket.socketpair()
+        for end in self._pair:
+            end.setblocking(False)
+        self.fd = self._pair[0].fileno()
+        self._old_wakeup = signal.set_wakeup_fd(self._pair[1].fileno())
+        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) is default:
+                self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a stop is requested."""
+        if self.fd is None:
+            time.sleep(seconds)
+        elif not self.requested:
+            select.select([self.fd], [], [], seconds)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(self._old_wakeup)
+            for end in self._pair:
+                end.close()
+
+
+def _script_preview(path: str, max_lines: int | None = 5) -> str:
+    """The lines of a script as bash reads them (only ``\n`` ends a line), control
+    characters escaped: what the owner reviews is what runs."""
     if not os.path.lexists(path):
         return f"(no {RUN_SCRIPT})"
     try:
-        head = _read_file(path, 64 * 1024, truncate=True)
+        head = _read_file(path, 64 * 1024 if max_lines else 16 * 1024 * 1024, truncate=True)
     except SyftJobError as exc:
         return f"❌ {exc}"
     lines = head.decode("utf-8", "replace").split("\n")
     if lines[-1] == "":
         lines.pop()
     shown = [f"{i}: {_printable(line)}" for i, line in enumerate(lines[:max_lines], 1)]
-    if len(lines) > max_lines or len(head) == 64 * 1024:
+    if (max_lines and len(lines) > max_lines) or len(head) == 64 * 1024:
         shown.append("... (more lines)")
     return "\n".join(shown) if shown else "(empty)"
 
 
-def _config_display_items(config: dict) -> list[tuple[Any, str]]:
-    """A job's settings to show: name, submitter and time first, then the others."""
+def _config_items(config: dict) -> list[tuple[str, str]]:
+    """A job's settings to show, escaped: name, submitter and time first."""
     first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
-    rest = sorted((k for k in config if k not in first), key=str)
     items = []
-    for key in first + rest:
+    for key in first + sorted((k for k in config if k not in first), key=str):
         value = config[key]
-        if isinstance(value, (list, tuple)):
-            shown = ", ".join(str(v) for v in value)
-        elif isinstance(value, (bool, int, float)):
-            shown = _dump_scalar(value)  # as the file says it: true, not True
-        else:
-            shown = "" if value is None else str(value)
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else (
+            _dump_scalar(value) if isinstance(value, (bool, int, float)) else str(value))
         items.append((_printable(str(key)), _printable(shown)))
     return items
 
@@ -2439,9 +2449,20 @@ class SyftJobRunner:
 
     :param config: the owner's configuration.
     :param poll_interval: seconds between two polls in :meth:`run`.
+    :param console: where the runner's lines go: None is standard output, any object
+        with ``write(text)`` receives them, False prints nothing.
+    :param isolation: ``"auto"`` (a sandbox where bubblewrap can make one), ``"sandbox"``
+        (refuse to start without one) or ``"none"``; see the Isolation section.
+    :param allow_read: paths a sandboxed job may also read (the owner's datasets).
+    :param network: False: sandboxed jobs get no network, only loopback.
+    :param work_dir: the runner's private state (claims, run records, working copies),
+        outside the SyftBox folder; default $XDG_STATE_HOME/syft-job.
+    :param max_concurrent_jobs: how many jobs run at once.
+    :param launcher: None, or ``"slurm"``: each job runs through ``srun``.
+    :param slurm_args: more ``srun`` arguments, last on its line (``--partition=gpu``).
     :param require_approval_digest: strict mode: run only jobs approved through this
         module (:meth:`approve_job`) whose files have not changed since. Otherwise an
-        empty ``approved`` marker, as other SyftBox tools write, is enough.
+        empty ``approved`` marker, or a state.yaml approved by another client, is enough.
     :param env_passthrough: names of environment variables that jobs also get. Jobs
         otherwise get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the
         SyftBox variables.
@@ -2450,396 +2471,925 @@ class SyftJobRunner:
     :param max_log_bytes: size limit of each log; a job that writes more is stopped.
     """
 
-    def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *,
+    def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *, console: Any = None,
+                 isolation: str = "auto", allow_read: Sequence[str | os.PathLike] = (), network: bool = True,
+                 work_dir: str | os.PathLike | None = None, max_concurrent_jobs: int = 1,
+                 launcher: str | None = None, slurm_args: Sequence[str] = (),
                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
                  max_log_bytes: int | None = None) -> None:
         self.config = config
-        self.poll_interval = _positive_seconds(poll_interval, "poll_interval")
-        self.require_approval_digest = require_approval_digest
-        if isinstance(env_passthrough, str):
-            env_passthrough = [env_passthrough]
-        self.limits = _JobLimits(tuple(env_passthrough), max_memory_mb, max_cpu_seconds, max_log_bytes)
+        self.poll_interval = _positive(poll_interval, "poll_interval")
+        self.console = _Console(console)
+        self.isolation = _resolve_isolation(isolation)
+        self.allow_read = tuple(self._existing(path, "allow_read") for path in (
+            [allow_read] if isinstance(allow_read, (str, os.PathLike)) else allow_read))
+        self.network = bool(network)
+        self.work_dir = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
+        if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
+            raise ConfigError(f"work_dir {self.work_dir} is inside the SyftBox folder: jobs and submitters could reach it")
+        self.max_concurrent_jobs = _positive(max_concurrent_jobs, "max_concurrent_jobs", int)
+        if launcher not in (None, "slurm"):
+            raise ConfigError(f"launcher must be None or 'slurm', got {launcher!r}")
+        self.launcher, self.slurm_args = launcher, tuple(map(str, [slurm_args] if isinstance(slurm_args, str)
+                                                                   else slurm_args))
+        self.require_approval_digest = bool(require_approval_digest)
+        self.env_passthrough = tuple([env_passthrough] if isinstance(env_passthrough, str) else env_passthrough)
+        for name in self.env_passthrough:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ConfigError(f"env_passthrough: {name!r} is not an environment variable name")
+        self.max_memory_mb = None if max_memory_mb is None else _positive(max_memory_mb, "max_memory_mb")
+        self.max_cpu_seconds = None if max_cpu_seconds is None else _positive(max_cpu_seconds, "max_cpu_seconds")
+        self.max_log_bytes = None if max_log_bytes is None else _positive(max_log_bytes, "max_log_bytes", int)
         self.job_dir = config.get_job_dir(config.email)
-        self.job_dir.mkdir(parents=True, exist_ok=True)
+        self._site = _Site(self.work_dir, self.job_dir)
         self._scanner = _JobScanner(self.job_dir)
-        self._known_jobs: set[str] = set()
-        self._protected: set[str] = set()  # submitters and inbox jobs already protected
-        self._abandoned_jobs: set[str] = set()  # could not even be marked done
-        self._held_back: dict[str, str] = {}  # job key -> why it is not run (said once)
+        self._poked_at = 0
+        self._seen: set[str] | None = None  # inbox jobs announced, by anyone running here (seen.json)
+        self._protected: set[tuple[str, str]] = set()  # (layout, submitter or job) already protected
+        self._said: dict[str, str] = {}  # job -> the last thing said about it (said once)
+        self._abandoned: set[str] = set()  # jobs that could not even be marked finished
+        self._stop: _StopSignals | None = None  # while run() polls
+
+    @staticmethod
+    def _existing(path: str | os.PathLike, what: str) -> str:
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.exists():
+            raise ConfigError(f"{what}: {path} does not exist")
+        return str(resolved)
+
+    def _say_once(self, key: str, text: str) -> None:
+        if self._said.get(key) != text:
+            self._said[key] = text
+            self.console.say(text)
 
     # -- discovery -----------------------------------------------------------
 
     def _jobs(self) -> list[_Job]:
-        """One scan of the job directory (a poll makes one, and passes it on)."""
-        jobs = self._scanner.scan()
-        self._protect_new(jobs)
+        """One scan of the job directory (a poll makes one and passes it on): new
+        inbox/review jobs are received, submitters' results protected."""
+        if self._site.poked_at() != self._poked_at:  # a command changed a job by hand
+            self._poked_at = self._site.poked_at()
+            self._scanner.forget()
+        jobs = []
+        for job in self._scanner.scan():
+            try:
+                if job.state == "unreceived":
+                    _receive(job, self.config.email)
+                    job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
+                if job.state == "broken":
+                    self._say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
+                                                f"{self._state_problem(job)})")
+                if (job.layout == "legacy", job.submitter) not in self._protected:
+                    self._protected.add((job.layout == "legacy", job.submitter))
+                    _protect(job)
+                if job.layout == "legacy" and job.state == "inbox" and job.folder not in self._protected:
+                    self._protected.add(job.folder)  # a job folder with a syft.pub.yaml of its own
+                    _protect(job, own_folder=True)
+            except (OSError, SyftJobError) as exc:
+                self._say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
+            jobs.append(job)
+        self._report_orphaned_reviews(jobs)
         return jobs
 
-    def _protect_new(self, jobs: list[_Job]) -> None:
-        """Protect each submitter folder the first time it is seen, and each inbox job
-        that has a syft.pub.yaml of its own: no submitter approves its own job."""
-        for job in jobs:
-            if job.submitter not in self._protected:
-                self._protected.add(job.submitter)
-                self._try_protect(job.key, _protect_folder, job.path.parent, job.submitter, "*/")
-            if job.status == "inbox" and job.key not in self._protected:
-                self._protected.add(job.key)
-                self._try_protect(job.key, _protect_folder, job.path, job.submitter, "")
-
-    def _try_protect(self, key: str, protect: Callable[..., bool], *args: Any) -> None:
+    @staticmethod
+    def _state_problem(job: _Job) -> str:
         try:
-            protect(*args)
+            _read_state(job.results)
         except (OSError, SyftJobError) as exc:
-            print(f"⚠️ Cannot protect the results of {_printable(key)}: {exc}")
+            return str(exc)
+        return "unknown"
 
-    def check_for_new_jobs(self) -> None:
-        """Print every inbox job not seen before, with a preview of its script and config."""
-        self._announce(self._jobs())
+    def _report_orphaned_reviews(self, jobs: list[_Job]) -> None:
+        """Say once of each review/ folder whose submission is gone from inbox/."""
+        known = {job.results for job in jobs}
+        review = os.path.join(self.job_dir, "review")
+        for submitter, path in self._scanner.folders(review):
+            for name, folder in self._scanner.folders(path):
+                for results in ([f for _, f in self._scanner.folders(folder)] if name == "v1" else [folder]):
+                    if results not in known and os.path.lexists(os.path.join(results, STATE_FILE)):
+                        self._say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
+                                                "is gone); it is left as it is")
 
-    def _announce(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.status != "inbox" or job.key in self._known_jobs:
-                continue
-            self._known_jobs.add(job.key)
+    def check_for_new_jobs(self) -> list[str]:
+        """Print every inbox job not announced before, with its script and config. Jobs
+        announced are remembered in ``work_dir``, across runs.
+
+        :returns: the jobs announced now, as ``submitter/name``.
+        """
+        return self._announce(self._jobs())
+
+    def _announce(self, jobs: list[_Job]) -> list[str]:
+        seen = self._seen_jobs()
+        new = [job for job in jobs if job.state == "inbox" and self._seen_key(job) not in seen]
+        for job in new:
             self._print_job(job)
+            seen.add(self._seen_key(job))
+        if new:
+            with contextlib.suppress(OSError, SyftJobError):
+                self._site.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                current = {self._seen_key(job) for job in jobs}
+                _atomic_write(self._site.root / "seen.json", json.dumps(sorted(seen & current)).encode())
+        return [job.key for job in new]
+
+    def _seen_jobs(self) -> set[str]:
+        if self._seen is None:
+            with contextlib.suppress(OSError, SyftJobError, ValueError):
+                self._seen = set(json.loads(_read_file(self._site.root / "seen.json", _MAX_RECORD_BYTES)))
+        if self._seen is None:
+            self._seen = set()
+        return self._seen
+
+    @staticmethod
+    def _seen_key(job: _Job) -> str:
+        """A job's identity for announcements: a submission made again is new again."""
+        with contextlib.suppress(OSError):
+            return f"{job.layout}/{job.key}/{os.lstat(job.folder).st_ino}"
+        return f"{job.layout}/{job.key}"
 
     def _print_job(self, job: _Job) -> None:
-        print(f"🔔 NEW JOB DETECTED: {job.label}")
-        print(f"📁 Location: {job.where}")
-        print("📝 Script preview:")
-        print(_script_preview(job.path / RUN_SCRIPT))
-        print("⚙️ Config:")
+        say = self.console.say
+        say(f"🔔 NEW JOB DETECTED: {job.label}", f"📁 Location: {_printable(job.folder)}", "📝 Script preview:",
+            _script_preview(os.path.join(job.folder, RUN_SCRIPT)), "⚙️ Config:")
         try:
-            config = job.read_config()
+            say(*(f"{key}: {value}" for key, value in _config_items(job.read_config())))
         except SyftJobError as exc:
-            print(f"❌ {exc}")
-        else:
-            for key, value in _config_display_items(config):
-                print(f"{key}: {value}")
-        print(_THIN_RULE)
+            say(f"❌ {exc}")
+        say(_THIN_RULE)
 
     # -- execution -----------------------------------------------------------
 
-    def process_approved_jobs(
-        self,
-        stream_output: bool = True,
-        timeout: float | None = None,
-        skip_job_names: Sequence[str] | None = None,
-        share_outputs_with_submitter: bool = False,
-        share_logs_with_submitter: bool = False,
-    ) -> None:
-        """Run every approved job that is not done yet, one after another.
+    def process_approved_jobs(self, stream_output: bool = True, timeout: float | None = None,
+                              skip_job_names: Sequence[str] | None = None,
+                              share_outputs_with_submitter: bool = False,
+                              share_logs_with_submitter: bool = False) -> list[JobResult]:
+        """Run every approved job that is not done yet, ``max_concurrent_jobs`` at once.
+        Ctrl+C or SIGTERM stops them all (they stay approved) and raises
+        KeyboardInterrupt.
 
-        :param stream_output: print the job's output live, prefixed per line.
+        :param stream_output: print the jobs' output live, prefixed per line.
         :param timeout: seconds per job; default $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS or 300.
         :param skip_job_names: job names, or ``submitter/name``, to leave alone.
         :param share_outputs_with_submitter: share ``outputs/`` after each job.
         :param share_logs_with_submitter: share the logs after each job.
+        :returns: one :class:`JobResult` per job that ran (or could not run).
         """
-        self._process(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
-                                  share_outputs_with_submitter, share_logs_with_submitter))
+        options = _RunOptions.make(stream_output, timeout, skip_job_names,
+                                   share_outputs_with_submitter, share_logs_with_submitter)
+        return self._process(self._jobs(), options)
 
-    def _process(self, options: _RunOptions, jobs: list[_Job] | None = None) -> list[_JobResult]:
-        """One round over the approved jobs; the results of those that ran here.
-
-        :param jobs: this poll's scan, if the caller made one already.
-        """
-        seconds = _resolve_timeout(options.timeout)
-        skip = set(options.skip_job_names)
-        jobs = [j for j in (self._jobs() if jobs is None else jobs)
-                if j.status in ("approved", "running") and j.name not in skip and j.key not in skip
-                and j.key not in self._abandoned_jobs]
-        results: list[_JobResult] = []
-        env = _job_environment(self.config, self.limits.env_passthrough)
-        with _sigterm_stops_jobs():
-            for job in jobs:
-                claim = self._claim(job)
-                if claim is None:
-                    continue
-                if not results:
-                    print(f"📋 Found {len(jobs)} job(s) in approved directory")
-                    print(_RULE)
-                result = self._run_claimed(job, claim, options.stream_output, seconds, env)
-                if result is None:
-                    continue
-                results.append(result)
-                if (options.share_outputs or options.share_logs) and result.job.status == "done":
-                    try:
-                        self._share_and_report(result.job, options.share_outputs, options.share_logs)
-                    except (OSError, SyftJobError) as exc:
-                        print(f"❌ Could not share the results of {job.label}: {exc}")
-                print(_RULE)
+    def _process(self, jobs: list[_Job], options: _RunOptions) -> list[JobResult]:
+        """One round over the approved jobs: start them as places free up, pump them
+        all through one selector, finish each as it ends."""
+        waiting = [job for job in jobs if job.state in ("approved", "running") and job.folder not in self._abandoned
+                   and not {job.name, job.key} & options.skip_job_names]
+        results: list[JobResult] = []
+        if not waiting:
+            return results
+        _harden_runner(self.console)
+        with contextlib.ExitStack() as stack:
+            stop = self._stop or stack.enter_context(_StopSignals())
+            engine = _Engine(stop.fd)
+            stack.callback(engine.close)
+            total = len(waiting)
+            while waiting or engine.runs:
+                while waiting and len(engine.runs) < self.max_concurrent_jobs and not stop.requested:
+                    started = self._start_run(waiting.pop(0), options, header=f"📋 Found {total} job(s) in "
+                                              "approved directory" if not results and not engine.runs else None)
+                    if isinstance(started, _Run):
+                        engine.add(started)
+                    elif started is not None:
+                        results.append(started)
+                        self.console.say(_RULE)
+                if not engine.runs:
+                    break
+                engine.pump(self._next_event(engine.runs))
+                leaders = {run.pgid for run in engine.runs}
+                for run in list(engine.runs):
+                    if self._advance(run, stop.requested, leaders, [r.claim.token for r in engine.runs if r is not run]):
+                        engine.remove(run)
+                        result = self._finish_run(run, options)
+                        if result is not None:
+                            results.append(result)
+                            self.console.say(_RULE)
+                _reap_orphans(leaders)
+            if stop.requested:
+                raise KeyboardInterrupt
         if results:
-            print(f"✅ Processed {len(results)} job(s)")
+            failed = sum(not r.succeeded for r in results)
+            self.console.say(f"{'❌' if failed else '✅'} Processed {len(results)} job(s): "
+                             f"{len(results) - failed} succeeded, {failed} failed")
         return results
 
-    def _hold_back(self, job: _Job, why: str) -> None:
-        """Say once why a job is not run now; it is looked at again at each poll."""
-        if self._held_back.get(job.key) != why:
-            self._held_back[job.key] = why
-            print(f"⏸️ Job {job.label} is not run: {why}")
-
-    def _claim(self, job: _Job) -> _Claim | None:
-        """Claim a job for this runner, or None: another runner has it, or it cannot be
-        claimed (a read-only or full disk); said once."""
+    def _start_run(self, job: _Job, options: _RunOptions, header: str | None) -> _Run | JobResult | None:
+        """Claim a job and start it: a run, a result (it could not run), or None (not
+        run now: another runner has it, or it is held back)."""
+        approved, fingerprint = _approval(job)
         try:
-            claim, holder = _take_claim(job)
-        except (OSError, SyftJobError) as exc:
-            self._hold_back(job, f"cannot claim it: {exc}")
+            self._check_approval(job, approved, fingerprint)
+            claim = _take_claim(self._site, job, lambda fields: _stop_leftovers(fields, self.console, job.label))
+        except _HeldBack as exc:
+            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
             return None
-        if holder and holder.get("host") != socket.gethostname():
-            self._hold_back(job, f"a runner on {_printable(str(holder.get('host')))} (pid {holder['pid']}) "
-                                 f"claimed it at {holder.get('claimed_at')}; if that runner is gone, delete "
-                                 f"{_printable(job.file(CLAIM_FILE))}")
-        return claim
-
-    def _run_claimed(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float,
-                     env: dict[str, str]) -> _JobResult | None:
-        """Run a job this runner has claimed, and release the claim whatever happens;
-        None when it turned out not to need running."""
-        try:
-            if os.path.lexists(job.file(DONE_MARKER)) or not os.path.lexists(job.file(APPROVED_MARKER)):
-                return None  # finished, or approval withdrawn, since the scan
-            if 1 < claim.attempt <= _MAX_ATTEMPTS:
-                print(f"🔁 Job {job.label} was interrupted (the runner stopped while it ran); "
-                      f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
-            problem = None if claim.attempt > _MAX_ATTEMPTS else _approval_problem(job, self.require_approval_digest)
-            if problem:
-                command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
-                self._hold_back(job, f"{problem}. Review it, then approve it again: {_printable(command)}")
-                return None
-            self._held_back.pop(job.key, None)
-            return self._run_job(job, claim, stream_output, timeout, env)
         except (OSError, SyftJobError) as exc:
-            self._hold_back(job, f"cannot check its approval: {exc}")
+            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: cannot claim it: {exc}")
             return None
-        finally:
-            with contextlib.suppress(OSError):
-                _release(claim)
-
-    def _run_job(self, job: _Job, claim: _Claim, stream_output: bool, timeout: float,
-                 env: dict[str, str]) -> _JobResult:
-        """Execute one job and finish it; any failure is recorded in the job, never raised
-        (except KeyboardInterrupt, which leaves the job approved for the next start)."""
-        print(f"🚀 Executing job: {_printable(job.name)}")
-        print(f"📁 Job directory: {job.where}")
+        if claim is None:
+            return None
+        copy = self._site.path("copies", job, f"-{claim.token[:8]}", create=True)
+        run = None
         try:
+            if header:
+                self.console.say(header, _RULE)
+            self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
+            if 1 < claim.attempt:
+                self.console.say(f"🔁 Job {job.label} was interrupted (its runner stopped while it ran); "
+                                 f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
             if claim.attempt > _MAX_ATTEMPTS:
-                raise _JobCannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was "
-                                    "killed or the machine stopped while it ran); it is not run again")
+                raise _CannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was killed "
+                                 "or the machine stopped while it ran); it is not run again")
+            run = self._launch(job, claim, copy, options, approved, fingerprint)
+            self._said.pop(job.folder, None)
+            return run
+        except _HeldBack as exc:
+            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
+            self._discard(claim, copy)
+            return None
+        except Exception as exc:  # it cannot run, or a runner-side failure: the job is finished as failed
+            reason = str(exc) if isinstance(exc, _CannotRun) else (
+                f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, _CannotRun):
+                logger.exception("runner error in job %s", job.label)
+            self.console.say(f"❌ {reason}")
+            return self._finish_unrun(job, claim, copy, reason, fingerprint)
+
+    def _check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
+        """Hold a job back when it must not run now. :raises _HeldBack: why."""
+        status_file = os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else STATE_FILE)
+        if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
+            raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
+                            "rules): an approval there could be forged")
+        last = self._site.record(job)
+        if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
+            with contextlib.suppress(OSError, SyftJobError):
+                _atomic_write(os.path.join(job.folder, DONE_MARKER), json.dumps(
+                    {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
+            raise _HeldBack("it already ran for this approval (its done marker was removed; it is back). "
+                            f"To run it again: syft-job rerun {shlex.quote(job.name)}")
+        if self.require_approval_digest and approved is None:
+            raise _HeldBack("it was approved without a digest of its files, and this runner is strict")
+
+    def _launch(self, job: _Job, claim: _Claim, copy: str, options: _RunOptions, approved: dict | None,
+                fingerprint: str) -> _Run:
+        """Copy the submission privately, check it is what was approved, start it."""
+        os.mkdir(copy, 0o700)
+        with _folder(copy) as copy_fd:
+            files = _submission(job, copy_fd)
+        if approved is not None and approved != files:
+            command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
+            raise _HeldBack(f"its files changed after it was approved ({_changes(approved, files)}). "
+                            f"Review it, then approve it again: {_printable(command)}")
+        if files.get(RUN_SCRIPT, "") in ("", "symlink", "not a regular file"):
+            raise _CannotRun(f"job {job.label} has no {RUN_SCRIPT} in {_printable(job.folder)}" if RUN_SCRIPT not in files
+                             else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
+        try:
+            job.read_config()
+        except SyftJobError as exc:
+            raise _CannotRun(f"job {job.label} was not run: {exc}") from None
+        for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
+            if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
+                os.makedirs(os.path.join(copy, folder), exist_ok=True)
+        try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
+            if job.layout != "legacy":
+                os.makedirs(job.results, exist_ok=True)
+            results_fd = _open_folder(job.results)
+        except (OSError, JobError) as exc:
+            raise _HeldBack(f"cannot use its results folder: {exc}") from None
+        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint)
+        try:
             try:
-                script_mode = os.lstat(job.file(RUN_SCRIPT)).st_mode
-            except FileNotFoundError:
-                raise _JobCannotRun(f"job {job.label} has no {RUN_SCRIPT} in {job.where}") from None
-            if not stat.S_ISREG(script_mode):
-                raise _JobCannotRun(f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
+                _remove_at(results_fd, OUTPUTS_DIR)
+                if job.layout == "legacy":
+                    _remove_at(results_fd, DONE_MARKER)
+                else:
+                    _write_state(job, status="running", completed_at=None, return_code=None)
+            except OSError as exc:
+                raise _HeldBack(f"cannot write its results: {exc}") from None
+            env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox")
+            argv = self._prefix(run, env) + [_find_program("bash", env["PATH"]) or "bash", RUN_SCRIPT]
+            run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+            _add_to_claim(claim, pgid=run.pgid, leader_start=_process_start(run.pgid),
+                          slurm_job_name=run.slurm_job_name)
+            # The logs are made while the job starts (its output waits in the pipes).
+            if options.stream_output:
+                run.printer = _LinePrinter(self.console, f"[{self.config.email}][{_printable(job.name)}] ")
             try:
-                job.read_config()
-            except SyftJobError as exc:
-                raise _JobCannotRun(f"job {job.label} was not run: {exc}") from None
-            self._try_protect(job.key, _protect, job)
-            console = _Console(f"[{self.config.email}][{_printable(job.name)}] ") if stream_output else None
-            result = _execute(job, env, timeout, console, self.limits,
-                              on_start=lambda pgid: _note_process_group(claim, pgid))
-            if not result.error:
-                _mark_done(job, claim)
-        except _JobCannotRun as exc:
-            result = _JobResult(job, -1, error=str(exc))
-        except Exception as exc:  # a runner-side failure: record it, go on
-            logger.exception("runner error in job %s", job.label)
-            result = _JobResult(job, -1, error=f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
-        name = _printable(job.name)
-        if result.error:
-            print(f"❌ {result.error}")
+                for stream, name, pipe in (("stdout", STDOUT_FILE, run.proc.stdout),
+                                           ("stderr", STDERR_FILE, run.proc.stderr)):
+                    run.outputs[stream] = _Output(pipe.fileno(), _create_at(results_fd, name), stream, run.printer,
+                                                  self.max_log_bytes)
+                run.returncode_fd = _create_at(results_fd, RETURNCODE_FILE)
+            except OSError as exc:
+                raise _HeldBack(f"cannot write its logs: {exc}") from None
+            run.exit_fd = _exit_fd(run.pgid)
+        except BaseException:
+            if run.proc is not None:
+                _signal_group(run.pgid, signal.SIGKILL)
+            self._close(run)
+            raise
+        return run
+
+    def _prefix(self, run: _Run, env: dict[str, str]) -> list[str]:
+        """What comes before ``bash run.sh``: srun, the sandbox or a capability drop,
+        and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
+        bash = _find_program("bash", env["PATH"]) or "bash"
+        limits = []
+        if self.max_memory_mb is not None:
+            limits.append(f"ulimit -v {int(self.max_memory_mb * 1024)}")
+        if self.max_cpu_seconds is not None:  # SIGXCPU at the soft limit, SIGKILL one second later
+            seconds = max(1, int(-(-self.max_cpu_seconds // 1)))
+            limits.append(f"ulimit -S -t {seconds} && ulimit -H -t {seconds + 1}")
+        prefix = [bash, "-c", " && ".join(limits) + ' && exec "$@"', "syft-job-limits"] if limits else []
+        if self.isolation == "sandbox":
+            prefix = _sandbox_argv(run.copy, self.config.syftbox_folder, self.allow_read, self.network,
+                                   env["PATH"]) + prefix
+        else:
+            prefix = _without_capabilities(env["PATH"]) + prefix
+        if self.launcher == "slurm":
+            run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
+            minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
+            prefix = ["srun", f"--job-name={run.slurm_job_name}", f"--chdir={run.copy}", f"--time={minutes}",
+                      "--quiet", "--ntasks=1", *self.slurm_args, *prefix]
+        return prefix
+
+    @staticmethod
+    def _next_event(runs: list[_Run]) -> float:
+        """How long the selector may wait: until the next deadline, a partial line to
+        show, or a look for cancel requests."""
+        now, soonest = time.monotonic(), 0.5
+        for run in runs:
+            deadlines = [run.kill_at, run.exited_at and run.exited_at + _PIPE_DRAIN_SECONDS,
+                         None if run.exited_at else run.started + run.timeout]
+            if run.printer and any(run.printer.partial.values()):
+                deadlines.append(now + _PARTIAL_LINE_SECONDS)
+            soonest = min([soonest] + [d - now for d in deadlines if d])
+        return soonest
+
+    def _advance(self, run: _Run, stopping: bool, leaders: set[int], other_tokens: list[str]) -> bool:
+        """Move a run on: stop it when it must stop, finish off what it left running
+        once it ended. True when it is over and can be finished."""
+        now = time.monotonic()
+        if run.exited_at is None and run.proc.poll() is not None:
+            run.exited_at = now
+            if now - run.started > run.timeout and run.stop_reason is None:
+                run.stop_reason = "timeout"  # it ended late: it ran past its timeout, whatever it says
+            # What it left behind: in the sandbox, its PID namespace took everything with it.
+            if self.isolation != "sandbox" and run.signal(signal.SIGTERM, leaders, other_tokens):
+                run.kill_at = min(run.kill_at or float("inf"), now + _KILL_GRACE_SECONDS)
+        elif run.exited_at is None:
+            cut = next((o for o in run.outputs.values() if o.cut or o.failure), None)
+            reason = "interrupted" if stopping else "timeout" if now >= run.started + run.timeout else (
+                "log" if cut else "cancelled" if os.path.exists(run.claim.path[:-5] + ".cancel") else None)
+            if reason and run.stop_reason is None:
+                run.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
+                run.signal(signal.SIGTERM, leaders, other_tokens)
+        if run.kill_at is not None and (now >= run.kill_at or not run.signal(0, leaders, other_tokens)):
+            if now >= run.kill_at:
+                run.signal(signal.SIGKILL, leaders, other_tokens)
+            run.kill_at = None
+        if run.printer:
+            run.printer.flush_stale()
+        return run.exited_at is not None and run.kill_at is None and (
+            not any(o.open for o in run.outputs.values()) or now >= run.exited_at + _PIPE_DRAIN_SECONDS)
+
+    def _finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
+        """Record how a run ended: logs, return code, outputs published, done or failed.
+        None for a run stopped by Ctrl+C: it stays approved."""
+        job, name = run.job, _printable(run.job.name)
+        if run.printer:
+            run.printer.flush_stale(0)
+        if run.slurm_job_name and run.stop_reason and shutil.which("scancel"):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(["scancel", f"--name={run.slurm_job_name}"], capture_output=True, timeout=30)
+        if run.stop_reason == "interrupted":
+            self._close(run)
+            if job.layout != "legacy":
+                with contextlib.suppress(OSError, SyftJobError):
+                    _write_state(job, status="approved")
+            self._discard(run.claim, run.copy)
+            return None
+        code, reason, failure = run.proc.returncode, None, next(
+            (o for o in run.outputs.values() if o.failure is not None), None)
+        stderr = run.outputs["stderr"]
+        if failure is not None:
+            code, reason = -1, f"job {job.label} was stopped: cannot write its {failure.log_name}: " \
+                               f"{failure.failure.strerror or failure.failure}"
+        elif run.stop_reason == "timeout":
+            code, reason = -1, f"it timed out after {run.timeout:g} seconds"
+            for output in run.outputs.values():
+                output.write_line(TIMEOUT_LINE.decode())
+        elif run.stop_reason == "cancelled":
+            code, reason = -1, "cancelled"
+            stderr.write_line("syft_job: cancelled by the data owner\n")
+        elif any(o.cut for o in run.outputs.values()):
+            cut = next(o for o in run.outputs.values() if o.cut)
+            code, reason = -1, f"its {cut.log_name} reached the limit of {self.max_log_bytes} bytes (max_log_bytes), so it was stopped"
+            if not stderr.cut:
+                stderr.write_line(f"syft_job: {reason}\n")
+        elif self.max_cpu_seconds is not None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            reason = f"it used up its CPU time limit of {self.max_cpu_seconds:g} seconds (max_cpu_seconds)"
+        elif self.max_memory_mb is not None and code != 0 and any(s in stderr.tail for s in _OUT_OF_MEMORY):
+            reason = f"it ran out of memory under its limit of {self.max_memory_mb:g} MB (max_memory_mb)"
+        if reason and run.stop_reason is None and failure is None and not stderr.cut:
+            stderr.write_line(f"syft_job: {reason}\n")
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        duration = (run.exited_at or time.monotonic()) - run.started
+        try:
+            if failure is not None:
+                raise OSError(failure.failure.errno, reason)
+            _write_all(run.returncode_fd, str(code).encode())
+            for note in self._publish(run):
+                stderr.write_line(f"syft_job: {note}\n")
+        except OSError as exc:
+            reason = reason or f"job {job.label} could not be finished: {exc}"
+        result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
+                           finished, duration, reason)
+        if failure is not None:
+            self.console.say(f"❌ {reason}")
+        marked = self._mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd)
+        self._close(run)
+        if not marked:
+            return result
+        if run.stop_reason == "timeout":
+            self.console.say(f"⏰ Job {name} timed out after {run.timeout:g} seconds (return code -1)")
+        elif run.stop_reason == "cancelled":
+            self.console.say(f"🛑 Job {name} was cancelled (return code -1)")
+        elif reason and failure is None:
+            self.console.say(f"❌ Job {name} failed: {reason} (return code {code})")
+        elif code == 0:
+            self.console.say(f"✅ Job {name} completed successfully", f"📄 Output written to {STDOUT_FILE}")
+        elif failure is None:
+            self.console.say(f"❌ Job {name} failed with return code {code}",
+                             f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
+        if options.share_outputs or options.share_logs:
             try:
-                _fail_job(job, result.error, claim)
+                self._share_and_report(job, options.share_outputs, options.share_logs)
             except (OSError, SyftJobError) as exc:
-                print(f"❌ Cannot mark job {job.label} as done either ({exc}); skipping it until restart")
-                self._abandoned_jobs.add(job.key)
-                return result
-        result.job = dataclasses.replace(job, status="done")
-        if result.timed_out:
-            print(f"⏰ Job {name} timed out after {timeout:g} seconds (return code -1)")
-        elif result.over_limit:
-            print(f"❌ Job {name} failed: {result.over_limit} (return code {result.returncode})")
-        elif result.succeeded:
-            print(f"✅ Job {name} completed successfully")
-            print(f"📄 Output written to {STDOUT_FILE}")
-        elif not result.error:
-            print(f"❌ Job {name} failed with return code {result.returncode}")
-            print(f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
+                self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
         return result
+
+    def _publish(self, run: _Run) -> list[str]:
+        """Copy the job's outputs/ (and code/outputs/, as upstream does) from its private
+        copy into its results: regular files and folders only, never a syft.pub.yaml.
+        :returns: notes on what was left out."""
+        _remove_at(run.results_fd, OUTPUTS_DIR)
+        os.mkdir(OUTPUTS_DIR, 0o755, dir_fd=run.results_fd)
+        notes, target = [], os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=run.results_fd)
+        try:
+            for source in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}"):
+                path = os.path.join(run.copy, source)
+                if not os.path.isdir(path) or os.path.islink(path):
+                    continue
+                try:
+                    with _folder(path) as fd:
+                        files = _copy_tree(fd, target, lambda rel: rel.rsplit("/", 1)[-1] == PERMISSION_FILE)
+                except SyftJobError as exc:
+                    notes.append(f"some of {source}/ was not published: {exc}")
+                    continue
+                notes += [f"{source}/{_printable(rel)} is a {kind}; not published" for rel, kind in files.items()
+                          if kind in ("symlink", "not a regular file")]
+        finally:
+            os.close(target)
+        return notes
+
+    def _mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
+                       results_fd: int | None = None) -> bool:
+        """Write that the job is finished (then it never runs again); its claim becomes
+        the record of the run. False when even that fails (the job is left alone until
+        restart)."""
+        record = {"status": result.status, "return_code": result.return_code, "reason": result.reason,
+                  "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
+                  "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
+                  "duration_s": round(result.duration, 3), "isolation": self.isolation,
+                  "launcher": self.launcher or "local", "approval": approval}
+        try:
+            if job.layout != "legacy":
+                _write_state(job, status=result.status, completed_at=record["finished_at"],
+                             return_code=result.return_code)
+            else:
+                with contextlib.ExitStack() as stack:
+                    fd = results_fd if results_fd is not None else stack.enter_context(_folder(job.folder))
+                    done = _create_at(fd, DONE_MARKER)
+                    stack.callback(os.close, done)
+                    _write_all(done, json.dumps({k: record[k] for k in ("status", "return_code", "finished_at")}).encode())
+            _add_to_claim(claim, **record)
+            _held_claims.discard(claim.path)  # kept: the record of the run
+            return True
+        except (OSError, SyftJobError) as exc:
+            self.console.say(f"❌ Cannot mark job {job.label} as finished ({exc}); skipping it until restart")
+            self._abandoned.add(job.folder)
+            return False
+        finally:
+            self._discard(claim, copy)
+
+    def _finish_unrun(self, job: _Job, claim: _Claim, copy: str, reason: str, approval: str) -> JobResult:
+        """Finish as failed a job that could not run: the reason goes to its stderr.txt."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        result = JobResult(job.submitter, job.name, "failed", -1, now, now, 0.0, reason)
+        with contextlib.suppress(OSError, SyftJobError):
+            os.makedirs(job.results, exist_ok=True)
+            with _folder(job.results) as fd:
+                for name, data in ((STDERR_FILE, f"syft_job: {reason}\n"), (RETURNCODE_FILE, "-1")):
+                    fd_out = _create_at(fd, name)
+                    _write_all(fd_out, data.encode())
+                    os.close(fd_out)
+        self._mark_finished(job, claim, copy, result, approval)
+        return result
+
+    def _close(self, run: _Run) -> None:
+        for fd in [run.returncode_fd, run.exit_fd, run.results_fd] + [o.log_fd for o in run.outputs.values()]:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if run.proc is not None:
+            for pipe in (run.proc.stdout, run.proc.stderr):
+                pipe.close()
+            run.proc.wait()
+        run.returncode_fd = run.exit_fd = None
+
+    def _discard(self, claim: _Claim, copy: str) -> None:
+        """Remove the private copy and give the claim up (and any cancel request)."""
+        with contextlib.suppress(OSError):
+            os.unlink(claim.path[:-5] + ".cancel")
+        _release(claim)
+        if os.path.lexists(copy):
+            shutil.rmtree(copy, ignore_errors=True)
+            if os.path.lexists(copy):  # nested too deep for rmtree: let rm do it
+                subprocess.run(["rm", "-rf", "--", copy], capture_output=True)
+
+    # -- review ----------------------------------------------------------------
+
+    def _find_job(self, job_name: str, user: str | None = None) -> _Job:
+        """The one job named ``job_name`` (of ``user``, or of any submitter), in any layout."""
+        _check_folder_name(job_name, "job name")
+        if user is not None:
+            _check_email(user)
+        jobs = [job for job in _JobScanner(self.job_dir).scan()
+                if job.name == job_name and user in (None, job.submitter)]
+        if not jobs:
+            where = f"from {user}" if user else "from any submitter"
+            raise JobNotFoundError(f"no job named {_printable(repr(job_name))} {where} in {self.job_dir}")
+        if len(jobs) > 1:
+            raise JobError(f"several jobs are named {_printable(repr(job_name))}: "
+                           f"{', '.join(job.label for job in jobs)}; pass user=... (--user)")
+        return jobs[0]
+
+    def approve_job(self, job_name: str, user: str | None = None, reason: str | None = None,
+                    digest: str | None = None) -> str:
+        """Approve a job (again, after a change): the sha256 of each submitted file is
+        recorded, and the job runs only while they stay the same. In the inbox/review
+        layouts, state.yaml says approved, as the real clients write it.
+
+        :param job_name: the job's name (its folder name).
+        :param user: the submitter; None searches every submitter's folder.
+        :param reason: why, shown to the submitter (inbox/review layouts).
+        :param digest: approve only if the submission still hashes to this (what
+            ``describe_job`` showed): nothing changed between the review and now.
+        :returns: the digest recorded.
+        :raises JobNotFoundError: no such job. :raises JobError: several, finished,
+            running, rejected, or changed since ``digest``.
+        """
+        job = self._find_job(job_name, user)
+        if job.state == "unreceived":
+            _receive(job, self.config.email)
+            job = self._find_job(job_name, job.submitter)
+        status = _live_status(job, self._site)
+        if status not in ("inbox", "approved", "changed"):
+            hint = f"; to run it again: syft-job rerun {shlex.quote(job.name)}" if status in ("done", "failed") else ""
+            raise JobError(f"job {job.label} is {status}{hint}")
+        files = _submission(job)
+        recorded = _digest(files)
+        if digest is not None and digest.strip().lower() != recorded:
+            raise JobError(f"job {job.label} was not approved: its files hash to {recorded}, not {digest.strip()}: "
+                           "they changed after your review; look again (syft-job show)")
+        now = _utc_now()
+        record = {"approved_by": self.config.email, "approved_at": now, "digest": recorded, "files": files}
+        if reason:
+            record["review_reason"] = reason
+        _atomic_write(_approval_path(job), (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+        if job.layout != "legacy":
+            _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
+                         approval_method="manual", review_reason=reason)
+        self._said.pop(job.folder, None)
+        self._site.poke()
+        return recorded
+
+    def reject_job(self, job_name: str, reason: str, user: str | None = None) -> None:
+        """Reject a job, with the reason its submitter will read; no runner of ours ever
+        runs it. (Legacy layout: a ``rejected`` file holding the reason.)
+
+        :raises JobError: no reason, or the job already ran or runs.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise JobError("a rejection needs a reason, for the data scientist")
+        job = self._find_job(job_name, user)
+        status = _live_status(job, self._site)
+        if status not in ("inbox", "approved", "changed", "rejected"):
+            raise JobError(f"job {job.label} is {status}; only a job waiting to run can be rejected")
+        if job.layout == "legacy":
+            _atomic_write(os.path.join(job.folder, REJECTED_MARKER), reason.strip().encode() + b"\n")
+            _remove_path(os.path.join(job.folder, APPROVED_MARKER))
+        else:
+            _write_state(job, status="rejected", rejected_by=self.config.email, rejected_at=_utc_now(),
+                         review_reason=reason.strip())
+            _remove_path(_approval_path(job))
+        self._site.poke()
+
+    def rerun_job(self, job_name: str, user: str | None = None) -> None:
+        """Run a finished job again at the next poll; its old results are replaced.
+
+        :raises JobError: the job is not finished.
+        """
+        job = self._find_job(job_name, user)
+        status = _live_status(job, self._site)
+        if status not in ("done", "failed", "interrupted"):
+            raise JobError(f"job {job.label} is {status}; only a finished job can run again")
+        for name in (*_LOG_FILES, OUTPUTS_DIR, DONE_MARKER if job.layout == "legacy" else None):
+            if name:
+                _remove_path(os.path.join(job.results, name))
+        if job.layout != "legacy":
+            _write_state(job, status="approved", completed_at=None, return_code=None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._site.path("jobs", job))
+        self._site.poke()
+
+    def cancel_job(self, job_name: str, user: str | None = None, wait: float = 30.0) -> str:
+        """Stop a running job and all its processes, from any process on this machine:
+        it ends failed, with the reason "cancelled".
+
+        :param wait: seconds to wait for the runner running it to stop it.
+        :returns: the job's status afterwards.
+        :raises JobError: it is not running.
+        """
+        job = self._find_job(job_name, user)
+        if _live_status(job, self._site) != "running":
+            raise JobError(f"job {job.label} is {_live_status(job, self._site)}, not running")
+        Path(self._site.path("jobs", job, ".cancel", create=True)).touch()
+        deadline = time.monotonic() + wait
+        while _live_status(job, self._site) == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return _live_status(self._find_job(job_name, job.submitter), self._site)
+
+    def add_submitter(self, email: str) -> Path:
+        """Let ``email`` submit jobs here: its folders, with syft.pub.yaml files that let
+        it submit and read its status, and keep results private until shared. The
+        inbox/review layout of today's clients, and the legacy folder as well where the
+        job directory already holds legacy submitters.
+
+        :returns: the folder it submits into.
+        """
+        email = _check_email(email)
+        legacy = [entry for entry in _subfolders(self.job_dir) if entry.name not in _LAYOUT_FOLDERS]
+        folders = []
+        if legacy and not any(os.path.isdir(self.job_dir / f) for f in ("inbox", "review")):
+            folders.append((self.job_dir / email, [("**", [], [email])] + _protections("legacy", email)))
+        else:
+            folders += [(self.job_dir / "inbox" / email, [("**", [], [email])]),
+                        (self.job_dir / "review" / email, _protections("v0", email))]
+        for folder, rules in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            _edit_permissions(str(folder / PERMISSION_FILE), email, rules)
+        self._protected.update({(True, email), (False, email)})
+        return folders[0][0]
 
     # -- sharing -------------------------------------------------------------
 
-    def _find_job(self, job_name: str, user: str | None = None) -> _Job:
-        """The one job named ``job_name`` (of ``user``, or of any submitter)."""
-        if user is not None:
-            candidates = [self.job_dir / _check_email(user) / _check_folder_name(job_name, "job name")]
-        else:
-            _check_folder_name(job_name, "job name")
-            candidates = [Path(s.path) / job_name for s in _sorted_subfolders(self.job_dir)]
-        found = [_Job(str(p), p.parent.name, p.name, _job_status(p)) for p in candidates
-                 if _real_folder(p) and os.path.isfile(p / CONFIG_FILE)]
-        if not found:
-            where = f"from {user}" if user else "from any submitter"
-            raise JobNotFoundError(f"no job named {job_name!r} {where} in {self.job_dir}")
-        if len(found) > 1:
-            owners = ", ".join(_printable(j.submitter) for j in found)
-            raise JobError(f"several jobs are named {job_name!r} (submitted by {owners}); pass user=...")
-        return found[0]
-
-    def share_job_results(self, job_name: str, share_outputs: bool = True,
-                          share_logs: bool = True, user: str | None = None) -> None:
+    def share_job_results(self, job_name: str, share_outputs: bool = True, share_logs: bool = True,
+                          user: str | None = None) -> None:
         """Let the submitter read the results of a finished job.
 
         :param job_name: the job's name (its folder name).
         :param share_outputs: grant read on the job's ``outputs/``.
         :param share_logs: grant read on ``stdout.txt``, ``stderr.txt``, ``returncode.txt``.
         :param user: the submitter; None searches every submitter's folder.
-        :raises JobNotFoundError: no such job. :raises JobError: several, or not done.
+        :raises JobNotFoundError: no such job. :raises JobError: several, or not finished.
         """
         self._share_and_report(self._find_job(job_name, user), share_outputs, share_logs)
 
     def _share_and_report(self, job: _Job, share_outputs: bool, share_logs: bool) -> None:
+        if job.state != "finished" and _coarse_state(job.layout, job.folder, job.results) != "finished":
+            raise JobError(f"job {job.label} is not finished yet; there is nothing to share")
         _share(job, share_outputs, share_logs)
         what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
         if what:
-            print(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
+            self.console.say(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
 
-    # -- review --------------------------------------------------------------
+    def unshare_job_results(self, job_name: str, user: str | None = None) -> None:
+        """Take back what :meth:`share_job_results` gave: the submitter reads the job's
+        status again, no more."""
+        _share(self._find_job(job_name, user), True, True, undo=True)
 
-    def approve_job(self, job_name: str, user: str | None = None) -> Path:
-        """Approve a job (again, after a change): its ``approved`` marker records the
-        sha256 of each submitted file, and the job runs only while they stay the same.
+    # -- what there is ---------------------------------------------------------
 
-        :param job_name: the job's name (its folder name).
-        :param user: the submitter; None searches every submitter's folder.
-        :returns: the job's folder.
-        :raises JobNotFoundError: no such job. :raises JobError: several, or done.
-        """
+    def list_jobs(self, status: str | None = None, submitter: str | None = None) -> list[dict]:
+        """Every job, as JSON-ready rows: submitter, name, layout, status (STATUSES),
+        submitted_at, started_at, finished_at, duration_s, return_code, reason, shared,
+        isolation. Reads only; creates nothing."""
+        if status is not None and status not in STATUSES:
+            raise JobError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        rows = []
+        for job in _JobScanner(self.job_dir).scan():
+            if submitter in (None, job.submitter):
+                row = self._row(job)
+                if status in (None, row["status"]):
+                    rows.append(row)
+        return rows
+
+    def _row(self, job: _Job) -> dict:
+        record, state = self._site.record(job), {}
+        with contextlib.suppress(OSError, SyftJobError):
+            state = (_read_state(job.results) if job.layout != "legacy" else None) or {}
+        try:
+            submitted = job.read_config().get("submitted_at")
+        except SyftJobError:
+            submitted = None
+        status = _live_status(job, self._site)
+        finished = status in ("done", "failed")
+        code = (record.get("return_code") if record else state.get("return_code")) if finished else None
+        if finished and code is None:
+            code = _returncode(job)
+        reason = state.get("review_reason") or state.get("rejection_reason")
+        if job.layout == "legacy" and status == "rejected":
+            with contextlib.suppress(OSError, SyftJobError):
+                reason = _read_file(os.path.join(job.folder, REJECTED_MARKER), 64 * 1024).decode("utf-8", "replace").strip()
+        return {"submitter": job.submitter, "name": job.name, "layout": job.layout, "status": status,
+                "submitted_at": None if submitted is None else str(submitted),
+                "started_at": record.get("started_at") if finished else None,
+                "finished_at": (record.get("finished_at") or state.get("completed_at")) if finished else None,
+                "duration_s": record.get("duration_s") if finished else None, "return_code": code,
+                "reason": (record.get("reason") if finished else None) or reason,
+                "shared": _what_is_shared(job, self.config.syftbox_folder, self.config.email) if finished else [],
+                "isolation": record.get("isolation") if finished else self.isolation,
+                "folder": job.folder, "results": job.results}
+
+    def describe_job(self, job_name: str, user: str | None = None) -> dict:
+        """Everything the owner needs to review a job: its row (see :meth:`list_jobs`),
+        the whole run.sh, its config, every submitted file with size and sha256, the
+        submission ``digest`` (for ``approve_job(digest=...)``), who approved it when,
+        and what changed since."""
         job = self._find_job(job_name, user)
-        if job.status == "done":
-            raise JobError(f"job {job.label} is already done")
-        if job.status == "running":
-            raise JobError(f"job {job.label} is running; approve it again once it is done, if needed")
-        _atomic_write(job.path / APPROVED_MARKER, _approval_record(job, self.config.email))
-        self._held_back.pop(job.key, None)
-        return job.path
+        row = self._row(job)
+        files = _submission(job)
+        sizes = {rel: os.lstat(os.path.join(job.folder, rel)).st_size for rel in files}
+        try:
+            config: Any = job.read_config()
+        except SyftJobError as exc:
+            config = f"❌ {exc}"
+        approval = _read_json(_approval_path(job)) or {}
+        if job.layout != "legacy":
+            with contextlib.suppress(OSError, SyftJobError):
+                approval = {**approval, **{k: v for k, v in (_read_state(job.results) or {}).items()
+                                           if k in ("approved_by", "approved_at") and v}}
+        approved = _approval(job)[0]
+        return {**row, "run_sh": _script_preview(os.path.join(job.folder, RUN_SCRIPT), None), "config": config,
+                "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
+                "digest": _digest(files), "approved_by": approval.get("approved_by"),
+                "approved_at": approval.get("approved_at"),
+                "changes": _changes(approved, files) if approved is not None else None}
 
-    def add_submitter(self, email: str) -> Path:
-        """Let ``email`` submit jobs here: its folder, with a syft.pub.yaml that grants
-        it write on its submissions and keeps results private until shared.
+    def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
+                   follow: bool = False) -> Iterator[bytes]:
+        """A job's stdout.txt (or stderr.txt), in chunks; with ``follow``, more as the job
+        writes it, until the job ends."""
+        job = self._find_job(job_name, user)
+        path = os.path.join(job.results, STDERR_FILE if stderr else STDOUT_FILE)
+        position, identity = 0, None
+        while True:
+            now = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
+            running = follow and _live_status(now, self._site) in ("running", "approved")
+            if _file_identity(path) and _file_identity(path)[0] != identity:  # a new run: from its start
+                position, identity = 0, _file_identity(path)[0]
+            with contextlib.suppress(SyftJobError, OSError):
+                with os.fdopen(_open_regular(path), "rb") as f:
+                    f.seek(position)
+                    for chunk in iter(lambda: f.read(_READ_SIZE), b""):
+                        position += len(chunk)
+                        yield chunk
+            if not running:
+                return
+            time.sleep(0.2)
 
-        :returns: the submitter's folder.
-        """
-        folder = self.job_dir / _check_email(email)
-        folder.mkdir(exist_ok=True)
-        _edit_permissions(folder / PERMISSION_FILE, email, "*/", write_everywhere=True)
-        self._protected.add(email)
-        return folder
+    def delete_job(self, job_name: str, user: str | None = None) -> None:
+        """Delete one job: its submission, its results, its share rules, its records."""
+        job = self._find_job(job_name, user)
+        if _live_status(job, self._site) == "running":
+            raise JobError(f"job {job.label} is running; cancel it first")
+        self._delete(job)
+
+    def _delete(self, job: _Job) -> None:
+        with os.scandir(job.folder):
+            pass  # a folder that cannot be read is named here, before anything is deleted
+        with contextlib.suppress(OSError, SyftJobError):
+            _share(job, True, True, undo=True)
+        for folder in dict.fromkeys((job.results, job.folder)):
+            _remove_path(folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._site.path("jobs", job))
+        self._site.poke()
 
     # -- the loop ------------------------------------------------------------
 
-    def run(
-        self,
-        stream_output: bool = True,
-        timeout: float | None = None,
-        skip_job_names: Sequence[str] | None = None,
-        share_outputs_with_submitter: bool = False,
-        share_logs_with_submitter: bool = False,
-    ) -> None:
+    def run(self, stream_output: bool = True, timeout: float | None = None,
+            skip_job_names: Sequence[str] | None = None, share_outputs_with_submitter: bool = False,
+            share_logs_with_submitter: bool = False) -> None:
         """Poll forever: print new jobs, run approved ones. Returns on Ctrl+C or SIGTERM,
-        after stopping a running job (which stays approved and runs again next start).
-        The arguments are those of :meth:`process_approved_jobs`.
-
-        Several runners may watch one job directory: each job runs in only one of them.
+        after stopping the running jobs (they stay approved and run at the next start).
+        The arguments are those of :meth:`process_approved_jobs`. Several runners may
+        watch one job directory: each job runs in only one of them.
 
         :raises SyftJobError: a bad timeout.
         """
-        self._run(_RunOptions(stream_output, timeout, tuple(skip_job_names or ()),
-                              share_outputs_with_submitter, share_logs_with_submitter))
-
-    def _run(self, options: _RunOptions) -> None:
-        _resolve_timeout(options.timeout)  # a bad timeout fails now, not at the first job
-        with _sigterm_stops_jobs():
+        options = _RunOptions.make(stream_output, timeout, skip_job_names,
+                                   share_outputs_with_submitter, share_logs_with_submitter)
+        with _StopSignals() as self._stop:
             try:
                 self._print_banner()
-                while True:
+                while not self._stop.requested:
                     try:
                         jobs = self._jobs()
                         self._announce(jobs)
-                        self._process(options, jobs)
+                        self._process(jobs, options)
+                    except KeyboardInterrupt:
+                        break
                     except Exception as exc:  # never let one bad poll end the loop
                         logger.exception("poll failed")
-                        print(f"❌ Poll failed: {type(exc).__name__}: {exc}")
-                    time.sleep(self.poll_interval)
+                        self.console.say(f"❌ Poll failed: {type(exc).__name__}: {exc}")
+                    self._stop.wait(self.poll_interval)
             except KeyboardInterrupt:
-                print("\n🛑 SyftJob Runner stopped")
+                pass
+            finally:
+                self._stop = None
+        self.console.say("", "🛑 SyftJob Runner stopped")
 
     def _print_banner(self) -> None:
-        print(f"🚀 SyftJob Runner started: version: {__version__}")
-        print(f"👤 Monitoring jobs for: {self.config.email}")
-        print(f"📂 Job directory: {self.job_dir}")
-        print(f"⏱️ Poll interval: {self.poll_interval:g} seconds")
-        print("⏹️ Press Ctrl+C to stop")
-        print(_RULE)
+        sandbox = "sandbox (bubblewrap" + ("" if self.network else ", no network") + ")"
+        self.console.say(
+            f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
+            f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
+            f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none (no sandbox: install bubblewrap)'}",
+            *([f"⚙️ Jobs at once: {self.max_concurrent_jobs}"] if self.max_concurrent_jobs > 1 else []),
+            *([f"🖥️ Launcher: slurm (srun {' '.join(self.slurm_args)})".rstrip(" ") .replace(" )", ")")]
+              if self.launcher else []),
+            "⏹️ Press Ctrl+C to stop", _RULE)
         jobs = self._jobs()
         if not jobs:
-            print("📭 No existing jobs found")
+            self.console.say("📭 No existing jobs found")
             return
-        counts = {s: sum(1 for j in jobs if j.status == s) for s in _STATUSES}
-        print(f"📋 Found {len(jobs)} existing job(s): "
-              + ", ".join(f"{counts[s]} {s}" for s in _STATUSES))
+        states = [{"unreceived": "inbox", "broken": "inbox"}.get(job.state, job.state) for job in jobs]
+        counts = ", ".join(f"{states.count(s)} {s}" for s in ("inbox", "approved", "running", "finished", "rejected")
+                           if states.count(s) or s != "rejected")
+        self.console.say(f"📋 Found {len(jobs)} existing job(s): {counts}")
+        seen = self._seen_jobs()
         for job in jobs:
-            if job.status == "inbox":
-                print(f"- {job.label} (waiting for review)")
-                self._known_jobs.add(job.key)
+            if job.state == "inbox":
+                self.console.say(f"- {job.label} (waiting for review)")
+                seen.add(self._seen_key(job))
 
     # -- reset ---------------------------------------------------------------
 
     def reset_all_jobs(self) -> None:
-        """Delete every job of every submitter. Submitter folders and their
-        syft.pub.yaml stay, so submitters can still submit. Cannot be undone.
+        """Delete every job of every submitter, with the share rules this runner wrote
+        for them. Submitter folders and their syft.pub.yaml stay, so submitters can
+        still submit. Cannot be undone.
 
-        :raises SyftJobError: a runner is running one of the jobs.
+        :raises SyftJobError: a job runs, or a job folder cannot be read (then nothing
+            is deleted).
         """
-        running = [j.label for j in _scan_jobs(self.job_dir) if _live_status(j) == "running"]
+        jobs = _JobScanner(self.job_dir).scan()
+        statuses = {job.folder: _live_status(job, self._site) for job in jobs}
+        running = [job.label for job in jobs if statuses[job.folder] == "running"]
         if running:
-            raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; "
-                               "stop it before a reset")
-        self._reset()
-
-    def _reset(self) -> None:
-        jobs = _scan_jobs(self.job_dir)
-        print(f"🔄 RESETTING ALL JOBS for {self.config.email}")
-        print(f"📁 Target directory: {self.job_dir}")
-        counts = {}
-        for status in _STATUSES:
-            of_status = [j for j in jobs if j.status == status]
-            counts[status] = len(of_status)
+            raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; stop it before a reset")
+        for job in jobs:
+            try:
+                with os.scandir(job.folder):
+                    pass
+            except OSError as exc:
+                raise SyftJobError(f"cannot read the job folder {_printable(job.folder)} ({exc.strerror}); "
+                                   "nothing was deleted") from None
+        say = self.console.say
+        say(f"🔄 RESETTING ALL JOBS for {self.config.email}", f"📁 Target directory: {self.job_dir}")
+        by_status = {s: [job for job in jobs if statuses[job.folder] == s] for s in STATUSES}
+        for status, of_status in by_status.items():
             if of_status:
-                print(f"📋 Found {len(of_status)} jobs in {status}:")
-                for job in of_status:
-                    print(f"- {job.label}")
-        print(f"⚠️ WARNING: This will permanently delete {len(jobs)} jobs!")
-        print("This action cannot be undone.")
-        print(f"🗑️ Deleting job directory: {self.job_dir}")
-        for submitter in _sorted_subfolders(self.job_dir):
-            with os.scandir(submitter.path) as entries:
-                for entry in list(entries):
-                    if entry.name != PERMISSION_FILE:
-                        _remove_path(Path(entry.path))
-        print("📁 Recreating job folder structure...")
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        print("✅ Job reset completed successfully!")
-        print("📊 Summary:")
-        print(f"- Deleted {len(jobs)} jobs total")
-        for status in _STATUSES:
-            if counts[status]:
-                print(f"- {status}: {counts[status]} jobs deleted")
-        print("- Clean job directory recreated")
+                say(f"📋 Found {len(of_status)} jobs in {status}:", *(f"- {job.label}" for job in of_status))
+        say(f"⚠️ WARNING: This will permanently delete {len(jobs)} jobs!", "This action cannot be undone.",
+            f"🗑️ Deleting {len(jobs)} jobs and their share rules in {self.job_dir}")
+        for job in jobs:
+            self._delete(job)
+        say("✅ Job reset completed successfully!", "📊 Summary:", f"- Deleted {len(jobs)} jobs total",
+            *(f"- {status}: {len(of_status)} jobs deleted" for status, of_status in by_status.items() if of_status))
 
 
 def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5,
@@ -2849,8 +3399,8 @@ def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_inter
     :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
     :param email: the data owner's email.
     :param poll_interval: seconds between polls in ``run()``.
-    :param settings: ``require_approval_digest``, ``env_passthrough``, ``max_memory_mb``,
-        ``max_cpu_seconds``, ``max_log_bytes``: see :class:`SyftJobRunner`.
+    :param settings: the keywords of :class:`SyftJobRunner` (``console``,
+        ``isolation``, ``max_concurrent_jobs``, ``launcher``, ...).
     """
     return SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval, **settings)
 
@@ -2890,19 +3440,22 @@ def _client_config() -> tuple[str | None, str | None]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise _UsageError(f"cannot read the SyftBox client config {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise _UsageError(f"the SyftBox client config {path} is not a JSON object")
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), (str, type(None))) for k in ("data_dir", "email")):
+        raise _UsageError(f"the SyftBox client config {path}: 'data_dir' and 'email' must be strings")
     folder = data.get("data_dir") or None
-    if folder:
-        datasites = Path(folder).expanduser() / "datasites"
-        folder = str(datasites) if datasites.is_dir() else folder
+    if folder and (Path(folder).expanduser() / "datasites").is_dir():
+        folder = str(Path(folder).expanduser() / "datasites")
     return folder, data.get("email") or None
 
 
-def _datasite(args: argparse.Namespace) -> SyftJobConfig:
-    """Which datasite: the flags, else the environment, else the SyftBox client config."""
-    folder = getattr(args, "syftbox_folder", None) or _env(_FOLDER_ENV_VAR)
-    email = getattr(args, "email", None) or _env(_EMAIL_ENV_VAR)
+def _runner(args: argparse.Namespace, creates: bool = False) -> SyftJobRunner:
+    """The runner for the datasite the flags, the environment or the SyftBox client
+    config name, with the settings of the flags given.
+
+    :param creates: the command may create the owner's datasite folder.
+    """
+    folder = args.syftbox_folder or _env(_FOLDER_ENV_VAR)
+    email = args.email or _env(_EMAIL_ENV_VAR)
     if not folder or not email:
         config_folder, config_email = _client_config()
         folder, email = folder or config_folder, email or config_email
@@ -2910,153 +3463,167 @@ def _datasite(args: argparse.Namespace) -> SyftJobConfig:
         raise _UsageError(f"no SyftBox folder given: pass --syftbox-folder PATH (or set {_FOLDER_ENV_VAR})")
     if not email:
         raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
-    return SyftJobConfig.from_syftbox_folder(folder, email)
+    config = SyftJobConfig.from_syftbox_folder(folder, email)
+    if not creates and not config.get_user_dir(email).is_dir():
+        raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}")
+    settings = {key: value for key, value in vars(args).items() if key in _RUNNER_KEYWORDS and value is not None}
+    return SyftJobRunner(config, **settings)
 
 
-def _count_arg(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
-def _positive_arg(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a positive ``kind`` (int or float)."""
+def _number_arg(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive number (``kind`` int: a whole one)."""
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if not 0 < value < float("inf"):
-            what = "whole number" if kind is int else "number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {what}")
-        return value
+            return _positive(text, "the value", kind)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {'whole ' if kind is int else ''}number") from None
     return parse
 
 
-def _seconds_arg(text: str) -> float:
-    try:
-        return _positive_seconds(text, "the value")
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds") from None
-
-
-def _job_rows(runner: SyftJobRunner) -> list[dict]:
-    rows = []
-    for job in _scan_jobs(runner.job_dir):
-        try:
-            submitted = job.read_config().get("submitted_at", "")
-        except SyftJobError:
-            submitted = "(unreadable config.yaml)"
-        rows.append({"job": job.name, "submitter": job.submitter, "status": _live_status(job),
-                     "submitted_at": str(submitted or ""), "returncode": _returncode(job),
-                     "path": str(job.path)})
-    return rows
-
-
-def _returncode(job: _Job) -> int | None:
-    try:
-        return int(_read_file(job.file(RETURNCODE_FILE), 64))
-    except (SyftJobError, ValueError):
-        return None
-
-
-def _print_table(rows: list[dict]) -> None:
-    columns = [("JOB", "job"), ("SUBMITTER", "submitter"), ("STATUS", "status"),
-               ("SUBMITTED", "submitted_at"), ("RC", "returncode")]
-    cells = [[h for h, _ in columns]] + [["" if r[k] is None else _printable(str(r[k])) for _, k in columns]
-                                         for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-
-def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a (possibly huge) log, read from its end."""
-    if not os.path.lexists(path):
-        return "(none)"
-    try:
-        with os.fdopen(_open_regular(path), "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
-            data = f.read(64 * 1024)
-    except (OSError, SyftJobError) as exc:
-        return f"({exc})"
-    text = data.decode("utf-8", "replace").splitlines()[-lines:]
-    return "\n".join(_printable(line) for line in text) if text else "(empty)"
-
-
-def _runner_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The SyftJobRunner settings given by the run/once flags."""
-    if not hasattr(args, "strict"):
-        return {}
-    return {"require_approval_digest": args.strict, "env_passthrough": args.pass_env,
-            "max_memory_mb": args.max_memory, "max_cpu_seconds": args.max_cpu,
-            "max_log_bytes": args.max_log_size}
-
-
-def _run_options(args: argparse.Namespace) -> _RunOptions:
-    return _RunOptions(not args.no_stream, args.timeout, tuple(args.skip or ()),
-                       args.share_outputs, args.share_logs)
+def _fmt_seconds(value: Any) -> str:
+    return "" if value is None else f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
 
 
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     runner.poll_interval = args.poll_interval
-    runner._run(_run_options(args))
+    runner.run(**_run_arguments(args))
     return 0
 
 
+def _run_arguments(args: argparse.Namespace) -> dict:
+    return {"stream_output": not args.no_stream, "timeout": args.timeout, "skip_job_names": args.skip,
+            "share_outputs_with_submitter": args.share_outputs, "share_logs_with_submitter": args.share_logs}
+
+
 def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    jobs = runner._jobs()
-    runner._announce(jobs)
-    results = runner._process(_run_options(args), jobs)
+    announced = set(runner.check_for_new_jobs())
+    waiting = [f"{r['submitter']}/{r['name']}" for r in runner.list_jobs("inbox")
+               if f"{r['submitter']}/{r['name']}" not in announced]
+    if waiting:
+        runner.console.say(f"⏳ Waiting for your review (shown before): {_printable(', '.join(waiting))}")
+    results = runner.process_approved_jobs(**_run_arguments(args))
     if not results:
-        print("📭 No approved jobs to run")
+        runner.console.say("📭 No approved jobs to run")
     return 1 if any(not r.succeeded for r in results) else 0
 
 
+_LIST_COLUMNS = (("JOB", "name"), ("SUBMITTER", "submitter"), ("STATUS", "status"), ("SUBMITTED", "submitted_at"),
+                 ("DURATION", "duration_s"), ("RC", "return_code"), ("SHARED", "shared"))
+
+
 def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    rows = _job_rows(runner)
+    rows = runner.list_jobs(args.status, args.submitter)
     if args.json:
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        _print_table(rows)
-    else:
-        print(f"📭 No jobs in {runner.job_dir}")
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("folder", "results")} for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"📭 No jobs in {runner.job_dir}" + (" matching" if args.status or args.submitter else ""))
+        return 0
+    cells = [[title for title, _ in _LIST_COLUMNS]] + [[
+        _fmt_seconds(r[key]) if key == "duration_s" else " ".join(r[key]) if key == "shared" else
+        "" if r[key] is None else _printable(str(r[key])) for _, key in _LIST_COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(_LIST_COLUMNS))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
 
 
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    job = runner._find_job(args.job, args.user)
-    print(f"Job:       {job.label}")
-    print(f"Status:    {_live_status(job)}")
-    print(f"Folder:    {job.where}")
-    try:
-        print("Config:\n" + "".join(f"  {k}: {v}\n" for k, v in _config_display_items(job.read_config())), end="")
-    except SyftJobError as exc:
-        print(f"Config:    ❌ {exc}")
-    if _returncode(job) is not None:
-        print(f"Return code: {_returncode(job)}")
-    for name in (STDOUT_FILE, STDERR_FILE):
-        print(f"--- {name} (last {args.lines} lines) ---")
-        print(_tail(job.path / name, args.lines))
+    job = runner.describe_job(args.job, args.user)
+    lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
+             f"Status:     {job['status']}" + (f" ({_printable(job['reason'])})" if job["reason"] else ""),
+             f"Folder:     {_printable(job['folder'])}"]
+    for label, key in (("Submitted", "submitted_at"), ("Approved", "approved_at"), ("Started", "started_at"),
+                       ("Finished", "finished_at")):
+        if job[key]:
+            by = f" by {_printable(job['approved_by'])}" if key == "approved_at" and job["approved_by"] else ""
+            lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
+    if job["duration_s"] is not None:
+        lines.append(f"Duration:   {_fmt_seconds(job['duration_s'])}")
+    if job["return_code"] is not None:
+        lines.append(f"Return code: {job['return_code']}")
+    lines.append(f"Shared:     {' and '.join(job['shared']) or 'nothing (logs and outputs are private)'}")
+    if job["changes"]:
+        lines.append(f"⚠️ Changed since approval: {job['changes']}")
+    config = job["config"]
+    lines += ["--- config.yaml ---", *(f"  {k}: {v}" for k, v in _config_items(config))] if isinstance(config, dict) \
+        else ["--- config.yaml ---", f"  {config}"]
+    lines += ["--- run.sh ---", job["run_sh"], "--- files (size, sha256) ---"]
+    lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
+    lines.append(f"digest: {job['digest']}")
+    lines.append(f"(approve exactly this: syft-job approve {shlex.quote(job['name'])} --digest {job['digest']})")
+    for stream in ("stdout", "stderr"):
+        tail = b"".join(runner.follow_log(args.job, args.user, stderr=stream == "stderr"))[-64 * 1024:]
+        text = tail.decode("utf-8", "replace").splitlines()[-args.lines:]
+        lines += [f"--- {stream}.txt (last {args.lines} lines) ---", *([_printable(t) for t in text] or ["(none)"])]
+    print("\n".join(lines))
+    return 0
+
+
+def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    for chunk in runner.follow_log(args.job, args.user, stderr=args.stderr, follow=args.follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
     return 0
 
 
 def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    job = runner._find_job(args.job, args.user)
-    if job.status in ("done", "running"):
-        print(f"Job {job.label} is already {job.status}")
-        return 0
-    runner.approve_job(job.name, job.submitter)
-    again = "Approved again" if job.status == "approved" else "Approved"
-    print(f"✅ {again} {job.label}, with a digest of its files: it runs at the next poll of the runner,")
-    print("   unless its files change before then")
+    digest = runner.approve_job(args.job, args.user, reason=args.reason, digest=args.digest)
+    print(f"✅ Approved {_printable(args.job)}: it runs at the next poll of the runner, unless its files change")
+    print(f"   digest: {digest}")
     return 0
+
+
+def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.reject_job(args.job, args.reason, args.user)
+    print(f"🚫 Rejected {_printable(args.job)}: {_printable(args.reason)}")
+    return 0
+
+
+def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.rerun_job(args.job, args.user)
+    print(f"🔁 {_printable(args.job)} runs again at the next poll of the runner")
+    return 0
+
+
+def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    status = runner.cancel_job(args.job, args.user)
+    print(f"🛑 Cancelled {_printable(args.job)}: it is {status} now" if status != "running"
+          else f"🛑 Asked the runner to cancel {_printable(args.job)}; it is still running")
+    return 0 if status != "running" else 1
 
 
 def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     if not args.outputs and not args.logs:
         raise _UsageError("say what to share: --outputs, --logs, or both")
     runner.share_job_results(args.job, args.outputs, args.logs, user=args.user)
+    return 0
+
+
+def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.unshare_job_results(args.job, args.user)
+    print(f"🔒 {_printable(args.job)}: its logs and outputs are private again")
+    return 0
+
+
+def _confirm(question: str, args: argparse.Namespace) -> bool:
+    """Ask on a terminal; no terminal needs --yes; end of input is "no"."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise _UsageError("this deletes for good; without a terminal to confirm, pass --yes")
+    try:
+        return input(f"{question} Type 'yes' to confirm: ").strip().lower() == "yes"
+    except EOFError:
+        return False
+
+
+def _cmd_delete(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    if not _confirm(f"Delete the job {_printable(args.job)}, its results and its share rules?", args):
+        print("Nothing deleted.")
+        return 1
+    runner.delete_job(args.job, args.user)
+    print(f"🗑️ Deleted {_printable(args.job)}")
     return 0
 
 
@@ -3068,13 +3635,10 @@ def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 
 def _cmd_reset(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise _UsageError("reset deletes every job; without a terminal to confirm, pass --yes")
-        answer = input(f"Delete every job in {runner.job_dir}? Type 'yes' to confirm: ")
-        if answer.strip().lower() != "yes":
-            print("Nothing deleted.")
-            return 1
+    count = len(runner.list_jobs())
+    if not _confirm(f"Delete all {count} job(s) in {runner.job_dir}, and their share rules?", args):
+        print("Nothing deleted.")
+        return 1
     runner.reset_all_jobs()
     return 0
 
@@ -3083,7 +3647,7 @@ _DEMO_OWNER = "do@example.com"
 _DEMO_SUBMITTER = "ds@example.com"
 _DEMO_ANALYSIS = """\
 echo "Counting the words of the owner's private data..."
-printf 'the quick brown fox\\njumps over the lazy dog\\n' | wc -w | tr -d ' ' > outputs/word_count.txt
+wc -w < "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/notes.txt" | tr -d ' ' > outputs/word_count.txt
 echo "Result written to outputs/word_count.txt"
 """
 _DEMO_FAILING = """\
@@ -3103,102 +3667,132 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         folder = Path(tempfile.mkdtemp(prefix="syft-job-demo-"))
     print(f"🧪 Demo SyftBox folder: {folder}")
     print(f"   data owner: {_DEMO_OWNER}   data scientist: {_DEMO_SUBMITTER}\n")
-    runner = create_runner(folder, _DEMO_OWNER, poll_interval=1)
+    (folder / _DEMO_OWNER / "private").mkdir(parents=True)
+    (folder / _DEMO_OWNER / "private" / "notes.txt").write_text("the quick brown fox\njumps over the lazy dog\n")
+    (folder / _DEMO_SUBMITTER).mkdir()
+    work = Path(args.work_dir).expanduser() if args.work_dir else folder.parent / f".{folder.name}-runner-state"
+    runner = create_runner(folder, _DEMO_OWNER, poll_interval=1, work_dir=work)
     runner.add_submitter(_DEMO_SUBMITTER)
     client = JobClient(SyftJobConfig.from_syftbox_folder(folder, _DEMO_SUBMITTER))
-    analysis = client.submit_bash_job(_DEMO_OWNER, _DEMO_ANALYSIS, job_name="word count")
-    failing = client.submit_bash_job(_DEMO_OWNER, _DEMO_FAILING, job_name="missing file")
+    client.submit_bash_job(_DEMO_OWNER, _DEMO_ANALYSIS, job_name="word count")
+    client.submit_bash_job(_DEMO_OWNER, _DEMO_FAILING, job_name="missing file")
     code = folder / "ds-code" / "hello.py"
     code.parent.mkdir()
     code.write_text(_DEMO_PYTHON)
-    waiting = client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
+    client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
     print("1️⃣  The data scientist submitted 3 jobs. The runner sees them:\n")
     runner.check_for_new_jobs()
-    print("\n2️⃣  The owner approves two of them and runs them:\n")
-    for job in (analysis, failing):
-        runner.approve_job(job.name, _DEMO_SUBMITTER)
-    runner.process_approved_jobs(stream_output=True, timeout=60,
-                                 share_outputs_with_submitter=True, share_logs_with_submitter=True)
-    print("\n3️⃣  Where everything is:\n")
-    for job in (analysis, failing, waiting):
-        print(f"  {job.name} ({_job_status(job)}): {job}")
-        for path in sorted(job.rglob("*")):
-            if path.is_file():
-                print(f"      {path.relative_to(job)}")
-    permissions = runner.job_dir / _DEMO_SUBMITTER / PERMISSION_FILE
-    print(f"\n4️⃣  What {_DEMO_SUBMITTER} can now read (rules in {permissions}):")
-    shared = [r for r in (load_yaml(permissions.read_text(), str(permissions)) or {}).get("rules", [])
-              if _DEMO_SUBMITTER in _access(r, "read") and not r["pattern"].startswith("*/")]
-    for rule in shared:
-        print(f"  read  {rule['pattern']}")
-    print(f"  (its own submission files too; '{_DEMO_SUBMITTER}' cannot write approved, done, logs or outputs,")
-    print("   and 'python hello' was never approved, so it never ran)")
-    print(f"\n✨ Try: python3 -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}")
+    print(f"\n2️⃣  The owner approves two of them and runs them (isolation: {runner.isolation}):\n")
+    for name in ("word count", "missing file"):
+        runner.approve_job(name, _DEMO_SUBMITTER, reason="reviewed in the demo")
+    runner.process_approved_jobs(stream_output=True, timeout=60, share_outputs_with_submitter=True,
+                                 share_logs_with_submitter=True)
+    site = ["--syftbox-folder", str(folder), "--email", _DEMO_OWNER, "--work-dir", str(work)]
+    print("\n3️⃣  What the owner sees: syft-job list\n")
+    main(["list", *site])
+    print("\n4️⃣  And one finished job: syft-job show 'word count'\n")
+    main(["show", "word count", *site, "--lines", "5"])
+    print(f"\n5️⃣  What {_DEMO_SUBMITTER} sees (JobClient.jobs):\n")
+    print(client.jobs)
+    print(f"\n✨ Try: python3 -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}"
+          f" --work-dir {shlex.quote(str(work))}")
     return 0
+
+
+# The run/once flags that are SyftJobRunner keywords: (flag, keyword, argparse settings).
+_RUNNER_FLAGS = (
+    ("--strict", "require_approval_digest", dict(
+        action="store_true", default=None, help="run only jobs approved with `syft-job approve` whose files have not changed")),
+    ("--pass-env", "env_passthrough", dict(
+        action="append", metavar="NAME", help="also give jobs this environment variable of yours (repeatable; by "
+                                              "default jobs get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")),
+    ("--max-memory", "max_memory_mb", dict(type=_number_arg(float), metavar="MB",
+                                           help="limit each job process's address space to this many MB")),
+    ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS", help="limit each job process's CPU time")),
+    ("--max-log-size", "max_log_bytes", dict(type=_number_arg(int), metavar="BYTES",
+                                             help="cut each log at this size and stop the job")),
+    ("--isolation", "isolation", dict(choices=ISOLATION_MODES, help="auto (default): a sandbox where bubblewrap can "
+                                      "make one; sandbox: refuse to run without; none: no sandbox")),
+    ("--allow-read", "allow_read", dict(action="append", metavar="PATH", help="let sandboxed jobs read this path too, "
+                                        "e.g. a dataset (repeatable)")),
+    ("--no-network", "network", dict(action="store_false", default=None, help="sandboxed jobs get no network")),
+    ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
+    ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
+    ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
+                                       help="pass ARG to srun, after the runner's own (repeatable), e.g. --partition=gpu")),
+)
+_RUNNER_KEYWORDS = {keyword for _, keyword, _ in _RUNNER_FLAGS} | {"work_dir"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
     datasite = argparse.ArgumentParser(add_help=False)
-    datasite.add_argument("--syftbox-folder", metavar="PATH", default=argparse.SUPPRESS,
+    datasite.add_argument("--syftbox-folder", metavar="PATH",
                           help=f"the SyftBox folder (default: ${_FOLDER_ENV_VAR}, else the SyftBox client config)")
-    datasite.add_argument("--email", metavar="EMAIL", default=argparse.SUPPRESS,
+    datasite.add_argument("--email", metavar="EMAIL",
                           help=f"the data owner's email (default: ${_EMAIL_ENV_VAR}, else the SyftBox client config)")
+    datasite.add_argument("--work-dir", metavar="PATH", help="the runner's private state, outside the SyftBox folder "
+                                                             "(default: $XDG_STATE_HOME/syft-job)")
     running = argparse.ArgumentParser(add_help=False)
-    running.add_argument("--timeout", type=_seconds_arg, metavar="SECONDS",
+    running.add_argument("--timeout", type=_number_arg(float), metavar="SECONDS",
                          help=f"stop a job after this long (default: ${TIMEOUT_ENV_VAR}, else 300)")
     running.add_argument("--no-stream", action="store_true", help="do not print the jobs' output (logs are still written)")
     running.add_argument("--share-outputs", action="store_true", help="share each finished job's outputs/ with its submitter")
     running.add_argument("--share-logs", action="store_true", help="share each finished job's logs with its submitter")
     running.add_argument("--skip", action="append", metavar="NAME", help="never run this job (a name or SUBMITTER/NAME; repeatable)")
-    running.add_argument("--strict", action="store_true",
-                         help="run only jobs approved with `syft-job approve` whose files have not changed since")
-    running.add_argument("--pass-env", action="append", metavar="NAME", default=[],
-                         help="also give jobs this environment variable of yours (repeatable; by default "
-                              "jobs get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")
-    running.add_argument("--max-memory", type=_positive_arg(float), metavar="MB",
-                         help="limit each job process's address space to this many MB")
-    running.add_argument("--max-cpu", type=_positive_arg(float), metavar="SECONDS",
-                         help="limit each job process's CPU time")
-    running.add_argument("--max-log-size", type=_positive_arg(int), metavar="BYTES",
-                         help="cut each log at this size and stop the job")
+    for flag, keyword, settings in _RUNNER_FLAGS:
+        running.add_argument(flag, dest=keyword, **settings)
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("job", metavar="JOB", help="the job's name")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
+    confirm = argparse.ArgumentParser(add_help=False)
+    confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.",
-                             parents=[datasite])
+    parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.")
+    parser.add_argument("--version", action="version", version=f"syft-job {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
     commands.required = True
 
-    def command(name: str, help: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, parents=[datasite, *parents])
+    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=list(parents))
 
-    run = command("run", "poll for jobs and run approved ones until Ctrl+C", [running])
-    run.add_argument("--poll-interval", type=_seconds_arg, default=5.0, metavar="SECONDS",
+    run = command("run", "poll for jobs and run approved ones until Ctrl+C", datasite, running)
+    run.add_argument("--poll-interval", type=_number_arg(float), default=5.0, metavar="SECONDS",
                      help="seconds between two polls (default: 5)")
-    command("once", "run the approved jobs once and exit (status 1 if a job failed)", [running])
-    listing = command("list", "list the jobs: name, submitter, status, submitted, return code")
+    command("once", "run the approved jobs once and exit (status 1 if a job failed)", datasite, running)
+    listing = command("list", "list the jobs: status, times, return code, what is shared", datasite)
+    listing.add_argument("--status", choices=STATUSES, help="only jobs with this status")
+    listing.add_argument("--submitter", metavar="EMAIL", help="only this submitter's jobs")
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
-    show = command("show", "show a job's config, status and the end of its logs", [which])
-    show.add_argument("--lines", type=_count_arg, default=20, metavar="N", help="how many log lines to show (default: 20)")
-    command("approve", "approve a job (the runner then runs it)", [which])
-    share = command("share", "let the submitter read a finished job's outputs and/or logs", [which])
+    show = command("show", "review a job: its whole run.sh, config, files, digest, status, logs", datasite, which)
+    show.add_argument("--lines", type=_number_arg(int), default=20, metavar="N", help="log lines to show (default: 20)")
+    logs = command("logs", "print a job's output", datasite, which)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
+    approve = command("approve", "approve a job (the runner then runs it)", datasite, which)
+    approve.add_argument("--reason", metavar="TEXT", help="why, for the data scientist")
+    approve.add_argument("--digest", metavar="HEX", help="approve only if the files still hash to this (from show)")
+    reject = command("reject", "reject a job, with a reason the data scientist reads", datasite, which)
+    reject.add_argument("--reason", metavar="TEXT", required=True, help="why it is rejected, for the data scientist")
+    command("rerun", "run a finished job again (its old results are replaced)", datasite, which)
+    command("cancel", "stop a running job and all its processes", datasite, which)
+    share = command("share", "let the submitter read a finished job's outputs and/or logs", datasite, which)
     share.add_argument("--outputs", action="store_true", help="share the job's outputs/ folder")
     share.add_argument("--logs", action="store_true", help="share stdout.txt, stderr.txt and returncode.txt")
-    add = command("add-submitter", "let a data scientist submit jobs to this datasite")
+    command("unshare", "take back what share gave", datasite, which)
+    command("delete", "delete one job, its results and its share rules (asks first)", datasite, which, confirm)
+    add = command("add-submitter", "let a data scientist submit jobs to this datasite", datasite)
     add.add_argument("submitter_email", metavar="EMAIL", help="the data scientist's email")
-    reset = command("reset", "delete every job (asks first)")
-    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    commands.add_parser("version", help="print the version", description="print the version")
-    demo = commands.add_parser("demo", help="run a self-contained demo in a throwaway SyftBox folder",
-                               description="run a self-contained demo in a throwaway SyftBox folder")
-    demo.add_argument("--folder", metavar="PATH", help="an empty folder to use (default: a new temp folder)")
+    command("reset", "delete every job and the share rules made for them (asks first)", datasite, confirm)
+    command("version", "print the version")
+    command("demo", "run a self-contained demo in a throwaway SyftBox folder").add_argument(
+        "--folder", metavar="PATH", help="an empty folder to use (default: a new temp folder)")
     return parser
 
 
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
-    "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show,
-    "approve": _cmd_approve, "share": _cmd_share, "add-submitter": _cmd_add_submitter,
+    "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
+    "approve": _cmd_approve, "reject": _cmd_reject, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
+    "share": _cmd_share, "unshare": _cmd_unshare, "delete": _cmd_delete, "add-submitter": _cmd_add_submitter,
     "reset": _cmd_reset,
 }
 
@@ -3214,9 +3808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"syft-job {__version__}")
             return 0
         if args.command == "demo":
+            args.work_dir = None
             return _cmd_demo(args)
-        runner = SyftJobRunner(_datasite(args), **_runner_settings(args))
-        return _COMMANDS[args.command](runner, args)
+        return _COMMANDS[args.command](_runner(args, creates=args.command == "add-submitter"), args)
+    except BrokenPipeError:  # `syft-job show JOB | head -1`: the reader has gone; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (SyftJobError, OSError) as exc:
         print(f"syft-job {args.command}: error: {exc}", file=sys.stderr)
         return 2

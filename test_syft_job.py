@@ -5,7 +5,7 @@ Run with: python -m pytest -q test_syft_job.py
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import json
 import os
 import random
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -27,11 +28,24 @@ from syft_job import ConfigError, JobError, JobNotFoundError, SyftJobConfig, YAM
 HERE = Path(__file__).resolve().parent
 OWNER = "do@test.org"
 DS = "ds@test.org"
+OTHER = "other@test.org"
+HAVE_BWRAP = syft_job._bwrap() is not None
+needs_sandbox = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed here (apt-get install "
+                                                          "bubblewrap): the sandbox cannot be tested")
+PROTOCOLS = HERE / "tests" / "fixtures" / "protocols"
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path, monkeypatch) -> Path:
+    """Each test's runners keep their private state in its own folder."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
@@ -58,10 +72,30 @@ def pid_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def processes_with(marker: str) -> list[int]:
+    """Host pids of running processes whose command line holds ``marker`` (whatever
+    namespace or group they live in)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                if marker.encode() in Path(f"/proc/{name}/cmdline").read_bytes() and pid_alive(int(name)):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def kill_marked(marker: str) -> None:
+    for pid in processes_with(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def syftbox(tmp_path: Path) -> Path:
     folder = tmp_path / "SyftBox"
-    folder.mkdir()
+    (folder / OWNER).mkdir(parents=True)
     return folder
 
 
@@ -70,9 +104,15 @@ def runner(syftbox: Path) -> syft_job.SyftJobRunner:
     return syft_job.create_runner(syftbox, OWNER, poll_interval=0.1)
 
 
+@pytest.fixture
+def plain_runner(syftbox: Path) -> syft_job.SyftJobRunner:
+    """A runner without a sandbox: the always-on protections only."""
+    return syft_job.create_runner(syftbox, OWNER, poll_interval=0.1, isolation="none")
+
+
 def make_job(runner: syft_job.SyftJobRunner, name: str, script: str | bytes | None,
              submitter: str = DS, approved: bool = True, config: str | None = None) -> Path:
-    """A job folder as other SyftBox clients write it."""
+    """A legacy job folder, as the syft-job 0.1.24 client writes it."""
     folder = runner.job_dir / submitter / name
     folder.mkdir(parents=True)
     if config is None:
@@ -87,16 +127,39 @@ def make_job(runner: syft_job.SyftJobRunner, name: str, script: str | bytes | No
     return folder
 
 
+def new_job(runner: syft_job.SyftJobRunner, name: str, script: str, layout: str = "v0", submitter: str = DS,
+            approve: bool = True) -> tuple[Path, Path]:
+    """A job in the inbox/review layouts, submitted with JobClient and approved with
+    approve_job; ``(submission folder, results folder)``."""
+    (runner.config.syftbox_folder / submitter).mkdir(exist_ok=True)
+    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(runner.config.syftbox_folder, submitter), layout)
+    folder = client.submit_bash_job(OWNER, script, job_name=name)
+    if approve:
+        runner.approve_job(name, submitter)
+    level = ["v1"] if layout == "v1" else []
+    return folder, runner.job_dir.joinpath("review", submitter, *level, name)
+
+
+def state_of(results: Path) -> dict:
+    return syft_job.load_yaml((results / "state.yaml").read_text())
+
+
+def run_record(runner: syft_job.SyftJobRunner, results: Path) -> dict:
+    rows = [r for r in runner.list_jobs() if r["results"] == str(results)]
+    return rows[0]
+
+
 RUNNER_SCRIPT = """
 import sys, syft_job
-runner = syft_job.create_runner(sys.argv[1], sys.argv[2], poll_interval=0.1)
+runner = syft_job.create_runner(sys.argv[1], sys.argv[2], poll_interval=0.1, {settings})
 {body}
 """
 
 
-def start_runner_process(syftbox: Path, body: str, stdout=subprocess.PIPE, env=None) -> subprocess.Popen:
+def start_runner_process(syftbox: Path, body: str, stdout=subprocess.PIPE, env=None,
+                         settings: str = "") -> subprocess.Popen:
     """A runner in its own Python process, to send it signals and watch its console."""
-    code = RUNNER_SCRIPT.format(body=body)
+    code = RUNNER_SCRIPT.format(body=body, settings=settings)
     return subprocess.Popen([sys.executable, "-u", "-c", code, str(syftbox), OWNER],
                             stdout=stdout, stderr=subprocess.STDOUT, cwd=HERE, env=env)
 
@@ -105,7 +168,6 @@ class LineReader:
     """Reads a process's output in the background so a test can wait for a line."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
-        import threading
         self.lines: list[str] = []
         self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self.thread.start()
@@ -122,8 +184,26 @@ class LineReader:
         return "".join(self.lines)
 
 
+def cli_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SYFTBOX_FOLDER", "SYFTBOX_EMAIL", "SYFTBOX_CLIENT_CONFIG_PATH", "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS")}
+    env["PYTHONPATH"] = str(HERE)
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "syft_job", *args], cwd=cwd, env=env or cli_env(),
+                          input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def site_args(syftbox: Path) -> list[str]:
+    return ["--syftbox-folder", str(syftbox), "--email", OWNER]
+
+
 # ---------------------------------------------------------------------------
-# Configuration
+# Configuration and the public API
 # ---------------------------------------------------------------------------
 
 
@@ -148,15 +228,27 @@ def test_config_rejects_missing_folder_file_and_bad_email(tmp_path):
             SyftJobConfig.from_syftbox_folder(tmp_path, bad)
 
 
-def test_create_runner_makes_the_job_directory(syftbox):
-    runner = syft_job.create_runner(str(syftbox), OWNER, poll_interval=7)
+def test_create_runner_takes_every_keyword_and_creates_nothing(syftbox, tmp_path):
+    before = sorted(p for p in syftbox.rglob("*"))
+    runner = syft_job.create_runner(str(syftbox), OWNER, poll_interval=7, console=False, isolation="none",
+                                    allow_read=[tmp_path], network=False, work_dir=tmp_path / "work",
+                                    max_concurrent_jobs=3, launcher="slurm", slurm_args=["--partition=x"],
+                                    require_approval_digest=True, env_passthrough=["X"], max_memory_mb=100,
+                                    max_cpu_seconds=5, max_log_bytes=1000)
     assert runner.job_dir == syftbox.resolve() / OWNER / "app_data" / "job"
-    assert runner.job_dir.is_dir()
-    assert runner.poll_interval == 7
+    assert (runner.poll_interval, runner.max_concurrent_jobs, runner.isolation) == (7, 3, "none")
+    assert sorted(p for p in syftbox.rglob("*")) == before and not (tmp_path / "work").exists()
     same = syft_job.SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox, OWNER))
-    assert same.poll_interval == 5
-    with pytest.raises(ConfigError, match="poll_interval"):
-        syft_job.create_runner(syftbox, OWNER, poll_interval=0)
+    assert same.poll_interval == 5 and same.max_concurrent_jobs == 1
+    assert same.work_dir == tmp_path / "state" / "syft-job"
+    for bad, message in (({"poll_interval": 0}, "poll_interval"), ({"max_concurrent_jobs": 1.5}, "max_concurrent_jobs"),
+                         ({"max_log_bytes": 0}, "max_log_bytes must be a positive whole number"),
+                         ({"isolation": "chroot"}, "isolation must be one of"), ({"launcher": "k8s"}, "launcher"),
+                         ({"work_dir": syftbox / "state"}, "inside the SyftBox folder"),
+                         ({"allow_read": [tmp_path / "missing"]}, "does not exist"),
+                         ({"console": 42}, "console must be"), ({"env_passthrough": ["A=B"]}, "environment variable")):
+        with pytest.raises(ConfigError, match=message):
+            syft_job.create_runner(syftbox, OWNER, **bad)
 
 
 def test_public_names_version_and_quick_start(tmp_path, monkeypatch, capsys):
@@ -165,33 +257,753 @@ def test_public_names_version_and_quick_start(tmp_path, monkeypatch, capsys):
         assert hasattr(syft_job, name), name
     # The module docstring's quick start runs as written (all but the blocking run()).
     doc = syft_job.__doc__
-    block = doc.split("Quick start", 1)[1].split("::\n", 1)[1].split("\nFrom the shell", 1)[0]
+    block = doc.split("Quick start", 1)[1].split("::\n", 1)[1].split("\n``create_runner", 1)[0]
     code = textwrap.dedent(block)
     assert "runner.run()" in code
     code = code.replace("runner.run()", "pass")
     monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "SyftBox").mkdir()
+    (tmp_path / "SyftBox" / "owner@example.com").mkdir(parents=True)
+    (tmp_path / "SyftBox" / "ds@example.com").mkdir()
     exec(compile(code, "quick start", "exec"), {})
-    job = tmp_path / "SyftBox" / "owner@example.com" / "app_data" / "job" / "ds@example.com" / "hello"
-    assert (job / "outputs" / "hello.txt").read_text() == "hello\n"
-    assert (job / "done").exists()
-    assert "NEW JOB DETECTED: ds@example.com/hello" in capsys.readouterr().out
+    review = tmp_path / "SyftBox" / "owner@example.com" / "app_data" / "job" / "review" / "ds@example.com" / "hello"
+    assert (review / "outputs" / "hello.txt").read_text() == "hello\n"
+    out = capsys.readouterr().out
+    assert "NEW JOB DETECTED: ds@example.com/hello" in out
+    assert re.search(r"^hello done 0 \d+\.\d\d s$", out, re.M)
+    assert re.search(r"^hello\s+owner@example\.com\s+done\s+\S+\s+0\s+logs outputs$", out, re.M)
+
+
+def test_process_approved_jobs_returns_a_result_per_job(runner):
+    make_job(runner, "ok", "echo fine\n")
+    make_job(runner, "bad", "exit 3\n")
+    make_job(runner, "no script", None)
+    results = {r.name: r for r in runner.process_approved_jobs(stream_output=False)}
+    assert set(results) == {"ok", "bad", "no script"}
+    ok, bad, broken = results["ok"], results["bad"], results["no script"]
+    assert (ok.submitter, ok.status, ok.return_code, ok.succeeded, ok.reason) == (DS, "done", 0, True, None)
+    assert (bad.status, bad.return_code, bad.succeeded) == ("failed", 3, False)
+    assert (broken.status, broken.return_code) == ("failed", -1) and "has no run.sh" in broken.reason
+    for result in results.values():
+        assert result.started_at.tzinfo is not None and result.finished_at >= result.started_at
+        assert 0 <= result.duration < 30
+    assert runner.process_approved_jobs() == []  # finished jobs never run again
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+
+def test_console_sink_gets_every_line_and_false_is_silence(syftbox, capsys):
+    sink = Sink()
+    runner = syft_job.create_runner(syftbox, OWNER, console=sink)
+    make_job(runner, "waiting", "echo w\n", approved=False)
+    make_job(runner, "speaks", "echo one\necho two >&2\n")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    assert capsys.readouterr().out == ""
+    text = "".join(sink.writes)
+    assert all(w.endswith("\n") for w in sink.writes)  # whole lines only
+    assert f"🔔 NEW JOB DETECTED: {DS}/waiting\n" in text and "🚀 Executing job: speaks\n" in text
+    assert f"[{OWNER}][speaks] one\n" in text and f"[{OWNER}][speaks] STDERR: two\n" in text
+    assert "✅ Job speaks completed successfully\n📄 Output written to stdout.txt\n" in text
+    silent = syft_job.create_runner(syftbox, OWNER, console=False)
+    make_job(silent, "quiet", "echo q\n")
+    make_job(silent, "new one", "echo n\n", approved=False)
+    silent.check_for_new_jobs()
+    assert [r.name for r in silent.process_approved_jobs()] == ["quiet"]
+    assert capsys.readouterr().out == ""
+
+
+def test_the_library_prints_only_through_its_console():
+    source = (HERE / "syft_job.py").read_text()
+    library = source.split('"""', 2)[2].split("# Command line\n", 1)[0]  # the code, not the tutorial
+    assert not re.search(r"(?<![\w.])print\(", library)
+    assert "preexec_fn" not in source
 
 
 # ---------------------------------------------------------------------------
-# Discovery
+# YAML
+# ---------------------------------------------------------------------------
+
+FIXTURES = sorted((HERE / "tests" / "fixtures" / "yaml").glob("*.yaml"))
+
+
+def test_fixtures_are_there():
+    assert len(FIXTURES) == 15
+    assert len(list(PROTOCOLS.glob("*/README.md"))) == 3
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_reader_gives_what_pyyaml_gives(path):
+    expected = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    value = syft_job.load_yaml(path.read_text(encoding="utf-8"), str(path))
+    assert value == expected
+    assert syft_job.load_yaml(syft_job.dump_yaml(value)) == value
+
+
+def test_reader_reads_every_protocol_fixture():
+    files = list(PROTOCOLS.rglob("*.yaml"))
+    assert len(files) == 39
+    for path in files:
+        value = syft_job.load_yaml(path.read_text(encoding="utf-8"), str(path))
+        assert isinstance(value, dict), path
+    state = syft_job.load_yaml((PROTOCOLS / "0.1.40/SyftBox/do@example.com/app_data/job/review/ds@example.com/v1/"
+                                           "rejected/state.yaml").read_text())
+    assert state == {"approval_method": None, "approved_at": None, "approved_by": None, "canonical_name": "JobState",
+                     "completed_at": None, "received_at": "2026-11-29T16:30:01.053381Z",
+                     "rejected_at": "2026-11-29T16:30:01.075498Z", "rejected_by": "do@example.com",
+                     "return_code": None, "review_reason": "asks for raw records; aggregate first",
+                     "status": "rejected", "version": "1"}
+
+
+def test_reader_takes_the_4_space_style_of_go_yaml_v3():
+    text = ("rules:\n    - pattern: '**'\n      access:\n        admin: []\n        read:\n"
+            "            - ds@example.com\n            - '*@company.com'\n        write: []\n"
+            "    - pattern: \"v1/*/state.yaml\"\n      access:\n        read:\n            - ds@example.com\n"
+            "terminal: false\n")
+    assert syft_job.load_yaml(text) == {"rules": [
+        {"pattern": "**", "access": {"admin": [], "read": ["ds@example.com", "*@company.com"], "write": []}},
+        {"pattern": "v1/*/state.yaml", "access": {"read": ["ds@example.com"]}}], "terminal": False}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: true\nb: False\nd: ~\ne: null\nf: ''\ng:\n", {"a": True, "b": False, "d": None, "e": None, "f": "", "g": None}),
+    ("a: 0\nc: -7\nd: +12\ne: 0o17\n", {"a": 0, "c": -7, "d": 12, "e": "0o17"}),
+    ("a: 2.5\nb: 1e5\nc: 1.0e+5\nd: .5\n", {"a": 2.5, "b": "1e5", "c": 100000.0, "d": 0.5}),
+    ("a: '0123'\nb: 'yes'\nc: \"1.5\"\n", {"a": "0123", "b": "yes", "c": "1.5"}),
+    ("---\n# comment\nlist: [a, 'b c', \"d\", 1, ]\nempty: []\nnone: {}\n",
+     {"list": ["a", "b c", "d", 1], "empty": [], "none": {}}),
+    ("s: \"\\x41\\u00e9\\U0001F600\\n\\t\\\\ \\\"q\\\"\"\n", {"s": "A\u00e9\U0001F600\n\t\\ \"q\""}),
+    ("s: 'it''s'\n", {"s": "it's"}),
+    ("s: \"folded \\\n  \\ line\"\n", {"s": "folded  line"}),
+    ("plain: a long plain\n  scalar folded\n\n  with a blank line\n", {"plain": "a long plain scalar folded\nwith a blank line"}),
+    ("url: http://x.org/a#b\nc: a#b # comment\n", {"url": "http://x.org/a#b", "c": "a#b"}),
+    ("- a\n- - b\n  - c\n- k: v\n  k2: [1]\n-\n", ["a", ["b", "c"], {"k": "v", "k2": [1]}, None]),
+    ("rules:\n  - pattern: '**'\n    access:\n      read: ['*']\n", {"rules": [{"pattern": "**", "access": {"read": ["*"]}}]}),
+    ('{"status": "approved", "return_code": 0, "review_reason": null}',
+     {"status": "approved", "return_code": 0, "review_reason": None}),
+    ("", None),
+    ("# only a comment\n", None),
+    ("just text\n", "just text"),
+])
+def test_reader_cases(text, expected):
+    assert syft_job.load_yaml(text) == expected
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("a: yes\n", 1, "not a string in YAML 1.1"),
+    ("a: 0123\n", 1, "not a string in YAML 1.1"),
+    ("a: 2026-03-02\n", 1, "not a string in YAML 1.1"),
+    ("a: 1_000\nb: 1:30\n", 1, "not a string in YAML 1.1"),
+    ("a: .inf\n", 1, "not a string in YAML 1.1"),
+    ("a: &anchor 1\n", 1, "starting with '&'"),
+    ("a: 1\nb: *alias\n", 2, "starting with '*'"),
+    ("a: !!str 1\n", 1, "starting with '!'"),
+    ("a: 1\n---\nb: 2\n", 2, "a second document"),
+    ("a: 1\n...\n", 2, "a second document"),
+    ("--- text\n", 1, "only a bare '---'"),
+    ("a:\n\tb: 1\n", 2, "tab"),
+    ("a: 1\n  b: 2\n", 2, "quote it"),
+    ("a: 'unclosed\n", 1, "not closed"),
+    ("a: [1, 2\n", 1, "on one line"),
+    ("a: {b: 1}\n", 1, "flow mappings"),
+    ("a: [x, [y]]\n", 1, "only plain or quoted scalars"),
+    ("a: |\n  text\n", 1, "starting with '|'"),
+    ("a: b: c\n", 1, "quote it"),
+    ("a: 1\nnot a mapping line\n", 2, "expected 'key: value'"),
+    ("a: 1\na: 2\n", 2, "appears twice"),
+    ("a: \"\\q\"\n", 1, "unknown escape"),
+    ("? complex\n: key\n", 1, "complex mapping keys"),
+    ("a: @x\n", 1, "starting with '@'"),
+    ("- a\nb: 1\n", 2, ""),
+    ("a: \x07\n", 1, "not allowed"),
+    ("a:\n" + "".join(" " * i + "- \n" for i in range(1, 200)), 101, "nested deeper than 100"),
+])
+def test_reader_refuses_what_it_does_not_read_exactly_naming_file_and_line(text, line, message):
+    with pytest.raises(YAMLError) as caught:
+        syft_job.load_yaml(text, "jobs/config.yaml")
+    assert str(caught.value).startswith(f"jobs/config.yaml, line {line}: ")
+    assert message in str(caught.value)
+
+
+ODD_CHARS = list("abcXYZ019 _-.:#'\"!&*@%`?,[]{}|>\\/\t\n\r~=<") + [
+    "é", "—", "✓", "日", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\u2028", "\U0001F600", "\xa0", "\ufeff"]
+ODD_WORDS = ["yes", "no", "null", "~", "true", "0123", "1.5", "1e5", "0x1F", "2026-03-02", "Y", "n", "NaN",
+             "2026-03-02T10:30:00+00:00", "-", "- x", "--- x", "...", "=", "<<", ".inf", "1_000", "0o17",
+             "1:30", "+1", "", " ", "a: b", "x # y", "'", '"', "key:", ":x", "-x", "@home", "%p"]
+
+
+def random_string(rng: random.Random) -> str:
+    if rng.random() < 0.25:
+        return rng.choice(ODD_WORDS)
+    length = rng.choice([0, 1, 2, 5, 20, 100, 300])
+    return "".join(rng.choice(ODD_CHARS) for _ in range(length))
+
+
+def random_value(rng: random.Random, depth: int = 0):
+    roll = rng.random()
+    if depth < 3 and roll < 0.15:
+        return {random_string(rng): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    if depth < 3 and roll < 0.3:
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if roll < 0.38:
+        return rng.choice([True, False, None, 0, -7, 2.5, 1e20, -1e-5, 10**30])
+    return random_string(rng)
+
+
+def test_writer_output_reads_back_equal_property():
+    for seed in range(3000):
+        rng = random.Random(seed)
+        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
+        text = syft_job.dump_yaml(value)
+        assert syft_job.load_yaml(text) == value, (seed, text)
+
+
+def test_writer_refuses_what_yaml_cannot_hold():
+    with pytest.raises(TypeError, match="set"):
+        syft_job.dump_yaml({"a": {1, 2}})
+    with pytest.raises(ValueError):
+        syft_job.dump_yaml({"a": float("nan")})
+
+
+def test_writer_output_reads_back_in_pyyaml_when_available():
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the cross-check with it is skipped")
+    for seed in range(2000):
+        rng = random.Random(seed)
+        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
+        assert yaml.safe_load(syft_job.dump_yaml(value)) == value, seed
+
+
+def test_reader_never_disagrees_with_pyyaml_on_what_pyyaml_writes():
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the cross-check with it is skipped")
+    agreed = 0
+    for seed in range(1500):
+        rng = random.Random(seed)
+        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
+        for width in (80, 20):
+            text = yaml.dump(value, default_flow_style=False, allow_unicode=bool(seed % 2), width=width)
+            try:
+                ours = syft_job.load_yaml(text)
+            except YAMLError:
+                continue  # refused: allowed; a wrong value is not
+            assert ours == yaml.safe_load(text), (seed, text)
+            agreed += 1
+    assert agreed > 400
+
+
+# ---------------------------------------------------------------------------
+# Submitting jobs (the data scientist's side)
+# ---------------------------------------------------------------------------
+
+SEED_SCRIPT = """#!/bin/bash
+set -euo pipefail
+export UV_SYSTEM_PYTHON=false
+uv venv --python 3.12
+source .venv/bin/activate
+uv pip install "syft-client" "numpy" "pandas"
+python script.py
+"""
+
+SEED_PROJECT_SCRIPT = """#!/bin/bash
+set -euo pipefail
+export UV_SYSTEM_PYTHON=false
+cd project_dir && uv sync --python 3.12 && cd ..
+source project_dir/.venv/bin/activate
+uv pip install "syft-client" "numpy"
+export PYTHONPATH=project_dir:${PYTHONPATH:-}
+python project_dir/main.py
+"""
+
+UPSTREAM_SCRIPT = """#!/bin/bash
+set -euo pipefail
+export UV_SYSTEM_PYTHON=false
+cd code
+uv venv --python 3.12
+source .venv/bin/activate
+uv pip install "syft-client" "numpy"
+export PYTHONPATH=.:${PYTHONPATH:-}
+python analysis.py
+"""
+
+
+def client_for(syftbox: Path, layout: str | None = None, email: str = DS) -> syft_job.JobClient:
+    (syftbox / email).mkdir(exist_ok=True)
+    return syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, email), layout)
+
+
+def test_legacy_python_run_sh_is_the_documented_text(syftbox, tmp_path, monkeypatch):
+    monkeypatch.delenv("SYFT_CLIENT_INSTALL_SOURCE", raising=False)
+    client = client_for(syftbox, "legacy")
+    script = tmp_path / "script.py"
+    script.write_text("print('hi')\n")
+    job = client.submit_python_job(OWNER, script, job_name="single", dependencies=["numpy", "pandas"])
+    assert job == syftbox / OWNER / "app_data" / "job" / DS / "single"
+    assert (job / "run.sh").read_bytes() == SEED_SCRIPT.encode() and os.access(job / "run.sh", os.X_OK)
+    assert (job / "script.py").read_text() == "print('hi')\n"
+    project = tmp_path / "project_dir"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (project / "main.py").write_text("print('main')\n")
+    job = client.submit_python_job(OWNER, project, job_name="folder", dependencies=["numpy"])
+    assert (job / "run.sh").read_bytes() == SEED_PROJECT_SCRIPT.encode()
+    config = syft_job.load_yaml((job / "config.yaml").read_text())
+    assert set(config) == {"name", "submitted_by", "submitted_at", "type", "code_path", "entry_point",
+                           "dependencies", "is_folder_submission"}
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$", config["submitted_at"])
+
+
+def test_new_layout_submissions_are_what_upstream_clients_write(syftbox, tmp_path, monkeypatch):
+    monkeypatch.delenv("SYFT_CLIENT_INSTALL_SOURCE", raising=False)
+    script = tmp_path / "analysis.py"
+    script.write_text('print("mean age:", 41.5)\n')
+    fixture = PROTOCOLS / "0.1.39/SyftBox/do@example.com/app_data/job/inbox/ds@example.com/python-pending"
+    for layout, level in (("v0", []), ("v1", ["v1"])):
+        job = client_for(syftbox, layout).submit_python_job(OWNER, script, job_name=f"py {layout}",
+                                                            dependencies=["numpy"])
+        assert job == syftbox.joinpath(OWNER, "app_data", "job", "inbox", DS, *level, f"py {layout}")
+        assert sorted(p.name for p in job.iterdir()) == ["code", "config.yaml", "run.sh"]
+        assert (job / "run.sh").read_text() == UPSTREAM_SCRIPT == (fixture / "run.sh").read_text()
+        config = syft_job.load_yaml((job / "config.yaml").read_text())
+        expected = syft_job.load_yaml((fixture / "config.yaml").read_text())
+        assert set(config) == set(expected) | ({"canonical_name", "version"} if layout == "v1" else set())
+        assert config["dependencies"] == ["syft-client", "numpy"] and config["files"] == ["analysis.py"]
+        assert config["entrypoint"] == "analysis.py" and "submitted_by" not in config
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$", config["submitted_at"])
+        assert (config.get("canonical_name"), config.get("version")) == (
+            ("JobSubmissionMetadata", "1") if layout == "v1" else (None, None))
+    bash = client_for(syftbox, "v0").submit_bash_job(OWNER, "echo hi\n", job_name="sh")
+    assert (bash / "run.sh").read_text() == (bash / "code" / "script.sh").read_text() == "echo hi\n"
+    assert syft_job.load_yaml((bash / "config.yaml").read_text())["type"] == "bash"
+    with pytest.raises(JobError, match="reserved for protocol folders"):
+        client_for(syftbox, "v1").submit_bash_job(OWNER, "true", job_name="v2")
+
+
+def test_the_client_submits_in_the_layout_the_owner_uses(syftbox):
+    job_dir = syftbox / OWNER / "app_data" / "job"
+    assert client_for(syftbox).submit_bash_job(OWNER, "true", job_name="a").parent == job_dir / "inbox" / DS
+    (job_dir / "inbox" / DS / "v1").mkdir()
+    assert client_for(syftbox).submit_bash_job(OWNER, "true", job_name="b").parent == job_dir / "inbox" / DS / "v1"
+    legacy_owner = syftbox / "old@test.org"
+    (legacy_owner / "app_data" / "job" / DS).mkdir(parents=True)
+    assert client_for(syftbox).submit_bash_job("old@test.org", "true", job_name="c").parent == \
+        legacy_owner / "app_data" / "job" / DS
+    with pytest.raises(ConfigError, match="layout must be one of"):
+        syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, DS), "v9")
+
+
+def test_folder_entrypoint_rules(syftbox, tmp_path):
+    client = client_for(syftbox, "legacy")
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "a.py").write_text("")
+    (folder / "b.py").write_text("")
+    with pytest.raises(JobError, match="cannot tell which script.*a.py, b.py"):
+        client.submit_python_job(OWNER, folder, job_name="x")
+    job = client.submit_python_job(OWNER, folder, job_name="y", entrypoint="b.py")
+    assert (job / "run.sh").read_text().endswith("python code/b.py\n")
+    with pytest.raises(JobError, match="entrypoint"):
+        client.submit_python_job(OWNER, folder, job_name="z", entrypoint="../etc/passwd")
+    with pytest.raises(JobError, match="not found"):
+        client.submit_python_job(OWNER, tmp_path / "missing.py", job_name="w")
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(JobError, match="not a .py file"):
+        client.submit_python_job(OWNER, tmp_path / "data.csv", job_name="v")
+
+
+def test_base_packages_by_argument_and_environment(syftbox, tmp_path, monkeypatch):
+    client = client_for(syftbox, "legacy")
+    script = tmp_path / "s.py"
+    script.write_text("")
+    job = client.submit_python_job(OWNER, script, job_name="arg", dependencies=["numpy"], base_packages=[])
+    assert 'uv pip install "numpy"\n' in (job / "run.sh").read_text()
+    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "git+https://example.org/syft-client@main")
+    job = client.submit_python_job(OWNER, script, job_name="env")
+    assert 'uv pip install "git+https://example.org/syft-client@main"\n' in (job / "run.sh").read_text()
+    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "")
+    job = client.submit_python_job(OWNER, script, job_name="empty env")
+    assert 'uv pip install "syft-client"\n' in (job / "run.sh").read_text()
+
+
+def test_bash_job_default_name_and_no_overwrite(syftbox):
+    client = client_for(syftbox, "legacy")
+    job = client.submit_bash_job(OWNER, "echo hello")
+    assert re.match(r"^Job - [0-9a-f]{8}$", job.name)
+    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"
+    with pytest.raises(JobError, match="already exists"):
+        client.submit_bash_job(OWNER, "echo again", job_name=job.name)
+    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a\0b", "   ", "x" * 256, "é" * 128])
+def test_bad_job_names_are_refused(syftbox, name):
+    with pytest.raises(JobError, match="job name"):
+        client_for(syftbox).submit_bash_job(OWNER, "true", job_name=name)
+
+
+def test_submitting_to_an_unknown_datasite_is_a_clear_error(syftbox):
+    with pytest.raises(JobError, match="no datasite for nobody@test.org"):
+        client_for(syftbox).submit_bash_job("nobody@test.org", "true", job_name="x")
+    with pytest.raises(ConfigError, match="email"):
+        client_for(syftbox).submit_bash_job("not-an-email", "true", job_name="x")
+
+
+FAKE_UV = """#!/bin/bash
+# A stand-in for uv: records what the job asked for, makes an activate script.
+case "$1" in
+  venv) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
+  sync) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
+  pip)  shift 2; printf '%s\\n' "$@" > "$PWD/outputs/installed.txt" 2>/dev/null || printf '%s\\n' "$@" > "$PWD/../outputs/installed.txt" ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_uv(tmp_path, monkeypatch) -> Path:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(FAKE_UV)
+    (bin_dir / "uv").chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+@pytest.mark.parametrize("layout, odd", [("legacy", "my project"), ("legacy", "it's $HOME"), ("v0", 'say "hi"'),
+                                         ("v1", "plain")])
+def test_submitted_python_jobs_run_end_to_end(syftbox, tmp_path, fake_uv, layout, odd):
+    # uv (found on PATH) is visible in the sandbox by itself; this Python, as a dataset would be, by allow_read.
+    runner = syft_job.create_runner(syftbox, OWNER, allow_read=[fake_uv, sys.prefix, sys.base_prefix])
+    project = tmp_path / odd
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (project / "helper.py").write_text("VALUE = 42\n")
+    (project / f"{odd}.py").write_text(
+        "import helper, os\nopen('outputs/result.txt', 'w').write(str(helper.VALUE))\n"
+        "print('venv', os.environ.get('FAKE_VENV'))\n")
+    job = client_for(syftbox, layout).submit_python_job(
+        OWNER, project, job_name=f"job {odd}", dependencies=["numpy>=1; python_version >= '3.9'", "we$ird`dep"],
+        entrypoint=f"{odd}.py")
+    runner.approve_job(f"job {odd}")
+    [result] = runner.process_approved_jobs(stream_output=False, timeout=60)
+    results = job if layout == "legacy" else Path(run_record(runner, results_of(runner, job))["results"])
+    assert (results / "stderr.txt").read_text() == "" and result.return_code == 0
+    assert (results / "outputs" / "result.txt").read_text() == "42"
+    assert (results / "stdout.txt").read_text() == "venv 1\n"
+    assert (results / "outputs" / "installed.txt").read_text().splitlines() == [
+        "syft-client", "numpy>=1; python_version >= '3.9'", "we$ird`dep"]
+
+
+def results_of(runner: syft_job.SyftJobRunner, submission: Path) -> Path:
+    row = next(r for r in runner.list_jobs() if r["folder"] == str(submission))
+    return Path(row["results"])
+
+
+# ---------------------------------------------------------------------------
+# Protocols: every layout syft-job has shipped, from the real clients' own trees
+# ---------------------------------------------------------------------------
+
+LAYOUT_OF = {"0.1.24": "legacy", "0.1.39": "v0", "0.1.40": "v1"}
+UPSTREAM_OWNER, UPSTREAM_DS = "do@example.com", "ds@example.com"
+
+
+def upstream_box(tmp_path: Path, *versions: str) -> Path:
+    """A SyftBox folder holding the real trees of ``versions``, merged (the review/
+    permission files of 0.1.39 and 0.1.40 are merged rule by rule)."""
+    box = tmp_path / "box"
+    for version in versions:
+        shutil.copytree(PROTOCOLS / version / "SyftBox", box, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("syft.pub.yaml"))
+        for permission in (PROTOCOLS / version / "SyftBox").rglob("syft.pub.yaml"):
+            target = box / permission.relative_to(PROTOCOLS / version / "SyftBox")
+            rules = syft_job.load_yaml(permission.read_text())
+            if target.exists():
+                merged = syft_job.load_yaml(target.read_text())
+                rules["rules"] = merged["rules"] + [r for r in rules["rules"] if r not in merged["rules"]]
+            target.write_text(syft_job.dump_yaml(rules))
+    return box
+
+
+EXPECTED_STATUS = {"approved": "approved", "done": "done", "failed": "failed", "pending": "inbox",
+                   "python-pending": "inbox", "rejected": "rejected", "shared": "done"}
+
+
+def test_every_layout_is_discovered_at_once_from_the_real_trees(tmp_path):
+    box = upstream_box(tmp_path, "0.1.24", "0.1.39", "0.1.40")
+    runner = syft_job.create_runner(box, UPSTREAM_OWNER, console=False)
+    rows = runner.list_jobs()
+    got = {(r["layout"], r["name"]): r for r in rows}
+    expected = {(LAYOUT_OF[v], name): status for v in LAYOUT_OF for name, status in EXPECTED_STATUS.items()
+                if not (v == "0.1.24" and name == "rejected")}
+    assert {key: row["status"] for key, row in got.items()} == expected
+    assert all(r["submitter"] == UPSTREAM_DS for r in rows)
+    assert got[("v1", "failed")]["return_code"] == 3 and got[("legacy", "failed")]["return_code"] == 3
+    assert got[("v0", "rejected")]["reason"] == "asks for raw records; aggregate first"
+    assert got[("v1", "approved")]["reason"] == "aggregates only"
+    # Identity is the path's: a config.yaml that names someone else changes nothing.
+    config = box / UPSTREAM_OWNER / "app_data/job/inbox/ds@example.com/pending/config.yaml"
+    config.write_text(config.read_text() + "submitted_by: ceo@example.com\nname: other\n")
+    assert {r["submitter"] for r in runner.list_jobs()} == {UPSTREAM_DS}
+
+
+def test_the_mixed_folder_runs_each_approved_job_once_and_reports_as_upstream_reads(tmp_path):
+    box = upstream_box(tmp_path, "0.1.24", "0.1.39", "0.1.40")
+    runner = syft_job.create_runner(box, UPSTREAM_OWNER, console=False)
+    results = runner.process_approved_jobs()
+    assert sorted(r.name for r in results) == ["approved"] * 3 and all(r.succeeded for r in results)
+    assert runner.process_approved_jobs() == []
+    job_dir = runner.job_dir
+    legacy = job_dir / UPSTREAM_DS / "approved"
+    ran_in = (legacy / "stdout.txt").read_text().split("hello from ", 1)[1].strip()
+    assert ran_in != "approved"  # $PWD was the private copy, not the submitter's folder
+    assert (legacy / "outputs" / "result.txt").read_text() == "42\n" and (legacy / "done").exists()
+    for level in ([], ["v1"]):
+        review = job_dir.joinpath("review", UPSTREAM_DS, *level, "approved")
+        assert (review / "outputs" / "result.txt").read_text() == "42\n"  # the job wrote code/outputs/
+        assert (review / "stderr.txt").read_text() == "a warning\n" and (review / "returncode.txt").read_text() == "0"
+        state = state_of(review)
+        keys = set(syft_job._STATE_KEYS) | ({"canonical_name", "version"} if level else set())
+        assert set(state) == keys and state["status"] == "done" and state["return_code"] == 0
+        assert state["approved_by"] == UPSTREAM_OWNER and state["review_reason"] == "aggregates only"
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", state["completed_at"])
+        assert (state.get("canonical_name"), state.get("version")) == (("JobState", "1") if level else (None, None))
+        inbox = job_dir.joinpath("inbox", UPSTREAM_DS, *level, "approved")
+        assert sorted(p.name for p in inbox.iterdir()) == ["code", "config.yaml", "run.sh"]  # untouched
+
+
+def test_new_jobs_are_received_pending_or_rejected_with_a_reason(runner):
+    folder, results = new_job(runner, "fresh", "echo hi\n", approve=False)
+    bad, bad_results = new_job(runner, "extra files", "echo hi\n", approve=False)
+    (bad / "notes.txt").write_text("not allowed here")
+    assert not (results / "state.yaml").exists()
+    assert [r["status"] for r in runner.list_jobs()] == ["inbox", "inbox"]  # read-only: nothing received yet
+    assert runner.check_for_new_jobs() == [f"{DS}/fresh"]  # the rejected one is not waiting for review
+    state = state_of(results)
+    assert state["status"] == "pending" and state["received_at"].endswith("Z") and state["approved_by"] is None
+    rejected = state_of(bad_results)
+    assert rejected["status"] == "rejected" and rejected["rejected_by"] == OWNER
+    assert "must hold exactly code/, run.sh and config.yaml" in rejected["review_reason"]
+    assert "notes.txt" in rejected["review_reason"]
+
+
+def test_approve_and_reject_write_what_the_real_clients_show(runner, syftbox):
+    for layout in ("v0", "v1"):
+        new_job(runner, f"ok {layout}", "echo fine\n", layout=layout, approve=False)
+        new_job(runner, f"no {layout}", "echo never\n", layout=layout, approve=False)
+    runner.check_for_new_jobs()
+    result = cli("approve", "ok v0", "--reason", "aggregates only", *site_args(syftbox))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"digest: [0-9a-f]{64}$", result.stdout.strip())
+    runner.approve_job("ok v1", reason="fine by me")
+    assert cli("reject", "no v0", "--reason", "asks for raw records", *site_args(syftbox)).returncode == 0
+    runner.reject_job("no v1", "too broad", user=DS)
+    review = runner.job_dir / "review" / DS
+    for path, reason in ((review / "ok v0", "aggregates only"), (review / "v1" / "ok v1", "fine by me")):
+        state = state_of(path)
+        assert (state["status"], state["approved_by"], state["approval_method"], state["review_reason"]) == (
+            "approved", OWNER, "manual", reason)
+    for path, reason in ((review / "no v0", "asks for raw records"), (review / "v1" / "no v1", "too broad")):
+        state = state_of(path)
+        assert (state["status"], state["rejected_by"], state["review_reason"]) == ("rejected", OWNER, reason)
+        assert state["rejected_at"].endswith("Z")
+    ran = sorted(r.name for r in runner.process_approved_jobs())
+    assert ran == ["ok v0", "ok v1"]
+    assert cli("reject", "ok v0", *site_args(syftbox)).returncode == 2  # --reason is required
+    with pytest.raises(JobError, match="is done"):
+        runner.reject_job("ok v0", "too late")
+
+
+def test_a_legacy_rejection_is_a_file_with_the_reason_and_the_job_never_runs(runner, syftbox):
+    job = make_job(runner, "nosy", "echo never\n")
+    runner.reject_job("nosy", "reads the raw table")
+    assert (job / "rejected").read_text() == "reads the raw table\n" and not (job / "approved").exists()
+    (job / "approved").touch()  # approved again by another tool: still never run by ours
+    assert runner.process_approved_jobs() == []
+    assert not (job / "stdout.txt").exists()
+    row = runner.list_jobs()[0]
+    assert (row["status"], row["reason"]) == ("rejected", "reads the raw table")
+    with pytest.raises(JobError, match="a rejection needs a reason"):
+        runner.reject_job("nosy", " ")
+
+
+def test_bad_state_files_are_reported_and_not_run(runner, syftbox, capsys):
+    unreadable, r1 = new_job(runner, "garbled", "echo never\n")
+    unknown, r2 = new_job(runner, "unknown", "echo never\n")
+    forged, r3 = new_job(runner, "forged", "echo never\n", submitter=OTHER)
+    fine, r4 = new_job(runner, "fine", "echo fine\n")
+    (r1 / "state.yaml").write_text("status: [unclosed\n")
+    (r2 / "state.yaml").write_text((r2 / "state.yaml").read_text().replace("status: approved", "status: launched"))
+    # A review folder whose rules let its submitter write: its state.yaml could be the submitter's.
+    (runner.job_dir / "review" / OTHER / "syft.pub.yaml").write_text(syft_job.dump_yaml(
+        {"rules": [{"pattern": "forged/state.yaml", "access": {"write": [OTHER]}}]}))
+    orphan = runner.job_dir / "review" / DS / "gone"
+    orphan.mkdir()
+    (orphan / "state.yaml").write_text("status: approved\n")
+    capsys.readouterr()
+    assert [r.name for r in runner.process_approved_jobs()] == ["fine"]
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert out.count("garbled (v0) is not run: its state.yaml cannot be used") == 1
+    assert f"{r1 / 'state.yaml'}, line 1" in out
+    assert "status 'launched' is none of" in out
+    assert f"Job {OTHER}/forged (v0) is not run: its submitter may write its state.yaml" in out
+    assert out.count(f"{orphan} has no job in inbox/") == 1
+    for results in (r1, r2, r3):
+        assert not (results / "stdout.txt").exists()
+
+
+def test_results_stay_private_until_shared_in_every_layout(runner, syftbox):
+    root = syftbox.resolve()
+    runner.add_submitter(DS)
+    jobs = {layout: new_job(runner, f"job {layout}", "echo out\necho 1 > outputs/r.csv\n", layout=layout)
+            for layout in ("v0", "v1")}
+    runner.process_approved_jobs()
+    for layout, (folder, results) in jobs.items():
+        assert can(root, DS, results / "state.yaml", "read")  # the status, at once
+        assert not can(root, DS, results / "state.yaml", "write")
+        for name in ("stdout.txt", "stderr.txt", "returncode.txt", "outputs/r.csv"):
+            assert not can(root, DS, results / name, "read"), (layout, name)
+        assert can(root, DS, folder / "run.sh", "write") and not can(root, OTHER, folder / "run.sh", "read")
+        runner.share_job_results(f"job {layout}", share_outputs=True, share_logs=True)
+        assert all(can(root, DS, results / n, "read") for n in ("stdout.txt", "outputs/r.csv"))
+        assert not can(root, OTHER, results / "stdout.txt", "read")
+    # Upstream's review/<ds>/syft.pub.yaml lets the submitter read all ("**"): ours still hides what is not shared.
+    box = upstream_box(runner.config.syftbox_folder.parent / "up", "0.1.39", "0.1.40")
+    upstream = syft_job.create_runner(box, UPSTREAM_OWNER, console=False)
+    upstream.check_for_new_jobs()  # protects what the runner finds
+    review = upstream.job_dir / "review" / UPSTREAM_DS
+    assert can(box.resolve(), UPSTREAM_DS, review / "shared" / "stdout.txt", "read")  # shared by upstream
+    for job in ("done", "failed", "v1/done", "v1/failed"):
+        assert not can(box.resolve(), UPSTREAM_DS, review / job / "stdout.txt", "read"), job
+        assert can(box.resolve(), UPSTREAM_DS, review / job / "state.yaml", "read"), job
+
+
+def test_add_submitter_lays_out_each_layout_the_owner_uses(runner, syftbox):
+    inbox = runner.add_submitter(DS)
+    assert inbox == runner.job_dir / "inbox" / DS
+    review = runner.job_dir / "review" / DS
+    root = syftbox.resolve()
+    assert can(root, DS, inbox / "job" / "run.sh", "write") and can(root, DS, inbox / "v1" / "job" / "run.sh", "write")
+    assert can(root, DS, review / "job" / "state.yaml", "read") and can(root, DS, review / "v1/job/state.yaml", "read")
+    assert not can(root, DS, review / "job" / "state.yaml", "write")
+    assert not can(root, DS, review / "job" / "stdout.txt", "read")
+    assert not can(root, DS, inbox / "syft.pub.yaml", "write")
+    (syftbox.parent / "old" / OWNER).mkdir(parents=True)
+    legacy = syft_job.create_runner(syftbox.parent / "old", OWNER)
+    make_job(legacy, "old job", "true\n", approved=False)
+    assert legacy.add_submitter(OTHER) == legacy.job_dir / OTHER  # a legacy folder, as its others
+    assert can(legacy.config.syftbox_folder, OTHER, legacy.job_dir / OTHER / "j" / "run.sh", "write")
+    assert not can(legacy.config.syftbox_folder, OTHER, legacy.job_dir / OTHER / "j" / "approved", "write")
+
+
+def test_the_data_scientist_sees_its_jobs_newest_first_and_only_what_is_shared(runner, syftbox):
+    runner.add_submitter(DS)
+    old, _ = new_job(runner, "old <b>", "echo old-out\n")
+    time.sleep(0.01)
+    new_job(runner, "pending", "echo x\n", approve=False)
+    time.sleep(0.01)
+    new_job(runner, "nope", "echo x\n", approve=False)
+    runner.check_for_new_jobs()
+    runner.reject_job("nope", "too broad")
+    runner.process_approved_jobs()
+    client = client_for(syftbox)
+    jobs = client.jobs
+    assert [j.name for j in jobs] == ["nope", "pending", "old <b>"]
+    by_name = {j.name: j for j in jobs}
+    assert (by_name["nope"].status, by_name["nope"].reason) == ("rejected", "too broad")
+    assert by_name["pending"].status == "inbox"
+    done = by_name["old <b>"]
+    assert (done.status, done.return_code, done.owner, done.submitted_by) == ("done", 0, OWNER, DS)
+    assert done.stdout is None and done.outputs is None  # not shared yet
+    runner.share_job_results("old <b>", share_outputs=True, share_logs=True)
+    done = {j.name: j for j in client.jobs}["old <b>"]
+    assert done.stdout == "old-out\n" and done.outputs == [] and done.stderr == ""
+    table = str(client.jobs)
+    assert table.splitlines()[0].split() == ["NAME", "OWNER", "STATUS", "SUBMITTED", "RC", "REASON", "SHARED"]
+    assert "too broad" in table and "logs outputs" in table
+    html_table = client.jobs._repr_html_()
+    assert "old &lt;b&gt;" in html_table and "old <b>" not in html_table
+    assert "old-out" in str(done)
+    assert syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, OTHER)).jobs == []
+
+
+UPSTREAM_ROUND_TRIP = r"""
+import json, sys
+from syft_job import get_client, create_runner
+box, action = sys.argv[1], sys.argv[2]
+do, ds = get_client(box, "do@example.com"), get_client(box, "ds@example.com")
+if action == "submit":
+    do.setup_ds_job_folder_as_do("ds@example.com")
+    ds.submit_bash_job(user="do@example.com", script='echo "from upstream" > code/outputs/o.txt\necho hi\n',
+                       job_name="theirs")
+elif action == "run":
+    for job in do.jobs:
+        if job.name == "ours" and job.status == "pending":
+            job.approve(reason="fine")
+    create_runner(box, "do@example.com").process_approved_jobs(stream_output=False, timeout=60)
+jobs = {j.name: [j.status, getattr(j, "review_reason", None),
+                 str(j.stdout) if j.status == "done" else None] for j in ds.jobs}
+print("@@" + json.dumps(jobs))
+"""
+
+
+def upstream_python(version: str) -> str:
+    venvs = Path(os.environ.get("SYFT_JOB_UPSTREAM_VENVS", Path.home() / ".cache" / "syft-job-upstream"))
+    python = venvs / version / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"the real syft-job {version} is not installed at {python.parent.parent} "
+                    "(.ci/run makes it; SYFT_JOB_UPSTREAM_VENVS points elsewhere)")
+    return str(python)
+
+
+@pytest.mark.parametrize("version", ["0.1.39", "0.1.40"])
+def test_round_trip_with_the_real_upstream_clients(tmp_path, version):
+    python = upstream_python(version)
+    box = tmp_path / "box"
+    (box / UPSTREAM_OWNER).mkdir(parents=True)
+    (box / UPSTREAM_DS).mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    their = subprocess.run([python, "-c", UPSTREAM_ROUND_TRIP, str(box), "submit"], capture_output=True,
+                           text=True, timeout=120, env=env, cwd=tmp_path)
+    assert their.returncode == 0, their.stderr
+    # Their client submitted; ours receives, approves, runs, shares.
+    runner = syft_job.create_runner(box, UPSTREAM_OWNER, console=False)
+    runner.check_for_new_jobs()
+    runner.approve_job("theirs", reason="aggregates only")
+    [result] = runner.process_approved_jobs()
+    assert result.succeeded
+    runner.share_job_results("theirs")
+    seen = subprocess.run([python, "-c", UPSTREAM_ROUND_TRIP, str(box), "look"], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    jobs = json.loads(seen.stdout.split("@@", 1)[1])
+    assert jobs["theirs"][:2] == ["done", "aggregates only"] and "hi" in jobs["theirs"][2]
+    # Ours submits (in the layout the owner's folder uses); their runner runs it.
+    client_for(box, email=UPSTREAM_DS).submit_bash_job(UPSTREAM_OWNER, 'echo "ours ran"\n', job_name="ours")
+    ran = subprocess.run([python, "-c", UPSTREAM_ROUND_TRIP, str(box), "run"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    jobs = json.loads(ran.stdout.split("@@", 1)[1])
+    assert jobs["ours"][0] == "done" and "ours ran" in jobs["ours"][2]
+    assert {j.name: j.status for j in client_for(box, email=UPSTREAM_DS).jobs} == {"theirs": "done", "ours": "done"}
+
+
+# ---------------------------------------------------------------------------
+# Discovery and announcements
 # ---------------------------------------------------------------------------
 
 
-def test_check_for_new_jobs_prints_each_inbox_job_once(runner, capsys):
+def test_check_for_new_jobs_prints_each_inbox_job_once_even_across_runners(runner, syftbox, capsys):
     script = "#!/bin/bash\n" + "".join(f"echo line{i}\n" for i in range(2, 9))
     make_job(runner, "Data Processing", script, approved=False)
     make_job(runner, "approved one", "echo hi", approved=True)
     (runner.job_dir / DS / "not a job").mkdir()  # no config.yaml: not a job
-    runner.check_for_new_jobs()
+    assert runner.check_for_new_jobs() == [f"{DS}/Data Processing"]
     out = capsys.readouterr().out
     job_path = runner.job_dir / DS / "Data Processing"
-    expected = (
+    assert out == (
         f"🔔 NEW JOB DETECTED: {DS}/Data Processing\n"
         f"📁 Location: {job_path}\n"
         "📝 Script preview:\n"
@@ -203,13 +1015,13 @@ def test_check_for_new_jobs_prints_each_inbox_job_once(runner, capsys):
         "submitted_at: 2026-03-02T10:30:00+00:00\n"
         + "-" * 50 + "\n"
     )
-    assert out == expected
-    runner.check_for_new_jobs()
-    assert capsys.readouterr().out == ""
+    assert runner.check_for_new_jobs() == [] and capsys.readouterr().out == ""
+    # A new runner (a new `once` from cron) remembers what was announced, in its private state.
+    again = syft_job.create_runner(syftbox, OWNER)
+    assert again.check_for_new_jobs() == [] and capsys.readouterr().out == ""
     make_job(runner, "second", "echo 2", approved=False)
-    runner.check_for_new_jobs()
-    out = capsys.readouterr().out
-    assert "NEW JOB DETECTED: ds@test.org/second" in out and "Data Processing" not in out
+    assert again.check_for_new_jobs() == [f"{DS}/second"]
+    assert "Data Processing" not in capsys.readouterr().out
 
 
 def test_a_config_written_by_another_client_is_shown_as_written(runner, capsys):
@@ -240,27 +1052,23 @@ def test_a_poll_looks_again_only_at_what_can_have_changed(runner, monkeypatch):
     old = time.time() - 60  # a folder last changed a minute ago: its listing can be trusted
     os.utime(runner.job_dir / DS, (old, old))
     looked_at = []
-    status = syft_job._job_status
-    monkeypatch.setattr(syft_job, "_job_status", lambda folder: looked_at.append(Path(folder).name) or status(folder))
-
+    coarse = syft_job._coarse_state
+    monkeypatch.setattr(syft_job, "_coarse_state",
+                        lambda layout, folder, results: looked_at.append(Path(folder).name) or coarse(layout, folder, results))
     assert len(runner._jobs()) == 6 and sorted(looked_at) == sorted(["waiting"] + [j.name for j in finished])
     looked_at.clear()
     runner._jobs()
     assert looked_at == ["waiting"]  # finished jobs are not looked at again
-
     (waiting / "approved").touch()
-    looked_at.clear()
-    assert {j.name: j.status for j in runner._jobs()}["waiting"] == "approved"
+    assert {j.name: j.state for j in runner._jobs()}["waiting"] == "approved"
     new = make_job(runner, "new", "true\n", approved=False)  # changes the submitter folder
     looked_at.clear()
     assert "new" in {j.name for j in runner._jobs()} and sorted(looked_at) == ["new", "waiting"]
-
-    (finished[0] / "done").unlink()  # by hand, to run it again: seen at the next full scan
-    assert {j.name: j.status for j in runner._jobs()}["done 0"] == "done"
-    runner._scanner.full_scan_at = 0
-    assert {j.name: j.status for j in runner._jobs()}["done 0"] == "approved"
     shutil.rmtree(new)
     assert "new" not in {j.name for j in runner._jobs()}
+    # A command that changes a job by hand (rerun) makes the runner look at everything again.
+    runner.rerun_job("done 0")
+    assert {j.name: j.state for j in runner._jobs()}["done 0"] == "approved"
 
 
 def test_discovery_does_not_follow_symlinks_out(runner, tmp_path, capsys):
@@ -269,11 +1077,14 @@ def test_discovery_does_not_follow_symlinks_out(runner, tmp_path, capsys):
     (outside / "job" / "config.yaml").write_text("name: job\n")
     (outside / "job" / "run.sh").write_text("echo pwned > pwned\n")
     (outside / "job" / "approved").touch()
+    runner.job_dir.mkdir(parents=True)
     (runner.job_dir / "evil@test.org").symlink_to(outside)
     (runner.job_dir / DS).mkdir()
     (runner.job_dir / DS / "linked").symlink_to(outside / "job")
+    (runner.job_dir / "inbox").mkdir()
+    (runner.job_dir / "inbox" / DS).symlink_to(outside)
     runner.check_for_new_jobs()
-    runner.process_approved_jobs()
+    assert runner.process_approved_jobs() == []
     assert capsys.readouterr().out == ""
     assert not (outside / "job" / "pwned").exists()
 
@@ -291,11 +1102,10 @@ def test_process_runs_approved_jobs_and_writes_results(runner, capsys):
     out = capsys.readouterr().out
     assert (ok / "stdout.txt").read_bytes() == b"Running analysis...\n"
     assert (ok / "stderr.txt").read_bytes() == b""
-    assert (ok / "returncode.txt").read_text().strip() == "0"
+    assert (ok / "returncode.txt").read_text() == "0"
     assert (ok / "outputs" / "r.txt").read_text() == "result\n"
-    assert (ok / "done").exists()
-    assert (bad / "returncode.txt").read_text().strip() == "3"
-    assert (bad / "stderr.txt").read_bytes() == b"oops\n"
+    assert json.loads((ok / "done").read_text())["return_code"] == 0
+    assert (bad / "returncode.txt").read_text() == "3" and (bad / "stderr.txt").read_bytes() == b"oops\n"
     assert not (inbox / "done").exists() and not (inbox / "stdout.txt").exists()
     assert "📋 Found 2 job(s) in approved directory\n" + "=" * 50 + "\n" in out
     assert f"🚀 Executing job: Data Analysis\n📁 Job directory: {ok}\n" in out
@@ -303,22 +1113,22 @@ def test_process_runs_approved_jobs_and_writes_results(runner, capsys):
     assert "✅ Job Data Analysis completed successfully\n📄 Output written to stdout.txt\n" in out
     assert f"[{OWNER}][failing] STDERR: oops\n" in out
     assert "❌ Job failing failed with return code 3" in out
-    assert out.endswith("=" * 50 + "\n✅ Processed 2 job(s)\n")
-    # Done jobs never run again.
-    runner.process_approved_jobs()
-    assert capsys.readouterr().out == ""
+    assert out.endswith("=" * 50 + "\n❌ Processed 2 job(s): 1 succeeded, 1 failed\n")
+    assert sorted(p.name for p in ok.iterdir()) == ["approved", "config.yaml", "done", "outputs", "returncode.txt",
+                                                    "run.sh", "stderr.txt", "stdout.txt"]
+    assert runner.process_approved_jobs() == [] and capsys.readouterr().out == ""  # done jobs never run again
 
 
 def test_skip_job_names_by_name_or_submitter_and_name(runner, capsys):
     a = make_job(runner, "a", "true")
     b = make_job(runner, "b", "true")
-    c = make_job(runner, "c", "true", submitter="other@test.org")
-    runner.process_approved_jobs(skip_job_names=["a", "other@test.org/c"])
+    c = make_job(runner, "c", "true", submitter=OTHER)
+    runner.process_approved_jobs(skip_job_names=["a", f"{OTHER}/c"])
     assert not (a / "done").exists() and (b / "done").exists() and not (c / "done").exists()
     assert "Found 1 job(s)" in capsys.readouterr().out
 
 
-def test_job_environment_is_the_documented_one_without_runner_secrets(runner, syftbox, monkeypatch):
+def test_job_environment_is_the_documented_one_and_it_runs_in_a_private_copy(runner, syftbox, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
     job = make_job(runner, "env", "env\n")
     runner.process_approved_jobs(stream_output=False)
@@ -327,22 +1137,21 @@ def test_job_environment_is_the_documented_one_without_runner_secrets(runner, sy
     assert env["SYFTBOX_EMAIL"] == OWNER
     assert env["SYFT_IS_IN_JOB"] == "true"
     assert env["PYTHONUNBUFFERED"] == "1"
-    assert env["PWD"] == str(job)
+    assert env["PWD"].startswith(str(runner.work_dir)) and not env["PWD"].startswith(str(syftbox))
     assert "AWS_SECRET_ACCESS_KEY" not in env and "hunter2" not in (job / "stdout.txt").read_text()
+    assert not os.path.exists(env["PWD"])  # the copy is gone
 
 
 EXACT_BYTES = b"caf\xc3\xa9 \xff\xfe invalid\r\n10%\r50%\r100%\nno newline at end"
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_logs_keep_the_exact_bytes(runner, tmp_path, capsys, stream):
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(EXACT_BYTES)
-    job = make_job(runner, "bytes", f"cat '{payload}'\ncat '{payload}' >&2\n")
+def test_logs_keep_the_exact_bytes(runner, capsys, stream):
+    job = make_job(runner, "bytes", "cat payload.bin\ncat payload.bin >&2\n")
+    (job / "payload.bin").write_bytes(EXACT_BYTES)
     runner.process_approved_jobs(stream_output=stream)
     assert (job / "stdout.txt").read_bytes() == EXACT_BYTES
     assert (job / "stderr.txt").read_bytes() == EXACT_BYTES
-    assert (job / "returncode.txt").read_text().strip() == "0"
     out = capsys.readouterr().out
     prefix = f"[{OWNER}][bytes] "
     if stream:
@@ -353,17 +1162,35 @@ def test_logs_keep_the_exact_bytes(runner, tmp_path, capsys, stream):
         assert prefix not in out and "invalid" not in out
 
 
-def test_partial_line_is_shown_before_the_job_goes_on(syftbox, tmp_path):
-    runner = syft_job.create_runner(syftbox, OWNER)
-    release = tmp_path / "release"
-    make_job(runner, "progress", f"printf 'progress 50%%'\nwhile [ ! -e '{release}' ]; do sleep 0.02; done\necho ' finished'\n")
+def test_console_lines_across_chunk_boundaries():
+    sink = Sink()
+    printer = syft_job._LinePrinter(syft_job._Console(sink), "[o][j] ")
+    for chunk in (b"a\r", b"\nb\r\n", b"c", b"d\n", b"\xc3", b"\xa9\n"):
+        printer.feed("stdout", chunk)
+    printer.feed("stderr", b"partial")
+    printer.flush_stale(0)
+    assert "".join(sink.writes) == "[o][j] a\n[o][j] b\n[o][j] cd\n[o][j] \u00e9\n[o][j] STDERR: partial\n"
+
+
+def go_file(syftbox: Path) -> Path:
+    """A file that jobs can see (the owner's datasets are readable) and wait for."""
+    (syftbox / OWNER / "private").mkdir(exist_ok=True)
+    return syftbox / OWNER / "private" / "go"
+
+
+WAIT_FOR_GO = 'while [ ! -e "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/go" ]; do sleep 0.02; done\n'
+
+
+def test_partial_line_is_shown_before_the_job_goes_on(syftbox):
+    go = go_file(syftbox)
+    make_job(syft_job.create_runner(syftbox, OWNER), "progress", f"printf 'progress 50%%'\n{WAIT_FOR_GO}echo ' finished'\n")
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()")
     reader = LineReader(proc)
     try:
         # No newline was printed and the job is still blocked: the line shows anyway.
         reader.wait_for(f"[{OWNER}][progress] progress 50%\n", timeout=20)
         assert "finished" not in reader.text
-        release.touch()
+        go.touch()
         assert proc.wait(timeout=30) == 0
         reader.thread.join(10)
         assert f"[{OWNER}][progress]  finished\n" in reader.text
@@ -386,8 +1213,7 @@ def test_stdout_and_stderr_never_mix_inside_a_console_line(runner, capsys):
 
 
 def test_a_million_lines_streamed(syftbox, tmp_path):
-    runner = syft_job.create_runner(syftbox, OWNER)
-    job = make_job(runner, "million", "seq 1 1000000\n")
+    job = make_job(syft_job.create_runner(syftbox, OWNER), "million", "seq 1 1000000\n")
     console = tmp_path / "console.txt"
     with open(console, "wb") as f:
         proc = start_runner_process(syftbox, "runner.process_approved_jobs()", stdout=f)
@@ -415,11 +1241,10 @@ print("PEAK_KB", peak_kb)
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_memory_stays_flat_for_200_mb_of_output(syftbox, tmp_path, stream):
-    runner = syft_job.create_runner(syftbox, OWNER)
     size = 200_000_000
     # Captured mode gets lines; streamed mode gets one endless line (no newline at all).
     produce = "yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY" if not stream else "tr '\\0' x < /dev/zero"
-    job = make_job(runner, "big", f"{produce} | head -c {size}\n")
+    job = make_job(syft_job.create_runner(syftbox, OWNER), "big", f"{produce} | head -c {size}\n")
     log = tmp_path / "console.txt"
     with open(log, "wb") as f:
         proc = start_runner_process(syftbox, PEAK_MEMORY.format(stream=stream), stdout=f)
@@ -429,53 +1254,61 @@ def test_memory_stays_flat_for_200_mb_of_output(syftbox, tmp_path, stream):
     assert peak_kb < 80_000, f"peak memory {peak_kb} kB"  # the reference needed 627 MB
 
 
-HOLDER_SCRIPT = f"""
-sleep 300 &
-echo $! > bg.pid
-'{sys.executable}' -c 'import os, time; os.setsid(); time.sleep(300)' &
-echo $! > escaped.pid
+def escaping_job(tag: str) -> str:
+    """A job that leaves processes behind every way it can: in the background, in a
+    session of its own, without its environment, through a double fork, holding the
+    pipes; each sleeps a number that names it."""
+    return f"""
+sleep 991.{tag}1 &
+setsid sleep 991.{tag}2 &
+env -i setsid sleep 991.{tag}3 &
+( ( setsid sleep 991.{tag}4 & ) & )
+setsid bash -c 'exec sleep 991.{tag}5' > /dev/null 2>&1 < /dev/null &
 echo started
 echo started-err >&2
-sleep 300
+sleep 991.{tag}6
 """
 
 
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
 @pytest.mark.parametrize("stream", [True, False])
-def test_timeout_kills_the_group_and_returns_while_a_grandchild_holds_the_pipes(runner, capsys, stream):
-    job = make_job(runner, "slow", HOLDER_SCRIPT)
+def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbox, capsys, isolation, stream):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
+    tag = f"{int(stream)}{len(isolation)}"
+    job = make_job(runner, "slow", escaping_job(tag))
     started = time.monotonic()
     try:
-        runner.process_approved_jobs(stream_output=stream, timeout=1)
-        took = time.monotonic() - started
-        assert took < 30  # a hang bound: the reference waited for the grandchild (300 s)
-        assert (job / "returncode.txt").read_text().strip() == "-1"
-        assert (job / "done").exists()
+        [result] = runner.process_approved_jobs(stream_output=stream, timeout=1)
+        assert time.monotonic() - started < 30  # a hang bound: the reference waited for the grandchild (300 s)
+        assert (result.return_code, result.status) == (-1, "failed") and "timed out" in result.reason
+        assert (job / "returncode.txt").read_text() == "-1" and (job / "done").exists()
         assert (job / "stdout.txt").read_bytes() == b"started\n--- PROCESS TIMED OUT ---\n"
         assert (job / "stderr.txt").read_bytes() == b"started-err\n--- PROCESS TIMED OUT ---\n"
-        bg = int((job / "bg.pid").read_text())
-        wait_for(lambda: not pid_alive(bg), 10, "the job's background process to die")
-        out = capsys.readouterr().out
-        assert "⏰ Job slow timed out after 1 seconds (return code -1)" in out
-        runner.process_approved_jobs(timeout=1)  # finished: never re-run by itself
-        assert capsys.readouterr().out == ""
+        wait_for(lambda: not processes_with(f"991.{tag}"), 10, "every process of the job to be gone")
+        assert "⏰ Job slow timed out after 1 seconds (return code -1)" in capsys.readouterr().out
+        assert runner.process_approved_jobs(timeout=1) == []  # finished: never re-run by itself
     finally:
-        escaped = int((job / "escaped.pid").read_text())  # left its session on purpose
-        os.kill(escaped, signal.SIGKILL)
+        kill_marked(f"991.{tag}")
+
+
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_nothing_a_finished_job_made_outlives_it(syftbox, isolation):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
+    tag = str(len(isolation))
+    job = make_job(runner, "leaves", escaping_job(tag).replace(f"sleep 991.{tag}6", "echo done-main"))
+    try:
+        [result] = runner.process_approved_jobs(timeout=60)
+        assert result.return_code == 0 and (job / "stdout.txt").read_text() == "started\ndone-main\n"
+        wait_for(lambda: not processes_with(f"991.{tag}"), 10, "the leftovers to be gone")
+    finally:
+        kill_marked(f"991.{tag}")
 
 
 def test_timeout_escalates_to_kill_when_term_is_ignored(runner):
-    job = make_job(runner, "stubborn", "trap '' TERM\necho $$ > pid\nwhile true; do sleep 0.05; done\n")
+    job = make_job(runner, "stubborn", "trap '' TERM\nwhile true; do sleep 0.05; done\n")
     runner.process_approved_jobs(stream_output=False, timeout=0.5)
-    assert (job / "returncode.txt").read_text().strip() == "-1"
-    wait_for(lambda: not pid_alive(int((job / "pid").read_text())), 10, "the stubborn job to die")
-
-
-def test_background_processes_do_not_outlive_a_finished_job(runner):
-    job = make_job(runner, "leaves", "sleep 300 &\necho $! > bg.pid\necho done-main\n")
-    runner.process_approved_jobs(timeout=60)
-    assert (job / "returncode.txt").read_text().strip() == "0"
-    assert (job / "stdout.txt").read_text() == "done-main\n"
-    wait_for(lambda: not pid_alive(int((job / "bg.pid").read_text())), 10, "the leftover to die")
+    assert (job / "returncode.txt").read_text() == "-1"
+    assert "timed out" in runner.list_jobs()[0]["reason"]
 
 
 def test_timeout_from_environment_and_bad_value(runner, monkeypatch):
@@ -486,7 +1319,7 @@ def test_timeout_from_environment_and_bad_value(runner, monkeypatch):
     assert not (job / "stdout.txt").exists()
     monkeypatch.setenv("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "0.5")
     runner.process_approved_jobs()
-    assert (job / "returncode.txt").read_text().strip() == "-1"
+    assert (job / "returncode.txt").read_text() == "-1"
     with pytest.raises(ConfigError, match="timeout"):
         runner.process_approved_jobs(timeout=-1)
 
@@ -506,27 +1339,25 @@ def test_jobs_that_cannot_run_are_finished_with_a_reason(runner, capsys):
     assert "config.yaml: is not UTF-8 text (byte 6 is b'\\xff')" in (binary_config / "stderr.txt").read_text()
     assert not (bad_config / "stdout.txt").exists()
     for job in (no_script, bad_config, huge_config, binary_config):
-        assert (job / "done").exists() and (job / "returncode.txt").read_text().strip() == "-1"
+        assert (job / "done").exists() and (job / "returncode.txt").read_text() == "-1"
     assert "❌ job ds@test.org/no script has no run.sh" in out
-    assert "config.yaml, line 2" in out
     assert (fine / "stdout.txt").read_text() == "fine\n"
-    runner.process_approved_jobs()
-    assert capsys.readouterr().out == ""  # not retried on every poll
+    assert runner.process_approved_jobs() == [] and capsys.readouterr().out == ""  # not retried every poll
 
 
-def test_a_runner_side_error_finishes_the_job_and_the_others_still_run(runner, tmp_path, monkeypatch, capsys):
-    first = make_job(runner, "first", "echo one")
-    second = make_job(runner, "second", "echo two")
+def test_a_runner_side_error_finishes_the_job_and_the_others_still_run(plain_runner, tmp_path, monkeypatch, capsys):
+    first = make_job(plain_runner, "first", "echo one")
+    second = make_job(plain_runner, "second", "echo two")
     monkeypatch.setenv("PATH", str(tmp_path / "no-bash-here"))  # bash cannot be started
-    runner.process_approved_jobs()
+    results = plain_runner.process_approved_jobs()
     out = capsys.readouterr().out
     for job in (first, second):
-        assert (job / "done").exists()
-        assert "runner error" in (job / "stderr.txt").read_text()
-    assert out.count("runner error in job") == 2 and "Processed 2 job(s)" in out
+        assert (job / "done").exists() and "runner error" in (job / "stderr.txt").read_text()
+    assert out.count("runner error in job") == 2 and "Processed 2 job(s): 0 succeeded, 2 failed" in out
+    assert [r.return_code for r in results] == [-1, -1]
 
 
-def test_planted_symlinks_are_replaced_not_written_through(runner, tmp_path):
+def test_planted_symlinks_in_the_job_folder_are_replaced_not_written_through(runner, tmp_path):
     victim = tmp_path / "owner-file.txt"
     victim.write_text("precious")
     job = make_job(runner, "sneaky", "echo output")
@@ -540,11 +1371,9 @@ def test_planted_symlinks_are_replaced_not_written_through(runner, tmp_path):
 
 
 STOPPABLE_JOB = """
-echo $$ > pid
-if [ -e second-run ]; then exit 0; fi
-touch second-run
-sleep 300 &
-echo $! > child.pid
+echo "run $(cat outputs/n 2>/dev/null)"
+sleep 993.{tag} &
+echo started
 wait
 """
 
@@ -552,26 +1381,27 @@ wait
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum):
     runner = syft_job.create_runner(syftbox, OWNER)
-    job = make_job(runner, "long", STOPPABLE_JOB)
+    job = make_job(runner, "long", STOPPABLE_JOB.format(tag=signum))
     proc = start_runner_process(syftbox, "runner.run()")
     reader = LineReader(proc)
     try:
         reader.wait_for("🚀 Executing job: long")
-        wait_for(lambda: (job / "child.pid").exists() and (job / "child.pid").read_text().strip())
-        pid, child = int((job / "pid").read_text()), int((job / "child.pid").read_text())
+        wait_for(lambda: processes_with(f"993.{signum}"), what="the job's child")
         proc.send_signal(signum)
         assert proc.wait(timeout=30) == 0
         reader.thread.join(10)
-        assert "SyftJob Runner stopped" in reader.text
-        assert "Traceback" not in reader.text
-        wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 10, "the job to be stopped")
+        assert "SyftJob Runner stopped" in reader.text and "Traceback" not in reader.text
+        wait_for(lambda: not processes_with(f"993.{signum}"), 10, "the job to be stopped")
         assert (job / "approved").exists() and not (job / "done").exists()
-        assert not (job / syft_job.CLAIM_FILE).exists()  # a normal stop leaves nothing claimed
+        assert [r["status"] for r in runner.list_jobs()] == ["approved"]  # nothing left claimed
+        assert not list(runner.work_dir.rglob("copies/*"))  # nor copied
     finally:
         proc.kill()
-    # It runs again at the next start.
+        kill_marked(f"993.{signum}")
+    (job / "run.sh").write_text("echo second run\n")
+    runner.approve_job("long")  # (its run.sh changed, so the owner approves it again)
     runner.process_approved_jobs(timeout=60)
-    assert (job / "returncode.txt").read_text().strip() == "0"
+    assert (job / "stdout.txt").read_text() == "second run\n"
 
 
 def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
@@ -591,19 +1421,20 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
         reader.thread.join(10)
     finally:
         proc.kill()
-    text = reader.text
+    isolation = "sandbox (bubblewrap)" if HAVE_BWRAP else "none (no sandbox: install bubblewrap)"
     banner = (
         f"🚀 SyftJob Runner started: version: {syft_job.__version__}\n"
         f"👤 Monitoring jobs for: {OWNER}\n"
         f"📂 Job directory: {runner.job_dir}\n"
         "⏱️ Poll interval: 0.1 seconds\n"
+        f"🛡️ Isolation: {isolation}\n"
         "⏹️ Press Ctrl+C to stop\n"
         + "=" * 50 + "\n"
-        "📋 Found 2 existing job(s): 1 inbox, 0 approved, 0 running, 1 done\n"
+        "📋 Found 2 existing job(s): 1 inbox, 0 approved, 0 running, 1 finished\n"
         f"- {DS}/waiting (waiting for review)\n"
     )
-    assert text.startswith(banner)
-    assert "NEW JOB DETECTED: ds@test.org/waiting" not in text  # reported in the banner
+    assert reader.text.startswith(banner)
+    assert "NEW JOB DETECTED: ds@test.org/waiting" not in reader.text  # reported in the banner
 
 
 def test_run_reports_an_empty_job_directory(syftbox):
@@ -624,372 +1455,477 @@ def test_run_refuses_a_bad_timeout_before_polling(runner, monkeypatch):
 
 
 # ---------------------------------------------------------------------------
-# Reset
+# Isolation: attacks by an approved job, made for real (as root too, on CI)
 # ---------------------------------------------------------------------------
 
 
-def test_reset_counts_the_real_layout_and_keeps_submitter_folders(runner, tmp_path, capsys):
-    runner.add_submitter(DS)
-    for name in ("Job 1", "Job 2", "Job 3"):
-        make_job(runner, name, "true", approved=False)
-    make_job(runner, "Job 4", "true", approved=True)
-    make_job(runner, "Job 5", "true", approved=True, submitter="other@test.org")
-    done = make_job(runner, "Job 6", "true", approved=True)
-    (done / "done").touch()
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("keep")
-    (runner.job_dir / DS / "link").symlink_to(outside)
-    (runner.job_dir / "syft.pub.yaml").write_text("rules: []\n")
-    capsys.readouterr()
-    runner.reset_all_jobs()
+def test_a_job_runs_what_was_approved_whatever_the_submitter_changes_after_the_copy(runner, syftbox):
+    go = go_file(syftbox)
+    job = make_job(runner, "swapped", f"echo started\n{WAIT_FOR_GO}cat data.txt\nbash step2.sh\n", approved=False)
+    (job / "data.txt").write_text("approved data\n")
+    (job / "step2.sh").write_text("echo approved step\n")
+    runner.approve_job("swapped")
+    target = syftbox.parent / "target"
+    target.mkdir()
+    (target / "run.sh").write_text("touch ran-the-target\n")
+    (target / "outputs").mkdir()
+    (target / "outputs" / "keep.txt").write_text("keep")
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (runner.process_approved_jobs(stream_output=False), done.set()))
+    worker.start()
+    try:
+        wait_for(lambda: "started" in (job / "stdout.txt").read_text() if (job / "stdout.txt").exists() else False)
+        (job / "data.txt").write_text("swapped data\n")  # the submitter, after the copy was made
+        (job / "step2.sh").write_text("echo swapped step\n")
+        moved = job.with_name("swapped-moved")
+        job.rename(moved)
+        job.symlink_to(target)  # and the job folder itself swapped for a link
+        go.touch()
+        worker.join(60)
+        assert done.is_set()
+    finally:
+        go.touch()
+        worker.join(60)
+    assert (moved / "stdout.txt").read_text() == "started\napproved data\napproved step\n"
+    assert not (target / "ran-the-target").exists() and (target / "outputs" / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in target.iterdir()) == ["outputs", "run.sh"]  # no logs written there
+
+
+def test_the_digest_covers_every_file_caches_included(runner, syftbox, capsys):
+    job = make_job(runner, "cached", "python3 -c 'import helper'\n", approved=False)
+    (job / "helper.py").write_text("print('approved helper')\n")
+    runner.approve_job("cached")
+    (job / "__pycache__").mkdir()
+    (job / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"planted bytecode")
+    (job / ".venv").mkdir()
+    (job / ".venv" / "evil").write_text("planted")
+    strict = syft_job.create_runner(syftbox, OWNER, require_approval_digest=True)
+    for r in (runner, strict):
+        assert r.process_approved_jobs() == []
     out = capsys.readouterr().out
-    assert out == (
-        f"🔄 RESETTING ALL JOBS for {OWNER}\n"
-        f"📁 Target directory: {runner.job_dir}\n"
-        "📋 Found 3 jobs in inbox:\n- ds@test.org/Job 1\n- ds@test.org/Job 2\n- ds@test.org/Job 3\n"
-        "📋 Found 2 jobs in approved:\n- ds@test.org/Job 4\n- other@test.org/Job 5\n"
-        "📋 Found 1 jobs in done:\n- ds@test.org/Job 6\n"
-        "⚠️ WARNING: This will permanently delete 6 jobs!\n"
-        "This action cannot be undone.\n"
-        f"🗑️ Deleting job directory: {runner.job_dir}\n"
-        "📁 Recreating job folder structure...\n"
-        "✅ Job reset completed successfully!\n"
-        "📊 Summary:\n"
-        "- Deleted 6 jobs total\n"
-        "- inbox: 3 jobs deleted\n"
-        "- approved: 2 jobs deleted\n"
-        "- done: 1 jobs deleted\n"
-        "- Clean job directory recreated\n"
-    )
-    assert sorted(os.listdir(runner.job_dir)) == [DS, "other@test.org", "syft.pub.yaml"]
-    assert os.listdir(runner.job_dir / DS) == ["syft.pub.yaml"]
-    assert os.listdir(runner.job_dir / "other@test.org") == []
-    assert (outside / "keep.txt").read_text() == "keep"
+    assert "added: .venv/evil, __pycache__/helper.cpython-311.pyc" in out
+    assert not (job / "stdout.txt").exists()
+    assert runner.list_jobs()[0]["status"] == "changed"
 
 
-def test_reset_recreates_a_missing_job_directory(runner, capsys):
-    runner.job_dir.rmdir()
-    runner.reset_all_jobs()
-    assert runner.job_dir.is_dir()
-    assert "Deleted 0 jobs total" in capsys.readouterr().out
+def test_a_claim_planted_by_the_submitter_cannot_make_a_job_run_twice(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    go = go_file(syftbox)
+    counter = syftbox.parent / "runs.log"
+    job = make_job(runner, "once only", f"echo run >> {counter}\n{WAIT_FOR_GO}")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()", settings="isolation='none'")
+    try:
+        wait_for(lambda: counter.exists(), what="the first run")
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (job / ".syft_job_claim").write_text(json.dumps(  # as the old runner wrote it, naming a dead runner
+            {"host": socket.gethostname(), "pid": dead.pid, "attempt": 1, "pgid": os.getpid()}) + "\n")
+        second = cli("once", "--isolation", "none", *site_args(syftbox))
+        assert "No approved jobs to run" in second.stdout, second.stdout
+        go.touch()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        go.touch()
+        proc.kill()
+    assert counter.read_text() == "run\n"
 
 
-# ---------------------------------------------------------------------------
-# YAML
-# ---------------------------------------------------------------------------
-
-FIXTURES = sorted((HERE / "tests" / "fixtures" / "yaml").glob("*.yaml"))
-
-
-def test_fixtures_are_there():
-    assert len(FIXTURES) == 15
+def test_a_job_that_stops_its_runner_cannot_stretch_its_timeout_or_turn_failure_into_success(plain_runner):
+    make_job(plain_runner, "freezer", "kill -STOP $PPID\nsleep 3\nkill -CONT $PPID\nexit 0\n")
+    [result] = plain_runner.process_approved_jobs(stream_output=False, timeout=1)
+    assert (result.status, result.return_code) == ("failed", -1) and "timed out" in result.reason
+    assert result.duration >= 1
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-def test_reader_gives_what_pyyaml_gives(path):
-    expected = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    value = syft_job.load_yaml(path.read_text(encoding="utf-8"), str(path))
-    assert value == expected
-    assert syft_job.load_yaml(syft_job.dump_yaml(value)) == value
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_a_job_cannot_read_the_runner_or_write_into_its_console(syftbox, monkeypatch, capsys, isolation):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-owner-secret")
+    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
+    job = make_job(runner, "spy", """
+tr '\\0' '\\n' < /proc/$PPID/environ | grep OPENAI || echo "environ: refused"
+echo "forged line" > /proc/$PPID/fd/1 || echo "fd: refused"
+grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status
+""")
+    runner.process_approved_jobs(stream_output=False)
+    out, console = (job / "stdout.txt").read_text(), capsys.readouterr().out
+    assert "sk-owner-secret" not in out + console
+    assert "forged line" not in console  # (in the sandbox, $PPID is its own init: the line went to its own log)
+    assert "fd: refused" in out or (isolation == "sandbox" and "forged line" in out)
+    caps = dict(line.split(":\t") for line in out.splitlines() if line.startswith("Cap"))
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapAmb"] == "0000000000000000", caps  # even for root
+    if isolation == "none" and os.geteuid() == 0:
+        assert caps["CapBnd"] == "0000000000000000"
 
 
-def test_writer_matches_pyyaml_byte_for_byte_on_the_fixtures():
-    # These fixtures were written by yaml.dump(..., default_flow_style=False).
-    for stem in ("config_bash_job", "config_python_job", "config_quoting", "config_unicode",
-                 "config_no_deps", "config_long_deps", "perm_ds_folder", "perm_multi"):
-        path = HERE / "tests" / "fixtures" / "yaml" / f"{stem}.yaml"
-        value = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        assert syft_job.dump_yaml(value) == path.read_text(encoding="utf-8"), stem
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("a: yes\nb: No\nc: on\nd: ~\ne: null\nf: ''\ng:\n", {"a": True, "b": False, "c": True, "d": None, "e": None, "f": "", "g": None}),
-    ("a: 0123\nb: 0x1F\nc: -7\nd: 1_000\ne: 1:30\nf: 0b101\n", {"a": 83, "b": 31, "c": -7, "d": 1000, "e": 90, "f": 5}),
-    ("a: 2.5\nb: 1e5\nc: 1.0e+5\nd: .5\ne: -.inf\n", {"a": 2.5, "b": "1e5", "c": 100000.0, "d": 0.5, "e": float("-inf")}),
-    ("a: '0123'\nb: 'yes'\nc: \"1.5\"\n", {"a": "0123", "b": "yes", "c": "1.5"}),
-    ("a: 2026-03-02\n", {"a": datetime.date(2026, 3, 2)}),
-    ("---\n# comment\nlist: [a, 'b c', \"d\", 1, [x]]\nmap: {k: v, n: 1}\nempty: []\nnone: {}\n",
-     {"list": ["a", "b c", "d", 1, ["x"]], "map": {"k": "v", "n": 1}, "empty": [], "none": {}}),
-    ("s: \"\\x41\\u00e9\\U0001F600\\n\\t\\\\ \\\"q\\\"\"\n", {"s": "A\u00e9\U0001F600\n\t\\ \"q\""}),
-    ("s: 'it''s'\n", {"s": "it's"}),
-    ("s: \"folded \\\n  \\ line\"\n", {"s": "folded  line"}),
-    ("plain: a long plain\n  scalar folded\n\n  with a blank line\n", {"plain": "a long plain scalar folded\nwith a blank line"}),
-    ("url: http://x.org/a#b\nc: a#b # comment\n", {"url": "http://x.org/a#b", "c": "a#b"}),
-    ("- a\n- - b\n  - c\n- k: v\n  k2: [1]\n-\n", ["a", ["b", "c"], {"k": "v", "k2": [1]}, None]),
-    ("rules:\n  - pattern: '**'\n    access:\n      read: ['*']\n", {"rules": [{"pattern": "**", "access": {"read": ["*"]}}]}),
-    ("", None),
-    ("# only a comment\n", None),
-    ("just text\n", "just text"),
-])
-def test_reader_cases(text, expected):
-    assert syft_job.load_yaml(text) == expected
-
-
-@pytest.mark.parametrize("text, line, message", [
-    ("a: &anchor 1\n", 1, "anchors"),
-    ("a: 1\nb: *alias\n", 2, "aliases"),
-    ("a: !!str 1\n", 1, "tags"),
-    ("a: 1\n---\nb: 2\n", 2, "several YAML documents"),
-    ("a: 1\n...\n", 2, "document end marker"),
-    ("...\n", 1, "document end marker"),
-    ("--- text\n", 1, "content on the '---' line"),
-    ("a:\n\tb: 1\n", 2, "tab"),
-    ("a: 1\n  b: 2\n", 2, ""),
-    ("a: 'unclosed\n", 1, "not closed"),
-    ("a: [1, 2\n", 1, "not closed"),
-    ("a: |\n  text\n", 1, "block scalars"),
-    ("a: b: c\n", 1, "quote the value"),
-    ("a: 1\nnot a mapping line\n", 2, "expected 'key: value'"),
-    ("a: \"\\q\"\n", 1, "unknown escape"),
-    ("? complex\n: key\n", 1, "complex mapping keys"),
-    ("a: @x\n", 1, "cannot start with '@'"),
-    ("- a\nb: 1\n", 2, ""),
-    ("a: \x07\n", 1, "not allowed"),
-])
-def test_reader_refuses_what_it_does_not_support_naming_file_and_line(text, line, message):
-    with pytest.raises(YAMLError) as caught:
-        syft_job.load_yaml(text, "jobs/config.yaml")
-    assert str(caught.value).startswith(f"jobs/config.yaml, line {line}: ")
-    assert message in str(caught.value)
-
-
-ODD_CHARS = list("abcXYZ019 _-.:#'\"!&*@%`?,[]{}|>\\/\t\n\r~=<") + [
-    "é", "—", "✓", "日", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\u2028", "\U0001F600", "\xa0", "\ufeff"]
-ODD_WORDS = ["yes", "no", "null", "~", "true", "0123", "1.5", "1e5", "0x1F", "2026-03-02",
-             "2026-03-02T10:30:00+00:00", "-", "- x", "--- x", "...", "=", "<<", ".inf", "1_000",
-             "1:30", "+1", "", " ", "a: b", "x # y", "'", '"', "key:", ":x", "-x", "@home", "%p"]
-
-
-def random_string(rng: random.Random) -> str:
-    if rng.random() < 0.25:
-        return rng.choice(ODD_WORDS)
-    length = rng.choice([0, 1, 2, 5, 20, 100, 300])
-    return "".join(rng.choice(ODD_CHARS) for _ in range(length))
-
-
-def random_value(rng: random.Random, depth: int = 0):
-    roll = rng.random()
-    if depth < 3 and roll < 0.15:
-        return {random_string(rng): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
-    if depth < 3 and roll < 0.3:
-        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    if roll < 0.38:
-        return rng.choice([True, False, None, 0, -7, 2.5, 1e20, -1e-5, 10**30])
-    return random_string(rng)
-
-
-def test_writer_output_reads_back_equal_property():
-    for seed in range(3000):
-        rng = random.Random(seed)
-        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
-        text = syft_job.dump_yaml(value)
-        assert syft_job.load_yaml(text) == value, (seed, text)
-
-
-def test_console_lines_across_chunk_boundaries(capsys):
-    console = syft_job._Console("[o][j] ")
-    for chunk in (b"a\r", b"\nb\r\n", b"c", b"d\n", b"\xc3", b"\xa9\n"):
-        console.feed("stdout", chunk)
-    console.feed("stderr", b"partial")
-    console.flush_stale(0)
-    assert capsys.readouterr().out == "[o][j] a\n[o][j] b\n[o][j] cd\n[o][j] \u00e9\n[o][j] STDERR: partial\n"
-
-
-def test_writer_refuses_unknown_types():
-    with pytest.raises(TypeError, match="set"):
-        syft_job.dump_yaml({"a": {1, 2}})
-
-
-def test_writer_output_reads_back_in_pyyaml_when_available():
-    yaml = pytest.importorskip("yaml")  # a cross-check on machines that have PyYAML
-    for seed in range(2000):
-        rng = random.Random(seed)
-        value = {random_string(rng): random_value(rng) for _ in range(rng.randint(1, 6))}
-        assert yaml.safe_load(syft_job.dump_yaml(value)) == value, seed
-
-
-# ---------------------------------------------------------------------------
-# Submitting jobs
-# ---------------------------------------------------------------------------
-
-SEED_SCRIPT = """#!/bin/bash
-set -euo pipefail
-export UV_SYSTEM_PYTHON=false
-uv venv --python 3.12
-source .venv/bin/activate
-uv pip install "syft-client" "numpy" "pandas"
-python script.py
-"""
-
-SEED_PROJECT_SCRIPT = """#!/bin/bash
-set -euo pipefail
-export UV_SYSTEM_PYTHON=false
-cd project_dir && uv sync --python 3.12 && cd ..
-source project_dir/.venv/bin/activate
-uv pip install "syft-client" "numpy"
-export PYTHONPATH=project_dir:${PYTHONPATH:-}
-python project_dir/main.py
-"""
-
-
-@pytest.fixture
-def client(runner) -> syft_job.JobClient:
-    return syft_job.JobClient(SyftJobConfig.from_syftbox_folder(runner.config.syftbox_folder, DS))
-
-
-def test_python_run_sh_is_the_documented_text(client, tmp_path, monkeypatch):
-    monkeypatch.delenv("SYFT_CLIENT_INSTALL_SOURCE", raising=False)
-    script = tmp_path / "script.py"
-    script.write_text("print('hi')\n")
-    job = client.submit_python_job(OWNER, script, job_name="single", dependencies=["numpy", "pandas"])
-    assert (job / "run.sh").read_bytes() == SEED_SCRIPT.encode()
-    assert os.access(job / "run.sh", os.X_OK)
-    assert (job / "script.py").read_text() == "print('hi')\n"
-    project = tmp_path / "project_dir"
-    project.mkdir()
-    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    (project / "main.py").write_text("print('main')\n")
-    (project / "helper.py").write_text("")
-    job = client.submit_python_job(OWNER, project, job_name="folder", dependencies=["numpy"])
-    assert (job / "run.sh").read_bytes() == SEED_PROJECT_SCRIPT.encode()
-    assert (job / "project_dir" / "main.py").exists()
-
-
-def test_python_job_config_holds_the_documented_keys(client, tmp_path):
-    project = tmp_path / "analysis"
-    project.mkdir()
-    (project / "only.py").write_text("print(1)\n")
-    job = client.submit_python_job(OWNER, project, job_name="Data Processing", dependencies=["pandas==2.2.0"])
-    config = syft_job.load_yaml((job / "config.yaml").read_text())
-    assert set(config) == {"name", "submitted_by", "submitted_at", "type", "code_path",
-                           "entry_point", "dependencies", "is_folder_submission"}
-    assert config["name"] == "Data Processing" and config["submitted_by"] == DS
-    assert config["type"] == "python" and config["is_folder_submission"] is True
-    assert config["entry_point"] == "only.py" and config["dependencies"] == ["pandas==2.2.0"]
-    assert config["code_path"] == str(project)
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$", config["submitted_at"])
-    assert "python analysis/only.py\n" in (job / "run.sh").read_text()
-
-
-def test_folder_entrypoint_rules(client, tmp_path):
-    folder = tmp_path / "code"
-    folder.mkdir()
-    (folder / "a.py").write_text("")
-    (folder / "b.py").write_text("")
-    with pytest.raises(JobError, match="cannot tell which script.*a.py, b.py"):
-        client.submit_python_job(OWNER, folder, job_name="x")
-    job = client.submit_python_job(OWNER, folder, job_name="y", entrypoint="b.py")
-    assert (job / "run.sh").read_text().endswith("python code/b.py\n")
-    with pytest.raises(JobError, match="entrypoint"):
-        client.submit_python_job(OWNER, folder, job_name="z", entrypoint="../etc/passwd")
-    with pytest.raises(JobError, match="not found"):
-        client.submit_python_job(OWNER, tmp_path / "missing.py", job_name="w")
-    (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(JobError, match="not a .py file"):
-        client.submit_python_job(OWNER, tmp_path / "data.csv", job_name="v")
-
-
-def test_base_packages_by_argument_and_environment(client, tmp_path, monkeypatch):
-    script = tmp_path / "s.py"
-    script.write_text("")
-    job = client.submit_python_job(OWNER, script, job_name="arg", dependencies=["numpy"], base_packages=[])
-    assert 'uv pip install "numpy"\n' in (job / "run.sh").read_text()
-    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "git+https://example.org/syft-client@main")
-    job = client.submit_python_job(OWNER, script, job_name="env")
-    assert 'uv pip install "git+https://example.org/syft-client@main"\n' in (job / "run.sh").read_text()
-    monkeypatch.setenv("SYFT_CLIENT_INSTALL_SOURCE", "")
-    job = client.submit_python_job(OWNER, script, job_name="empty env")
-    assert 'uv pip install "syft-client"\n' in (job / "run.sh").read_text()
-
-
-def test_bash_job_and_default_name(client, runner):
-    job = client.submit_bash_job(OWNER, "echo hello")
-    assert re.match(r"^Job - [0-9a-f]{8}$", job.name)
-    assert job.parent == runner.job_dir / DS
-    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"
-    config = syft_job.load_yaml((job / "config.yaml").read_text())
-    assert config["name"] == job.name and config["submitted_by"] == DS and "type" not in config
-    with pytest.raises(JobError, match="already exists"):
-        client.submit_bash_job(OWNER, "echo again", job_name=job.name)
-    assert (job / "run.sh").read_text() == "#!/bin/bash\necho hello\n"  # never overwritten
-
-
-@pytest.mark.parametrize("name", [".", "..", "a/b", "a\0b", "   ", "x" * 256, "é" * 128])
-def test_bad_job_names_are_refused(client, name):
-    with pytest.raises(JobError, match="job name"):
-        client.submit_bash_job(OWNER, "true", job_name=name)
-
-
-def test_submitting_to_an_unknown_datasite_is_a_clear_error(client):
-    with pytest.raises(JobError, match="no datasite for nobody@test.org"):
-        client.submit_bash_job("nobody@test.org", "true", job_name="x")
-    with pytest.raises(ConfigError, match="email"):
-        client.submit_bash_job("not-an-email", "true", job_name="x")
-
-
-FAKE_UV = """#!/bin/bash
-# A stand-in for uv: records what the job asked for, makes an activate script.
-case "$1" in
-  venv) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
-  sync) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
-  pip)  shift 2; printf '%s\\n' "$@" > "$PWD/installed.txt" ;;
-esac
-"""
-
-
-@pytest.fixture
-def fake_uv(tmp_path, monkeypatch) -> None:
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    (bin_dir / "uv").write_text(FAKE_UV)
-    (bin_dir / "uv").chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-
-@pytest.mark.parametrize("odd", ["my project", "it's $HOME", 'say "hi"', "plain"])
-def test_submitted_python_jobs_run_end_to_end_with_odd_names(client, runner, tmp_path, fake_uv, odd):
-    project = tmp_path / odd
-    project.mkdir()
-    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    (project / "helper.py").write_text("VALUE = 42\n")
-    (project / f"{odd}.py").write_text(
-        "import helper, os\nopen('outputs/result.txt', 'w').write(str(helper.VALUE))\n"
-        "print('venv', os.environ.get('FAKE_VENV'))\n")
-    job = client.submit_python_job(OWNER, project, job_name=f"job {odd}",
-                                   dependencies=["numpy>=1; python_version >= '3.9'", "we$ird`dep"],
-                                   entrypoint=f"{odd}.py")
-    (job / "approved").touch()
-    runner.process_approved_jobs(stream_output=False, timeout=60)
-    assert (job / "stderr.txt").read_text() == ""
-    assert (job / "returncode.txt").read_text().strip() == "0"
-    assert (job / "outputs" / "result.txt").read_text() == "42"
-    assert (job / "stdout.txt").read_text() == "venv 1\n"
-    installed = (job / "installed.txt").read_text().splitlines()
-    assert installed == ["syft-client", "numpy>=1; python_version >= '3.9'", "we$ird`dep"]
-
-
-def test_single_file_python_job_runs_end_to_end(client, runner, tmp_path, fake_uv):
-    script = tmp_path / "hello world.py"
-    script.write_text("print('hello from python')\n")
-    job = client.submit_python_job(OWNER, script, job_name="single")
-    (job / "approved").touch()
-    runner.process_approved_jobs(stream_output=False, timeout=60)
-    assert (job / "stdout.txt").read_text() == "hello from python\n"
-    assert (job / "done").exists()
-
-
-def test_bash_job_submitted_with_job_client_runs_to_done(client, runner, capsys):
-    job = client.submit_bash_job(OWNER, "echo from-client > outputs/o.txt\necho hi", job_name="Data Analysis")
-    runner.check_for_new_jobs()
-    out = capsys.readouterr().out
-    assert f"NEW JOB DETECTED: {DS}/Data Analysis" in out
-    assert f"name: Data Analysis\nsubmitted_by: {DS}\nsubmitted_at: 20" in out
-    (job / "approved").touch()
+@needs_sandbox
+def test_in_the_sandbox_a_job_sees_only_its_own_processes_and_what_it_may_read(syftbox, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("owner key")
+    monkeypatch.setenv("HOME", str(home))
+    dataset = tmp_path / "datasets" / "census.csv"
+    dataset.parent.mkdir()
+    dataset.write_text("age\n41\n")
+    hidden = tmp_path / "not-allowed.txt"
+    hidden.write_text("hidden")
+    (syftbox / OWNER / "private").mkdir(exist_ok=True)
+    (syftbox / OWNER / "private" / "data.csv").write_text("private,data\n")
+    runner = syft_job.create_runner(syftbox, OWNER, allow_read=[dataset.parent])
+    other = make_job(runner, "other", "echo other-results > outputs/r.txt\n", submitter=OTHER)
     runner.process_approved_jobs()
-    assert (job / "outputs" / "o.txt").read_text() == "from-client\n"
-    assert (job / "done").exists()
+    job = make_job(runner, "nosy", f"""
+ls /proc | grep -c '^[0-9]' | sed 's/^/processes: /'
+cat "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/data.csv"
+cat {dataset}
+cat {hidden} 2>/dev/null || echo "outside: refused"
+cat {home}/.ssh/id_ed25519 2>/dev/null || echo "home: refused"
+cat {other}/stdout.txt {other}/outputs/r.txt 2>/dev/null || echo "other jobs: refused"
+cat {runner.work_dir}/*/runs/* 2>/dev/null || echo "runner state: refused"
+touch "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/planted" 2>/dev/null || echo "syftbox: read-only"
+touch {other}/approved 2>/dev/null || echo "sibling: refused"
+printf '%05000d' 0 > {runner.job_dir / DS / "nosy" / "stdout.txt"} 2>/dev/null || echo "own log: refused"
+touch /usr/planted 2>/dev/null || echo "system: read-only"
+touch /tmp/mine && echo "tmp: writable"
+kill -0 1 && echo "pid 1 is the sandbox's"
+""", submitter=DS)
+    runner.process_approved_jobs(stream_output=False)
+    out = (job / "stdout.txt").read_text()
+    assert int(re.search(r"processes: (\d+)", out).group(1)) < 10  # not the host's hundreds
+    for expected in ("private,data", "age\n41", "outside: refused", "home: refused", "other jobs: refused",
+                     "runner state: refused", "syftbox: read-only", "sibling: refused", "own log: refused",
+                     "system: read-only", "tmp: writable"):
+        assert expected in out, expected
+    assert "owner key" not in out and "hidden" not in out and "other-results" not in out
+    assert not (syftbox / OWNER / "private" / "planted").exists() and not Path("/usr/planted").exists()
+
+
+@needs_sandbox
+def test_with_no_network_a_sandboxed_job_reaches_nothing_but_its_own_loopback(syftbox):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    script = f"(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable\n"
+    try:
+        for network, expected in ((True, "reached"), (False, "unreachable")):
+            runner = syft_job.create_runner(syftbox, OWNER, network=network)
+            job = make_job(runner, f"net {network}", script)
+            runner.process_approved_jobs(stream_output=False)
+            assert (job / "stdout.txt").read_text() == expected + "\n"
+    finally:
+        server.close()
+
+
+def test_outputs_are_published_without_permission_files_links_or_devices(runner, syftbox, tmp_path):
+    secret = tmp_path / "owner-secret.txt"
+    secret.write_text("secret")
+    job = make_job(runner, "publisher", f"""
+mkdir -p outputs/sub
+echo result > outputs/sub/r.txt
+printf 'rules:\\n- pattern: "**"\\n  access: {{read: ["*"]}}\\n' > outputs/syft.pub.yaml
+cp outputs/syft.pub.yaml outputs/sub/syft.pub.yaml
+ln -s {secret} outputs/link
+mkfifo outputs/fifo
+""")
+    runner.process_approved_jobs(stream_output=False, share_outputs_with_submitter=True)
+    published = sorted(str(p.relative_to(job / "outputs")) for p in (job / "outputs").rglob("*"))
+    assert published == ["sub", "sub/r.txt"]
+    notes = (job / "stderr.txt").read_text()
+    assert "outputs/link is a symlink; not published" in notes and "outputs/fifo is a not a regular file" in notes
+    assert not can(syftbox.resolve(), OTHER, job / "outputs" / "sub" / "r.txt", "read")
+
+
+def test_sandbox_is_refused_where_none_can_be_made(syftbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    syft_job._bwrap.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="no sandbox can be made here.*apt install bubblewrap"):
+            syft_job.create_runner(syftbox, OWNER, isolation="sandbox")
+        assert syft_job.create_runner(syftbox, OWNER).isolation == "none"  # auto: the always-on protections
+        result = subprocess.run([sys.executable, "-m", "syft_job", "once", "--isolation", "sandbox", *site_args(syftbox)],
+                                env=cli_env(PATH=str(tmp_path)), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert "no sandbox can be made here" in result.stderr
+    finally:
+        monkeypatch.undo()
+        syft_job._bwrap.cache_clear()
+
+
+def test_the_banner_and_list_say_which_isolation_is_in_force(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    make_job(runner, "ran", "true\n")
+    make_job(runner, "waits", "true\n", approved=False)
+    runner.process_approved_jobs()
+    rows = {r["name"]: r for r in json.loads(cli("list", "--json", *site_args(syftbox)).stdout)}
+    assert rows["ran"]["isolation"] == "none"
+    assert rows["waits"]["isolation"] == ("sandbox" if HAVE_BWRAP else "none")
+
+
+@needs_sandbox
+def test_a_killed_runner_leaves_no_sandboxed_process_behind(syftbox):
+    job = make_job(syft_job.create_runner(syftbox, OWNER), "orphaned", escaping_job("8"))
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()")
+    try:
+        wait_for(lambda: len(processes_with("991.8")) >= 6, what="the job's processes")
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not processes_with("991.8"), 10, "the sandbox to go with its runner")
+    finally:
+        proc.kill()
+        kill_marked("991.8")
+    assert [r["status"] for r in syft_job.create_runner(syftbox, OWNER).list_jobs()] == ["interrupted"]
+
+
+def test_after_a_killed_runner_the_next_one_stops_what_its_job_left_and_runs_it_again(syftbox, tmp_path):
+    counter = tmp_path / "count"
+    script = f"""
+n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 ))
+echo $n > {counter}
+echo "run $n"
+echo $n > outputs/run-$n.txt
+if [ $n -eq 1 ]; then setsid sleep 992.1 & sleep 992.2; fi
+echo finished
+"""
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    job = make_job(runner, "crashy", script)
+    proc = start_runner_process(syftbox, "runner.run()", settings="isolation='none'")
+    try:
+        wait_for(lambda: len(processes_with("992.")) == 2, what="the first run's processes")
+        assert [r["status"] for r in runner.list_jobs()] == ["running"]
+        proc.kill()
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert len(processes_with("992.")) == 2, "the job outlived the killed runner (no sandbox)"
+    assert [r["status"] for r in runner.list_jobs()] == ["interrupted"]
+    restarted = cli("once", "--isolation", "none", *site_args(syftbox))
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert re.search(rf"🧹 Stopping \d process\(es\) left running by the interrupted run of {DS}/crashy", restarted.stdout)
+    assert "attempt 2 of 3" in restarted.stdout
+    wait_for(lambda: not processes_with("992."), 10, "the leftovers to be stopped")
+    assert (job / "stdout.txt").read_text() == "run 2\nfinished\n"
+    assert sorted(p.name for p in (job / "outputs").iterdir()) == ["run-2.txt"]
+    assert (job / "returncode.txt").read_text() == "0" and (job / "done").exists()
+
+
+def test_a_job_interrupted_three_times_is_finished_with_a_reason(runner, capsys):
+    again = make_job(runner, "again", "echo ran\n")
+    doomed = make_job(runner, "doomed", "echo never\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for job, attempt in ((again, 2), (doomed, 3)):
+        claim = runner._site.path("jobs", next(j for j in runner._jobs() if j.folder == str(job)), create=True)
+        Path(claim).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "attempt": attempt}) + "\n")
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "ds@test.org/again was interrupted (its runner stopped while it ran); attempt 3 of 3" in out
+    assert (again / "stdout.txt").read_text() == "ran\n"
+    assert (doomed / "returncode.txt").read_text() == "-1"
+    assert "was interrupted 3 times (the runner was killed or the machine stopped while it ran); " \
+           "it is not run again" in (doomed / "stderr.txt").read_text()
+
+
+def test_a_live_runners_claim_is_left_alone(runner, capsys):
+    job = make_job(runner, "claimed", "echo no\n")
+    claim = runner._site.path("jobs", runner._jobs()[0], create=True)
+    Path(claim).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "attempt": 1}) + "\n")
+    assert runner.process_approved_jobs() == [] and not (job / "stdout.txt").exists()
+    assert [r["status"] for r in runner.list_jobs()] == ["running"]
+    with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
+        runner.reset_all_jobs()
+
+
+# ---------------------------------------------------------------------------
+# Many jobs at once
+# ---------------------------------------------------------------------------
+
+
+def test_n_jobs_run_at_once_each_with_its_own_logs_and_lines(syftbox, tmp_path):
+    go = go_file(syftbox)
+    runner = syft_job.create_runner(syftbox, OWNER, max_concurrent_jobs=3)
+    jobs = [make_job(runner, f"j{i}", f"echo started\n{WAIT_FOR_GO}"
+                     f"for k in $(seq 1 2000); do echo j{i}-line-$k-abcdefghijklmnopqrstuvwxyz; done\n"
+                     f"printf 'j{i}-partial'\n") for i in range(4)]
+    console = tmp_path / "console.txt"
+    with open(console, "wb") as out:
+        proc = start_runner_process(syftbox, "runner.process_approved_jobs()", stdout=out,
+                                    settings="max_concurrent_jobs=3")
+        try:  # three start together; the fourth waits for a free place
+            wait_for(lambda: sum((j / "stdout.txt").exists() and "started" in (j / "stdout.txt").read_text()
+                                 for j in jobs) == 3, what="three jobs running at once")
+            assert sum((j / "stdout.txt").exists() for j in jobs) == 3
+            go.touch()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            go.touch()
+            proc.kill()
+    lines = console.read_text().splitlines()
+    for i, job in enumerate(jobs):
+        mine = [line for line in lines if line.startswith(f"[{OWNER}][j{i}] ")]
+        assert mine == [f"[{OWNER}][j{i}] started"] + [
+            f"[{OWNER}][j{i}] j{i}-line-{k}-abcdefghijklmnopqrstuvwxyz" for k in range(1, 2001)] + [
+            f"[{OWNER}][j{i}] j{i}-partial"]
+        assert (job / "returncode.txt").read_text() == "0"
+    assert all(l.startswith(("[", "🚀", "📁", "✅", "📄", "=", "📋", "❌")) for l in lines if l), \
+        [l for l in lines if l and not l.startswith(("[", "🚀", "📁", "✅", "📄", "=", "📋", "❌"))][:3]
+
+
+def test_ctrl_c_stops_every_running_job_and_leaves_them_approved(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    for i in range(3):
+        make_job(runner, f"long {i}", f"sleep 994.{i}\n")
+    proc = start_runner_process(syftbox, "runner.run()", settings="max_concurrent_jobs=3")
+    try:
+        wait_for(lambda: len(processes_with("994.")) == 3, what="three jobs running")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        wait_for(lambda: not processes_with("994."), 10, "every job to be stopped")
+    finally:
+        proc.kill()
+        kill_marked("994.")
+    assert [r["status"] for r in runner.list_jobs()] == ["approved"] * 3
+
+
+def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    log = tmp_path / "ran.log"
+    names = [f"job{i:02}" for i in range(30)]
+    for name in names:
+        script = f"echo {name} $PPID >> {log}\n"
+        if name == "job00":  # holds the first runner until the other one has started a job
+            script += f"for i in $(seq 1000); do [ $(wc -l < {log}) -ge 5 ] && break; sleep 0.02; done\n"
+        make_job(runner, name, script)
+    procs = [subprocess.Popen([sys.executable, "-m", "syft_job", "once", "--no-stream", "--jobs", "4",
+                               "--isolation", "none", *site_args(syftbox)],
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for name, _ in ran) == names  # each job exactly once
+    assert {pid for _, pid in ran} == {str(p.pid) for p in procs}  # and both runners worked
+    assert all(r["status"] == "done" for r in runner.list_jobs())
+
+
+def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    for i in range(3):
+        counter = tmp_path / f"count{i}"
+        make_job(runner, f"c{i}", f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n"
+                                  f"if [ $n -eq 1 ]; then setsid sleep 995.{i} & sleep 995.{i}; fi\necho run $n\n")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()",
+                                settings="isolation='none', max_concurrent_jobs=3")
+    try:
+        wait_for(lambda: len(processes_with("995.")) == 6, what="three jobs and their leftovers")
+        proc.kill()
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert [r["status"] for r in runner.list_jobs()] == ["interrupted"] * 3
+    result = cli("once", "--jobs", "3", "--isolation", "none", *site_args(syftbox))
+    assert result.stdout.count("attempt 2 of 3") == 3, result.stdout
+    wait_for(lambda: not processes_with("995."), 10, "the leftovers of every claim to be stopped")
+    assert [r["status"] for r in runner.list_jobs()] == ["done"] * 3
+    assert all((runner.job_dir / DS / f"c{i}" / "stdout.txt").read_text() == "run 2\n" for i in range(3))
+
+
+# ---------------------------------------------------------------------------
+# Slurm: each job through srun, on a real single-node Slurm (scripts/slurm-single-node.sh)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A running single-node Slurm, started by the project's script; skipped (with the
+    reason) where it cannot be had."""
+    script = HERE / "scripts" / "slurm-single-node.sh"
+    if os.geteuid() != 0:
+        pytest.skip("Slurm tests need root, to start the Slurm daemons")
+    if not shutil.which("srun") or not os.path.exists("/usr/sbin/slurmctld"):
+        pytest.skip("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge; .ci/run does)")
+    started = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        pytest.skip(f"Slurm could not be started here: {started.stderr.strip()[-300:]}")
+
+
+def slurm_jobs(name_start: str = "syft-job") -> list[str]:
+    listing = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=30).stdout
+    return [name for name in listing.split() if name.startswith(name_start)]
+
+
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsys, isolation):
+    runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation=isolation)
+    job = make_job(runner, "on slurm", "echo job=$SLURM_JOB_NAME id=${SLURM_JOB_ID:+set}\npwd\n"
+                                       "echo to-stderr >&2\necho r > outputs/r.txt\nls /proc | grep -c '^[0-9]'\n")
+    [result] = runner.process_approved_jobs(timeout=120)
+    assert result.succeeded, (job / "stderr.txt").read_text()
+    lines = (job / "stdout.txt").read_text().splitlines()
+    assert re.match(r"^job=syft-job-[0-9a-f]{12} id=set$", lines[0])
+    assert lines[1].startswith(str(runner.work_dir))  # the private copy is its working folder
+    assert (job / "stderr.txt").read_text() == "to-stderr\n"  # nothing of srun's own
+    assert (job / "outputs" / "r.txt").read_text() == "r\n"
+    if isolation == "sandbox":
+        assert int(lines[2]) < 10  # the sandbox runs inside the allocation
+    assert f"[{OWNER}][on slurm] job=syft-job-" in capsys.readouterr().out
+    assert not slurm_jobs()
+
+
+def test_a_timeout_or_a_cancel_cancels_the_slurm_job(slurm, syftbox, capsys):
+    runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none")
+    make_job(runner, "too long", "echo started\nsleep 996.1\n")
+    [result] = runner.process_approved_jobs(timeout=2)
+    assert result.return_code == -1 and "timed out" in result.reason
+    wait_for(lambda: not slurm_jobs() and not processes_with("996.1"), 20, "the Slurm job to be cancelled")
+    job = make_job(runner, "cancelled", "echo started\nsleep 996.2\n")
+    worker = threading.Thread(target=runner.process_approved_jobs, kwargs={"timeout": 120})
+    worker.start()
+    try:
+        wait_for(lambda: (job / "stdout.txt").exists() and "started" in (job / "stdout.txt").read_text())
+        result = cli("cancel", "cancelled", *site_args(syftbox))
+        assert result.returncode == 0 and "it is failed now" in result.stdout, result.stdout + result.stderr
+    finally:
+        worker.join(60)
+    wait_for(lambda: not slurm_jobs() and not processes_with("996.2"), 20, "the Slurm job to be cancelled")
+    assert "cancelled by the data owner" in (job / "stderr.txt").read_text()
+    assert "srun" not in (job / "stderr.txt").read_text()  # srun's messages while it stops stay out
+
+
+def test_slurm_args_come_last_and_slurm_refusals_fail_only_that_job(slurm, syftbox, tmp_path, monkeypatch):
+    runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none",
+                                    slurm_args=["--job-name=owner-named", "--partition=nope"])
+    refused = make_job(runner, "refused", "echo never\n")
+    [result] = runner.process_approved_jobs(timeout=60)
+    assert result.status == "failed" and "never" not in (refused / "stdout.txt").read_text()
+    assert "invalid partition" in (refused / "stderr.txt").read_text().lower()
+    named = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none",
+                                   slurm_args=["--job-name=syft-job-owner-named"])
+    job = make_job(named, "named", "echo $SLURM_JOB_NAME\n")
+    named.process_approved_jobs(timeout=60)
+    assert (job / "stdout.txt").read_text() == "syft-job-owner-named\n"  # the owner's argument won
+    no_srun = tmp_path / "no-srun"
+    no_srun.mkdir()
+    (no_srun / "bash").symlink_to(shutil.which("bash"))
+    monkeypatch.setenv("PATH", str(no_srun))
+    missing = make_job(runner, "no srun", "echo never\n")
+    [result] = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none").process_approved_jobs()
+    assert result.status == "failed" and "srun" in (missing / "stderr.txt").read_text()
+
+
+def test_several_slurm_jobs_run_at_once(slurm, syftbox):
+    go = go_file(syftbox)
+    runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none", max_concurrent_jobs=2)
+    jobs = [make_job(runner, f"s{i}", f"echo started\n{WAIT_FOR_GO}echo finished\n") for i in range(2)]
+    worker = threading.Thread(target=runner.process_approved_jobs, kwargs={"timeout": 120})
+    worker.start()
+    try:
+        wait_for(lambda: all((j / "stdout.txt").exists() and "started" in (j / "stdout.txt").read_text()
+                             for j in jobs), 60, "two Slurm jobs running at once")
+        assert len(slurm_jobs()) == 2
+    finally:
+        go.touch()
+        worker.join(60)
+    assert all((j / "stdout.txt").read_text() == "started\nfinished\n" for j in jobs)
 
 
 # ---------------------------------------------------------------------------
@@ -1057,7 +1993,9 @@ def user_listed(users, user: str) -> bool:
 
 
 def can(syftbox: Path, user: str, path: Path, level: str) -> bool:
-    """May ``user`` ``level`` (read/write/admin) ``path``, as SyftBox decides."""
+    """May ``user`` ``level`` (read/write/admin) ``path``, as SyftBox decides. (An
+    implementation of the tests' own, to check the runner's rules and its judge.)"""
+    syftbox, path = Path(syftbox).resolve(), Path(path)
     relative = path.relative_to(syftbox)
     owner = relative.parts[0]
     if user == owner:
@@ -1082,7 +2020,9 @@ def can(syftbox: Path, user: str, path: Path, level: str) -> bool:
         return False
     best = max(matching, key=lambda r: rank(r["pattern"]))  # max keeps the first of equals
     access = best.get("access") or {}
-    return any(user_listed(access.get(lvl), user) for lvl in _LEVELS[_LEVELS.index(level):])
+    verdict = any(user_listed(access.get(lvl), user) for lvl in _LEVELS[_LEVELS.index(level):])
+    assert syft_job._may(syftbox, owner, user, str(path), level) == verdict, (user, path, level)  # the runner agrees
+    return verdict
 
 
 def test_evaluator_follows_the_spec_on_the_fixtures(tmp_path):
@@ -1100,15 +2040,13 @@ def test_evaluator_follows_the_spec_on_the_fixtures(tmp_path):
     assert can(tmp_path, "do@test.org", path("anything"), "admin")  # the owner
     assert rank("t.job/stdout.txt") > rank("*/stdout.txt") > rank("**")
     assert glob_matches(r"a\*b/x", "a*b/x") and not glob_matches(r"a\*b/x", "axb/x")
-    # terminal: true (perm_multi) stops the descent: the deeper file does not count.
     (site / "sub").mkdir()
-    (site / "sub" / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access: {read: [z@z.org]}\n")
-    assert can(tmp_path, "ds@test.org", path("sub/f"), "write")  # the upper file's '**'
+    (site / "sub" / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access:\n    read: [z@z.org]\n")
+    assert can(tmp_path, "ds@test.org", path("sub/f"), "write")  # terminal: the upper file's '**'
     assert can(tmp_path, "anyone@else.org", path("sub/f"), "read")
-    # Without it, the nearest file decides alone: no merging with the one above.
     (site / "syft.pub.yaml").write_text(
         (HERE / "tests/fixtures/yaml/perm_multi.yaml").read_text().replace("terminal: true", "terminal: false"))
-    assert can(tmp_path, "z@z.org", path("sub/f"), "read")
+    assert can(tmp_path, "z@z.org", path("sub/f"), "read")  # the nearest file decides alone
     assert not can(tmp_path, "anyone@else.org", path("sub/f"), "read")
     assert not can(tmp_path, "ds@test.org", path("sub/f"), "write")
 
@@ -1117,7 +2055,6 @@ SUBMISSION = ("config.yaml", "run.sh", "code/main.py")
 STATUS = ("approved", "done")
 LOGS = ("stdout.txt", "stderr.txt", "returncode.txt")
 OUTPUTS = ("outputs/result.csv", "outputs/deep/er.txt")
-OTHER = "other@test.org"
 COLLEAGUE = "x@company.com"
 
 
@@ -1131,7 +2068,8 @@ def ds_folder_with_usual_permissions(runner, extra_read=()) -> Path:
 
 
 def finished_job(runner, name: str = "test.job") -> Path:
-    job = make_job(runner, name, "echo out\necho err >&2\nmkdir -p outputs/deep\necho 1 > outputs/result.csv\necho 2 > outputs/deep/er.txt\n")
+    job = make_job(runner, name, "echo out\necho err >&2\nmkdir -p outputs/deep\necho 1 > outputs/result.csv\n"
+                                 "echo 2 > outputs/deep/er.txt\n")
     (job / "code").mkdir()
     (job / "code" / "main.py").write_text("")
     runner.process_approved_jobs(stream_output=False)
@@ -1149,14 +2087,13 @@ def expected_table(read: tuple, write: tuple) -> dict:
             for name in SUBMISSION + STATUS + LOGS + OUTPUTS for level in ("read", "write")}
 
 
-def test_usual_layout_results_stay_private_until_shared(runner, syftbox):
+def test_usual_layout_results_stay_private_until_shared_and_unshare_takes_it_back(runner, syftbox):
     ds_folder_with_usual_permissions(runner, extra_read=["*@company.com"])
     job = finished_job(runner)
     root = syftbox.resolve()
     submitter_before = expected_table(read=SUBMISSION + STATUS, write=SUBMISSION)
     assert access_table(root, job, DS) == submitter_before
     assert access_table(root, job, OTHER) == expected_table((), ())
-    # A '*@company.com' reader keeps its grant on the submission, and gets no results.
     assert access_table(root, job, COLLEAGUE) == expected_table(read=SUBMISSION, write=())
     runner.share_job_results("test.job", share_outputs=False, share_logs=True)
     assert access_table(root, job, DS) == expected_table(read=SUBMISSION + STATUS + LOGS, write=SUBMISSION)
@@ -1165,14 +2102,16 @@ def test_usual_layout_results_stay_private_until_shared(runner, syftbox):
     assert access_table(root, job, DS) == after
     assert access_table(root, job, OTHER) == expected_table((), ())
     assert access_table(root, job, COLLEAGUE) == expected_table(read=SUBMISSION, write=())
-    assert all(can(root, OWNER, job / name, "write") for name in SUBMISSION + STATUS + LOGS + OUTPUTS)
-    # Sharing twice changes nothing; another job of the same submitter stays private.
     permission_file = runner.job_dir / DS / "syft.pub.yaml"
     before = permission_file.read_bytes()
     runner.share_job_results("test.job", share_outputs=True, share_logs=True)
-    assert permission_file.read_bytes() == before
+    assert permission_file.read_bytes() == before  # sharing twice changes nothing
     second = finished_job(runner, "test.job2")
     assert access_table(root, second, DS) == submitter_before
+    result = cli("unshare", "test.job", *site_args(syftbox))
+    assert result.returncode == 0, result.stderr
+    assert access_table(root, job, DS) == submitter_before
+    assert "test.job/" not in permission_file.read_text()
 
 
 def test_a_glob_character_in_a_job_name_shares_only_that_job(runner, syftbox):
@@ -1189,12 +2128,11 @@ def test_a_glob_character_in_a_job_name_shares_only_that_job(runner, syftbox):
 def test_no_permission_file_layout_shares_only_what_was_shared(runner, syftbox):
     job = finished_job(runner)
     root = syftbox.resolve()
-    nothing = expected_table((), ())
-    assert access_table(root, job, DS) == nothing
+    assert access_table(root, job, DS) == expected_table((), ())
     assert not (runner.job_dir / DS / "syft.pub.yaml").exists()  # nothing to protect
     runner.share_job_results("test.job", share_outputs=True, share_logs=True)
     assert access_table(root, job, DS) == expected_table(read=LOGS + OUTPUTS, write=())
-    assert access_table(root, job, OTHER) == nothing
+    assert access_table(root, job, OTHER) == expected_table((), ())
 
 
 def test_job_and_outputs_permission_files_of_other_tools_are_used(runner, syftbox):
@@ -1209,7 +2147,6 @@ def test_job_and_outputs_permission_files_of_other_tools_are_used(runner, syftbo
     runner.share_job_results("test.job", share_outputs=True, share_logs=True)
     assert can(root, DS, job / "outputs/result.csv", "read")
     assert can(root, DS, job / "stdout.txt", "read") and not can(root, DS, job / "stdout.txt", "write")
-    assert not can(root, DS, job / "approved", "write")  # the job-level file got the protections
     assert can(root, DS, job / "run.sh", "write")
 
 
@@ -1224,15 +2161,14 @@ def test_handwritten_file_is_edited_without_loss(runner, syftbox):
     text = (folder / "syft.pub.yaml").read_text()
     assert text.startswith("# Share CSVs with specific people, keep everything else private\n")
     rules = syft_job.load_yaml(text)["rules"]
-    for rule in original_rules:
-        assert rule in rules
+    assert all(rule in rules for rule in original_rules)
     root = syftbox.resolve()
     assert can(root, "alice@example.com", folder / "test.job" / "data.csv", "read")
     assert can(root, DS, folder / "test.job" / "outputs" / "result.csv", "read")
 
 
 def test_rules_written_by_others_between_two_shares_are_kept(runner, syftbox):
-    runner.add_submitter(DS)
+    ds_folder_with_usual_permissions(runner)
     first, second = finished_job(runner, "first"), finished_job(runner, "second")
     runner.share_job_results("first")
     path = runner.job_dir / DS / "syft.pub.yaml"
@@ -1249,23 +2185,14 @@ def test_rules_written_by_others_between_two_shares_are_kept(runner, syftbox):
     assert can(root, DS, first / "stdout.txt", "read") and can(root, DS, second / "stdout.txt", "read")
 
 
-def test_sharing_a_job_that_never_made_outputs(runner):
-    job = make_job(runner, "no script", None)
-    runner.process_approved_jobs()
-    assert (job / "done").exists() and not (job / "outputs").exists()
-    runner.share_job_results("no script", share_outputs=True, share_logs=True)
-
-
 def test_sharing_a_missing_or_unfinished_job_writes_nothing(runner):
     folder = ds_folder_with_usual_permissions(runner)
-    before = (folder / "syft.pub.yaml").read_bytes()
     make_job(runner, "pending", "true", approved=False)
     runner.check_for_new_jobs()  # adds the protections once
     protected = (folder / "syft.pub.yaml").read_bytes()
-    assert protected != before
     with pytest.raises(JobNotFoundError, match="no job named 'nope'"):
         runner.share_job_results("nope", True, True)
-    with pytest.raises(JobError, match="not done yet"):
+    with pytest.raises(JobError, match="not finished yet"):
         runner.share_job_results("pending", True, True)
     assert (folder / "syft.pub.yaml").read_bytes() == protected
     make_job(runner, "pending", "true", approved=False, submitter=OTHER)
@@ -1292,58 +2219,39 @@ def test_permission_files_are_replaced_atomically_and_never_through_a_symlink(ru
     assert job.exists()
 
 
-def test_add_submitter_protects_jobs_before_the_runner_sees_them(runner, syftbox):
-    folder = runner.add_submitter(DS)
-    assert folder == runner.job_dir / DS
-    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, DS))
-    job = client.submit_bash_job(OWNER, "echo hi", job_name="fresh")
-    for name in LOGS:
-        (job / name).write_text("planted by nobody")  # files nobody should see yet
+def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner, syftbox):
+    ds_folder_with_usual_permissions(runner)
+    own_file = make_job(runner, "a first", "true", approved=False)
+    (own_file / "syft.pub.yaml").write_text(syft_job.dump_yaml(
+        {"rules": [{"pattern": "**", "access": {"admin": [], "read": [], "write": [DS]}}], "terminal": False}))
+    plain = make_job(runner, "b second", "true", approved=False)
     root = syftbox.resolve()
-    assert can(root, DS, job / "run.sh", "write") and can(root, DS, job / "config.yaml", "read")
-    assert can(root, DS, job / "approved", "read") and not can(root, DS, job / "approved", "write")
-    assert not can(root, DS, job / "done", "write")
-    assert not any(can(root, DS, job / name, "read") for name in LOGS + OUTPUTS)
-    assert not can(root, DS, folder / "syft.pub.yaml", "write")
-    # Idempotent, and keeps what the owner added.
-    data = syft_job.load_yaml((folder / "syft.pub.yaml").read_text())
-    data["rules"].append({"pattern": "notes/**", "access": {"admin": [], "read": [OTHER], "write": []}})
-    (folder / "syft.pub.yaml").write_text(syft_job.dump_yaml(data))
-    runner.add_submitter(DS)
-    again = syft_job.load_yaml((folder / "syft.pub.yaml").read_text())
-    assert again == data
+    assert can(root, DS, own_file / "approved", "write") and can(root, DS, plain / "approved", "write")
+    runner.check_for_new_jobs()
+    for job in (own_file, plain):
+        assert not can(root, DS, job / "approved", "write")
+        assert can(root, DS, job / "approved", "read") and can(root, DS, job / "run.sh", "write")
+    (plain / "approved").touch()  # the submitter approved it anyway (its rules were not in force)
+    (runner.job_dir / DS / "syft.pub.yaml").write_text(syft_job.dump_yaml(
+        {"rules": [{"pattern": "**", "access": {"write": [DS]}}]}))
+    assert runner.process_approved_jobs() == []  # an approval the submitter could write is not trusted
 
 
 # ---------------------------------------------------------------------------
-# Command line
+# Review and operations: the command line
 # ---------------------------------------------------------------------------
-
-
-def cli_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SYFTBOX_FOLDER", "SYFTBOX_EMAIL", "SYFTBOX_CLIENT_CONFIG_PATH", "SYFT_DEFAULT_JOB_TIMEOUT_SECONDS")}
-    env["PYTHONPATH"] = str(HERE)
-    env.update(extra)
-    return env
-
-
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "syft_job", *args], cwd=cwd, env=env or cli_env(),
-                          input=input, capture_output=True, text=True, timeout=timeout)
-
-
-def site_args(syftbox: Path) -> list[str]:
-    return ["--syftbox-folder", str(syftbox), "--email", OWNER]
-
 
 COMMAND_OPTIONS = {
-    "run": ["--poll-interval", "--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip",
-            "--strict", "--pass-env", "--max-memory", "--max-cpu", "--max-log-size", "--syftbox-folder", "--email"],
-    "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip",
-             "--strict", "--pass-env", "--max-memory", "--max-cpu", "--max-log-size"],
-    "list": ["--json"], "show": ["JOB", "--user", "--lines"], "approve": ["JOB", "--user"],
-    "share": ["JOB", "--outputs", "--logs", "--user"], "add-submitter": ["EMAIL"],
+    "run": ["--poll-interval", "--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip", "--strict",
+            "--pass-env", "--max-memory", "--max-cpu", "--max-log-size", "--isolation", "--allow-read",
+            "--no-network", "--work-dir", "--jobs", "--launcher", "--slurm-arg", "--syftbox-folder", "--email"],
+    "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip", "--strict", "--pass-env",
+             "--max-memory", "--max-cpu", "--max-log-size", "--isolation", "--allow-read", "--no-network",
+             "--work-dir", "--jobs", "--launcher", "--slurm-arg"],
+    "list": ["--json", "--status", "--submitter"], "show": ["JOB", "--user", "--lines"],
+    "logs": ["JOB", "--follow", "--stderr"], "approve": ["JOB", "--user", "--reason", "--digest"],
+    "reject": ["JOB", "--reason"], "rerun": ["JOB"], "cancel": ["JOB"], "unshare": ["JOB"],
+    "delete": ["JOB", "--yes"], "share": ["JOB", "--outputs", "--logs", "--user"], "add-submitter": ["EMAIL"],
     "reset": ["--yes"], "version": [], "demo": ["--folder"],
 }
 
@@ -1359,43 +2267,41 @@ def test_help_of_each_command_explains_its_options(command):
         elif re.match(r"^   +\S", line) and entries:
             entries[-1] += " " + line.strip()
     for option in COMMAND_OPTIONS[command]:
-        entry = next(e for e in entries if e.split()[0] == option)
-        explanation = [w for w in entry.split()[1:] if not re.fullmatch(r"[A-Z_]+", w)]
+        entry = next(e for e in entries if e.split()[0].rstrip(",") == option)
+        explanation = [w for w in entry.split()[1:] if not re.fullmatch(r"[A-Z_,{}-]+|-\w,?", w)]
         assert len(explanation) >= 3, (command, option, entry)
     assert command in cli("--help").stdout
 
 
+def test_version_at_the_top_level_and_as_a_command():
+    assert cli("--version").stdout.strip() == cli("version").stdout.strip() == f"syft-job {syft_job.__version__}"
+
+
 def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_path):
-    syft_job.create_runner(syftbox, OWNER)
     assert cli("list", *site_args(syftbox)).returncode == 0
     env = cli_env(SYFTBOX_FOLDER=str(syftbox), SYFTBOX_EMAIL=OWNER)
     result = cli("list", env=env)
     assert result.returncode == 0 and "No jobs in" in result.stdout
-    # Empty variables count as unset; then the client config decides.
     data_dir = tmp_path / "client-data"
-    (data_dir / "datasites").mkdir(parents=True)
+    (data_dir / "datasites" / OWNER).mkdir(parents=True)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"data_dir": str(data_dir), "email": OWNER}))
     env = cli_env(SYFTBOX_FOLDER="", SYFTBOX_EMAIL="", SYFTBOX_CLIENT_CONFIG_PATH=str(config))
     result = cli("list", env=env)
-    assert result.returncode == 0, result.stderr
-    assert str(data_dir / "datasites" / OWNER) in result.stdout
-    shutil.rmtree(data_dir / "datasites")
-    result = cli("list", env=env)
-    assert str(data_dir / OWNER / "app_data") in result.stdout
-    # The default location of the client config is ~/.syftbox/config.json.
+    assert result.returncode == 0 and str(data_dir / "datasites" / OWNER) in result.stdout, result.stderr
     home = tmp_path / "home"
     (home / ".syftbox").mkdir(parents=True)
     (home / ".syftbox" / "config.json").write_text(json.dumps({"data_dir": str(syftbox), "email": OWNER}))
     assert cli("list", env=cli_env(HOME=str(home))).returncode == 0
-    # Nothing anywhere: the message says which flag to pass.
+    (home / ".syftbox" / "config.json").write_text(json.dumps({"data_dir": 5, "email": OWNER}))
+    result = cli("list", env=cli_env(HOME=str(home)))
+    assert result.returncode == 2 and "'data_dir' and 'email' must be strings" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     empty_home = tmp_path / "empty-home"
     empty_home.mkdir()
     result = cli("list", env=cli_env(HOME=str(empty_home)))
     assert result.returncode == 2
     assert result.stderr.strip() == "syft-job list: error: no SyftBox folder given: pass --syftbox-folder PATH (or set SYFTBOX_FOLDER)"
-    result = cli("list", "--syftbox-folder", str(syftbox), env=cli_env(HOME=str(empty_home)))
-    assert result.returncode == 2 and "pass --email EMAIL" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -1403,75 +2309,238 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     (["approve", "nope"], "no job named 'nope'"),
     (["list", "--syftbox-folder", "/does/not/exist"], "SyftBox folder not found: /does/not/exist"),
     (["list", "--email", "not-an-email"], "does not look like an email"),
-    (["once", "--timeout", "soon"], "'soon' is not a positive number of seconds"),
-    (["run", "--poll-interval", "-1"], "'-1' is not a positive number of seconds"),
+    (["list", "--email", "typo@exmaple.com"], "no datasite for typo@exmaple.com in"),
+    (["run", "--email", "typo@exmaple.com"], "no datasite for typo@exmaple.com in"),
+    (["once", "--timeout", "soon"], "'soon' is not a positive number"),
+    (["run", "--poll-interval", "-1"], "'-1' is not a positive number"),
+    (["once", "--jobs", "0"], "'0' is not a positive whole number"),
     (["share", "x"], "say what to share"),
     (["show", "x", "--lines", "0"], "'0' is not a positive whole number"),
     (["reset"], "without a terminal to confirm, pass --yes"),
+    (["delete", "x"], "without a terminal to confirm, pass --yes"),
+    (["reject", "x", "--reason", " "], "a rejection needs a reason"),
+    (["list", "--status", "weird"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
-    syft_job.create_runner(syftbox, OWNER)
     base = site_args(syftbox)
     if "--syftbox-folder" in args:
         base = ["--email", OWNER]
     if "--email" in args:
         base = ["--syftbox-folder", str(syftbox)]
+    before = sorted(syftbox.rglob("*"))
     result = cli(*args, *base, input="")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert sorted(syftbox.rglob("*")) == before  # a mistake creates nothing
 
 
-def test_once_list_show_approve_share_and_exit_status(syftbox):
+def test_read_only_commands_create_nothing(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "waiting", "echo hi\n", approved=False)
+    new_job(runner, "fresh", "echo hi\n", approve=False)
+    work = tmp_path / "work"
+    before = sorted(syftbox.rglob("*"))
+    for args in (["list"], ["list", "--json"], ["show", "waiting"], ["logs", "waiting"], ["show", "fresh"]):
+        result = cli(*args, *site_args(syftbox), "--work-dir", str(work))
+        assert result.returncode == 0, (args, result.stderr)
+    assert sorted(syftbox.rglob("*")) == before and not work.exists()
+
+
+def test_show_is_a_review_view_and_approve_digest_guards_the_review(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    script = "#!/bin/bash\necho \"analysis\"\n" + "".join(f"echo step {i}\n" for i in range(1, 9)) + "printf '\\x1b[2K'\n"
+    job = make_job(runner, "review me", script, approved=False)
+    (job / "code").mkdir()
+    (job / "code" / "helper.py").write_text("x = 1\n")
+    shown = cli("show", "review me", *site_args(syftbox))
+    assert shown.returncode == 0
+    out = shown.stdout
+    assert "Status:     inbox" in out and "Submitted:  2026-03-02T10:30:00+00:00" in out
+    assert all(f"{i + 2}: echo step {i}" in out for i in range(1, 9))  # every line of run.sh
+    assert "\x1b" not in out and "printf '\\\\x1b[2K'" in out or "\\x1b" in out
+    assert re.search(r"^  code/helper\.py  6 bytes  [0-9a-f]{64}$", out, re.M)
+    assert re.search(r"^  run\.sh  \d+ bytes  [0-9a-f]{64}$", out, re.M)
+    digest = re.search(r"^digest: ([0-9a-f]{64})$", out, re.M).group(1)
+    assert "Shared:     nothing" in out
+    (job / "run.sh").write_text("#!/bin/bash\necho swapped\n")  # between the owner's look and approve
+    refused = cli("approve", "review me", "--digest", digest, *site_args(syftbox))
+    assert refused.returncode == 2 and "they changed after your review" in refused.stderr
+    assert not (job / "approved").exists()  # nothing written
+    digest = re.search(r"^digest: ([0-9a-f]{64})$", cli("show", "review me", *site_args(syftbox)).stdout, re.M).group(1)
+    approved = cli("approve", "review me", "--digest", digest, *site_args(syftbox))
+    assert approved.returncode == 0 and f"digest: {digest}" in approved.stdout
+    assert json.loads((job / "approved").read_text())["digest"] == digest
+    (job / "code" / "helper.py").write_text("x = 2\n")
+    changed = cli("show", "review me", *site_args(syftbox)).stdout
+    assert "Status:     changed" in changed and "⚠️ Changed since approval: changed: code/helper.py" in changed
+    runner.approve_job("review me")
+    runner.process_approved_jobs()
+    done = cli("show", "review me", *site_args(syftbox)).stdout
+    for field in ("Status:     done", "Approved:", f"by {OWNER}", "Started:", "Finished:", "Duration:",
+                  "Return code: 0", "--- stdout.txt (last 20 lines) ---\nswapped\n"):
+        assert field in done, field
+
+
+def test_list_filters_and_json_rows(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "ok", "echo fine\n")
+    make_job(runner, "bad", "exit 4\n")
+    make_job(runner, "slow", "sleep 30\n", submitter=OTHER)
+    make_job(runner, "waiting", "true\n", approved=False)
+    runner.process_approved_jobs(skip_job_names=["slow"])
+    runner.process_approved_jobs(timeout=0.5)
+    runner.share_job_results("ok", share_outputs=False, share_logs=True)
+    rows = {r["name"]: r for r in json.loads(cli("list", "--json", *site_args(syftbox)).stdout)}
+    assert set(rows["ok"]) >= {"submitter", "name", "status", "submitted_at", "started_at", "finished_at",
+                               "duration_s", "return_code", "shared", "isolation", "layout", "reason"}
+    assert (rows["ok"]["status"], rows["ok"]["return_code"], rows["ok"]["shared"]) == ("done", 0, ["logs"])
+    assert (rows["bad"]["status"], rows["bad"]["return_code"], rows["bad"]["shared"]) == ("failed", 4, [])
+    assert (rows["slow"]["status"], rows["slow"]["return_code"]) == ("failed", -1)
+    assert "timed out" in rows["slow"]["reason"]
+    assert rows["waiting"]["status"] == "inbox" and rows["waiting"]["started_at"] is None
+    assert rows["ok"]["started_at"].endswith("Z") and rows["ok"]["duration_s"] >= 0
+    failed = json.loads(cli("list", "--json", "--status", "failed", *site_args(syftbox)).stdout)
+    assert sorted(r["name"] for r in failed) == ["bad", "slow"]
+    theirs = json.loads(cli("list", "--json", "--submitter", OTHER, *site_args(syftbox)).stdout)
+    assert [r["name"] for r in theirs] == ["slow"]
+    table = cli("list", *site_args(syftbox)).stdout.splitlines()
+    assert table[0].split() == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "DURATION", "RC", "SHARED"]
+    assert re.search(r"^ok\s+ds@test\.org\s+done\s+\S+\s+\d+\.\d\d s\s+0\s+logs$", "\n".join(table), re.M)
+
+
+def test_once_exit_status_summary_and_one_line_for_jobs_announced_before(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "good job", "echo all good\n", approved=False)
+    make_job(runner, "bad job", "echo broken >&2\nexit 4\n")
+    first = cli("once", *site_args(syftbox))
+    assert first.returncode == 1 and "NEW JOB DETECTED: ds@test.org/good job" in first.stdout
+    assert "❌ Processed 1 job(s): 0 succeeded, 1 failed" in first.stdout
+    second = cli("once", *site_args(syftbox))
+    assert second.returncode == 0 and "NEW JOB DETECTED" not in second.stdout
+    assert "⏳ Waiting for your review (shown before): ds@test.org/good job" in second.stdout
+    assert "No approved jobs to run" in second.stdout
+    assert cli("approve", "good job", *site_args(syftbox)).returncode == 0
+    third = cli("once", *site_args(syftbox))
+    assert third.returncode == 0 and "✅ Processed 1 job(s): 1 succeeded, 0 failed" in third.stdout
+
+
+def test_logs_follow_a_running_job_until_it_ends(syftbox):
+    go = go_file(syftbox)
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "chatty", f"echo first\n{WAIT_FOR_GO}echo second\necho oops >&2\n")
+    worker = threading.Thread(target=runner.process_approved_jobs, kwargs={"stream_output": False})
+    worker.start()
+    follower = None
+    try:
+        wait_for(lambda: runner.list_jobs()[0]["status"] == "running")
+        follower = subprocess.Popen([sys.executable, "-m", "syft_job", "logs", "chatty", "--follow",
+                                     *site_args(syftbox)], stdout=subprocess.PIPE, text=True, env=cli_env())
+        assert follower.stdout.readline() == "first\n"
+        go.touch()
+        assert follower.stdout.read() == "second\n"  # ends when the job ends
+        assert follower.wait(timeout=30) == 0
+    finally:
+        go.touch()
+        worker.join(60)
+        if follower:
+            follower.kill()
+    assert cli("logs", "chatty", "--stderr", *site_args(syftbox)).stdout == "oops\n"
+
+
+def test_rerun_runs_a_finished_job_again_with_fresh_results(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    job = make_job(runner, "again", "echo run >> outputs/runs.txt\necho once\n")
+    folder, results = new_job(runner, "again v0", "echo run > outputs/r.txt\necho hi\n")
+    runner.process_approved_jobs()
+    assert cli("rerun", "again", *site_args(syftbox)).returncode == 0
+    assert cli("rerun", "again v0", *site_args(syftbox)).returncode == 0
+    assert state_of(results)["status"] == "approved" and state_of(results)["return_code"] is None
+    assert not (results / "stdout.txt").exists() and not (job / "done").exists()
+    assert sorted(r.name for r in runner.process_approved_jobs()) == ["again", "again v0"]
+    assert (job / "outputs" / "runs.txt").read_text() == "run\n" and (job / "stdout.txt").read_text() == "once\n"
+    assert state_of(results)["status"] == "done"
+    waiting = make_job(runner, "waiting", "true\n", approved=False)
+    result = cli("rerun", "waiting", *site_args(syftbox))
+    assert result.returncode == 2 and "only a finished job can run again" in result.stderr
+    assert waiting.exists()
+
+
+def test_a_done_marker_the_submitter_deletes_does_not_run_the_job_again(runner, capsys):
+    job = make_job(runner, "ran", "echo ran >> outputs/log\n")
+    runner.process_approved_jobs()
+    (job / "done").unlink()
+    assert runner.process_approved_jobs() == []
+    assert "it already ran for this approval" in capsys.readouterr().out and (job / "done").exists()
+
+
+def test_cancel_stops_a_running_job_and_all_its_processes_from_another_terminal(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    job = make_job(runner, "endless", "setsid sleep 997.1 &\nsleep 997.2\n")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()", settings="isolation='none'")
+    try:
+        wait_for(lambda: len(processes_with("997.")) == 2, what="the job to run")
+        started = time.monotonic()
+        result = cli("cancel", "endless", *site_args(syftbox))
+        assert result.returncode == 0 and "Cancelled endless: it is failed now" in result.stdout, result.stdout
+        assert time.monotonic() - started < 15
+        wait_for(lambda: not processes_with("997."), 10, "every process of the job to stop")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        kill_marked("997.")
+    row = runner.list_jobs()[0]
+    assert (row["status"], row["return_code"], row["reason"]) == ("failed", -1, "cancelled")
+    assert "cancelled by the data owner" in (job / "stderr.txt").read_text()
+    again = cli("cancel", "endless", *site_args(syftbox))
+    assert again.returncode == 2 and "not running" in again.stderr
+
+
+def test_delete_removes_one_job_its_results_and_its_rules(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     runner.add_submitter(DS)
-    good = make_job(runner, "good job", "echo fine > outputs/f.txt\necho all good\n", approved=False)
-    bad = make_job(runner, "bad job", "echo broken >&2\nexit 4\n", approved=True)
-    result = cli("approve", "good job", *site_args(syftbox))
-    assert result.returncode == 0 and "Approved ds@test.org/good job" in result.stdout
-    assert (good / "approved").exists()
-    result = cli("once", *site_args(syftbox), "--timeout", "30")
-    assert result.returncode == 1  # one job failed
-    assert "❌ Job bad job failed with return code 4" in result.stdout
-    assert "[do@test.org][good job] all good" in result.stdout
-    result = cli("once", *site_args(syftbox))
-    assert result.returncode == 0 and "No approved jobs to run" in result.stdout
-    listing = cli("list", *site_args(syftbox))
-    assert listing.returncode == 0
-    lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "RC"]
-    assert re.search(r"^bad job\s+ds@test\.org\s+done\s+2026-03-02T10:30:00\+00:00\s+4$", listing.stdout, re.M)
-    rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
-    assert {(r["job"], r["status"], r["returncode"]) for r in rows} == {("bad job", "done", 4), ("good job", "done", 0)}
-    show = cli("show", "bad job", *site_args(syftbox))
-    assert show.returncode == 0
-    assert "Status:    done" in show.stdout and "Return code: 4" in show.stdout and "broken" in show.stdout
-    share = cli("share", "good job", "--outputs", "--logs", *site_args(syftbox))
-    assert share.returncode == 0 and "Shared outputs and logs of ds@test.org/good job" in share.stdout
-    assert can(syftbox.resolve(), DS, good / "outputs" / "f.txt", "read")
-    assert not can(syftbox.resolve(), DS, bad / "stdout.txt", "read")
-    assert cli("version").stdout.strip() == f"syft-job {syft_job.__version__}"
+    folder, results = new_job(runner, "gone", "echo x > outputs/x\n")
+    keep, _ = new_job(runner, "kept", "true\n")
+    runner.process_approved_jobs()
+    runner.share_job_results("gone")
+    review_rules = runner.job_dir / "review" / DS / "syft.pub.yaml"
+    assert "gone/stdout.txt" in review_rules.read_text()
+    result = cli("delete", "gone", "--yes", *site_args(syftbox))
+    assert result.returncode == 0, result.stderr
+    assert not folder.exists() and not results.exists() and keep.exists()
+    assert "gone/" not in review_rules.read_text()
+    assert [r["name"] for r in runner.list_jobs()] == ["kept"]
 
 
-def test_add_submitter_and_reset_commands(syftbox):
-    result = cli("add-submitter", DS, *site_args(syftbox))
-    assert result.returncode == 0
-    folder = syftbox / OWNER / "app_data" / "job" / DS
-    assert (folder / "syft.pub.yaml").is_file()
+def test_reset_removes_the_share_rules_it_made_and_asks_first(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
-    make_job(runner, "j", "true", approved=False)
+    runner.add_submitter(DS)
+    new_job(runner, "shared", "echo out\n")
+    runner.process_approved_jobs()
+    runner.share_job_results("shared")
+    cli("once", *site_args(syftbox))
+    result = cli("reset", *site_args(syftbox), input="")  # not a terminal: needs --yes
+    assert result.returncode == 2
     result = cli("reset", "--yes", *site_args(syftbox))
     assert result.returncode == 0 and "Deleted 1 jobs total" in result.stdout
-    assert os.listdir(folder) == ["syft.pub.yaml"]
+    assert "Recreating" not in result.stdout and "recreated" not in result.stdout
+    review = runner.job_dir / "review" / DS
+    assert "shared/" not in (review / "syft.pub.yaml").read_text()
+    assert sorted(os.listdir(review)) == ["syft.pub.yaml"]
+    assert sorted(os.listdir(runner.job_dir / "inbox" / DS)) == ["syft.pub.yaml"]
+    # A resubmitted job of the same name is private again: no rule of the old one is left.
+    folder, results = new_job(runner, "shared", "echo new secret\n")
+    runner.process_approved_jobs()
+    assert not can(syftbox, DS, results / "stdout.txt", "read")
 
 
-def test_reset_asks_on_a_terminal(syftbox):
+def test_reset_asks_on_a_terminal_counts_first_and_takes_eof_as_no(syftbox):
     import pty
     runner = syft_job.create_runner(syftbox, OWNER)
     job = make_job(runner, "keep me", "true", approved=False)
-    for answer, status in (("no", 1), ("yes", 0)):
+    for answer, status in ((b"no\n", 1), (b"\x04", 1), (b"yes\n", 0)):
         leader, follower = pty.openpty()
         proc = subprocess.Popen([sys.executable, "-m", "syft_job", "reset", *site_args(syftbox)],
                                 stdin=follower, stdout=follower, stderr=follower, env=cli_env())
@@ -1479,29 +2548,73 @@ def test_reset_asks_on_a_terminal(syftbox):
         seen = b""
         while b"Type 'yes' to confirm" not in seen:
             seen += os.read(leader, 1024)
-        os.write(leader, answer.encode() + b"\n")
+        assert b"Delete all 1 job(s)" in seen
+        os.write(leader, answer)
         assert proc.wait(timeout=30) == status
+        rest = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 1024):
+                rest += chunk
         os.close(leader)
-        assert job.exists() == (answer == "no")
+        assert b"Traceback" not in seen + rest
+        assert job.exists() == (status == 1)
+
+
+def test_a_job_folder_that_cannot_be_read_is_named_and_nothing_is_deleted(syftbox, monkeypatch):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    jobs = [make_job(runner, f"j{i}", "true\n", approved=False) for i in range(3)]
+    os.chmod(jobs[1], 0o000)
+    if os.access(jobs[1], os.R_OK):  # root reads every folder: the file system refuses it here instead
+        real_scandir = os.scandir
+
+        def scandir(path="."):
+            if os.fspath(path) == str(jobs[1]):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        with pytest.raises(syft_job.SyftJobError, match="cannot read the job folder .*j1.*nothing was deleted"):
+            runner.reset_all_jobs()
+    finally:
+        os.chmod(jobs[1], 0o755)
+    assert all(job.exists() for job in jobs)
+
+
+def test_a_closed_pipe_ends_quietly(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER)
+    make_job(runner, "long", "".join(f"echo {i}\n" for i in range(3000)))
+    runner.process_approved_jobs(stream_output=False)
+    result = subprocess.run(f"{sys.executable} -m syft_job show long --lines 3000 "
+                            f"--syftbox-folder '{syftbox}' --email {OWNER} | head -1",
+                            shell=True, capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert result.stdout.startswith("Job:") and result.stderr == ""
+
+
+def test_add_submitter_command(syftbox):
+    result = cli("add-submitter", DS, *site_args(syftbox))
+    assert result.returncode == 0
+    assert (syftbox / OWNER / "app_data" / "job" / "inbox" / DS / "syft.pub.yaml").is_file()
+    assert (syftbox / OWNER / "app_data" / "job" / "review" / DS / "syft.pub.yaml").is_file()
+    nowhere = cli("add-submitter", DS, "--syftbox-folder", str(syftbox), "--email", "new@test.org")
+    assert nowhere.returncode == 0  # it may create the owner's datasite
 
 
 def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
-    runner = syft_job.create_runner(syftbox, OWNER)
-    job = make_job(runner, "long", STOPPABLE_JOB)
+    job = make_job(syft_job.create_runner(syftbox, OWNER), "long", STOPPABLE_JOB.format(tag="5"))
     proc = subprocess.Popen([sys.executable, "-m", "syft_job", "once", *site_args(syftbox)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
     reader = LineReader(proc)
     try:
-        wait_for(lambda: (job / "child.pid").exists() and (job / "child.pid").read_text().strip())
-        pid, child = int((job / "pid").read_text()), int((job / "child.pid").read_text())
+        wait_for(lambda: processes_with("993.5"), what="the job's child")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 130
         reader.thread.join(10)
         assert "Interrupted" in reader.text and "Traceback" not in reader.text
-        wait_for(lambda: not pid_alive(pid) and not pid_alive(child), 10, "the job to be stopped")
+        wait_for(lambda: not processes_with("993.5"), 10, "the job to be stopped")
         assert (job / "approved").exists() and not (job / "done").exists()
     finally:
         proc.kill()
+        kill_marked("993.5")
 
 
 def test_run_command_stops_cleanly_on_sigint(syftbox):
@@ -1518,18 +2631,271 @@ def test_run_command_stops_cleanly_on_sigint(syftbox):
         proc.kill()
 
 
-def test_demo_runs_on_its_own(tmp_path):
+# ---------------------------------------------------------------------------
+# Hardening: hostile submissions, secrets, limits, full disks
+# ---------------------------------------------------------------------------
+
+
+def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
+    secret = tmp_path / "owner-secret.txt"
+    secret.write_text("0\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (outside / "syft.pub.yaml").write_text("rules: []\n")
+    linked_config = make_job(runner, "linked config", "echo never\n")
+    (linked_config / "config.yaml").unlink()
+    (linked_config / "config.yaml").symlink_to(secret)
+    linked_script = make_job(runner, "linked script", None)
+    (linked_script / "run.sh").symlink_to(secret)
+    fifos = make_job(runner, "fifos", None)  # a reader that opened these would hang
+    os.mkfifo(fifos / "run.sh")
+    (fifos / "approved").unlink()
+    os.mkfifo(fifos / "approved")
+    fifo_config = make_job(runner, "fifo config", "echo never\n")
+    (fifo_config / "config.yaml").unlink()
+    os.mkfifo(fifo_config / "config.yaml")  # not a file: not a job
+    planted = make_job(runner, "planted", "echo hi\n", approved=False)
+    for name in ("returncode.txt", "stdout.txt", "done"):
+        (planted / name).symlink_to(secret)
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs(share_outputs_with_submitter=True)
+    assert "config.yaml: is a symlink; not read" in (linked_config / "stderr.txt").read_text()
+    assert "its run.sh is a symlink or not a file" in (linked_script / "stderr.txt").read_text()
+    assert "its run.sh is a symlink or not a file" in (fifos / "stderr.txt").read_text()
+    assert not (fifo_config / "stdout.txt").exists()
+    assert secret.read_text() == "0\n"
+    rows = {r["name"]: r for r in runner.list_jobs()}
+    assert "fifo config" not in rows and rows["planted"]["return_code"] is None
+    shown = cli("show", "planted", *site_args(runner.config.syftbox_folder))
+    assert shown.returncode == 0 and "0\n" not in shown.stdout.split("--- stdout.txt")[1]
+    (runner.job_dir / "linked@test.org").symlink_to(outside)
+    with pytest.raises(JobError, match="symlink"):
+        syft_job._atomic_write(runner.job_dir / "linked@test.org" / "keep.txt", b"overwritten")
+    runner.reset_all_jobs()
+    assert secret.read_text() == "0\n" and (outside / "keep.txt").read_text() == "keep"
+
+
+def test_hostile_names_are_printed_escaped_and_stay_inside(runner, capsys):
+    evil = "evil\n✅ Job approved\x1b[2K\u202eexe.txt"
+    long_name = "n" * 255
+    for name in (evil, long_name):
+        make_job(runner, name, "echo ok\n")
+    (runner.job_dir / "x\x1b[31m@test.org").mkdir()
+    make_job(runner, "job", "echo ok\n", submitter="x\x1b[31m@test.org")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert not any(line.startswith("✅ Job approved") for line in out.splitlines())
+    assert "🚀 Executing job: evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt" in out
+    assert "[do@test.org][evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt] ok" in out
+    assert (runner.job_dir / DS / long_name / "stdout.txt").read_text() == "ok\n"
+    listing = cli("list", *site_args(runner.config.syftbox_folder)).stdout
+    assert "\x1b" not in listing and "evil\\n✅ Job approved" in listing
+    for bad in ("..", "../../etc", "a/b"):
+        with pytest.raises(JobError):
+            runner.approve_job(bad)
+        with pytest.raises(JobError):
+            runner.share_job_results(bad)
+
+
+def test_hostile_configs_are_refused_without_reading_them_whole(runner, capsys):
+    huge = make_job(runner, "huge", "echo never\n")
+    with open(huge / "config.yaml", "wb") as f:
+        f.truncate(100 * 1024 * 1024)  # 100 MB, sparse: a reader that reads it whole would show
+    deep = make_job(runner, "deep", "echo never\n", config="a: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep_block = make_job(runner, "deep block", "echo never\n", config="".join(" " * i + "k:\n" for i in range(1200)))
+    binary = make_job(runner, "binary", "echo never\n", config="")
+    (binary / "config.yaml").write_bytes(os.urandom(4096).replace(b"\n", b"") + b"\xff")
+    runner.check_for_new_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "config.yaml: is larger than 1 MB; not read" in (huge / "stderr.txt").read_text()
+    assert "config.yaml, line 1" in (deep / "stderr.txt").read_text()
+    assert "config.yaml, line 101: nested deeper than 100 levels" in (deep_block / "stderr.txt").read_text()
+    assert "config.yaml: is not UTF-8 text" in (binary / "stderr.txt").read_text()
+    assert "Traceback" not in out and "RecursionError" not in out
+
+
+def test_a_hostile_tree_is_refused_not_copied_forever(runner, capsys):
+    job = make_job(runner, "deep tree", "echo never\n")
+    (job / "/".join(["d"] * 80)).mkdir(parents=True)
+    [result] = runner.process_approved_jobs()
+    assert result.status == "failed" and "nested deeper than 64" in (job / "stderr.txt").read_text()
+
+
+def test_approval_digest_stops_a_job_changed_after_approval(runner, capsys):
+    job = make_job(runner, "reviewed", "echo reviewed\n", approved=False)
+    (job / "code").mkdir()
+    (job / "code" / "helper.py").write_text("x = 1\n")
+    assert re.fullmatch(r"[0-9a-f]{64}", runner.approve_job("reviewed"))
+    record = json.loads((job / "approved").read_text())
+    assert record["approved_by"] == OWNER and sorted(record["files"]) == ["code/helper.py", "config.yaml", "run.sh"]
+    (job / "run.sh").write_text("echo evil\n")
+    (job / "extra.sh").write_text("echo more\n")
+    (job / "code" / "helper.py").unlink()
+    runner.process_approved_jobs()
+    runner.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert out.count("is not run") == 1  # said once
+    assert ("⏸️ Job ds@test.org/reviewed is not run: its files changed after it was approved "
+            "(changed: run.sh; added: extra.sh; removed: code/helper.py). Review it, then approve it again: "
+            "syft-job approve reviewed --user ds@test.org") in out
+    assert not (job / "stdout.txt").exists() and not (job / "done").exists()
+    assert cli("approve", "reviewed", *site_args(runner.config.syftbox_folder)).returncode == 0
+    runner.process_approved_jobs()
+    assert (job / "stdout.txt").read_text() == "evil\n"
+
+
+def test_strict_mode_runs_only_jobs_approved_with_a_digest(runner, syftbox, capsys):
+    plain = make_job(runner, "plain marker", "echo plain\n")
+    digest = make_job(runner, "with digest", "echo digest\n", approved=False)
+    runner.approve_job("with digest")
+    strict = syft_job.create_runner(syftbox, OWNER, require_approval_digest=True)
+    strict.process_approved_jobs()
+    out = capsys.readouterr().out
+    assert "plain marker is not run: it was approved without a digest of its files, and this runner is strict" in out
+    assert not (plain / "stdout.txt").exists() and (digest / "stdout.txt").read_text() == "digest\n"
+    result = cli("once", "--strict", *site_args(syftbox))
+    assert "plain marker is not run" in result.stdout and not (plain / "stdout.txt").exists()
+    runner.process_approved_jobs()  # not strict: an empty marker, as other tools write, runs
+    assert (plain / "stdout.txt").read_text() == "plain\n"
+
+
+def test_jobs_get_a_minimal_environment_and_what_the_owner_passes(runner, syftbox, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
+    monkeypatch.setenv("MY_TOKEN", "token-passed")
+    monkeypatch.setenv("UV_INDEX_URL", "https://uv.example")
+    monkeypatch.setenv("LC_TIME", "C")
+    job = make_job(runner, "env", "env\n")
+    runner.process_approved_jobs(stream_output=False)
+    names = {line.split("=", 1)[0] for line in (job / "stdout.txt").read_text().splitlines() if "=" in line}
+    assert "hunter2-secret" not in (job / "stdout.txt").read_text()
+    assert {"UV_INDEX_URL", "LC_TIME", "SYFTBOX_FOLDER"} <= names
+    allowed = {"PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER", "SYFTBOX_FOLDER", "SYFTBOX_EMAIL",
+               "SYFT_IS_IN_JOB", "PYTHONUNBUFFERED", "SYFT_JOB_RUN_TOKEN", "PWD", "SHLVL", "_", "OLDPWD"}
+    assert {n for n in names if not n.startswith(("LC_", "UV_"))} <= allowed
+    passing = syft_job.create_runner(syftbox, OWNER, env_passthrough=["MY_TOKEN"])
+    again = make_job(runner, "env passed", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
+    passing.process_approved_jobs(stream_output=False)
+    assert (again / "stdout.txt").read_text() == "token=token-passed secret=\n"
+    by_cli = make_job(runner, "env cli", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
+    result = cli("once", "--pass-env", "MY_TOKEN", *site_args(syftbox),
+                 env=cli_env(MY_TOKEN="from-cli", AWS_SECRET_ACCESS_KEY="hunter2-secret"))
+    assert result.returncode == 0, result.stderr
+    assert (by_cli / "stdout.txt").read_text() == "token=from-cli secret=\n"
+
+
+def test_log_size_limit_cuts_the_log_and_stops_the_job(syftbox, capsys):
+    limited = syft_job.create_runner(syftbox, OWNER, max_log_bytes=1001)
+    job = make_job(limited, "chatty", "seq 1 100000\nsleep 300\n")
+    limited.process_approved_jobs(timeout=120)
+    out = capsys.readouterr().out
+    log = (job / "stdout.txt").read_bytes()
+    assert log[:1001] == b"".join(b"%d\n" % i for i in range(1, 400))[:1001]
+    assert log[1001:] == b"\n--- LOG CUT: it reached the limit of 1001 bytes (max_log_bytes); the job was stopped ---\n"
+    assert (job / "returncode.txt").read_text() == "-1"
+    assert "its stdout.txt reached the limit of 1001 bytes (max_log_bytes), so it was stopped" in (
+        job / "stderr.txt").read_text()
+    assert "❌ Job chatty failed: its stdout.txt reached the limit" in out
+
+
+def test_cpu_and_memory_limits_finish_the_job_with_the_reason(syftbox, capsys):
+    limited = syft_job.create_runner(syftbox, OWNER, max_cpu_seconds=1, max_memory_mb=500, isolation="none")
+    spin = make_job(limited, "spin", "while :; do :; done\n")
+    hog = make_job(limited, "hog", f"'{sys.executable}' -c 'b = bytearray(2 * 1024 ** 3)'\n")
+    limited.process_approved_jobs(timeout=60)
+    out = capsys.readouterr().out
+    assert int((spin / "returncode.txt").read_text()) != 0
+    assert "it used up its CPU time limit of 1 seconds (max_cpu_seconds)" in (spin / "stderr.txt").read_text()
+    assert int((hog / "returncode.txt").read_text()) != 0 and "MemoryError" in (hog / "stderr.txt").read_text()
+    assert "it ran out of memory under its limit of 500 MB (max_memory_mb)" in (hog / "stderr.txt").read_text()
+    assert "❌ Job spin failed: it used up its CPU time limit" in out
+    bad = cli("once", "--max-cpu", "-1", *site_args(syftbox))
+    assert bad.returncode == 2 and "'-1' is not a positive number" in bad.stderr
+
+
+def _mount_namespace() -> list[str] | None:
+    """A command prefix that runs a program in a private mount namespace, or None."""
+    for prefix in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        try:
+            probe = subprocess.run(prefix + ["sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                                   capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+FULL_DISK_DRIVER = r"""
+import json, subprocess, sys, syft_job
+folder, owner, ds = sys.argv[1:4]
+runner = syft_job.create_runner(folder, owner, isolation="none")
+
+def job(name, script, mount=None):
+    path = runner.job_dir / ds / name
+    path.mkdir(parents=True)
+    if mount:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", mount, "tmpfs", str(path)], check=True)
+    (path / "config.yaml").write_text("name: x\n")
+    (path / "run.sh").write_text(script)
+    (path / "approved").touch()
+    return path
+
+full = job("fills the disk", "head -c 5000000 /dev/zero | tr '\\0' x\necho\nsleep 300\n", mount="size=1m")
+fine = job("fine", "echo fine\n")
+readonly = job("read only", "echo never\n")
+subprocess.run(["mount", "--bind", str(readonly), str(readonly)], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
+runner.process_approved_jobs(timeout=120)
+runner.process_approved_jobs(timeout=120)
+print(json.dumps({
+    "full_stdout_size": (full / "stdout.txt").stat().st_size,
+    "full_done": (full / "done").exists(),
+    "fine": (fine / "stdout.txt").read_text(),
+    "readonly_files": sorted(p.name for p in readonly.iterdir()),
+}))
+"""
+
+
+def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_on(syftbox):
+    prefix = _mount_namespace()
+    if prefix is None:
+        pytest.skip("needs a private mount namespace (unshare) to make a small or read-only file system")
+    result = subprocess.run(prefix + [sys.executable, "-c", FULL_DISK_DRIVER, str(syftbox), OWNER, DS],
+                            capture_output=True, text=True, timeout=120, env=cli_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    out, facts = result.stdout.rsplit("\n", 2)[0], json.loads(result.stdout.splitlines()[-1])
+    assert "job ds@test.org/fills the disk was stopped: cannot write its stdout.txt: No space left on device" in out
+    assert 0 < facts["full_stdout_size"] <= 1024 * 1024
+    assert facts["fine"] == "fine\n"
+    assert "ds@test.org/read only is not run: cannot write its" in out and "Read-only file system" in out
+    assert out.count("read only is not run") <= 1
+    assert facts["readonly_files"] == ["approved", "config.yaml", "run.sh"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The demo, the README and CI
+# ---------------------------------------------------------------------------
+
+
+def test_demo_runs_on_its_own_and_ends_with_list_and_show(tmp_path):
     folder = tmp_path / "demo"
     result = cli("demo", "--folder", str(folder), timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    job_dir = folder / "do@example.com" / "app_data" / "job" / "ds@example.com"
-    assert (job_dir / "word count" / "outputs" / "word_count.txt").read_text().strip() == "9"
-    assert (job_dir / "missing file" / "returncode.txt").read_text().strip() == "1"
-    assert not (job_dir / "python hello" / "approved").exists()
+    review = folder / "do@example.com" / "app_data" / "job" / "review" / "ds@example.com"
+    assert (review / "word count" / "outputs" / "word_count.txt").read_text().strip() == "9"
+    assert (review / "missing file" / "returncode.txt").read_text() == "1"
+    assert state_of(review / "python hello")["status"] == "pending"
     assert "[do@example.com][word count] Result written to outputs/word_count.txt" in out
-    assert "read  word count/outputs/**" in out
-    assert can(folder.resolve(), "ds@example.com", job_dir / "word count" / "outputs" / "word_count.txt", "read")
+    assert "syft-job list" in out and "syft-job show 'word count'" in out and "digest: " in out
+    assert re.search(r"^word count\s+ds@example\.com\s+done", out, re.M)
+    assert f"isolation: {'sandbox' if HAVE_BWRAP else 'none'}" in out
+    assert can(folder, "ds@example.com", review / "word count" / "outputs" / "word_count.txt", "read")
     again = cli("demo", "--folder", str(folder))
     assert again.returncode == 2 and "needs an empty folder" in again.stderr
 
@@ -1539,10 +2905,6 @@ def test_demo_in_a_temp_folder_by_default(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Demo SyftBox folder: {tmp_path}" in result.stdout
 
-
-# ---------------------------------------------------------------------------
-# README: its quick start and its Python examples run as written
-# ---------------------------------------------------------------------------
 
 README = (HERE / "README.md").read_text(encoding="utf-8")
 
@@ -1575,7 +2937,7 @@ def test_readme_quick_start_runs(fresh_clone, tmp_path):
     result = subprocess.run(["bash", "-c", script], cwd=fresh_clone, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "word count" in result.stdout and "Approved ds@example.com/python hello" in result.stdout
+    assert "word count" in result.stdout and "Approved python hello" in result.stdout
 
 
 def test_readme_test_command_is_the_ci_command():
@@ -1583,437 +2945,31 @@ def test_readme_test_command_is_the_ci_command():
     ci = (HERE / ".ci" / "run").read_text()
     assert "grep -m 1 -E '^python3 -m venv \\.venv && .*pytest' README.md" in ci
     assert command.endswith("-m pytest -q")
+    assert "scripts/slurm-single-node.sh" in ci and "bubblewrap" in ci
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     blocks = readme_blocks("Python API", "python")
-    assert len(blocks) == 4
+    assert len(blocks) >= 4
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "SyftBox").mkdir()
+    (tmp_path / "SyftBox" / "do@example.com").mkdir(parents=True)
+    (tmp_path / "SyftBox" / "ds@example.com").mkdir()
     for block in blocks:
         code = (block.replace("runner.run()", "pass")
                 .replace("while True:", "for _ in range(1):")
                 .replace("time.sleep(5)", "time.sleep(0)"))
         exec(compile(code, "README.md", "exec"), {})
-    job = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "ds@example.com" / "hi"
-    assert (job / "outputs" / "hi.txt").read_text() == "hi\n"
-    assert "Shared outputs and logs of ds@example.com/hi" in capsys.readouterr().out
+    review = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "review" / "ds@example.com" / "hi"
+    assert (review / "outputs" / "hi.txt").read_text() == "hi\n"
+    assert "Shared outputs and logs of ds@example.com/hi (v0) with ds@example.com" in capsys.readouterr().out
 
 
 def test_a_submitter_folder_not_named_like_an_email_does_not_break_the_poll(runner, capsys):
     folder = runner.job_dir / "not-an-email"
     folder.mkdir(parents=True)
-    (folder / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access: {write: ['*']}\n")
+    (folder / "syft.pub.yaml").write_text("rules:\n- pattern: '**'\n  access: {}\n")
     make_job(runner, "odd", "echo odd-ran", submitter="not-an-email")
     runner.check_for_new_jobs()
     runner.process_approved_jobs()
     assert "[do@test.org][odd] odd-ran" in capsys.readouterr().out
-
-
-def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner, syftbox):
-    ds_folder_with_usual_permissions(runner)
-    own_file = make_job(runner, "a first", "true", approved=False)
-    (own_file / "syft.pub.yaml").write_text(syft_job.dump_yaml(
-        {"rules": [{"pattern": "**", "access": {"admin": [], "read": [], "write": [DS]}}], "terminal": False}))
-    plain = make_job(runner, "b second", "true", approved=False)
-    root = syftbox.resolve()
-    assert can(root, DS, own_file / "approved", "write") and can(root, DS, plain / "approved", "write")
-    runner.check_for_new_jobs()
-    for job in (own_file, plain):
-        assert not can(root, DS, job / "approved", "write")
-        assert can(root, DS, job / "approved", "read") and can(root, DS, job / "run.sh", "write")
-
-
-# ---------------------------------------------------------------------------
-# Hardening: crashes, two runners, hostile submissions, secrets, limits, full disks
-# ---------------------------------------------------------------------------
-
-
-def claim_fields(job: Path) -> dict:
-    fields: dict = {}
-    for line in (job / syft_job.CLAIM_FILE).read_text().splitlines():
-        fields.update(json.loads(line))
-    return fields
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
-CRASHING_JOB = """
-n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 ))
-echo $n > {counter}
-echo "run $n"
-echo $n > outputs/run-$n.txt
-if [ $n -eq 1 ]; then sleep 300; fi
-echo finished
-"""
-
-
-def test_sigkill_mid_job_then_restart_stops_leftovers_and_runs_it_again(syftbox, tmp_path):
-    runner = syft_job.create_runner(syftbox, OWNER)
-    job = make_job(runner, "crashy", CRASHING_JOB.format(counter=tmp_path / "count"))
-    proc = start_runner_process(syftbox, "runner.run()")
-    try:
-        wait_for(lambda: (job / "stdout.txt").exists() and "run 1" in (job / "stdout.txt").read_text())
-        wait_for(lambda: "pgid" in claim_fields(job), what="the process group in the claim")
-        rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
-        assert [r["status"] for r in rows] == ["running"]
-        pgid = claim_fields(job)["pgid"]
-        proc.kill()
-        proc.wait(10)
-    finally:
-        proc.kill()
-    assert syft_job._group_alive(pgid), "the job outlived the killed runner"
-    rows = json.loads(cli("list", "--json", *site_args(syftbox)).stdout)
-    assert [r["status"] for r in rows] == ["interrupted"]
-
-    restarted = cli("once", *site_args(syftbox))
-    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    assert f"🧹 Stopping processes left running by the interrupted run of {DS}/crashy" in restarted.stdout
-    assert "attempt 2 of 3" in restarted.stdout
-    assert not syft_job._group_alive(pgid)
-    assert (job / "stdout.txt").read_text() == "run 2\nfinished\n"
-    assert sorted(p.name for p in (job / "outputs").iterdir()) == ["run-2.txt"]
-    assert (job / "returncode.txt").read_text() == "0\n" and (job / "done").exists()
-    assert not (job / syft_job.CLAIM_FILE).exists()
-
-
-def test_a_job_interrupted_three_times_is_finished_with_a_reason(runner, capsys):
-    again = make_job(runner, "again", "echo ran\n")
-    doomed = make_job(runner, "doomed", "echo never\n")
-    for job, attempt in ((again, 2), (doomed, 3)):
-        (job / syft_job.CLAIM_FILE).write_text(json.dumps(
-            {"host": socket.gethostname(), "pid": dead_pid(), "attempt": attempt}) + "\n")
-    runner.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert "ds@test.org/again was interrupted (the runner stopped while it ran); attempt 3 of 3" in out
-    assert (again / "stdout.txt").read_text() == "ran\n"
-    assert (doomed / "returncode.txt").read_text() == "-1\n"
-    assert "was interrupted 3 times (the runner was killed or the machine stopped while it ran); " \
-           "it is not run again" in (doomed / "stderr.txt").read_text()
-    assert "never" not in (doomed / "stdout.txt").read_text() if (doomed / "stdout.txt").exists() else True
-    assert not list(runner.job_dir.glob(f"*/*/{syft_job.CLAIM_FILE}*"))
-
-
-def test_a_planted_claim_cannot_make_the_runner_kill_other_processes(runner, capsys):
-    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)  # say, the owner's shell
-    try:
-        job = make_job(runner, "planted claim", "echo ran\n")
-        (job / syft_job.CLAIM_FILE).write_text(json.dumps(
-            {"host": socket.gethostname(), "pid": dead_pid(), "attempt": 1, "pgid": bystander.pid}) + "\n")
-        runner.process_approved_jobs()
-        assert bystander.poll() is None, "a process outside any job was killed"
-        assert "they could not be told apart from others, so they were left alone" in capsys.readouterr().out
-        assert (job / "stdout.txt").read_text() == "ran\n"
-    finally:
-        bystander.kill()
-        bystander.wait()
-
-
-def test_a_claim_of_a_live_runner_or_another_host_is_left_alone(runner, capsys):
-    here = make_job(runner, "claimed here", "echo no\n")
-    there = make_job(runner, "claimed there", "echo no\n")
-    (here / syft_job.CLAIM_FILE).write_text(json.dumps(
-        {"host": socket.gethostname(), "pid": os.getppid(), "attempt": 1}) + "\n")
-    (there / syft_job.CLAIM_FILE).write_text(json.dumps(
-        {"host": "elsewhere.example", "pid": 4242, "attempt": 1, "claimed_at": "2026-01-01T00:00:00"}) + "\n")
-    runner.process_approved_jobs()
-    runner.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert not (here / "stdout.txt").exists() and not (there / "stdout.txt").exists()
-    assert out.count("claimed it at") == 1  # said once, not at every poll
-    assert f"a runner on elsewhere.example (pid 4242) claimed it at 2026-01-01T00:00:00; " \
-           f"if that runner is gone, delete {there / syft_job.CLAIM_FILE}" in out
-    assert [r["status"] for r in syft_job._job_rows(runner)] == ["running", "running"]
-    with pytest.raises(syft_job.SyftJobError, match="stop it before a reset"):
-        runner.reset_all_jobs()
-
-
-def test_two_runner_processes_run_each_job_exactly_once(syftbox, tmp_path):
-    runner = syft_job.create_runner(syftbox, OWNER)
-    log = tmp_path / "ran.log"
-    names = [f"job{i:02}" for i in range(30)]
-    for name in names:
-        script = f"echo {name} $PPID >> {log}\n"
-        if name == "job00":  # holds the first runner until the other one has started a job
-            script += f"for i in $(seq 1000); do [ $(wc -l < {log}) -ge 2 ] && break; sleep 0.02; done\n"
-        make_job(runner, name, script)
-    procs = [subprocess.Popen([sys.executable, "-m", "syft_job", "once", "--no-stream", *site_args(syftbox)],
-                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    ran = [line.split() for line in log.read_text().splitlines()]
-    assert sorted(name for name, _ in ran) == names  # each job exactly once
-    assert {pid for _, pid in ran} == {str(p.pid) for p in procs}  # and both runners worked
-    assert all((runner.job_dir / DS / n / "done").exists() for n in names)
-    assert not list(runner.job_dir.glob(f"*/*/{syft_job.CLAIM_FILE}*"))
-
-
-def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
-    secret = tmp_path / "owner-secret.txt"
-    secret.write_text("0\n")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("keep")
-    (outside / "syft.pub.yaml").write_text("rules: []\n")
-    linked_config = make_job(runner, "linked config", "echo never\n")
-    (linked_config / "config.yaml").unlink()
-    (linked_config / "config.yaml").symlink_to(secret)
-    linked_script = make_job(runner, "linked script", None)
-    (linked_script / "run.sh").symlink_to(secret)
-    fifos = make_job(runner, "fifos", None)  # a reader that opened these would hang
-    os.mkfifo(fifos / "run.sh")
-    (fifos / "approved").unlink()
-    os.mkfifo(fifos / "approved")
-    fifo_config = make_job(runner, "fifo config", "echo never\n")
-    (fifo_config / "config.yaml").unlink()
-    os.mkfifo(fifo_config / "config.yaml")  # not a file: not a job
-    planted = make_job(runner, "planted", "echo hi\n", approved=False)
-    for name in ("returncode.txt", "stdout.txt", "done"):
-        (planted / name).symlink_to(secret)
-    # A job that turns its outputs/ into a link to the owner's folder while it runs.
-    swapper = make_job(runner, "swapper", f"rm -rf outputs\nln -s {outside} outputs\n")
-    # A job that turns returncode.txt (made while it starts) into a link to the owner's file.
-    tamper = make_job(runner, "tamper", f"rm -f returncode.txt stdout.txt\nln -s {secret} returncode.txt\n"
-                                        f"ln -s {secret} stdout.txt\nexit 3\n")
-
-    runner.check_for_new_jobs()
-    runner.process_approved_jobs(share_outputs_with_submitter=True)
-    out = capsys.readouterr().out
-    assert "config.yaml: is a symlink; not read" in (linked_config / "stderr.txt").read_text()
-    assert "its run.sh is a symlink or not a file" in (linked_script / "stderr.txt").read_text()
-    assert "its run.sh is a symlink or not a file" in (fifos / "stderr.txt").read_text()
-    assert not (fifo_config / "stdout.txt").exists()
-    assert "the outputs/ of job ds@test.org/swapper is not a folder (the job replaced it with a symlink " \
-           "or a file?); nothing shared" in out
-    assert (outside / "syft.pub.yaml").read_text() == "rules: []\n" and (outside / "keep.txt").exists()
-    assert (swapper / "outputs").is_symlink() and (swapper / "done").exists()
-    assert (tamper / "returncode.txt").read_text() == "3\n" and not (tamper / "returncode.txt").is_symlink()
-    assert "swapper/" not in (runner.job_dir / DS / "syft.pub.yaml").read_text()  # nothing shared for it
-    assert secret.read_text() == "0\n"
-    rows = {r["job"]: r for r in syft_job._job_rows(runner)}
-    assert "fifo config" not in rows
-    assert rows["planted"]["returncode"] is None  # returncode.txt -> secret was not read
-    shown = cli("show", "planted", *site_args(runner.config.syftbox_folder))
-    assert "stdout.txt: is a symlink; not read" in shown.stdout and "Return code" not in shown.stdout
-    (runner.job_dir / "linked@test.org").symlink_to(outside)
-    with pytest.raises(JobError, match="a folder on the way is a symlink"):
-        syft_job._atomic_write(runner.job_dir / "linked@test.org" / "keep.txt", b"overwritten")
-    runner.reset_all_jobs()
-    assert secret.read_text() == "0\n" and (outside / "keep.txt").read_text() == "keep"
-
-
-def test_hostile_names_are_printed_escaped_and_stay_inside(runner, capsys):
-    evil = "evil\n✅ Job approved\x1b[2K\u202eexe.txt"
-    long_name = "n" * 255
-    for name in (evil, long_name):
-        make_job(runner, name, "echo ok\n")
-    (runner.job_dir / "x\x1b[31m@test.org").mkdir()
-    make_job(runner, "job", "echo ok\n", submitter="x\x1b[31m@test.org")
-    runner.check_for_new_jobs()
-    runner.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert "\x1b" not in out and "\u202e" not in out
-    assert not any(line.startswith("✅ Job approved") for line in out.splitlines())
-    assert "🚀 Executing job: evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt" in out
-    assert "[do@test.org][evil\\n✅ Job approved\\x1b[2K\\u202eexe.txt] ok" in out
-    assert f"🚀 Executing job: {long_name}" in out
-    assert (runner.job_dir / DS / long_name / "stdout.txt").read_text() == "ok\n"
-    listing = cli("list", *site_args(runner.config.syftbox_folder)).stdout
-    assert "\x1b" not in listing and "evil\\n✅ Job approved" in listing
-    for bad in ("..", "../../etc", "a/b"):
-        with pytest.raises(JobError):
-            runner.approve_job(bad)
-        with pytest.raises(JobError):
-            runner.share_job_results(bad)
-
-
-def test_hostile_configs_are_refused_without_reading_them_whole(runner, capsys):
-    huge = make_job(runner, "huge", "echo never\n")
-    with open(huge / "config.yaml", "wb") as f:
-        f.truncate(100 * 1024 * 1024)  # 100 MB, sparse: a reader that reads it whole would show
-    deep = make_job(runner, "deep", "echo never\n", config="a: " + "[" * 5000 + "]" * 5000 + "\n")
-    deep_block = make_job(runner, "deep block", "echo never\n",
-                          config="".join(" " * i + "k:\n" for i in range(1200)))
-    binary = make_job(runner, "binary", "echo never\n", config="")
-    (binary / "config.yaml").write_bytes(os.urandom(4096).replace(b"\n", b"") + b"\xff")
-    runner.check_for_new_jobs()
-    runner.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert "config.yaml: is larger than 1 MB; not read" in (huge / "stderr.txt").read_text()
-    assert "config.yaml, line 1: nested deeper than 100 levels" in (deep / "stderr.txt").read_text()
-    assert "config.yaml, line 101: nested deeper than 100 levels" in (deep_block / "stderr.txt").read_text()
-    assert "config.yaml: is not UTF-8 text" in (binary / "stderr.txt").read_text()
-    assert "Traceback" not in out and "RecursionError" not in out
-    assert out.count("📋 Found 4 job(s)") == 1
-
-
-def test_approval_digest_stops_a_job_changed_after_approval(runner, capsys):
-    job = make_job(runner, "reviewed", "echo reviewed\n", approved=False)
-    (job / "code").mkdir()
-    (job / "code" / "helper.py").write_text("x = 1\n")
-    assert runner.approve_job("reviewed") == job
-    record = json.loads((job / "approved").read_text())
-    assert record["approved_by"] == OWNER
-    assert sorted(record["files"]) == ["code/helper.py", "config.yaml", "run.sh"]
-
-    (job / "run.sh").write_text("echo evil\n")
-    (job / "extra.sh").write_text("echo more\n")
-    (job / "code" / "helper.py").unlink()
-    runner.process_approved_jobs()
-    runner.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert out.count("is not run") == 1  # said once
-    assert ("⏸️ Job ds@test.org/reviewed is not run: its files changed after it was approved "
-            "(changed: run.sh; added: extra.sh; removed: code/helper.py). Review it, then approve it again: "
-            "syft-job approve reviewed --user ds@test.org") in out
-    assert not (job / "stdout.txt").exists() and not (job / "done").exists()
-
-    result = cli("approve", "reviewed", *site_args(runner.config.syftbox_folder))
-    assert "Approved again ds@test.org/reviewed" in result.stdout
-    runner.process_approved_jobs()
-    assert (job / "stdout.txt").read_text() == "evil\n"
-
-
-def test_strict_mode_runs_only_jobs_approved_with_a_digest(runner, syftbox, capsys):
-    plain = make_job(runner, "plain marker", "echo plain\n")
-    digest = make_job(runner, "with digest", "echo digest\n", approved=False)
-    runner.approve_job("with digest")
-    strict = syft_job.create_runner(syftbox, OWNER, require_approval_digest=True)
-    strict.process_approved_jobs()
-    out = capsys.readouterr().out
-    assert "plain marker is not run: it was approved without a digest of its files, and this runner is strict" in out
-    assert not (plain / "stdout.txt").exists() and (digest / "stdout.txt").read_text() == "digest\n"
-    result = cli("once", "--strict", *site_args(syftbox))
-    assert "plain marker is not run" in result.stdout and not (plain / "stdout.txt").exists()
-    runner.process_approved_jobs()  # not strict: an empty marker, as other tools write, runs
-    assert (plain / "stdout.txt").read_text() == "plain\n"
-
-
-def test_jobs_get_a_minimal_environment_and_what_the_owner_passes(runner, syftbox, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
-    monkeypatch.setenv("MY_TOKEN", "token-passed")
-    monkeypatch.setenv("UV_INDEX_URL", "https://uv.example")
-    monkeypatch.setenv("LC_TIME", "C")
-    job = make_job(runner, "env", "env\n")
-    runner.process_approved_jobs(stream_output=False)
-    names = {line.split("=", 1)[0] for line in (job / "stdout.txt").read_text().splitlines() if "=" in line}
-    assert "hunter2-secret" not in (job / "stdout.txt").read_text()
-    assert {"UV_INDEX_URL", "LC_TIME", "SYFTBOX_FOLDER"} <= names
-    allowed = {"PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER", "SYFTBOX_FOLDER", "SYFTBOX_EMAIL",
-               "SYFT_IS_IN_JOB", "PYTHONUNBUFFERED", "PWD", "SHLVL", "_", "OLDPWD"}
-    assert {n for n in names if not n.startswith(("LC_", "UV_"))} <= allowed
-
-    passing = syft_job.create_runner(syftbox, OWNER, env_passthrough=["MY_TOKEN"])
-    again = make_job(runner, "env passed", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
-    passing.process_approved_jobs(stream_output=False)
-    assert (again / "stdout.txt").read_text() == "token=token-passed secret=\n"
-    by_cli = make_job(runner, "env cli", "echo token=$MY_TOKEN secret=$AWS_SECRET_ACCESS_KEY\n")
-    result = cli("once", "--pass-env", "MY_TOKEN", *site_args(syftbox),
-                 env=cli_env(MY_TOKEN="from-cli", AWS_SECRET_ACCESS_KEY="hunter2-secret"))
-    assert result.returncode == 0, result.stderr
-    assert (by_cli / "stdout.txt").read_text() == "token=from-cli secret=\n"
-    with pytest.raises(ConfigError, match="not an environment variable name"):
-        syft_job.create_runner(syftbox, OWNER, env_passthrough=["A=B"])
-
-
-def test_log_size_limit_cuts_the_log_and_stops_the_job(runner, capsys):
-    job = make_job(runner, "chatty", "seq 1 100000\nsleep 300\n")
-    limited = syft_job.create_runner(runner.config.syftbox_folder, OWNER, max_log_bytes=1001)
-    limited.process_approved_jobs(timeout=120)
-    out = capsys.readouterr().out
-    log = (job / "stdout.txt").read_bytes()
-    kept, last = log[:1001], log[1001:]
-    assert kept == b"".join(b"%d\n" % i for i in range(1, 400))[:1001]
-    assert last == b"\n--- LOG CUT: it reached the limit of 1001 bytes (max_log_bytes); the job was stopped ---\n"
-    assert (job / "returncode.txt").read_text() == "-1\n"
-    assert "its stdout.txt reached the limit of 1001 bytes (max_log_bytes), so it was stopped" in (
-        job / "stderr.txt").read_text()
-    assert "❌ Job chatty failed: its stdout.txt reached the limit" in out
-
-
-def test_cpu_and_memory_limits_finish_the_job_with_the_reason(runner, syftbox, capsys):
-    spin = make_job(runner, "spin", "while :; do :; done\n")
-    hog = make_job(runner, "hog", f"'{sys.executable}' -c 'b = bytearray(2 * 1024 ** 3)'\n")
-    limited = syft_job.create_runner(syftbox, OWNER, max_cpu_seconds=1, max_memory_mb=500)
-    limited.process_approved_jobs(timeout=60)
-    out = capsys.readouterr().out
-    assert int((spin / "returncode.txt").read_text()) != 0
-    assert "it used up its CPU time limit of 1 seconds (max_cpu_seconds)" in (spin / "stderr.txt").read_text()
-    assert int((hog / "returncode.txt").read_text()) != 0
-    assert "MemoryError" in (hog / "stderr.txt").read_text()
-    assert "it ran out of memory under its limit of 500 MB (max_memory_mb)" in (hog / "stderr.txt").read_text()
-    assert "❌ Job spin failed: it used up its CPU time limit" in out
-    bad = cli("once", "--max-cpu", "-1", *site_args(syftbox))
-    assert bad.returncode == 2 and "'-1' is not a positive number" in bad.stderr
-    with pytest.raises(ConfigError, match="max_log_bytes must be a positive number"):
-        syft_job.create_runner(syftbox, OWNER, max_log_bytes=0)
-
-
-def _mount_namespace() -> list[str] | None:
-    """A command prefix that runs a program in a private mount namespace, or None."""
-    for prefix in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
-        try:
-            probe = subprocess.run(prefix + ["sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                                   capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
-            return prefix
-    return None
-
-
-FULL_DISK_DRIVER = r"""
-import json, subprocess, sys, syft_job
-folder, owner, ds = sys.argv[1:4]
-runner = syft_job.create_runner(folder, owner)
-
-def job(name, script, mount=None):
-    path = runner.job_dir / ds / name
-    path.mkdir(parents=True)
-    if mount:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", mount, "tmpfs", str(path)], check=True)
-    (path / "config.yaml").write_text("name: x\n")
-    (path / "run.sh").write_text(script)
-    (path / "approved").touch()
-    return path
-
-full = job("fills the disk", "head -c 5000000 /dev/zero | tr '\\0' x\necho\nsleep 300\n", mount="size=1m")
-fine = job("fine", "echo fine\n")
-readonly = job("read only", "echo never\n")
-subprocess.run(["mount", "--bind", str(readonly), str(readonly)], check=True)
-subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
-runner.process_approved_jobs(timeout=120)
-runner.process_approved_jobs(timeout=120)
-print(json.dumps({
-    "full_stdout_size": (full / "stdout.txt").stat().st_size,
-    "full_done": (full / "done").exists(),
-    "full_claim": (full / syft_job.CLAIM_FILE).exists(),
-    "fine": (fine / "stdout.txt").read_text(),
-    "readonly_files": sorted(p.name for p in readonly.iterdir()),
-}))
-"""
-
-
-def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_on(syftbox):
-    prefix = _mount_namespace()
-    if prefix is None:
-        pytest.skip("needs a private mount namespace (unshare) to make a small or read-only file system")
-    result = subprocess.run(prefix + [sys.executable, "-c", FULL_DISK_DRIVER, str(syftbox), OWNER, DS],
-                            capture_output=True, text=True, timeout=120, env=cli_env())
-    assert result.returncode == 0, result.stdout + result.stderr
-    out, facts = result.stdout.rsplit("\n", 2)[0], json.loads(result.stdout.splitlines()[-1])
-    assert "❌ job ds@test.org/fills the disk was stopped: cannot write its stdout.txt: No space left on device" in out
-    assert "Cannot mark job ds@test.org/fills the disk as done either" in out
-    assert 0 < facts["full_stdout_size"] <= 1024 * 1024
-    assert not facts["full_done"] and not facts["full_claim"]
-    assert facts["fine"] == "fine\n"
-    assert "⏸️ Job ds@test.org/read only is not run: cannot claim it" in out and "Read-only file system" in out
-    assert out.count("read only is not run") == 1
-    assert facts["readonly_files"] == ["approved", "config.yaml", "run.sh"]
-    assert "Traceback" not in result.stdout + result.stderr

@@ -38,16 +38,16 @@ REPO = Path(__file__).resolve().parent.parent
 OWNER = "do@bench.org"
 DS = "ds@bench.org"
 MILLION = "seq 1 1000000\n"
-PARTIAL = "printf 'progress 50%%'\ndate +%s.%N > printed_at\nsleep 3\necho\n"
-GRANDCHILD = "setsid sleep 10 &\necho $! > escaped.pid\nsleep 10\n"
+PARTIAL = "printf 'progress 50%%'\ndate +%s.%N > outputs/printed_at\nsleep 3\necho\n"
+GRANDCHILD = "setsid sleep 10 &\necho $! > outputs/escaped.pid\nsleep 10\n"
 
 # What a measurement runs, in the runner's own Python: build a runner, time the call
 # the case asks for, report JSON on stderr (stdout is the runner's console).
 PROGRAM = textwrap.dedent("""
     import json, resource, statistics, sys, time
     from syft_job import create_runner
-    folder, email, call, stream, timeout = sys.argv[1:6]
-    runner = create_runner(folder, email, poll_interval=5)
+    folder, email, call, stream, timeout, settings = sys.argv[1:7]
+    runner = create_runner(folder, email, poll_interval=5, **json.loads(settings))
 
     def poll():
         runner.check_for_new_jobs()
@@ -112,16 +112,21 @@ class Site:
 
 
 def run_program(runner: Runner, site: Site, call: str = "process", stream: bool = False, timeout: int = 300,
-                on_console: Callable[[bytes, float], None] | None = None) -> dict:
+                on_console: Callable[[bytes, float], None] | None = None, **settings: object) -> dict:
     """Run PROGRAM for ``runner`` on ``site``; the runner's console is read as it comes
-    (and passed to ``on_console`` with the time it arrived)."""
+    (and passed to ``on_console`` with the time it arrived).
+
+    :param settings: SyftJobRunner keywords (ours only; default: isolation "none").
+    """
     os.sync()  # the jobs just made are on disk: their writeback does not slow the runner down
     env = {k: v for k, v in os.environ.items() if k not in ("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "PYTHONPATH")}
+    env["XDG_STATE_HOME"] = str(site.folder.parent / "state")  # each measurement starts with no runner state
     if runner.pythonpath:
         env["PYTHONPATH"] = runner.pythonpath
+        settings = {"isolation": "none", **settings}
     proc = subprocess.Popen([runner.python, "-c", PROGRAM, str(site.folder), OWNER, call, "1" if stream else "0",
-                             str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=str(site.folder))
+                             str(timeout), json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=str(site.folder))
     errors = []
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ, "out")
@@ -143,13 +148,13 @@ def run_program(runner: Runner, site: Site, call: str = "process", stream: bool 
     return json.loads(reports[-1])
 
 
-def bash_alone(job: Path, repeat: int, stdout_file: bool) -> float:
-    """Seconds per run of the job's run.sh started directly: the floor."""
+def bash_alone(job: Path, repeat: int, stdout_file: bool, prefix: tuple[str, ...] = ()) -> float:
+    """Seconds per run of the job's run.sh started directly (after ``prefix``): the floor."""
     os.sync()
     started = time.perf_counter()
     for _ in range(repeat):
         with open(job / "stdout.txt", "wb") if stdout_file else open(os.devnull, "wb") as out:
-            subprocess.run(["bash", "run.sh"], cwd=job, stdout=out, check=True)
+            subprocess.run([*prefix, "bash", "run.sh"], cwd=job, stdout=out, check=True)
     return (time.perf_counter() - started) / repeat
 
 
@@ -186,6 +191,48 @@ def floor_noop(root: Path) -> float:
     return bash_alone(make_job(site.job_dir, "noop", "true\n"), 200, stdout_file=False)
 
 
+def noop_200_sandbox(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    for i in range(200):
+        make_job(site.job_dir, f"noop {i:03d}", "true\n")
+    return Measurement(run_program(runner, site, isolation="sandbox")["seconds"] / 200, {})
+
+
+def floor_noop_sandbox(root: Path) -> float:
+    """bwrap, as the runner calls it, and bash alone: the sandbox's floor."""
+    sys.path.insert(0, str(REPO))
+    import syft_job
+    site = Site(root)
+    job = make_job(site.job_dir, "noop", "true\n")
+    argv = syft_job._sandbox_argv(str(job), site.folder, (), True, os.environ["PATH"])
+    return bash_alone(job, 200, stdout_file=False, prefix=tuple(argv))
+
+
+def sleep_32x8(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    for i in range(32):
+        make_job(site.job_dir, f"sleep {i:02d}", "sleep 0.5\n")
+    return Measurement(run_program(runner, site, isolation="auto", max_concurrent_jobs=8)["seconds"], {})
+
+
+def noop_400x4(runner: Runner, root: Path) -> Measurement:
+    """Throughput of 4 jobs at once over 1 at a time, on 400 no-op jobs each."""
+    seconds = {}
+    for jobs in (1, 4):
+        site = Site(root)
+        for i in range(400):
+            make_job(site.job_dir, f"noop {i:03d}", "true\n")
+        seconds[jobs] = run_program(runner, site, isolation="auto", max_concurrent_jobs=jobs)["seconds"]
+    return Measurement(seconds[1] / seconds[4], {"1 at once": seconds[1] / 400 * 1000, "4 at once": seconds[4] / 400 * 1000})
+
+
+def mem_8x50mb(runner: Runner, root: Path) -> Measurement:
+    site = Site(root)
+    for i in range(8):
+        make_job(site.job_dir, f"big {i}", "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 50000000\n")
+    return Measurement(run_program(runner, site, isolation="auto", max_concurrent_jobs=8)["peak_mb"] / 1.048576, {})
+
+
 def poll_10k(runner: Runner, root: Path) -> Measurement:
     site = Site(root)
     for i in range(10_000):
@@ -219,7 +266,7 @@ def partial_line(runner: Runner, root: Path) -> Measurement:
             seen.append(at)
 
     run_program(runner, site, stream=True, on_console=on_console)
-    printed_at = float((job / "printed_at").read_text())
+    printed_at = float((job / "outputs" / "printed_at").read_text())
     return Measurement(seen[0] - printed_at if seen else float("inf"), {})
 
 
@@ -230,7 +277,7 @@ def timeout_grandchild(runner: Runner, root: Path) -> Measurement:
         seconds = run_program(runner, site, stream=True, timeout=1)["seconds"]
     finally:
         try:
-            os.kill(int((job / "escaped.pid").read_text()), 9)
+            os.kill(int((job / "outputs" / "escaped.pid").read_text()), 9)
         except (OSError, ValueError):
             pass
     return Measurement(seconds, {})
@@ -245,7 +292,7 @@ class Case:
     floor: Callable[[Path], float] | None
     target: str
     met: Callable[[float, float | None, float | None], bool | None]  # (ours, reference, floor)
-    runs: int = 0  # 0: --runs
+    runs: int = 0  # 0: --runs; -1: --runs, for this runner only (the reference cannot do it)
 
 
 def faster(times: float) -> Callable[[float, float | None, float | None], bool | None]:
@@ -256,6 +303,14 @@ CASES = [
     Case("noop_200", "200 approved no-op jobs, captured", "ms/job", noop_200, floor_noop,
          "<= floor + 5 ms, >= 50x faster",
          lambda ours, ref, floor: ours - floor <= 5 and (ref is None or ref / ours >= 50)),
+    Case("noop_sandbox", "200 approved no-op jobs, each in the sandbox", "ms/job", noop_200_sandbox, floor_noop_sandbox,
+         "<= floor + 5 ms", lambda ours, ref, floor: ours - floor <= 5, runs=-1),
+    Case("sleep_32x8", "32 jobs of sleep 0.5, 8 at once (ideal 2.0 s)", "s", sleep_32x8, None,
+         "<= 2.6 s", lambda ours, ref, floor: ours <= 2.6, runs=-1),
+    Case("noop_400x4", "400 no-op jobs: throughput of 4 at once over 1 at once", "x", noop_400x4, None,
+         ">= 1.3x", lambda ours, ref, floor: ours >= 1.3, runs=-1),
+    Case("mem_8x50mb", "peak memory, 8 jobs at once each printing 50 MB, captured", "MiB", mem_8x50mb, None,
+         "<= 60 MiB", lambda ours, ref, floor: ours <= 60, runs=-1),
     Case("stream_1m", "1,000,000 lines, streamed to the console", "s", stream_1m, floor_1m,
          ">= 20x faster", faster(20)),
     Case("captured_1m", "1,000,000 lines, captured", "s", captured_1m, floor_1m,
@@ -297,26 +352,27 @@ def main() -> int:
         for case in CASES:
             if args.case and case.name not in args.case:
                 continue
-            runs = case.runs or args.runs
+            runs = case.runs if case.runs > 0 else args.runs
+            case_runners = [OURS] if case.runs < 0 else runners
             print(f"{case.name}: {case.what} ({runs} run(s) each) ...", flush=True)
-            values: dict[str, list[float]] = {r.label: [] for r in runners}
-            extras: dict[str, list[dict]] = {r.label: [] for r in runners}
+            values: dict[str, list[float]] = {r.label: [] for r in case_runners}
+            extras: dict[str, list[dict]] = {r.label: [] for r in case_runners}
             for _ in range(runs):
-                for runner in runners:  # alternating: ours, reference, ours, ...
+                for runner in case_runners:  # alternating: ours, reference, ours, ...
                     case_root = Path(tempfile.mkdtemp(dir=tmp))
                     measurement = case.measure(runner, case_root)
                     values[runner.label].append(measurement.value)
                     extras[runner.label].append(measurement.extra)
             scale = SCALE.get(case.unit, 1)
             ours = statistics.median(values["ours"]) * scale
-            ref = statistics.median(values["reference"]) * scale if args.reference_python else None
+            ref = statistics.median(values["reference"]) * scale if "reference" in values else None
             floor = case.floor(Path(tempfile.mkdtemp(dir=tmp))) * scale if case.floor else None
             met = case.met(ours, ref, floor)
             rows.append((case, ours, ref, floor, met))
             for label, runs_extra in extras.items():
                 for key in sorted({k for e in runs_extra for k in e}):
-                    median = statistics.median(e[key] for e in runs_extra) * scale
-                    print(f"  ({label}: {key} {fmt(median)} {case.unit})")
+                    median = statistics.median(e[key] for e in runs_extra) * (scale if case.unit != "x" else 1)
+                    print(f"  ({label}: {key} {fmt(median)} {case.unit if case.unit != 'x' else 'ms/job'})")
     print()
     header = f"{'case':<13} {'unit':<7} {'ours':>8} {'reference':>10} {'ref/ours':>9} {'floor':>8}  target"
     print(header)
