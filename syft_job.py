@@ -415,11 +415,10 @@ class _Console:
 # YAML: what SyftBox's files hold, read as PyYAML reads it
 # ---------------------------------------------------------------------------
 #
-# config.yaml, state.yaml and syft.pub.yaml hold block mappings and lists (indented
-# 2 spaces by PyYAML, 4 by Go's yaml.v3), plain, '...' and "..." scalars folded over
-# lines, [] and {}, flow lists of scalars, comments and a leading "---". The reader
-# takes that; anything else (anchors, tags, block scalars, several documents, plain
-# dates, octal, yes/no) is refused with file and line, never read unlike PyYAML.
+# config.yaml, state.yaml and syft.pub.yaml hold block mappings and lists (2-space
+# indents from PyYAML, 4 from Go's yaml.v3), plain and quoted scalars folded over lines,
+# [] and {}, flow lists of scalars, comments, a leading "---". The reader takes that and
+# refuses the rest (anchors, tags, block scalars, dates, octal, yes/no) by file and line.
 
 _MAX_YAML_DEPTH = 100
 _NULLS = {"", "~", "null", "Null", "NULL"}
@@ -636,9 +635,7 @@ class _YamlReader:
     def flow_list(self, n: int, column: int) -> tuple[list, int]:
         """``[]``, or a list of scalars on one line: ``[a, 'b', "c"]``."""
         items, pos, line = [], column + 1, self.lines[n]
-        if re.match(r" *\]", line[pos:]):
-            return items, line.index("]", pos) + 1
-        while True:
+        while not re.match(r" *\]", line[pos:]) or items:
             match = _FLOW_ITEM.match(line, pos)
             token = match.group(1) if match else ""
             if not token or " #" in token or token[0] in _INDICATORS.replace("'", "").replace('"', ""):
@@ -646,7 +643,8 @@ class _YamlReader:
             items.append(self.quoted(n, match.start(1))[0] if token[0] in "'\"" else self.plain(token, n))
             pos = match.end()
             if match.group(2) == "]" or re.match(r" *\]", line[pos:]):
-                return items, line.index("]", pos - 1) + 1
+                break
+        return items, line.index("]", pos - 1 if items else pos) + 1
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
@@ -2696,6 +2694,12 @@ class SyftJobRunner:
             return None
         if claim is None:
             return None
+        if job.state == "running" and claim.attempt == 1:  # state.yaml says so, but no runner here ran it
+            _release(claim)
+            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: its {STATE_FILE} says it is running, but no "
+                                       f"runner of this machine runs it; if none does: syft-job rerun "
+                                       f"{shlex.quote(job.name)}")
+            return None
         copy = self._site.path("copies", job, f"-{claim.token[:8]}", create=True)
         run = None
         try:
@@ -2947,7 +2951,7 @@ class SyftJobRunner:
         os.mkdir(OUTPUTS_DIR, 0o755, dir_fd=run.results_fd)
         notes, target = [], os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=run.results_fd)
         try:
-            for source in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}"):
+            for source in (OUTPUTS_DIR, *([f"{CODE_DIR}/{OUTPUTS_DIR}"] if run.job.layout != "legacy" else [])):
                 path = os.path.join(run.copy, source)
                 if not os.path.isdir(path) or os.path.islink(path):
                     continue
