@@ -1807,12 +1807,17 @@ def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftb
     assert all(r["status"] == "done" for r in runner.list_jobs())
 
 
-def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs(syftbox, tmp_path):
+def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs_in_every_layout(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
-    for i in range(3):
+    results = []
+    for i, layout in enumerate(("legacy", "v0", "v1")):
         counter = tmp_path / f"count{i}"
-        make_job(runner, f"c{i}", f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n"
-                                  f"if [ $n -eq 1 ]; then setsid sleep 995.{i} & sleep 995.{i}; fi\necho run $n\n")
+        script = (f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n"
+                  f"if [ $n -eq 1 ]; then setsid sleep 995.{i} & sleep 995.{i}; fi\necho run $n\n")
+        if layout == "legacy":
+            results.append(make_job(runner, f"c{i}", script))
+        else:
+            results.append(new_job(runner, f"c{i}", script, layout=layout)[1])
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()",
                                 settings="isolation='none', max_concurrent_jobs=3")
     try:
@@ -1826,7 +1831,8 @@ def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs(syf
     assert result.stdout.count("attempt 2 of 3") == 3, result.stdout
     wait_for(lambda: not processes_with("995."), 10, "the leftovers of every claim to be stopped")
     assert [r["status"] for r in runner.list_jobs()] == ["done"] * 3
-    assert all((runner.job_dir / DS / f"c{i}" / "stdout.txt").read_text() == "run 2\n" for i in range(3))
+    assert all((folder / "stdout.txt").read_text() == "run 2\n" for folder in results)
+    assert [state_of(folder)["status"] for folder in results[1:]] == ["done", "done"]
 
 
 # ---------------------------------------------------------------------------
