@@ -3343,8 +3343,7 @@ class SyftJobRunner:
             f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
             f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none (no sandbox: install bubblewrap)'}",
             *([f"⚙️ Jobs at once: {self.max_concurrent_jobs}"] if self.max_concurrent_jobs > 1 else []),
-            *([f"🖥️ Launcher: slurm (srun {' '.join(self.slurm_args)})".rstrip(" ") .replace(" )", ")")]
-              if self.launcher else []),
+            *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.slurm_args)})"] if self.launcher else []),
             "⏹️ Press Ctrl+C to stop", _RULE)
         jobs = self._jobs()
         if not jobs:

@@ -2357,7 +2357,7 @@ def test_read_only_commands_create_nothing(syftbox, tmp_path):
 
 def test_show_is_a_review_view_and_approve_digest_guards_the_review(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
-    script = "#!/bin/bash\necho \"analysis\"\n" + "".join(f"echo step {i}\n" for i in range(1, 9)) + "printf '\\x1b[2K'\n"
+    script = "#!/bin/bash\necho \"analysis\"\n" + "".join(f"echo step {i}\n" for i in range(1, 9)) + "echo '\x1b[2K'\n"
     job = make_job(runner, "review me", script, approved=False)
     (job / "code").mkdir()
     (job / "code" / "helper.py").write_text("x = 1\n")
@@ -2366,7 +2366,7 @@ def test_show_is_a_review_view_and_approve_digest_guards_the_review(syftbox):
     out = shown.stdout
     assert "Status:     inbox" in out and "Submitted:  2026-03-02T10:30:00+00:00" in out
     assert all(f"{i + 2}: echo step {i}" in out for i in range(1, 9))  # every line of run.sh
-    assert "\x1b" not in out and "printf '\\\\x1b[2K'" in out or "\\x1b" in out
+    assert "\x1b" not in out and "11: echo '\\x1b[2K'" in out  # a raw ESC in run.sh is shown, escaped
     assert re.search(r"^  code/helper\.py  6 bytes  [0-9a-f]{64}$", out, re.M)
     assert re.search(r"^  run\.sh  \d+ bytes  [0-9a-f]{64}$", out, re.M)
     digest = re.search(r"^digest: ([0-9a-f]{64})$", out, re.M).group(1)
