@@ -1511,6 +1511,8 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
         finished = fields is not None and "finished_at" in fields
         if not finished and not _claim_is_stale(path, fields):
             return None
+        if finished and _coarse_state(job.layout, job.folder, job.results) not in ("approved", "running"):
+            return None  # another runner finished it since our scan
         stale = f"{path}.{secrets.token_hex(6)}.stale"  # of runners taking it over, one wins the rename
         try:
             os.rename(path, stale)

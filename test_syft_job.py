@@ -1807,6 +1807,15 @@ def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftb
     assert all(r["status"] == "done" for r in runner.list_jobs())
 
 
+def test_a_job_another_runner_finished_since_the_scan_is_not_run_again(syftbox):
+    first, second = (syft_job.create_runner(syftbox, OWNER, console=False) for _ in range(2))
+    make_job(first, "legacy job", "echo ran\n")
+    new_job(first, "new job", "echo ran\n")
+    seen_before = second._jobs()  # both approved when the second runner looked
+    assert sorted(r.name for r in first.process_approved_jobs()) == ["legacy job", "new job"]
+    assert second._process(seen_before, syft_job._RunOptions.make()) == []  # a race CI once hit
+
+
 def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs_in_every_layout(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     results = []
