@@ -3536,7 +3536,7 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner.describe_job(args.job, args.user)
     lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
-             f"Status:     {job['status']}" + (f" ({_printable(job['reason'])})" if job["reason"] else ""),
+             f"Status:     {job['status']}", *([f"Reason:     {_printable(job['reason'])}"] if job["reason"] else []),
              f"Folder:     {_printable(job['folder'])}"]
     for label, key in (("Submitted", "submitted_at"), ("Approved", "approved_at"), ("Started", "started_at"),
                        ("Finished", "finished_at")):
@@ -3556,7 +3556,8 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     lines += ["--- run.sh ---", job["run_sh"], "--- files (size, sha256) ---"]
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
     lines.append(f"digest: {job['digest']}")
-    lines.append(f"(approve exactly this: syft-job approve {shlex.quote(job['name'])} --digest {job['digest']})")
+    if job["status"] in ("inbox", "changed"):
+        lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} --digest {job['digest']})")
     for stream in ("stdout", "stderr"):
         tail = b"".join(runner.follow_log(args.job, args.user, stderr=stream == "stderr"))[-64 * 1024:]
         text = tail.decode("utf-8", "replace").splitlines()[-args.lines:]
