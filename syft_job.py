@@ -1332,11 +1332,11 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
             status = {"received": "inbox", "pending": "inbox"}.get(state.get("status"), state.get("status") or "inbox")
             reason = state.get("review_reason") or state.get("rejection_reason")
             return_code = state.get("return_code")
-    elif readable(REJECTED_MARKER) is not None:
-        status, reason = "rejected", readable(REJECTED_MARKER).strip() or None
-    elif readable(DONE_MARKER) is not None:
+    elif (rejected := readable(REJECTED_MARKER)) is not None:
+        status, reason = "rejected", rejected.strip() or None
+    elif (done := readable(DONE_MARKER)) is not None:
         with contextlib.suppress(ValueError):
-            record = json.loads(readable(DONE_MARKER) or "{}")
+            record = json.loads(done or "{}")
             return_code = record.get("return_code") if isinstance(record, dict) else None
         with contextlib.suppress(ValueError, TypeError):
             return_code = int(readable(RETURNCODE_FILE)) if return_code is None else return_code
@@ -1423,6 +1423,11 @@ class _Claim:
     path: str
     attempt: int
     token: str  # in the job's environment: finds every process of this run
+
+    @property
+    def cancel_path(self) -> str:
+        """Where ``syft-job cancel`` asks for this run to stop (``jobs/<job>.cancel``)."""
+        return self.path[:-len(".json")] + ".cancel"
 
 
 def _read_json(path: str) -> dict | None:
@@ -1628,8 +1633,9 @@ def _live_status(job: _Job, site: _Site) -> str:
     if job.state in ("inbox", "unreceived", "rejected", "broken"):
         return "rejected" if job.state == "rejected" else "inbox"
     claim = site.path("jobs", job)
-    fields = _read_json(claim) if os.path.lexists(claim) else None
-    if os.path.lexists(claim) and (fields is None or "finished_at" not in fields):
+    claimed = os.path.lexists(claim)
+    fields = _read_json(claim) if claimed else None
+    if claimed and (fields is None or "finished_at" not in fields):
         return "interrupted" if _claim_is_stale(claim, fields) else "running"
     if job.state == "running":
         return "interrupted"
@@ -1816,18 +1822,24 @@ def _signal_group(pgid: int, signum: int) -> bool:
 def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
     """Stop what an interrupted run left running: every process that carries its token,
     its process group if its leader is still the same process, its Slurm job."""
-    pgid, token = fields.get("pgid"), fields.get("token")
-    victims = {pid for pid in (_processes() or {}) if isinstance(token, str) and _carries(pid, token)}
+    pgid, token, table = fields.get("pgid"), fields.get("token"), _processes() or {}
+    victims = {pid for pid in table if isinstance(token, str) and _carries(pid, token)}
     if isinstance(pgid, int) and pgid > 1 and _process_start(pgid) == fields.get("leader_start") is not None:
-        victims |= {pid for pid, (_, group, _) in (_processes() or {}).items() if group == pgid}
+        victims |= {pid for pid, (_, group, _) in table.items() if group == pgid}
     if victims:
         console.say(f"🧹 Stopping {len(victims)} process(es) left running by the interrupted run of {label}")
     for pid in victims:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    if fields.get("slurm_job_name") and shutil.which("scancel"):
+    if fields.get("slurm_job_name"):
+        _scancel(fields["slurm_job_name"])
+
+
+def _scancel(slurm_job_name: str) -> None:
+    """Cancel a Slurm job by name (best effort: ``scancel`` may be missing here)."""
+    if shutil.which("scancel"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scancel", f"--name={fields['slurm_job_name']}"], capture_output=True, timeout=30)
+            subprocess.run(["scancel", f"--name={slurm_job_name}"], capture_output=True, timeout=30)
 
 
 # ---------------------------------------------------------------------------
@@ -2164,6 +2176,11 @@ def _rank(pattern: str) -> tuple:
             sum(1 for s, lit in zip(segments, literal) if not lit and s != "**"), -segments.count("**"), len(segments))
 
 
+def _grantees(user: str) -> tuple[str, str, str]:
+    """The names in a rule that grant to ``user``: anyone, the user, the user's domain."""
+    return "*", user, "*@" + user.partition("@")[2]
+
+
 def _access(rule: Any, level: str) -> list:
     access = rule.get("access") if isinstance(rule, dict) else None
     users = access.get(level) if isinstance(access, dict) else None
@@ -2223,8 +2240,7 @@ def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: st
     rules = [r for r in governing[1]["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
              and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
     best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
-    domain = "*@" + user.partition("@")[2]
-    return best is not None and any(u in ("*", user, domain) for higher in _LEVELS[_LEVELS.index(level):]
+    return best is not None and any(u in _grantees(user) for higher in _LEVELS[_LEVELS.index(level):]
                                     for u in _access(best, higher))
 
 
@@ -2319,8 +2335,7 @@ def _protect(job: _Job, own_folder: bool = False) -> None:
 
 
 def _may_write_somewhere(path: str, user: str) -> bool:
-    domain = "*@" + user.partition("@")[2]
-    return any(u in (user, "*", domain) for rule in _load_permissions(path)[0]["rules"]
+    return any(u in _grantees(user) for rule in _load_permissions(path)[0]["rules"]
                for level in ("write", "admin") for u in _access(rule, level))
 
 
@@ -2782,7 +2797,7 @@ class SyftJobRunner:
             except OSError as exc:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
             env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox")
-            argv = self._prefix(run, env) + [_find_program("bash", env["PATH"]) or "bash", RUN_SCRIPT]
+            argv = self._command(run, env)
             run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
             _add_to_claim(claim, pgid=run.pgid, leader_start=_process_start(run.pgid),
@@ -2806,9 +2821,9 @@ class SyftJobRunner:
             raise
         return run
 
-    def _prefix(self, run: _Run, env: dict[str, str]) -> list[str]:
-        """What comes before ``bash run.sh``: srun, the sandbox or a capability drop,
-        and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
+    def _command(self, run: _Run, env: dict[str, str]) -> list[str]:
+        """``bash run.sh``, after what comes before it: srun, the sandbox or a capability
+        drop, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
         bash = _find_program("bash", env["PATH"]) or "bash"
         limits = []
         if self.max_memory_mb is not None:
@@ -2827,7 +2842,7 @@ class SyftJobRunner:
             minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
             prefix = ["srun", f"--job-name={run.slurm_job_name}", f"--chdir={run.copy}", f"--time={minutes}",
                       "--quiet", "--ntasks=1", *self.slurm_args, *prefix]
-        return prefix
+        return prefix + [bash, RUN_SCRIPT]
 
     @staticmethod
     def _next_event(runs: list[_Run]) -> float:
@@ -2856,7 +2871,7 @@ class SyftJobRunner:
         elif run.exited_at is None:
             cut = next((o for o in run.outputs.values() if o.cut or o.failure), None)
             reason = "interrupted" if stopping else "timeout" if now >= run.started + run.timeout else (
-                "log" if cut else "cancelled" if os.path.exists(run.claim.path[:-5] + ".cancel") else None)
+                "log" if cut else "cancelled" if os.path.exists(run.claim.cancel_path) else None)
             if reason and run.stop_reason is None:
                 run.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
                 run.signal(signal.SIGTERM, leaders, other_tokens)
@@ -2875,9 +2890,8 @@ class SyftJobRunner:
         job, name = run.job, _printable(run.job.name)
         if run.printer:
             run.printer.flush_stale(0)
-        if run.slurm_job_name and run.stop_reason and shutil.which("scancel"):
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["scancel", f"--name={run.slurm_job_name}"], capture_output=True, timeout=30)
+        if run.slurm_job_name and run.stop_reason:
+            _scancel(run.slurm_job_name)
         if run.stop_reason == "interrupted":
             self._close(run)
             if job.layout != "legacy":
@@ -3027,7 +3041,7 @@ class SyftJobRunner:
     def _discard(self, claim: _Claim, copy: str) -> None:
         """Remove the private copy and give the claim up (and any cancel request)."""
         with contextlib.suppress(OSError):
-            os.unlink(claim.path[:-5] + ".cancel")
+            os.unlink(claim.cancel_path)
         _release(claim)
         if os.path.lexists(copy):
             shutil.rmtree(copy, ignore_errors=True)
@@ -3139,8 +3153,9 @@ class SyftJobRunner:
         :raises JobError: it is not running.
         """
         job = self._find_job(job_name, user)
-        if _live_status(job, self._site) != "running":
-            raise JobError(f"job {job.label} is {_live_status(job, self._site)}, not running")
+        status = _live_status(job, self._site)
+        if status != "running":
+            raise JobError(f"job {job.label} is {status}, not running")
         Path(self._site.path("jobs", job, ".cancel", create=True)).touch()
         deadline = time.monotonic() + wait
         while _live_status(job, self._site) == "running" and time.monotonic() < deadline:
@@ -3274,8 +3289,9 @@ class SyftJobRunner:
         while True:
             now = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
             running = follow and _live_status(now, self._site) in ("running", "approved")
-            if _file_identity(path) and _file_identity(path)[0] != identity:  # a new run: from its start
-                position, identity = 0, _file_identity(path)[0]
+            current = _file_identity(path)
+            if current and current[0] != identity:  # a new run: from its start
+                position, identity = 0, current[0]
             with contextlib.suppress(SyftJobError, OSError):
                 with os.fdopen(_open_regular(path), "rb") as f:
                     f.seek(position)
@@ -3676,7 +3692,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     (folder / _DEMO_OWNER / "private").mkdir(parents=True)
     (folder / _DEMO_OWNER / "private" / "notes.txt").write_text("the quick brown fox\njumps over the lazy dog\n")
     (folder / _DEMO_SUBMITTER).mkdir()
-    work = Path(args.work_dir).expanduser() if args.work_dir else folder.parent / f".{folder.name}-runner-state"
+    work = folder.parent / f".{folder.name}-runner-state"
     runner = create_runner(folder, _DEMO_OWNER, poll_interval=1, work_dir=work)
     runner.add_submitter(_DEMO_SUBMITTER)
     client = JobClient(SyftJobConfig.from_syftbox_folder(folder, _DEMO_SUBMITTER))
@@ -3814,7 +3830,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"syft-job {__version__}")
             return 0
         if args.command == "demo":
-            args.work_dir = None
             return _cmd_demo(args)
         return _COMMANDS[args.command](_runner(args, creates=args.command == "add-submitter"), args)
     except BrokenPipeError:  # `syft-job show JOB | head -1`: the reader has gone; end quietly

@@ -1663,7 +1663,7 @@ def test_the_banner_and_list_say_which_isolation_is_in_force(syftbox):
 
 @needs_sandbox
 def test_a_killed_runner_leaves_no_sandboxed_process_behind(syftbox):
-    job = make_job(syft_job.create_runner(syftbox, OWNER), "orphaned", escaping_job("8"))
+    make_job(syft_job.create_runner(syftbox, OWNER), "orphaned", escaping_job("8"))
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()")
     try:
         wait_for(lambda: len(processes_with("991.8")) >= 6, what="the job's processes")
