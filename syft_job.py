@@ -3692,8 +3692,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     (folder / _DEMO_OWNER / "private").mkdir(parents=True)
     (folder / _DEMO_OWNER / "private" / "notes.txt").write_text("the quick brown fox\njumps over the lazy dog\n")
     (folder / _DEMO_SUBMITTER).mkdir()
-    work = folder.parent / f".{folder.name}-runner-state"
-    runner = create_runner(folder, _DEMO_OWNER, poll_interval=1, work_dir=work)
+    runner = create_runner(folder, _DEMO_OWNER, poll_interval=1)  # state where later commands look for it
     runner.add_submitter(_DEMO_SUBMITTER)
     client = JobClient(SyftJobConfig.from_syftbox_folder(folder, _DEMO_SUBMITTER))
     client.submit_bash_job(_DEMO_OWNER, _DEMO_ANALYSIS, job_name="word count")
@@ -3709,15 +3708,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         runner.approve_job(name, _DEMO_SUBMITTER, reason="reviewed in the demo")
     runner.process_approved_jobs(stream_output=True, timeout=60, share_outputs_with_submitter=True,
                                  share_logs_with_submitter=True)
-    site = ["--syftbox-folder", str(folder), "--email", _DEMO_OWNER, "--work-dir", str(work)]
+    site = ["--syftbox-folder", str(folder), "--email", _DEMO_OWNER]
     print("\n3️⃣  What the owner sees: syft-job list\n")
     main(["list", *site])
     print("\n4️⃣  And one finished job: syft-job show 'word count'\n")
     main(["show", "word count", *site, "--lines", "5"])
     print(f"\n5️⃣  What {_DEMO_SUBMITTER} sees (JobClient.jobs):\n")
     print(client.jobs)
-    print(f"\n✨ Try: python3 -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}"
-          f" --work-dir {shlex.quote(str(work))}")
+    print(f"\n✨ Try: python3 -m syft_job list --syftbox-folder {shlex.quote(str(folder))} --email {_DEMO_OWNER}")
     return 0
 
 

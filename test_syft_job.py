@@ -2913,6 +2913,10 @@ def test_demo_runs_on_its_own_and_ends_with_list_and_show(tmp_path):
     assert can(folder, "ds@example.com", review / "word count" / "outputs" / "word_count.txt", "read")
     again = cli("demo", "--folder", str(folder))
     assert again.returncode == 2 and "needs an empty folder" in again.stderr
+    # The README's next step, `list` with only the folder and the email, finds the demo's run records.
+    listed = cli("list", "--json", env=cli_env(SYFTBOX_FOLDER=str(folder), SYFTBOX_EMAIL="do@example.com"))
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["word count"]["duration_s"] is not None and rows["word count"]["started_at"]
 
 
 def test_demo_in_a_temp_folder_by_default(tmp_path):
