@@ -2047,10 +2047,10 @@ class _Run:
         victims = _job_processes(self.pgid, self.claim.token, leaders | {self.pgid}, other_tokens)
         if self.proc is not None and self.proc.poll() is None:
             victims.add(self.proc.pid)
+        _signal_group(self.pgid, signum)  # first, in one call: a shell never sees its child die before it
         for pid in victims:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
-        _signal_group(self.pgid, signum)
         return bool(victims)
 
 

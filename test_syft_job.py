@@ -1291,6 +1291,19 @@ def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbo
         kill_marked(f"991.{tag}")
 
 
+def test_a_timed_out_shell_never_reports_its_child_terminated(syftbox):
+    # Were the job's child signalled before its shell, the shell could see it die and
+    # write "Terminated" into the log: 15 of 300 such jobs did before the group went first.
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none", console=False, max_concurrent_jobs=8)
+    jobs = [make_job(runner, f"j{i}", escaping_job(f"7{i:02}")) for i in range(40)]
+    try:
+        runner.process_approved_jobs(stream_output=False, timeout=0.3)
+        assert [(job / "stderr.txt").read_bytes() for job in jobs] == [
+            b"started-err\n--- PROCESS TIMED OUT ---\n"] * len(jobs)
+    finally:
+        kill_marked("991.7")
+
+
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
 def test_nothing_a_finished_job_made_outlives_it(syftbox, isolation):
     runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
