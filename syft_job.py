@@ -1573,6 +1573,17 @@ def _release(claim: _Claim) -> None:
             os.unlink(claim.path)
 
 
+def _discard(claim: _Claim, copy: str) -> None:
+    """Remove the private copy and give the claim up (and any cancel request)."""
+    with contextlib.suppress(OSError):
+        os.unlink(claim.cancel_path)
+    _release(claim)
+    if os.path.lexists(copy):
+        shutil.rmtree(copy, ignore_errors=True)
+        if os.path.lexists(copy):  # nested too deep for rmtree: let rm do it
+            subprocess.run(["rm", "-rf", "--", copy], capture_output=True)
+
+
 def _submission(job: _Job, copy_to: int | None = None) -> dict[str, str]:
     """What the submitter sent: ``{relative path: sha256}`` of every file of the job
     folder but the owner's and the runner's (legacy markers, logs, outputs/), read
@@ -1846,9 +1857,10 @@ def _scancel(slurm_job_name: str) -> None:
 # Execution: many jobs, one selector; output pumped as bytes
 # ---------------------------------------------------------------------------
 #
-# A job is started (_start_run: private copy, logs, the process), pumped (_Engine:
-# one selector holds every running job's pipes and exit descriptors), and finished
-# (_finish_run: return code, outputs published, state). Timeouts and stops are
+# A job is started by the runner (SyftJobRunner._start_run: claim, private copy, logs,
+# the process), then pumped here (_Engine: one selector holds every running job's
+# pipes and exit descriptors; _Run.advance stops what must stop), and finished by the
+# runner (_finish_run: return code, outputs published, state). Timeouts and stops are
 # measured here, on the runner's side: a job that stops its runner (kill -STOP
 # $PPID) cannot stretch its time or turn a failure into success.
 
@@ -2053,6 +2065,72 @@ class _Run:
                 os.kill(pid, signum)
         return bool(victims)
 
+    def advance(self, sandboxed: bool, stopping: bool, leaders: set[int], other_tokens: Sequence[str]) -> bool:
+        """Move the run on: stop it when it must stop, finish off what it left running
+        once it ended. True when it is over and can be finished.
+
+        :param sandboxed: it ran in the sandbox, whose PID namespace ends with it.
+        :param stopping: the runner is stopping (Ctrl+C): stop it now.
+        """
+        now = time.monotonic()
+        if self.exited_at is None and self.proc.poll() is not None:
+            self.exited_at = now
+            if now - self.started > self.timeout and self.stop_reason is None:
+                self.stop_reason = "timeout"  # it ended late: it ran past its timeout, whatever it says
+            if not sandboxed and self.signal(signal.SIGTERM, leaders, other_tokens):  # what it left behind
+                self.kill_at = min(self.kill_at or float("inf"), now + _KILL_GRACE_SECONDS)
+        elif self.exited_at is None:
+            cut = next((o for o in self.outputs.values() if o.cut or o.failure), None)
+            reason = "interrupted" if stopping else "timeout" if now >= self.started + self.timeout else (
+                "log" if cut else "cancelled" if os.path.exists(self.claim.cancel_path) else None)
+            if reason and self.stop_reason is None:
+                self.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
+                self.signal(signal.SIGTERM, leaders, other_tokens)
+        if self.kill_at is not None and (now >= self.kill_at or not self.signal(0, leaders, other_tokens)):
+            if now >= self.kill_at:
+                self.signal(signal.SIGKILL, leaders, other_tokens)
+            self.kill_at = None
+        if self.printer:
+            self.printer.flush_stale()
+        return self.exited_at is not None and self.kill_at is None and (
+            not any(o.open for o in self.outputs.values()) or now >= self.exited_at + _PIPE_DRAIN_SECONDS)
+
+    def close(self) -> None:
+        """Close its log files, pipes and exit descriptor; collect its process."""
+        for fd in [self.returncode_fd, self.exit_fd, self.results_fd] + [o.log_fd for o in self.outputs.values()]:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self.proc is not None:
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                pipe.close()
+            self.proc.wait()
+        self.returncode_fd = self.exit_fd = None
+
+    def publish(self) -> list[str]:
+        """Copy the job's outputs/ (and code/outputs/, as upstream does) from its private
+        copy into its results: regular files and folders only, never a syft.pub.yaml.
+        :returns: notes on what was left out."""
+        _remove_at(self.results_fd, OUTPUTS_DIR)
+        os.mkdir(OUTPUTS_DIR, 0o755, dir_fd=self.results_fd)
+        notes, target = [], os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.results_fd)
+        try:
+            for source in (OUTPUTS_DIR, *([f"{CODE_DIR}/{OUTPUTS_DIR}"] if self.job.layout != "legacy" else [])):
+                path = os.path.join(self.copy, source)
+                if not os.path.isdir(path) or os.path.islink(path):
+                    continue
+                try:
+                    with _folder(path) as fd:
+                        files = _copy_tree(fd, target, lambda rel: rel.rsplit("/", 1)[-1] == PERMISSION_FILE)
+                except SyftJobError as exc:
+                    notes.append(f"some of {source}/ was not published: {exc}")
+                    continue
+                notes += [f"{source}/{_printable(rel)} is a {kind}; not published" for rel, kind in files.items()
+                          if kind in ("symlink", "not a regular file")]
+        finally:
+            os.close(target)
+        return notes
+
 
 def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: str, sandboxed: bool) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
@@ -2102,6 +2180,18 @@ class _Engine:
         for fd in [o.pipe_fd for o in run.outputs.values()] + [run.exit_fd]:
             if fd is not None and fd in self.selector.get_map():
                 self.selector.unregister(fd)
+
+    def next_wait(self) -> float:
+        """How long the selector may wait: until the next deadline, a partial line to
+        show, or a look for cancel requests."""
+        now, soonest = time.monotonic(), 0.5
+        for run in self.runs:
+            deadlines = [run.kill_at, run.exited_at and run.exited_at + _PIPE_DRAIN_SECONDS,
+                         None if run.exited_at else run.started + run.timeout]
+            if run.printer and any(run.printer.partial.values()):
+                deadlines.append(now + _PARTIAL_LINE_SECONDS)
+            soonest = min([soonest] + [d - now for d in deadlines if d])
+        return soonest
 
     def pump(self, seconds: float) -> None:
         """Copy whatever is ready, waiting at most ``seconds`` for something to happen."""
@@ -2678,10 +2768,11 @@ class SyftJobRunner:
                         self.console.say(_RULE)
                 if not engine.runs:
                     break
-                engine.pump(self._next_event(engine.runs))
+                engine.pump(engine.next_wait())
                 leaders = {run.pgid for run in engine.runs}
                 for run in list(engine.runs):
-                    if self._advance(run, stop.requested, leaders, [r.claim.token for r in engine.runs if r is not run]):
+                    if run.advance(self.isolation == "sandbox", stop.requested, leaders,
+                                   [r.claim.token for r in engine.runs if r is not run]):
                         engine.remove(run)
                         result = self._finish_run(run, options)
                         if result is not None:
@@ -2734,7 +2825,7 @@ class SyftJobRunner:
             return run
         except _HeldBack as exc:
             self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
-            self._discard(claim, copy)
+            _discard(claim, copy)
             return None
         except Exception as exc:  # it cannot run, or a runner-side failure: the job is finished as failed
             reason = str(exc) if isinstance(exc, _CannotRun) else (
@@ -2817,7 +2908,7 @@ class SyftJobRunner:
         except BaseException:
             if run.proc is not None:
                 _signal_group(run.pgid, signal.SIGKILL)
-            self._close(run)
+            run.close()
             raise
         return run
 
@@ -2844,46 +2935,6 @@ class SyftJobRunner:
                       "--quiet", "--ntasks=1", *self.slurm_args, *prefix]
         return prefix + [bash, RUN_SCRIPT]
 
-    @staticmethod
-    def _next_event(runs: list[_Run]) -> float:
-        """How long the selector may wait: until the next deadline, a partial line to
-        show, or a look for cancel requests."""
-        now, soonest = time.monotonic(), 0.5
-        for run in runs:
-            deadlines = [run.kill_at, run.exited_at and run.exited_at + _PIPE_DRAIN_SECONDS,
-                         None if run.exited_at else run.started + run.timeout]
-            if run.printer and any(run.printer.partial.values()):
-                deadlines.append(now + _PARTIAL_LINE_SECONDS)
-            soonest = min([soonest] + [d - now for d in deadlines if d])
-        return soonest
-
-    def _advance(self, run: _Run, stopping: bool, leaders: set[int], other_tokens: list[str]) -> bool:
-        """Move a run on: stop it when it must stop, finish off what it left running
-        once it ended. True when it is over and can be finished."""
-        now = time.monotonic()
-        if run.exited_at is None and run.proc.poll() is not None:
-            run.exited_at = now
-            if now - run.started > run.timeout and run.stop_reason is None:
-                run.stop_reason = "timeout"  # it ended late: it ran past its timeout, whatever it says
-            # What it left behind: in the sandbox, its PID namespace took everything with it.
-            if self.isolation != "sandbox" and run.signal(signal.SIGTERM, leaders, other_tokens):
-                run.kill_at = min(run.kill_at or float("inf"), now + _KILL_GRACE_SECONDS)
-        elif run.exited_at is None:
-            cut = next((o for o in run.outputs.values() if o.cut or o.failure), None)
-            reason = "interrupted" if stopping else "timeout" if now >= run.started + run.timeout else (
-                "log" if cut else "cancelled" if os.path.exists(run.claim.cancel_path) else None)
-            if reason and run.stop_reason is None:
-                run.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
-                run.signal(signal.SIGTERM, leaders, other_tokens)
-        if run.kill_at is not None and (now >= run.kill_at or not run.signal(0, leaders, other_tokens)):
-            if now >= run.kill_at:
-                run.signal(signal.SIGKILL, leaders, other_tokens)
-            run.kill_at = None
-        if run.printer:
-            run.printer.flush_stale()
-        return run.exited_at is not None and run.kill_at is None and (
-            not any(o.open for o in run.outputs.values()) or now >= run.exited_at + _PIPE_DRAIN_SECONDS)
-
     def _finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
         """Record how a run ended: logs, return code, outputs published, done or failed.
         None for a run stopped by Ctrl+C: it stays approved."""
@@ -2893,11 +2944,11 @@ class SyftJobRunner:
         if run.slurm_job_name and run.stop_reason:
             _scancel(run.slurm_job_name)
         if run.stop_reason == "interrupted":
-            self._close(run)
+            run.close()
             if job.layout != "legacy":
                 with contextlib.suppress(OSError, SyftJobError):
                     _write_state(job, status="approved")
-            self._discard(run.claim, run.copy)
+            _discard(run.claim, run.copy)
             return None
         code, reason, failure = run.proc.returncode, None, next(
             (o for o in run.outputs.values() if o.failure is not None), None)
@@ -2929,7 +2980,7 @@ class SyftJobRunner:
             if failure is not None:
                 raise OSError(failure.failure.errno, reason)
             _write_all(run.returncode_fd, str(code).encode())
-            for note in self._publish(run):
+            for note in run.publish():
                 stderr.write_line(f"syft_job: {note}\n")
         except OSError as exc:
             reason = reason or f"job {job.label} could not be finished: {exc}"
@@ -2938,7 +2989,7 @@ class SyftJobRunner:
         if failure is not None:
             self.console.say(f"❌ {reason}")
         marked = self._mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd)
-        self._close(run)
+        run.close()
         if not marked:
             return result
         if run.stop_reason == "timeout":
@@ -2958,30 +3009,6 @@ class SyftJobRunner:
             except (OSError, SyftJobError) as exc:
                 self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
         return result
-
-    def _publish(self, run: _Run) -> list[str]:
-        """Copy the job's outputs/ (and code/outputs/, as upstream does) from its private
-        copy into its results: regular files and folders only, never a syft.pub.yaml.
-        :returns: notes on what was left out."""
-        _remove_at(run.results_fd, OUTPUTS_DIR)
-        os.mkdir(OUTPUTS_DIR, 0o755, dir_fd=run.results_fd)
-        notes, target = [], os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=run.results_fd)
-        try:
-            for source in (OUTPUTS_DIR, *([f"{CODE_DIR}/{OUTPUTS_DIR}"] if run.job.layout != "legacy" else [])):
-                path = os.path.join(run.copy, source)
-                if not os.path.isdir(path) or os.path.islink(path):
-                    continue
-                try:
-                    with _folder(path) as fd:
-                        files = _copy_tree(fd, target, lambda rel: rel.rsplit("/", 1)[-1] == PERMISSION_FILE)
-                except SyftJobError as exc:
-                    notes.append(f"some of {source}/ was not published: {exc}")
-                    continue
-                notes += [f"{source}/{_printable(rel)} is a {kind}; not published" for rel, kind in files.items()
-                          if kind in ("symlink", "not a regular file")]
-        finally:
-            os.close(target)
-        return notes
 
     def _mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
                        results_fd: int | None = None) -> bool:
@@ -3011,7 +3038,7 @@ class SyftJobRunner:
             self._abandoned.add(job.folder)
             return False
         finally:
-            self._discard(claim, copy)
+            _discard(claim, copy)
 
     def _finish_unrun(self, job: _Job, claim: _Claim, copy: str, reason: str, approval: str) -> JobResult:
         """Finish as failed a job that could not run: the reason goes to its stderr.txt."""
@@ -3026,27 +3053,6 @@ class SyftJobRunner:
                     os.close(fd_out)
         self._mark_finished(job, claim, copy, result, approval)
         return result
-
-    def _close(self, run: _Run) -> None:
-        for fd in [run.returncode_fd, run.exit_fd, run.results_fd] + [o.log_fd for o in run.outputs.values()]:
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if run.proc is not None:
-            for pipe in (run.proc.stdout, run.proc.stderr):
-                pipe.close()
-            run.proc.wait()
-        run.returncode_fd = run.exit_fd = None
-
-    def _discard(self, claim: _Claim, copy: str) -> None:
-        """Remove the private copy and give the claim up (and any cancel request)."""
-        with contextlib.suppress(OSError):
-            os.unlink(claim.cancel_path)
-        _release(claim)
-        if os.path.lexists(copy):
-            shutil.rmtree(copy, ignore_errors=True)
-            if os.path.lexists(copy):  # nested too deep for rmtree: let rm do it
-                subprocess.run(["rm", "-rf", "--", copy], capture_output=True)
 
     # -- review ----------------------------------------------------------------
 
