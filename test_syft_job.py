@@ -1887,16 +1887,17 @@ def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsy
     job = make_job(runner, "on slurm", "echo job=$SLURM_JOB_NAME id=${SLURM_JOB_ID:+set}\npwd\n"
                                        "echo to-stderr >&2\necho r > outputs/r.txt\nls /proc | grep -c '^[0-9]'\n")
     [result] = runner.process_approved_jobs(timeout=120)
-    assert result.succeeded, (job / "stderr.txt").read_text()
-    lines = (job / "stdout.txt").read_text().splitlines()
-    assert re.match(r"^job=syft-job-[0-9a-f]{12} id=set$", lines[0])
-    assert lines[1].startswith(str(runner.work_dir))  # the private copy is its working folder
-    assert (job / "stderr.txt").read_text() == "to-stderr\n"  # nothing of srun's own
+    logs = {name: (job / name).read_text() for name in ("stdout.txt", "stderr.txt")}
+    assert result.succeeded, logs
+    lines = logs["stdout.txt"].splitlines()
+    assert re.match(r"^job=syft-job-[0-9a-f]{12} id=set$", lines[0]), logs
+    assert lines[1].startswith(str(runner.work_dir)), logs  # the private copy is its working folder
+    assert logs["stderr.txt"] == "to-stderr\n", logs  # nothing of srun's own
     assert (job / "outputs" / "r.txt").read_text() == "r\n"
     if isolation == "sandbox":
-        assert int(lines[2]) < 10  # the sandbox runs inside the allocation
+        assert int(lines[2]) < 10, logs  # the sandbox runs inside the allocation
     assert f"[{OWNER}][on slurm] job=syft-job-" in capsys.readouterr().out
-    assert not slurm_jobs()
+    wait_for(lambda: not slurm_jobs(), 30, "the Slurm job to leave squeue")
 
 
 def test_a_timeout_or_a_cancel_cancels_the_slurm_job(slurm, syftbox, capsys):

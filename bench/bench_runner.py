@@ -4,7 +4,8 @@ Each measurement is a fresh Python process that builds a runner, times one call 
 reports. With ``--reference-python``, the reference (PyPI ``syft-job==0.1.24``) runs
 the same cases on its own copy of the same jobs, alternating with ours, run after run.
 The table gives medians, the ratio to the reference, the physical floor where there
-is one (bash alone, ``seq`` writing to a file), and whether each target is met.
+is one (bash alone, after ``setpriv`` as root; bwrap and bash; ``seq`` writing to a
+file), and whether each target is met.
 
     python bench/bench_runner.py                                   # ours and the floors
     python bench/bench_runner.py --reference-python ~/.cache/syft-job-ref/bin/python
