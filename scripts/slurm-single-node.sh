@@ -3,7 +3,8 @@
 # `syft-job run --launcher slurm`): munged, slurmctld and slurmd on 127.0.0.1, one node
 # with this machine's CPUs, one partition. Needs root and Debian's packages
 # slurmctld slurmd slurm-client munge (with --install, it installs them with apt-get).
-# Does nothing when a node is already idle. Exit 0 once `sinfo` shows the node idle.
+# Starts nothing when a node is already idle. Exit 0 once the node is idle and a job
+# runs on it end to end.
 set -euo pipefail
 
 if [ "${1:-}" = "--install" ] && ! command -v slurmctld >/dev/null; then
@@ -15,8 +16,19 @@ for tool in munged slurmctld slurmd sinfo srun; do
 done
 [ "$(id -u)" -eq 0 ] || { echo "slurm-single-node: needs root to start the daemons" >&2; exit 2; }
 
+# Idle is not enough: a job must run (the first one after a restart, or after the
+# machine was paused, can take seconds).
+runs_a_job() {
+    if timeout 120 srun --quiet --ntasks=1 --time=1 --job-name=slurm-single-node-check true; then
+        echo "slurm-single-node: node $(hostname -s) is idle and runs jobs"
+        exit 0
+    fi
+    echo "slurm-single-node: node $(hostname -s) is idle, but 'srun true' failed" >&2
+    exit 1
+}
+
 if sinfo -h -o %t 2>/dev/null | grep -qx idle; then
-    exit 0
+    runs_a_job
 fi
 
 host=$(hostname -s)
@@ -52,8 +64,7 @@ pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
 
 for _ in $(seq 1 60); do
     if sinfo -h -o %t 2>/dev/null | grep -qx idle; then
-        echo "slurm-single-node: node $host is idle"
-        exit 0
+        runs_a_job
     fi
     scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true
     sleep 1
