@@ -69,6 +69,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -798,8 +799,16 @@ def _resolve_timeout(timeout: Any) -> float:
 
 def _default_work_dir() -> Path:
     """Where a runner keeps its private state: $XDG_STATE_HOME/syft-job, else
-    ~/.local/state/syft-job (outside the SyftBox folder, out of every job's reach)."""
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "syft-job"
+    ~/.local/state/syft-job, and /var/lib/syft-job for root, whose jobs run as another
+    account that must reach their copies (outside the SyftBox folder)."""
+    if os.environ.get("XDG_STATE_HOME"):
+        return Path(os.environ["XDG_STATE_HOME"]) / "syft-job"
+    return Path("/var/lib/syft-job") if os.geteuid() == 0 else Path.home() / ".local" / "state" / "syft-job"
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (both absolute and normalised)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1398,6 +1407,9 @@ class _Site:
         folder = f"{self.root}/{kind}"
         if create and folder not in self.made:
             os.makedirs(folder, mode=0o700, exist_ok=True)
+            if kind == "copies":  # a root owner's jobs run as another account, which goes through to its copy
+                os.chmod(self.root, 0o711)
+                os.chmod(folder, 0o711)
             self.made.add(folder)
         return f"{folder}/{job.digest_key}{suffix}"
 
@@ -1405,10 +1417,24 @@ class _Site:
         """The job's claim, or the record of its last run ({} if none)."""
         return _read_json(self.path("jobs", job)) or {}
 
+    def save(self, name: str, data: bytes) -> str:
+        """Replace the file ``name`` of this state with ``data``; its path."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _atomic_write(self.root / name, data, 0o600, durable=False)
+        return str(self.root / name)
+
     def poke(self) -> None:
         """Tell a running runner to look at every job again (a job was changed by hand)."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / "poke").touch()
+        self.save("poke", b"")
+
+    def protected(self) -> dict[str, int]:
+        """When this runner first kept submitters from writing in each permission file's
+        folder: ``{path: the file's ctime then}`` (an approval from before may be forged)."""
+        return _read_json(str(self.root / "protected.json")) or {}
+
+    def note_protected(self, path: str | None) -> None:
+        if path is not None and path not in self.protected():
+            self.save("protected.json", json.dumps({**self.protected(), path: os.lstat(path).st_ctime_ns}).encode())
 
     def poked_at(self) -> int:
         with contextlib.suppress(OSError):
@@ -1603,13 +1629,16 @@ def _approval_path(job: _Job) -> str:
     return os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else _APPROVAL_FILE)
 
 
-def _approval(job: _Job) -> tuple[dict[str, str] | None, str]:
+def _approval(job: _Job, path: str | None = None) -> tuple[dict[str, str] | None, str]:
     """``(the submission recorded at approval, the approval's fingerprint)``. The files
     are None for an approval without a record (an empty ``approved``, a state.yaml
     approved by another client). The fingerprint identifies the owner's approval of a
     legacy job: a job finished for this approval never runs again, even if its
-    ``done`` marker disappears."""
-    path = _approval_path(job)
+    ``done`` marker disappears.
+
+    :param path: the record to read; default the one beside the job's state.
+    """
+    path = path or _approval_path(job)
     try:
         data = _read_file(path, _MAX_RECORD_BYTES)
         fingerprint = hashlib.sha256(data + str(os.lstat(path).st_mtime_ns).encode()).hexdigest()
@@ -1668,24 +1697,159 @@ def _returncode(job: _Job) -> int | None:
 # ---------------------------------------------------------------------------
 #
 # Every job runs in a private copy of what was approved, in a process group of its
-# own, with a run token in its environment. On top of that:
+# own, with a run token in its environment, and never as root: a root owner's jobs run
+# as an unprivileged account (run_as, default "nobody"; util-linux's setpriv switches
+# to it, with no capabilities and no way to gain any), other owners' jobs as the owner.
+# On top of that:
 #
 #   sandbox  (bubblewrap) its own PID namespace, so every process it makes dies with
-#            it; no capabilities, even for root; writes only to its copy and a private
-#            /tmp; reads the system, the SyftBox folder without any app_data/job tree
-#            (the owner's datasets in <owner>/private/ stay readable), uv and its
-#            Pythons, and what allow_read adds; never the owner's home or the runner's
-#            state. With network=False, only loopback.
-#   none     no sandbox: it runs as the owner's user, with its rights.
+#            it; no capabilities; a seccomp filter (x86_64, aarch64) refuses ptrace,
+#            keyrings, bpf, kernel modules, mounts and new user namespaces; /proc/sys
+#            and the like read-only, /proc/kcore and the like hidden, no /sys; writes
+#            only to its copy and a private /tmp; reads the system, the SyftBox folder
+#            without any app_data/job tree (the owner's datasets in <owner>/private/
+#            stay readable), uv and its Pythons, and what allow_read adds; never the
+#            owner's home or the runner's state. With network=False, only loopback.
+#   none     no sandbox: it runs with the rights of its account.
 #
 # Always, on Linux: the runner cannot be read through /proc by its jobs (it is not
-# dumpable), a root owner's jobs run without capabilities, and orphans are adopted by
-# the runner (a subreaper) and stopped with their job, found by the run token.
+# dumpable), and orphans are adopted by the runner (a subreaper) and stopped with
+# their job, found by the run token. The kernel is the host's: a kernel bug is the
+# sandbox's limit.
 
 _SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
+# Docker's read-only and masked /proc paths (moby oci/defaults.go); /sys is not mounted.
+_PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+_PROC_HIDDEN = ("acpi", "asound", "kcore", "keys", "latency_stats", "sched_debug", "scsi", "timer_list", "timer_stats")
 _JOB_ENV_VAR = "SYFT_JOB_RUN_TOKEN"  # finds every process of a run, whatever group it left for
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 _hardened: list[bool] = []  # the runner process has been hardened (once per process)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Account:
+    """The unprivileged account a root owner's jobs run as."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def can_reach(self, path: str, read: bool = False) -> bool:
+        """Whether this account can go through every folder down to ``path`` (and, with
+        ``read``, read it), judged by the permission bits."""
+        parts = Path(path).parts
+        for depth in range(1, len(parts) + 1):
+            try:
+                st = os.stat(os.path.join(*parts[:depth]))
+            except OSError:
+                return False
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if depth < len(parts):
+                need = 1  # search
+            elif read:
+                need = 5 if is_dir else 4
+            else:
+                need = 1 if is_dir else 0
+            shift = 6 if st.st_uid == self.uid else 3 if st.st_gid in (self.gid, *self.groups) else 0
+            if (st.st_mode >> shift) & need != need:
+                return False
+        return True
+
+    def give(self, folder: str) -> None:
+        """Make a private copy (made by the runner, never reached by a job yet) its own;
+        others may go through it (bubblewrap, root without capabilities, enters it)."""
+        os.chmod(folder, 0o711)
+        for parent, folders, files in os.walk(folder):
+            os.chown(parent, self.uid, self.gid)
+            for name in folders + files:
+                os.chown(os.path.join(parent, name), self.uid, self.gid, follow_symlinks=False)
+
+
+def _job_account(run_as: str | None) -> _Account | None:
+    """The account jobs run as when the runner is root; None when it is not (jobs run as
+    the owner). :raises ConfigError: an unknown account, root, or no setpriv."""
+    if os.geteuid() != 0:
+        if run_as is not None:
+            raise ConfigError(f"run_as={run_as!r}: only a runner started as root runs jobs as another account; "
+                              "yours run as you")
+        return None
+    import pwd
+    try:
+        entry = pwd.getpwuid(int(run_as)) if str(run_as).isdigit() else pwd.getpwnam(run_as or "nobody")
+    except (KeyError, OverflowError):
+        raise ConfigError(f"run_as: there is no account {run_as or 'nobody'!r} on this machine "
+                          "(create one, e.g. useradd --system syft-jobs)") from None
+    groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, entry.pw_gid)) - {entry.pw_gid}))
+    if 0 in (entry.pw_uid, entry.pw_gid, *groups):
+        raise ConfigError(f"run_as: {entry.pw_name} is root or in root's group; jobs must not run with root's rights")
+    if _setpriv() is None:
+        raise ConfigError("a root runner switches jobs to an unprivileged account with util-linux's setpriv, "
+                          "which is not on PATH (Debian/Ubuntu: apt install util-linux)")
+    return _Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def _setpriv() -> str | None:
+    return shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+
+
+def _switch_to(account: _Account | None) -> list[str]:
+    """A prefix that runs a command as ``account``, without capabilities and unable to
+    gain any (setuid programs included); nothing when jobs run as the owner."""
+    if account is None:
+        return []
+    groups = f"--groups={','.join(map(str, account.groups))}" if account.groups else "--clear-groups"
+    return [_setpriv(), f"--reuid={account.uid}", f"--regid={account.gid}", groups,
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+
+
+# The seccomp filter's system calls: x86_64 from <asm/unistd_64.h>, aarch64 from
+# <asm-generic/unistd.h>. Each fails with EPERM, but clone and unshare only when they
+# make a user namespace, and clone3 with ENOSYS (its flags are out of the filter's
+# sight; glibc then falls back to clone). Docker's default profile refuses these too.
+_SYSCALLS_X86_64 = dict(
+    ptrace=101, process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248, request_key=249, bpf=321,
+    perf_event_open=298, userfaultfd=323, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
+    kexec_load=246, kexec_file_load=320, init_module=175, finit_module=313, delete_module=176, mount=165,
+    umount2=166, pivot_root=155, setns=308, acct=163, swapon=167, swapoff=168, reboot=169, settimeofday=164,
+    clock_settime=227, clock_adjtime=305, open_by_handle_at=304, name_to_handle_at=303, lookup_dcookie=212,
+    quotactl=179, fsopen=430, fsmount=432, fsconfig=431, fspick=433, move_mount=429, open_tree=428, kcmp=312,
+    iopl=172, ioperm=173, uselib=134, create_module=174, get_kernel_syms=177, query_module=178, _sysctl=156,
+    ustat=136, sysfs=139, clone=56, unshare=272, clone3=435)
+_SYSCALLS_AARCH64 = dict(
+    ptrace=117, process_vm_readv=270, process_vm_writev=271, keyctl=219, add_key=217, request_key=218, bpf=280,
+    perf_event_open=241, userfaultfd=282, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
+    kexec_load=104, kexec_file_load=294, init_module=105, finit_module=273, delete_module=106, mount=40,
+    umount2=39, pivot_root=41, setns=268, acct=89, swapon=224, swapoff=225, reboot=142, settimeofday=170,
+    clock_settime=112, clock_adjtime=266, open_by_handle_at=265, name_to_handle_at=264, lookup_dcookie=18,
+    quotactl=60, fsopen=430, fsmount=432, fsconfig=431, fspick=433, move_mount=429, open_tree=428, kcmp=272,
+    clone=220, unshare=97, clone3=435)
+
+
+def _seccomp_filter() -> bytes | None:
+    """The sandbox's seccomp filter, a classic-BPF program (``struct sock_filter[]``)
+    for ``bwrap --seccomp FD``; None on machines other than x86_64 and aarch64.
+
+    Laid out so that every jump is short: the architecture (a foreign ABI gets EPERM
+    for everything), x32 calls refused on x86_64, one ``jeq nr; ret EPERM`` pair per
+    refused call, clone3, then clone/unshare with CLONE_NEWUSER in their flags.
+    """
+    machine = os.uname().machine
+    if machine not in ("x86_64", "aarch64"):
+        return None
+    audit_arch, table = (0xC000003E, _SYSCALLS_X86_64) if machine == "x86_64" else (0xC00000B7, _SYSCALLS_AARCH64)
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|J*|K, BPF_RET|K
+    eperm, enosys, allow = 0x50000 | errno.EPERM, 0x50000 | errno.ENOSYS, 0x7FFF0000  # SECCOMP_RET_ERRNO, _ALLOW
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
+    if machine == "x86_64":
+        program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]
+    for name, number in table.items():
+        if name not in ("clone", "unshare", "clone3"):
+            program += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
+    program += [(jeq, 0, 1, table["clone3"]), (ret, 0, 0, enosys),
+                (jeq, 1, 0, table["unshare"]), (jeq, 0, 3, table["clone"]),
+                (ld, 0, 0, 16), (jset, 0, 1, 0x10000000), (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+    return b"".join(struct.pack("HBBI", *instruction) for instruction in program)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1731,33 +1895,59 @@ def _harden_runner(console: _Console) -> None:
                     "run it on Linux, with bubblewrap, for isolation")
 
 
-def _sandbox_argv(copy: str, syftbox: Path, allow_read: Sequence[str], network: bool, search_path: str) -> list[str]:
-    """bwrap's arguments for a job that runs in ``copy`` (see the section comment)."""
+def _sandbox_argv(copy: str, syftbox: Path, reads: Sequence[str], network: bool, account: _Account | None,
+                  seccomp_fd: int | None) -> list[str]:
+    """bwrap's arguments for a job that runs in ``copy`` (see the section comment).
+
+    :param reads: more paths the job may read: allow_read, uv and its Pythons.
+    :param account: the account it runs as (a root owner's), switched to inside.
+    :param seccomp_fd: the file descriptor bwrap reads the seccomp filter from.
+    """
     argv = [_bwrap(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--tmpfs", "/tmp"]
+    if account is not None:  # bwrap runs as root: setpriv, inside, needs these to switch to the account
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     if not network:
         argv.append("--unshare-net")
-    for path in ("/" + name for name in _SYSTEM_FOLDERS):
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    for path in ("/proc/" + name for name in _PROC_READ_ONLY):
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    for path in ("/proc/" + name for name in _PROC_HIDDEN):
+        if os.path.isdir(path):
+            argv += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.exists(path):
+            argv += ["--ro-bind", "/dev/null", path]
+    system = ["/" + name for name in _SYSTEM_FOLDERS]
+    for path in system:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
+    mounts = [str(syftbox), *reads, copy]
+    # bubblewrap makes the folders on the way to a mount point, root's with mode 0700: here they are 0755 first
+    ancestors = {str(parent) for path in mounts for parent in Path(path).parents}
+    for folder in sorted(ancestors - {"/", "/tmp"}):
+        if not any(folder == top or folder.startswith(top + "/") for top in system + mounts):
+            argv += ["--perms", "0755", "--dir", folder]
     argv += ["--ro-bind", str(syftbox), str(syftbox)]
     for site in _subfolders(syftbox):  # every job tree, with other jobs and their results, stays out of reach
         if os.path.isdir(os.path.join(site.path, "app_data", "job")):
             argv += ["--tmpfs", os.path.join(site.path, "app_data", "job")]
-    uv = _find_program("uv", search_path)  # uv, and the Pythons it manages, read-only
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    for path in (*allow_read, *([uv] if uv else []), os.environ.get("UV_PYTHON_INSTALL_DIR") or f"{data}/uv/python",
-                 os.path.realpath("/etc/resolv.conf")):
+    for path in reads:
         argv += ["--ro-bind-try", path, path]
-    return argv + ["--bind", copy, copy, "--chdir", copy, "--"]
+    return argv + ["--bind", copy, copy, "--chdir", copy, "--", *_switch_to(account)]
 
 
-def _without_capabilities(search_path: str) -> list[str]:
-    """A prefix that drops every capability of a root owner's job (util-linux's setpriv)."""
-    setpriv = _find_program("setpriv", search_path) if os.geteuid() == 0 else None
-    return [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--"] if setpriv else []
+def _sandbox_reads(allow_read: Sequence[str], search_path: str) -> list[str]:
+    """What a sandboxed job may read besides the system: allow_read, uv and the Pythons
+    it manages, the DNS settings."""
+    uv = _find_program("uv", search_path)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return [*allow_read, *([uv] if uv else []), os.environ.get("UV_PYTHON_INSTALL_DIR") or f"{data}/uv/python",
+            os.path.realpath("/etc/resolv.conf")]
 
 
 def _processes() -> dict[int, tuple[int, int, int]] | None:
@@ -1876,6 +2066,8 @@ _READ_SIZE = 64 * 1024
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER")
 _INHERITED_PREFIXES = ("LC_", "UV_")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|CREDENTIALS?|_KEY)$", re.I)  # passed only when named
+_URL_CREDENTIALS = re.compile(r"://[^/@\s]*@")  # https://user:password@index/ loses user:password@
 # Signs in the end of stderr.txt that a job ran out of memory under max_memory_mb.
 _OUT_OF_MEMORY = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc", b"memory exhausted")
 
@@ -2107,13 +2299,31 @@ class _Run:
             self.proc.wait()
         self.returncode_fd = self.exit_fd = None
 
-    def publish(self) -> list[str]:
+    def publish(self, max_bytes: int, max_entries: int) -> tuple[list[str], list[str]]:
         """Copy the job's outputs/ (and code/outputs/, as upstream does) from its private
-        copy into its results: regular files and folders only, never a syft.pub.yaml.
-        :returns: notes on what was left out."""
+        copy into its results: regular files and folders only, never a syft.pub.yaml,
+        at most ``max_entries`` files and folders and ``max_bytes`` bytes, counting each
+        file at its apparent size (a sparse file counts whole); the rest is held back.
+        Every process of the job has ended: nothing changes under the walk.
+
+        :returns: ``(notes on what was left out, the paths held back)``.
+        """
         _remove_at(self.results_fd, OUTPUTS_DIR)
         os.mkdir(OUTPUTS_DIR, 0o755, dir_fd=self.results_fd)
-        notes, target = [], os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.results_fd)
+        notes, held, room = [], [], [max_entries, max_bytes]
+
+        def skip(root: str, rel: str) -> bool:
+            if rel.rsplit("/", 1)[-1] == PERMISSION_FILE:
+                return True
+            st = os.lstat(os.path.join(root, rel))
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            if room[0] < 1 or size > room[1]:
+                held.append(f"{os.path.basename(root)}/{rel}")
+                return True
+            room[0], room[1] = room[0] - 1, room[1] - size
+            return False
+
+        target = os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.results_fd)
         try:
             for source in (OUTPUTS_DIR, *([f"{CODE_DIR}/{OUTPUTS_DIR}"] if self.job.layout != "legacy" else [])):
                 path = os.path.join(self.copy, source)
@@ -2121,7 +2331,7 @@ class _Run:
                     continue
                 try:
                     with _folder(path) as fd:
-                        files = _copy_tree(fd, target, lambda rel: rel.rsplit("/", 1)[-1] == PERMISSION_FILE)
+                        files = _copy_tree(fd, target, functools.partial(skip, path))
                 except SyftJobError as exc:
                     notes.append(f"some of {source}/ was not published: {exc}")
                     continue
@@ -2129,13 +2339,23 @@ class _Run:
                           if kind in ("symlink", "not a regular file")]
         finally:
             os.close(target)
-        return notes
+        if held:
+            shown = ", ".join(_printable(rel) for rel in held[:10]) + (f" and {len(held) - 10} more" if held[10:] else "")
+            notes.append(f"{len(held)} output(s) held back, over the limit of {max_entries} files or {_size(max_bytes)} "
+                         f"one job may publish (max_output_files, max_output_bytes): {shown}")
+        return notes, held
 
 
-def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: str, sandboxed: bool) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if name in _INHERITED_ENV or name.startswith(_INHERITED_PREFIXES) or name in passthrough}
+def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: str, sandboxed: bool,
+                     account: _Account | None, copy: str) -> dict[str, str]:
+    """What a job gets: settings, never credentials unless the owner names them."""
+    env = {name: _URL_CREDENTIALS.sub("://", value) for name, value in os.environ.items()
+           if (name in _INHERITED_ENV or name.startswith(_INHERITED_PREFIXES)) and not _SECRET_NAME.search(name)}
+    env.update((name, os.environ[name]) for name in passthrough if name in os.environ)
     env.setdefault("PATH", os.defpath)
+    if account is not None:
+        env.update(USER=account.name, HOME=copy)
+        env.pop("TMPDIR", None)
     if sandboxed:  # the owner's home is not there: a private one in the sandbox's /tmp
         env.update(HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR="/tmp/uv-cache")
     env.update({"SYFTBOX_FOLDER": str(config.syftbox_folder), "SYFTBOX_EMAIL": config.email,
@@ -2307,31 +2527,58 @@ def _load_permissions(path: str) -> tuple[dict, str]:
 def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
     """Whether SyftBox's rules let ``user`` ``level`` ("read", "write", "admin") the
     file ``path`` in ``owner``'s datasite. The owner may everything; a syft.pub.yaml
-    itself needs admin; an unreadable permission file grants nothing."""
+    itself needs admin. Reading is judged as SyftBox judges it (the nearest file; an
+    unreadable one grants nothing). Writing is judged failing closed, since a wrong
+    "no" would trust a forged approval: an unreadable permission file, a rule or name
+    this module does not read exactly (a glob in an email, USER, a template), or a
+    grant in any syft.pub.yaml on the way down, not only the nearest, counts as "may"."""
     if user == owner:
         return True
+    cautious = level != "read"
     datasite = os.path.join(os.fspath(syftbox), owner)
     parts = os.path.relpath(path, datasite).split(os.sep)
-    governing = None
+    level = "admin" if parts[-1] == PERMISSION_FILE else level
+    files = []
     for depth in range(len(parts)):  # from the datasite down to the file's own folder
         candidate = os.path.join(datasite, *parts[:depth], PERMISSION_FILE)
-        if os.path.isfile(candidate) and not os.path.islink(candidate):
+        if os.path.lexists(candidate) and (cautious or (os.path.isfile(candidate) and not os.path.islink(candidate))):
             try:
                 data = _load_permissions(candidate)[0]
             except (OSError, SyftJobError):
+                if cautious:
+                    return True
                 data = {"rules": []}
-            governing = (depth, data)
-            if data.get("terminal") is True:
+            files.append((depth, data))
+            if data.get("terminal") is True and not cautious:
                 break
-    if governing is None:
-        return False
-    target = "/".join(parts[governing[0]:])
-    level = "admin" if parts[-1] == PERMISSION_FILE else level
-    rules = [r for r in governing[1]["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
-             and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
-    best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
-    return best is not None and any(u in _grantees(user) for higher in _LEVELS[_LEVELS.index(level):]
-                                    for u in _access(best, higher))
+    for depth, data in files if cautious else files[-1:]:
+        if cautious and not all(_understood(rule) for rule in data["rules"]):
+            return True
+        target = "/".join(parts[depth:])
+        rules = [r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
+                 and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
+        best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
+        if best is not None and any(_grants(name, user, cautious) for higher in _LEVELS[_LEVELS.index(level):]
+                                    for name in _access(best, higher)):
+            return True
+    return False
+
+
+_PLAIN_GRANTEE = re.compile(r"\*|(\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+\Z")  # anyone, an email, "*@domain"
+
+
+def _grants(name: Any, user: str, cautious: bool) -> bool:
+    """Whether a name in an access list grants to ``user``; ``cautious``: also any
+    name this module does not read exactly."""
+    return name in _grantees(user) or (cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
+
+
+def _understood(rule: Any) -> bool:
+    """A rule of the shape SyftBox writes: a pattern, and lists of names per level."""
+    access = rule.get("access") if isinstance(rule, dict) else None
+    return isinstance(rule, dict) and isinstance(rule.get("pattern"), str) and "{{" not in rule["pattern"].replace(
+        "{{.UserEmail}}", "") and isinstance(access, dict) and all(isinstance(access.get(level) or [], list)
+                                                                     for level in _LEVELS)
 
 
 def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
@@ -2409,24 +2656,27 @@ def _protections(layout: str, submitter: str, prefix: str = "*/") -> list[tuple[
         (level + STATE_FILE, [submitter], []) for level in ("*/", "v1/*/")]
 
 
-def _protect(job: _Job, own_folder: bool = False) -> None:
+def _protect(job: _Job, own_folder: bool = False) -> str | None:
     """Add the protections to the syft.pub.yaml of the job's submitter folder (review/
     or legacy), or with ``own_folder``, of a legacy job folder. A legacy file is edited
     only if it exists (with none, the file above decides, and the owner's own files are
-    not ours to edit) and lets the submitter write (else nothing is needed)."""
+    not ours to edit) and lets the submitter write (else nothing is needed).
+
+    :returns: the file, when it changed (the submitter could write there until now).
+    """
     if job.layout != "legacy":
         path, prefix = _governing_file(job)[0], "*/"
     else:
         path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
         prefix = "" if own_folder else "*/"
         if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
-            return
-    _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix))
+            return None
+    return path if _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix)) else None
 
 
 def _may_write_somewhere(path: str, user: str) -> bool:
-    return any(u in _grantees(user) for rule in _load_permissions(path)[0]["rules"]
-               for level in ("write", "admin") for u in _access(rule, level))
+    return any(_grants(name, user, True) for rule in _load_permissions(path)[0]["rules"]
+               for level in ("write", "admin") for name in _access(rule, level))
 
 
 def _shared_patterns(job: _Job, outputs: bool, logs: bool) -> list[str]:
@@ -2558,10 +2808,15 @@ class SyftJobRunner:
         with ``write(text)`` receives them, False prints nothing.
     :param isolation: ``"auto"`` (a sandbox where bubblewrap can make one), ``"sandbox"``
         (refuse to start without one) or ``"none"``; see the Isolation section.
-    :param allow_read: paths a sandboxed job may also read (the owner's datasets).
-    :param network: False: sandboxed jobs get no network, only loopback.
+    :param allow_read: paths a sandboxed job may also read (the owner's datasets); never
+        one holding a job tree, the work_dir or the owner's home.
+    :param network: False: sandboxed jobs get no network, only their own loopback
+        (refused without the sandbox, which alone can take it away).
+    :param run_as: when the runner is root, the account jobs run as (default
+        ``"nobody"``); refused when it is not root (jobs then run as the owner).
     :param work_dir: the runner's private state (claims, run records, working copies),
-        outside the SyftBox folder; default $XDG_STATE_HOME/syft-job.
+        outside the SyftBox folder; default $XDG_STATE_HOME/syft-job, else
+        ~/.local/state/syft-job (/var/lib/syft-job for root).
     :param max_concurrent_jobs: how many jobs run at once.
     :param launcher: None, or ``"slurm"``: each job runs through ``srun``.
     :param slurm_args: more ``srun`` arguments, last on its line (``--partition=gpu``).
@@ -2574,25 +2829,40 @@ class SyftJobRunner:
     :param max_memory_mb: address space limit of each process of a job.
     :param max_cpu_seconds: CPU time limit of each process of a job.
     :param max_log_bytes: size limit of each log; a job that writes more is stopped.
+    :param max_output_bytes: what one job may publish from outputs/, counting each file
+        at its apparent size; files past it are held back, and named in stderr.txt.
+    :param max_output_files: how many files one job may publish from outputs/.
     """
 
     def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *, console: Any = None,
-                 isolation: str = "auto", allow_read: Sequence[str | os.PathLike] = (), network: bool = True,
-                 work_dir: str | os.PathLike | None = None, max_concurrent_jobs: int = 1,
+                 isolation: str = "auto", allow_read: Sequence[str | os.PathLike] = (), network: bool | None = None,
+                 run_as: str | None = None, work_dir: str | os.PathLike | None = None, max_concurrent_jobs: int = 1,
                  launcher: str | None = None, slurm_args: Sequence[str] = (),
                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
-                 max_log_bytes: int | None = None) -> None:
+                 max_log_bytes: int | None = None, max_output_bytes: int = 1 << 30,
+                 max_output_files: int = 10_000) -> None:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
         self.isolation = _resolve_isolation(isolation)
-        self.allow_read = tuple(self._existing(path, "allow_read") for path in (
-            [allow_read] if isinstance(allow_read, (str, os.PathLike)) else allow_read))
-        self.network = bool(network)
+        if network is False and self.isolation != "sandbox":
+            raise ConfigError("network=False (--no-network) needs the sandbox, and jobs run without one here "
+                              f"({self._why_no_sandbox(isolation)})")
+        self.network = True if network is None else bool(network)
+        self.account = _job_account(run_as)
         self.work_dir = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
         if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
             raise ConfigError(f"work_dir {self.work_dir} is inside the SyftBox folder: jobs and submitters could reach it")
+        existing = next(p for p in (self.work_dir, *self.work_dir.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"work_dir {self.work_dir}: {existing} is not a folder")
+        if self.account and self.isolation == "none" and not self.account.can_reach(str(existing)):
+            raise ConfigError(f"work_dir {self.work_dir}: jobs run as {self.account.name} in copies inside it, and "
+                              f"{self.account.name} cannot go through {existing}'s folders; choose one it can "
+                              "(the default for root is /var/lib/syft-job)")
+        self.allow_read = tuple(self._readable_path(path) for path in (
+            [allow_read] if isinstance(allow_read, (str, os.PathLike)) else allow_read))
         self.max_concurrent_jobs = _positive(max_concurrent_jobs, "max_concurrent_jobs", int)
         if launcher not in (None, "slurm"):
             raise ConfigError(f"launcher must be None or 'slurm', got {launcher!r}")
@@ -2606,6 +2876,8 @@ class SyftJobRunner:
         self.max_memory_mb = None if max_memory_mb is None else _positive(max_memory_mb, "max_memory_mb")
         self.max_cpu_seconds = None if max_cpu_seconds is None else _positive(max_cpu_seconds, "max_cpu_seconds")
         self.max_log_bytes = None if max_log_bytes is None else _positive(max_log_bytes, "max_log_bytes", int)
+        self.max_output_bytes = _positive(max_output_bytes, "max_output_bytes", int)
+        self.max_output_files = _positive(max_output_files, "max_output_files", int)
         self.job_dir = config.get_job_dir(config.email)
         self._site = _Site(self.work_dir, self.job_dir)
         self._scanner = _JobScanner(self.job_dir)
@@ -2616,12 +2888,23 @@ class SyftJobRunner:
         self._abandoned: set[str] = set()  # jobs that could not even be marked finished
         self._stop: _StopSignals | None = None  # while run() polls
 
+    def _readable_path(self, path: str | os.PathLike) -> str:
+        """An allow_read path, resolved. :raises ConfigError: missing, or holding what
+        jobs must never read: a job tree, the runner's state, the owner's home."""
+        resolved = str(Path(path).expanduser().resolve())
+        if not os.path.exists(resolved):
+            raise ConfigError(f"allow_read: {path} does not exist")
+        trees = [os.path.join(site.path, "app_data", "job") for site in _subfolders(self.config.syftbox_folder)]
+        for what, folder in [*(("a job tree", tree) for tree in trees), ("the runner's work_dir", str(self.work_dir)),
+                             ("your home", os.path.expanduser("~"))]:
+            if _within(folder, resolved) or (what != "your home" and _within(resolved, folder)):
+                raise ConfigError(f"allow_read: {path} would let jobs read {what} ({folder}); name a folder of data")
+        return resolved
+
     @staticmethod
-    def _existing(path: str | os.PathLike, what: str) -> str:
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.exists():
-            raise ConfigError(f"{what}: {path} does not exist")
-        return str(resolved)
+    def _why_no_sandbox(isolation: str) -> str:
+        return "isolation 'none' was asked for" if isolation == "none" else "bubblewrap is not installed or cannot " \
+            "create namespaces here (Debian/Ubuntu: apt install bubblewrap)"
 
     def _say_once(self, key: str, text: str) -> None:
         if self._said.get(key) != text:
@@ -2647,10 +2930,10 @@ class SyftJobRunner:
                                                 f"{self._state_problem(job)})")
                 if (job.layout == "legacy", job.submitter) not in self._protected:
                     self._protected.add((job.layout == "legacy", job.submitter))
-                    _protect(job)
+                    self._site.note_protected(_protect(job))
                 if job.layout == "legacy" and job.state == "inbox" and job.folder not in self._protected:
                     self._protected.add(job.folder)  # a job folder with a syft.pub.yaml of its own
-                    _protect(job, own_folder=True)
+                    self._site.note_protected(_protect(job, own_folder=True))
             except (OSError, SyftJobError) as exc:
                 self._say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
             jobs.append(job)
@@ -2692,9 +2975,8 @@ class SyftJobRunner:
             seen.add(self._seen_key(job))
         if new:
             with contextlib.suppress(OSError, SyftJobError):
-                self._site.root.mkdir(parents=True, exist_ok=True, mode=0o700)
                 current = {self._seen_key(job) for job in jobs}
-                _atomic_write(self._site.root / "seen.json", json.dumps(sorted(seen & current)).encode())
+                self._site.save("seen.json", json.dumps(sorted(seen & current)).encode())
         return [job.key for job in new]
 
     def _seen_jobs(self) -> set[str]:
@@ -2791,6 +3073,8 @@ class SyftJobRunner:
         """Claim a job and start it: a run, a result (it could not run), or None (not
         run now: another runner has it, or it is held back)."""
         approved, fingerprint = _approval(job)
+        if self.require_approval_digest:  # only the record out of every submitter's reach counts
+            approved = _approval(job, self._site.path("approvals", job))[0]
         try:
             self._check_approval(job, approved, fingerprint)
             claim = _take_claim(self._site, job, lambda fields: _stop_leftovers(fields, self.console, job.label))
@@ -2838,9 +3122,19 @@ class SyftJobRunner:
     def _check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
         """Hold a job back when it must not run now. :raises _HeldBack: why."""
         status_file = os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else STATE_FILE)
+        again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
         if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
             raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
-                            "rules): an approval there could be forged")
+                            "rules; a rule this runner does not read exactly counts as a grant): an approval there "
+                            "could be forged")
+        if job.layout == "legacy":
+            protected = self._site.protected()
+            since = max(protected.get(os.path.join(folder, PERMISSION_FILE), 0)
+                        for folder in (job.folder, os.path.dirname(job.folder)))
+            with contextlib.suppress(OSError):
+                if os.lstat(status_file).st_ctime_ns < since:
+                    raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
+                                    f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
         last = self._site.record(job)
         if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
             with contextlib.suppress(OSError, SyftJobError):
@@ -2871,6 +3165,8 @@ class SyftJobRunner:
         for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
             if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
                 os.makedirs(os.path.join(copy, folder), exist_ok=True)
+        if self.account is not None:
+            self.account.give(copy)
         try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
             if job.layout != "legacy":
                 os.makedirs(job.results, exist_ok=True)
@@ -2887,7 +3183,8 @@ class SyftJobRunner:
                     _write_state(job, status="running", completed_at=None, return_code=None)
             except OSError as exc:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
-            env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox")
+            env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox",
+                                   self.account, copy)
             argv = self._command(run, env)
             run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
@@ -2912,9 +3209,18 @@ class SyftJobRunner:
             raise
         return run
 
+    @functools.cached_property
+    def _seccomp_path(self) -> str | None:
+        """The sandbox's seccomp filter, written once in the runner's state; None where
+        there is none (neither x86_64 nor aarch64)."""
+        program = _seccomp_filter()
+        if program is None:
+            return None
+        return self._site.save("seccomp.bpf", program)
+
     def _command(self, run: _Run, env: dict[str, str]) -> list[str]:
-        """``bash run.sh``, after what comes before it: srun, the sandbox or a capability
-        drop, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
+        """``bash run.sh``, after what comes before it: srun, the sandbox or the switch
+        to the job's account, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
         bash = _find_program("bash", env["PATH"]) or "bash"
         limits = []
         if self.max_memory_mb is not None:
@@ -2924,10 +3230,12 @@ class SyftJobRunner:
             limits.append(f"ulimit -S -t {seconds} && ulimit -H -t {seconds + 1}")
         prefix = [bash, "-c", " && ".join(limits) + ' && exec "$@"', "syft-job-limits"] if limits else []
         if self.isolation == "sandbox":
-            prefix = _sandbox_argv(run.copy, self.config.syftbox_folder, self.allow_read, self.network,
-                                   env["PATH"]) + prefix
+            seccomp = self._seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
+            opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
+            prefix = opener + _sandbox_argv(run.copy, self.config.syftbox_folder, _sandbox_reads(
+                self.allow_read, env["PATH"]), self.network, self.account, 3 if seccomp else None) + prefix
         else:
-            prefix = _without_capabilities(env["PATH"]) + prefix
+            prefix = _switch_to(self.account) + prefix
         if self.launcher == "slurm":
             run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
             minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
@@ -2976,11 +3284,13 @@ class SyftJobRunner:
             stderr.write_line(f"syft_job: {reason}\n")
         finished = datetime.datetime.now(datetime.timezone.utc)
         duration = (run.exited_at or time.monotonic()) - run.started
+        held: list[str] = []
         try:
             if failure is not None:
                 raise OSError(failure.failure.errno, reason)
             _write_all(run.returncode_fd, str(code).encode())
-            for note in run.publish():
+            notes, held = run.publish(self.max_output_bytes, self.max_output_files)
+            for note in notes:
                 stderr.write_line(f"syft_job: {note}\n")
         except OSError as exc:
             reason = reason or f"job {job.label} could not be finished: {exc}"
@@ -2988,7 +3298,7 @@ class SyftJobRunner:
                            finished, duration, reason)
         if failure is not None:
             self.console.say(f"❌ {reason}")
-        marked = self._mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd)
+        marked = self._mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd, held)
         run.close()
         if not marked:
             return result
@@ -3011,7 +3321,7 @@ class SyftJobRunner:
         return result
 
     def _mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
-                       results_fd: int | None = None) -> bool:
+                       results_fd: int | None = None, held_back: Sequence[str] = ()) -> bool:
         """Write that the job is finished (then it never runs again); its claim becomes
         the record of the run. False when even that fails (the job is left alone until
         restart)."""
@@ -3019,7 +3329,8 @@ class SyftJobRunner:
                   "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
                   "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
                   "duration_s": round(result.duration, 3), "isolation": self.isolation,
-                  "launcher": self.launcher or "local", "approval": approval}
+                  "launcher": self.launcher or "local", "approval": approval, "held_back": list(held_back[:100]),
+                  "held_back_count": len(held_back)}
         try:
             if job.layout != "legacy":
                 _write_state(job, status=result.status, completed_at=record["finished_at"],
@@ -3094,16 +3405,22 @@ class SyftJobRunner:
         if status not in ("inbox", "approved", "changed"):
             hint = f"; to run it again: syft-job rerun {shlex.quote(job.name)}" if status in ("done", "failed") else ""
             raise JobError(f"job {job.label} is {status}{hint}")
+        given = None if digest is None else digest.strip().lower()
+        if given is not None and not re.fullmatch(r"[0-9a-f]{32,64}", given):
+            raise JobError(f"job {job.label} was not approved: give the whole digest that show printed (64 hex "
+                           f"digits; a prefix shorter than 32 is cheap to collide), not {_printable(digest)!r}")
         files = _submission(job)
         recorded = _digest(files)
-        if digest is not None and digest.strip().lower() != recorded:
-            raise JobError(f"job {job.label} was not approved: its files hash to {recorded}, not {digest.strip()}: "
-                           "they changed after your review; look again (syft-job show)")
+        if given is not None and not recorded.startswith(given):
+            raise JobError(f"job {job.label} was not approved: the digest {given} does not match its files, which "
+                           f"hash to {recorded}; look again (syft-job show)")
         now = _utc_now()
         record = {"approved_by": self.config.email, "approved_at": now, "digest": recorded, "files": files}
         if reason:
             record["review_reason"] = reason
-        _atomic_write(_approval_path(job), (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+        data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+        _atomic_write(self._site.path("approvals", job, create=True), data, 0o600)  # what --strict trusts
+        _atomic_write(_approval_path(job), data)
         if job.layout != "legacy":
             _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
                          approval_method="manual", review_reason=reason)
@@ -3130,7 +3447,7 @@ class SyftJobRunner:
             _write_state(job, status="rejected", rejected_by=self.config.email, rejected_at=_utc_now(),
                          review_reason=reason.strip())
             _remove_path(_approval_path(job))
-        self._site.poke()
+        self._forget(job, "approvals")
 
     def rerun_job(self, job_name: str, user: str | None = None) -> None:
         """Run a finished job again at the next poll; its old results are replaced.
@@ -3146,9 +3463,7 @@ class SyftJobRunner:
                 _remove_path(os.path.join(job.results, name))
         if job.layout != "legacy":
             _write_state(job, status="approved", completed_at=None, return_code=None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._site.path("jobs", job))
-        self._site.poke()
+        self._forget(job, "jobs")
 
     def cancel_job(self, job_name: str, user: str | None = None, wait: float = 30.0) -> str:
         """Stop a running job and all its processes, from any process on this machine:
@@ -3267,22 +3582,31 @@ class SyftJobRunner:
         and what changed since."""
         job = self._find_job(job_name, user)
         row = self._row(job)
-        files = _submission(job)
-        sizes = {rel: os.lstat(os.path.join(job.folder, rel)).st_size for rel in files}
-        try:
-            config: Any = job.read_config()
-        except SyftJobError as exc:
-            config = f"❌ {exc}"
+        with tempfile.TemporaryDirectory(prefix="syft-job-review-") as copy:
+            with _folder(copy) as fd:  # each file read once: what is shown is what was hashed
+                files = _submission(job, fd)
+            sizes = {rel: os.lstat(os.path.join(copy, rel)).st_size if os.path.lexists(os.path.join(copy, rel)) else 0
+                     for rel in files}
+            kind = files.get(RUN_SCRIPT, "")
+            run_sh = f"❌ {RUN_SCRIPT} is a {kind}; it never runs" if kind in ("symlink", "not a regular file") \
+                else _script_preview(os.path.join(copy, RUN_SCRIPT), None)
+            try:
+                config: Any = dataclasses.replace(job, folder=copy).read_config()
+            except SyftJobError as exc:
+                config = f"❌ {exc}".replace(copy, job.folder)
         approval = _read_json(_approval_path(job)) or {}
         if job.layout != "legacy":
             with contextlib.suppress(OSError, SyftJobError):
                 approval = {**approval, **{k: v for k, v in (_read_state(job.results) or {}).items()
                                            if k in ("approved_by", "approved_at") and v}}
         approved = _approval(job)[0]
-        return {**row, "run_sh": _script_preview(os.path.join(job.folder, RUN_SCRIPT), None), "config": config,
+        record = self._site.record(job)
+        return {**row, "run_sh": run_sh, "config": config,
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
                 "digest": _digest(files), "approved_by": approval.get("approved_by"),
                 "approved_at": approval.get("approved_at"),
+                "held_back": record.get("held_back") or [] if "finished_at" in record else [],
+                "held_back_count": record.get("held_back_count") or 0 if "finished_at" in record else 0,
                 "changes": _changes(approved, files) if approved is not None else None}
 
     def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
@@ -3322,8 +3646,13 @@ class SyftJobRunner:
             _share(job, True, True, undo=True)
         for folder in dict.fromkeys((job.results, job.folder)):
             _remove_path(folder)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._site.path("jobs", job))
+        self._forget(job, "jobs", "approvals")
+
+    def _forget(self, job: _Job, *kinds: str) -> None:
+        """Remove this runner's records of a job ("jobs": its last run, "approvals")."""
+        for kind in kinds:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._site.path(kind, job))
         self._site.poke()
 
     # -- the loop ------------------------------------------------------------
