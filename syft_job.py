@@ -49,6 +49,7 @@ From the shell: ``python -m syft_job --help``.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import dataclasses
 import datetime
@@ -385,9 +386,14 @@ _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028
                           "\u2060-\u206f\ufeff\ud800-\udfff]")
 
 
-def _printable(text: str) -> str:
-    """``text`` safe to print: control, bidi and undecodable characters escaped."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+_UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))  # the same, but for "\n"
+
+
+def _printable(text: str, lines: bool = False) -> str:
+    """``text`` safe to print: control (ESC, CSI, OSC, BEL, C1), bidi and undecodable
+    characters escaped, ``\n`` too unless ``lines``."""
+    return (_UNPRINTABLE_IN_LINES if lines else _UNPRINTABLE).sub(
+        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
 class _Console:
@@ -400,16 +406,23 @@ class _Console:
         self.sink = sink
 
     def write(self, text: str) -> None:
+        """Write ``text`` (already escaped); a character the console cannot encode is
+        written as an escape."""
         if self.sink is False:
             return
         out = sys.stdout if self.sink is None else self.sink
-        out.write(text)
+        try:
+            out.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(out, "encoding", None) or "ascii"
+            out.write(text.encode(encoding, "backslashreplace").decode(encoding))
         flush = getattr(out, "flush", None)
         if flush is not None:
             flush()
 
     def say(self, *lines: str) -> None:
-        self.write("".join(line + "\n" for line in lines))
+        """Write lines of the runner's own, any control character in them escaped."""
+        self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------
@@ -573,6 +586,8 @@ class _YamlReader:
             raise self.error(f"the plain value {text!r} holds a tab or ': ' (quote it)", n)
         if text in _NULLS or text in _BOOLS:
             return _BOOLS.get(text)
+        if _INT.match(text) and len(text) > 4000:  # Python refuses to read longer ones (int_max_str_digits)
+            raise self.error(f"an integer of {len(text)} digits is too long", n)
         if _INT.match(text) or _FLOAT.match(text):
             return int(text) if _INT.match(text) else float(text)
         if _YAML11_TYPED.match(text):
@@ -661,7 +676,7 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
             if not _FLOAT.match(number):
                 raise ValueError(number)
             return float(number)
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep: read as YAML
             return json.loads(text, parse_float=yaml_float, parse_constant=yaml_float)
     return _YamlReader(text, source).read()
 
@@ -1303,10 +1318,11 @@ class _JobScanner:
         return folders
 
 
-def _receive(job: _Job, owner: str) -> None:
+def _receive(job: _Job, owner: str, datasite: str) -> None:
     """Give a new inbox/review job its first state, as upstream's owner client does:
     ``pending``, or ``rejected`` with the reason when the submission is malformed (it
-    must hold exactly code/, run.sh and config.yaml)."""
+    must hold exactly code/, run.sh and config.yaml); the reason names paths relative
+    to the ``datasite``, never the owner's own folders."""
     try:
         with os.scandir(job.folder) as entries:
             kinds = {e.name: "folder" if e.is_dir(follow_symlinks=False) else "file" if e.is_file(
@@ -1320,8 +1336,14 @@ def _receive(job: _Job, owner: str) -> None:
     except (OSError, SyftJobError) as exc:
         problem = str(exc)
     now = _utc_now()
-    rejected = {"rejected_by": owner, "rejected_at": now, "review_reason": problem} if problem else {}
+    rejected = {"rejected_by": owner, "rejected_at": now, "review_reason": _relative(problem, datasite)} \
+        if problem else {}
     _write_state(job, status="rejected" if problem else "pending", received_at=now, **rejected)
+
+
+def _relative(text: str, folder: str) -> str:
+    """A message for a submitter: paths in ``folder`` named relative to it."""
+    return text.replace(folder.rstrip("/") + "/", "")
 
 
 def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
@@ -2150,7 +2172,8 @@ class _LinePrinter:
     def write(self, stream: str, lines: bytes) -> None:
         """Print ``lines`` (separated by ``\n``, without a final one), each prefixed."""
         prefix = self.prefixes[stream]
-        self.console.write(prefix + lines.decode("utf-8", "replace").replace("\n", "\n" + prefix) + "\n")
+        text = _printable(lines.decode("utf-8", "replace"), lines=True)
+        self.console.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
 
 class _Output:
@@ -2845,7 +2868,7 @@ class SyftJobRunner:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
-        self.isolation = _resolve_isolation(isolation)
+        self.isolation, self._asked = _resolve_isolation(isolation), isolation
         if network is False and self.isolation != "sandbox":
             raise ConfigError("network=False (--no-network) needs the sandbox, and jobs run without one here "
                               f"({self._why_no_sandbox(isolation)})")
@@ -2887,6 +2910,7 @@ class SyftJobRunner:
         self._said: dict[str, str] = {}  # job -> the last thing said about it (said once)
         self._abandoned: set[str] = set()  # jobs that could not even be marked finished
         self._stop: _StopSignals | None = None  # while run() polls
+        self._checked_reads = False  # allow_read checked against the jobs' account
 
     def _readable_path(self, path: str | os.PathLike) -> str:
         """An allow_read path, resolved. :raises ConfigError: missing, or holding what
@@ -2900,6 +2924,11 @@ class SyftJobRunner:
             if _within(folder, resolved) or (what != "your home" and _within(resolved, folder)):
                 raise ConfigError(f"allow_read: {path} would let jobs read {what} ({folder}); name a folder of data")
         return resolved
+
+    @property
+    def _runs_as(self) -> str:
+        """Whom jobs run as, for messages."""
+        return self.account.name if self.account else f"you ({_printable(os.environ.get('USER') or str(os.getuid()))})"
 
     @staticmethod
     def _why_no_sandbox(isolation: str) -> str:
@@ -2923,7 +2952,7 @@ class SyftJobRunner:
         for job in self._scanner.scan():
             try:
                 if job.state == "unreceived":
-                    _receive(job, self.config.email)
+                    _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
                     job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
                 if job.state == "broken":
                     self._say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
@@ -3034,6 +3063,15 @@ class SyftJobRunner:
         if not waiting:
             return results
         _harden_runner(self.console)
+        if self.isolation == "none":
+            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({self._why_no_sandbox(self._asked)}): "
+                             f"they can read and write whatever {self._runs_as} can")
+        if self.account is not None and not self._checked_reads:
+            self._checked_reads = True
+            for path in self.allow_read:
+                if not self.account.can_reach(path, read=True):
+                    self.console.say(f"⚠️ allow_read {_printable(path)}: jobs run as {self.account.name}, who cannot "
+                                     "read it (give it to a group of that account, or make it readable by all)")
         with contextlib.ExitStack() as stack:
             stop = self._stop or stack.enter_context(_StopSignals())
             engine = _Engine(stop.fd)
@@ -3358,7 +3396,8 @@ class SyftJobRunner:
         with contextlib.suppress(OSError, SyftJobError):
             os.makedirs(job.results, exist_ok=True)
             with _folder(job.results) as fd:
-                for name, data in ((STDERR_FILE, f"syft_job: {reason}\n"), (RETURNCODE_FILE, "-1")):
+                datasite = str(self.config.get_user_dir(self.config.email))
+                for name, data in ((STDERR_FILE, f"syft_job: {_relative(reason, datasite)}\n"), (RETURNCODE_FILE, "-1")):
                     fd_out = _create_at(fd, name)
                     _write_all(fd_out, data.encode())
                     os.close(fd_out)
@@ -3399,7 +3438,7 @@ class SyftJobRunner:
         """
         job = self._find_job(job_name, user)
         if job.state == "unreceived":
-            _receive(job, self.config.email)
+            _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
             job = self._find_job(job_name, job.submitter)
         status = _live_status(job, self._site)
         if status not in ("inbox", "approved", "changed"):
@@ -3690,11 +3729,14 @@ class SyftJobRunner:
         self.console.say("", "🛑 SyftJob Runner stopped")
 
     def _print_banner(self) -> None:
-        sandbox = "sandbox (bubblewrap" + ("" if self.network else ", no network") + ")"
+        filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
+        sandbox = f"sandbox (bubblewrap, {filtered}" + ("" if self.network else ", no network") + ")"
         self.console.say(
             f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
             f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
-            f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none (no sandbox: install bubblewrap)'}",
+            f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none'}; jobs run as {self._runs_as}",
+            *([f"⚠️ Jobs run without a sandbox ({self._why_no_sandbox(self._asked)})"] if self.isolation == "none"
+              else []),
             *([f"⚙️ Jobs at once: {self.max_concurrent_jobs}"] if self.max_concurrent_jobs > 1 else []),
             *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.slurm_args)})"] if self.launcher else []),
             "⏹️ Press Ctrl+C to stop", _RULE)
@@ -3836,6 +3878,14 @@ def _number_arg(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _size_arg(text: str) -> int:
+    """An argparse type: a size in bytes, with an optional K, M or G (binary units)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?)i?B?\s*", text, re.I)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (a number of bytes, or with K, M or G: 500M)")
+    return int(float(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " "))
+
+
 def _fmt_seconds(value: Any) -> str:
     return "" if value is None else f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
 
@@ -3899,6 +3949,9 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     if job["return_code"] is not None:
         lines.append(f"Return code: {job['return_code']}")
     lines.append(f"Shared:     {' and '.join(job['shared']) or 'nothing (logs and outputs are private)'}")
+    if job["held_back_count"]:
+        lines.append(f"⚠️ Held back, over the output limits: {job['held_back_count']} output(s): "
+                     + ", ".join(_printable(path) for path in job["held_back"][:20]))
     if job["changes"]:
         lines.append(f"⚠️ Changed since approval: {job['changes']}")
     config = job["config"]
@@ -3918,9 +3971,14 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may be cut between two chunks
     for chunk in runner.follow_log(args.job, args.user, stderr=args.stderr, follow=args.follow):
-        sys.stdout.buffer.write(chunk)
+        if args.raw:
+            sys.stdout.buffer.write(chunk)
+        else:  # a job's escape sequences never reach the owner's terminal raw
+            sys.stdout.write(_printable(decoder.decode(chunk).replace("\r\n", "\n"), lines=True))
         sys.stdout.flush()
+    sys.stdout.write(_printable(decoder.decode(b"", final=True), lines=True))
     return 0
 
 
@@ -4070,7 +4128,13 @@ _RUNNER_FLAGS = (
                                       "make one; sandbox: refuse to run without; none: no sandbox")),
     ("--allow-read", "allow_read", dict(action="append", metavar="PATH", help="let sandboxed jobs read this path too, "
                                         "e.g. a dataset (repeatable)")),
-    ("--no-network", "network", dict(action="store_false", default=None, help="sandboxed jobs get no network")),
+    ("--no-network", "network", dict(action="store_false", default=None, help="sandboxed jobs get no network "
+                                     "(refused without the sandbox)")),
+    ("--run-as", "run_as", dict(metavar="USER", help="when run as root: the account jobs run as (default: nobody)")),
+    ("--max-output-size", "max_output_bytes", dict(type=_size_arg, metavar="SIZE", help="publish at most this much "
+                                                   "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),
+    ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N",
+                                                    help="publish at most N files of a job's outputs/ (default: 10000)")),
     ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
     ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
     ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
@@ -4123,6 +4187,8 @@ def _build_parser() -> argparse.ArgumentParser:
     logs = command("logs", "print a job's output", datasite, which)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
+    logs.add_argument("--raw", action="store_true", help="the bytes as the job wrote them (escape sequences included; "
+                                                        "by default control characters are shown escaped)")
     approve = command("approve", "approve a job (the runner then runs it)", datasite, which)
     approve.add_argument("--reason", metavar="TEXT", help="why, for the data scientist")
     approve.add_argument("--digest", metavar="HEX", help="approve only if the files still hash to this (from show)")
@@ -4157,6 +4223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot encode a character gets an escape
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "version":

@@ -779,7 +779,9 @@ def test_the_mixed_folder_runs_each_approved_job_once_and_reports_as_upstream_re
     # 0.1.24's folder let the submitter write its markers until this runner protected it: its
     # approval from before may be forged, so it waits until the owner approves it again.
     assert "its approved marker is older than the rules that keep its submitter from writing it" in sink.text
-    runner.approve_job("approved", UPSTREAM_DS)
+    marker = runner.job_dir / UPSTREAM_DS / "approved" / "approved"
+    marker.unlink()
+    marker.touch()  # approved again, as 0.1.24's client does: after the protection, so trusted
     assert [r.name for r in runner.process_approved_jobs()] == ["approved"]
     assert runner.process_approved_jobs() == []
     job_dir = runner.job_dir
@@ -1461,13 +1463,16 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
         reader.thread.join(10)
     finally:
         proc.kill()
-    isolation = "sandbox (bubblewrap)" if HAVE_BWRAP else "none (no sandbox: install bubblewrap)"
+    isolation = "sandbox (bubblewrap, seccomp filter)" if HAVE_BWRAP else "none"
+    account = "nobody" if os.geteuid() == 0 else f"you ({os.environ.get('USER') or os.getuid()})"
+    unsandboxed = "" if HAVE_BWRAP else "⚠️ Jobs run without a sandbox (bubblewrap is not installed or cannot " \
+        "create namespaces here (Debian/Ubuntu: apt install bubblewrap))\n"
     banner = (
         f"🚀 SyftJob Runner started: version: {syft_job.__version__}\n"
         f"👤 Monitoring jobs for: {OWNER}\n"
         f"📂 Job directory: {runner.job_dir}\n"
         "⏱️ Poll interval: 0.1 seconds\n"
-        f"🛡️ Isolation: {isolation}\n"
+        f"🛡️ Isolation: {isolation}; jobs run as {account}\n" + unsandboxed +
         "⏹️ Press Ctrl+C to stop\n"
         + "=" * 50 + "\n"
         "📋 Found 2 existing job(s): 1 inbox, 0 approved, 0 running, 1 finished\n"
