@@ -1453,14 +1453,25 @@ class _Site:
         """Tell a running runner to look at every job again (a job was changed by hand)."""
         self.save("poke", b"")
 
-    def protected(self) -> dict[str, int]:
-        """When this runner first kept submitters from writing in each permission file's
-        folder: ``{path: the file's ctime then}`` (an approval from before may be forged)."""
+    def unprotected_markers(self) -> dict[str, list[int]]:
+        """The legacy ``approved`` markers that stood when this runner first kept their
+        submitter from writing them: ``{path: [inode, mtime_ns]}``. Any of them may be
+        forged; one the owner writes again is another file."""
         return _read_json(str(self.root / "protected.json")) or {}
 
     def note_protected(self, path: str | None) -> None:
-        if path is not None and path not in self.protected():
-            self.save("protected.json", json.dumps({**self.protected(), path: os.lstat(path).st_ctime_ns}).encode())
+        """Note the markers under the folder of the permission file ``path`` (None: the
+        runner changed nothing) as they are now, after the change."""
+        if path is None:
+            return
+        found = {}
+        for marker in (os.path.join(os.path.dirname(path), APPROVED_MARKER),
+                       *(os.path.join(job.path, APPROVED_MARKER) for job in _subfolders(os.path.dirname(path)))):
+            with contextlib.suppress(OSError):
+                st = os.lstat(marker)
+                found[marker] = [st.st_ino, st.st_mtime_ns]
+        if found:
+            self.save("protected.json", json.dumps({**self.unprotected_markers(), **found}).encode())
 
     def poked_at(self) -> int:
         with contextlib.suppress(OSError):
@@ -2591,7 +2602,7 @@ def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: st
     return False
 
 
-_PLAIN_GRANTEE = re.compile(r"\*|(\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+\Z")  # anyone, an email, "*@domain"
+_PLAIN_GRANTEE = re.compile(r"(?:\*|(?:\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+)\Z")  # anyone, an email, "*@domain"
 
 
 def _grants(name: Any, user: str, cautious: bool) -> bool:
@@ -3169,12 +3180,11 @@ class SyftJobRunner:
             raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
                             "rules; a rule this runner does not read exactly counts as a grant): an approval there "
                             "could be forged")
-        if job.layout == "legacy":
-            protected = self._site.protected()
-            since = max(protected.get(os.path.join(folder, PERMISSION_FILE), 0)
-                        for folder in (job.folder, os.path.dirname(job.folder)))
+        stood = self._site.unprotected_markers().get(status_file) if job.layout == "legacy" else None
+        if stood:
             with contextlib.suppress(OSError):
-                if os.lstat(status_file).st_ctime_ns < since:
+                st = os.lstat(status_file)
+                if stood == [st.st_ino, st.st_mtime_ns]:
                     raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
                                     f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
         last = self._site.record(job)

@@ -4,7 +4,7 @@ Each measurement is a fresh Python process that builds a runner, times one call 
 reports. With ``--reference-python``, the reference (PyPI ``syft-job==0.1.24``) runs
 the same cases on its own copy of the same jobs, alternating with ours, run after run.
 The table gives medians, the ratio to the reference, the physical floor where there
-is one (bash alone, after ``setpriv`` as root; bwrap and bash; ``seq`` writing to a
+is one (bash alone, after ``setpriv`` to nobody as root; bwrap, setpriv and bash; ``seq`` writing to a
 file), and whether each target is met.
 
     python bench/bench_runner.py                                   # ours and the floors
@@ -188,11 +188,11 @@ def noop_200(runner: Runner, root: Path) -> Measurement:
 
 
 def floor_noop(root: Path) -> float:
-    """bash alone, after the capability drop a root owner's jobs get (setpriv): the floor."""
+    """bash alone, after the switch to the account a root owner's jobs run as (setpriv): the floor."""
     sys.path.insert(0, str(REPO))
     import syft_job
     site = Site(root)
-    prefix = tuple(syft_job._without_capabilities(os.environ["PATH"]))
+    prefix = tuple(syft_job._switch_to(syft_job._job_account(None)))
     return bash_alone(make_job(site.job_dir, "noop", "true\n"), 200, stdout_file=False, prefix=prefix)
 
 
@@ -204,12 +204,13 @@ def noop_200_sandbox(runner: Runner, root: Path) -> Measurement:
 
 
 def floor_noop_sandbox(root: Path) -> float:
-    """bwrap, as the runner calls it, and bash alone: the sandbox's floor."""
+    """bwrap as the runner calls it, the switch to the jobs' account inside (as root), and
+    bash alone: the sandbox's floor."""
     sys.path.insert(0, str(REPO))
     import syft_job
     site = Site(root)
     job = make_job(site.job_dir, "noop", "true\n")
-    argv = syft_job._sandbox_argv(str(job), site.folder, (), True, os.environ["PATH"])
+    argv = syft_job._sandbox_argv(str(job), site.folder, (), True, syft_job._job_account(None), None)
     return bash_alone(job, 200, stdout_file=False, prefix=tuple(argv))
 
 
