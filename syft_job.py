@@ -2070,14 +2070,18 @@ def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     if fields.get("slurm_job_name"):
-        _scancel(fields["slurm_job_name"])
+        _scancel(f"--name={fields['slurm_job_name']}")
 
 
-def _scancel(slurm_job_name: str) -> None:
-    """Cancel a Slurm job by name (best effort: ``scancel`` may be missing here)."""
+def _scancel(selector: str) -> None:
+    """Cancel Slurm jobs (best effort: ``scancel`` may be missing here).
+
+    :param selector: ``--name=NAME`` (the launcher's job), or ``--user=ACCOUNT``: what
+        the jobs of a root owner submitted themselves (the account runs nothing else).
+    """
     if shutil.which("scancel"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scancel", f"--name={slurm_job_name}"], capture_output=True, timeout=30)
+            subprocess.run(["scancel", selector], capture_output=True, timeout=30)
 
 
 # ---------------------------------------------------------------------------
@@ -3114,6 +3118,8 @@ class SyftJobRunner:
                             results.append(result)
                             self.console.say(_RULE)
                 _reap_orphans(leaders)
+            if self.account is not None and results:  # what the jobs left queued in Slurm, as their account
+                _scancel(f"--user={self.account.name}")
             if stop.requested:
                 raise KeyboardInterrupt
         if results:
@@ -3302,7 +3308,7 @@ class SyftJobRunner:
         if run.printer:
             run.printer.flush_stale(0)
         if run.slurm_job_name and run.stop_reason:
-            _scancel(run.slurm_job_name)
+            _scancel(f"--name={run.slurm_job_name}")
         if run.stop_reason == "interrupted":
             run.close()
             if job.layout != "legacy":

@@ -2285,6 +2285,19 @@ def test_slurm_args_come_last_and_slurm_refusals_fail_only_that_job(slurm, syftb
     assert result.status == "failed" and "srun" in (missing / "stderr.txt").read_text()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs run as nobody: the tests do not run as root here")
+def test_what_a_root_owners_job_submits_to_slurm_does_not_outlive_it(slurm, syftbox):
+    job = legacy_job(syftbox, "sbatch", "sbatch --job-name=left-by-a-job --wrap 'sleep 300' && srun id -u\n")
+    result = cli("once", "--isolation", "none", *site_args(syftbox))
+    try:
+        assert result.returncode == 0, result.stdout + (job / "stderr.txt").read_text()
+        assert (job / "stdout.txt").read_text().splitlines()[-1] == str(NOBODY)  # srun gave it no rights back
+        wait_for(lambda: "left-by-a-job" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True,
+                                                               text=True).stdout, 30, "its sbatch job to be cancelled")
+    finally:
+        subprocess.run(["scancel", "--name=left-by-a-job"], capture_output=True)
+
+
 def test_several_slurm_jobs_run_at_once(slurm, syftbox):
     go = go_file(syftbox)
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none", max_concurrent_jobs=2)

@@ -355,6 +355,7 @@ def main() -> int:
         runners.append(Runner("reference", args.reference_python, None))
     rows = []
     with tempfile.TemporaryDirectory(prefix="syft-job-bench-", dir=args.dir) as tmp:
+        os.chmod(tmp, 0o711)  # a root runner's jobs run as nobody, who goes through it to their copies
         for case in CASES:
             if args.case and case.name not in args.case:
                 continue
@@ -366,13 +367,16 @@ def main() -> int:
             for _ in range(runs):
                 for runner in case_runners:  # alternating: ours, reference, ours, ...
                     case_root = Path(tempfile.mkdtemp(dir=tmp))
+                    os.chmod(case_root, 0o711)
                     measurement = case.measure(runner, case_root)
                     values[runner.label].append(measurement.value)
                     extras[runner.label].append(measurement.extra)
             scale = SCALE.get(case.unit, 1)
             ours = statistics.median(values["ours"]) * scale
             ref = statistics.median(values["reference"]) * scale if "reference" in values else None
-            floor = case.floor(Path(tempfile.mkdtemp(dir=tmp))) * scale if case.floor else None
+            floor_root = Path(tempfile.mkdtemp(dir=tmp))
+            os.chmod(floor_root, 0o711)
+            floor = case.floor(floor_root) * scale if case.floor else None
             met = case.met(ours, ref, floor)
             rows.append((case, ours, ref, floor, met))
             for label, runs_extra in extras.items():
