@@ -337,11 +337,22 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
                 if sub is not None:
                     os.close(sub)
         elif stat.S_ISREG(mode):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 files[rel] = _copy_file(src_fd, name, dst_fd)
+            except JobError:
+                if _exists_at(src_fd, name):
+                    raise
         else:
             files[rel] = "symlink" if stat.S_ISLNK(mode) else "not a regular file"
     return files
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _copy_file(src_fd: int, name: str, dst_fd: int | None) -> str:
@@ -453,6 +464,7 @@ _NOT_PRINTABLE = re.compile("[^\x09\x0a\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\
 _ESCAPES = dict(zip('0abt\tnvfre "/\\N_LP', "\0\a\b\t\t\n\v\f\r\x1b \"/\\\x85\xa0\u2028\u2029"))
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
 _INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
+_FLOW_END = re.compile(r" *\]")
 _FLOW_ITEM = re.compile(r""" *('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^,\[\]{}'"]*?) *([,\]])""")
 
 
@@ -655,14 +667,14 @@ class _YamlReader:
     def flow_list(self, n: int, column: int) -> tuple[list, int]:
         """``[]``, or a list of scalars on one line: ``[a, 'b', "c"]``."""
         items, pos, line = [], column + 1, self.lines[n]
-        while not re.match(r" *\]", line[pos:]) or items:
+        while not _FLOW_END.match(line, pos) or items:
             match = _FLOW_ITEM.match(line, pos)
             token = match.group(1) if match else ""
             if not token or " #" in token or token[0] in _INDICATORS.replace("'", "").replace('"', ""):
                 raise self.error("a flow list holds only plain or quoted scalars, on one line", n)
             items.append(self.quoted(n, match.start(1))[0] if token[0] in "'\"" else self.plain(token, n))
             pos = match.end()
-            if match.group(2) == "]" or re.match(r" *\]", line[pos:]):
+            if match.group(2) == "]" or _FLOW_END.match(line, pos):
                 break
         return items, line.index("]", pos - 1 if items else pos) + 1
 
@@ -1217,7 +1229,7 @@ def _read_state(results: str) -> dict | None:
         return None
     state = load_yaml(_read_text(path, _MAX_STATE_BYTES), path)
     status = state.get("status") if isinstance(state, dict) else None
-    if status not in _STATE_STATUSES:
+    if not isinstance(status, str) or status not in _STATE_STATUSES:
         raise JobError(f"{_printable(path)}: status {status!r} is none of {', '.join(_STATE_STATUSES)}; not used")
     return state
 
@@ -1364,13 +1376,15 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
     if job.layout != "legacy":
         with contextlib.suppress(SyftJobError):
             state = load_yaml(readable(STATE_FILE) or "{}") or {}
+            state = state if isinstance(state, dict) else {}
             status = {"received": "inbox", "pending": "inbox"}.get(state.get("status"), state.get("status") or "inbox")
             reason = state.get("review_reason") or state.get("rejection_reason")
+            reason = None if reason is None else str(reason)
             return_code = state.get("return_code")
     elif (rejected := readable(REJECTED_MARKER)) is not None:
         status, reason = "rejected", rejected.strip() or None
     elif (done := readable(DONE_MARKER)) is not None:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             record = json.loads(done or "{}")
             return_code = record.get("return_code") if isinstance(record, dict) else None
         with contextlib.suppress(ValueError, TypeError):
@@ -1505,7 +1519,7 @@ def _read_json(path: str) -> dict | None:
         for line in data.splitlines():
             fields.update(json.loads(line))
         return fields
-    except (SyftJobError, ValueError, TypeError):
+    except (SyftJobError, ValueError, TypeError, RecursionError):
         return None
 
 
@@ -1681,8 +1695,9 @@ def _approval(job: _Job, path: str | None = None) -> tuple[dict[str, str] | None
         fingerprint = hashlib.sha256(data + str(os.lstat(path).st_mtime_ns).encode()).hexdigest()
     except (OSError, SyftJobError):
         return None, ""
-    with contextlib.suppress(ValueError):
-        files = (json.loads(data or b"null") or {}).get("files")
+    with contextlib.suppress(ValueError, RecursionError):
+        record = json.loads(data or b"null")
+        files = record.get("files") if isinstance(record, dict) else None
         if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
             return files, fingerprint
     return None, fingerprint
@@ -2503,7 +2518,8 @@ def _glob_escape(name: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _glob(pattern: str) -> re.Pattern:
     """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any
-    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes."""
+    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes. One that is not a pattern
+    (``[z-a]``) matches nothing (and is not understood: see _understood)."""
     out = []
     for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
         if part in ("**/", "**"):
@@ -2516,7 +2532,13 @@ def _glob(pattern: str) -> re.Pattern:
             out.append("(?:" + "|".join(map(re.escape, part[1:-1].split(","))) + ")")
         else:
             out.append(re.escape(part[1:] if part[:1] == "\\" else part))
-    return re.compile("".join(out) + r"\Z")
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error:
+        return _NEVER
+
+
+_NEVER = re.compile(r"(?!)")
 
 
 def _rank(pattern: str) -> tuple:
@@ -2619,7 +2641,7 @@ def _understood(rule: Any) -> bool:
     """A rule of the shape SyftBox writes: a pattern, and lists of names per level."""
     access = rule.get("access") if isinstance(rule, dict) else None
     return isinstance(rule, dict) and isinstance(rule.get("pattern"), str) and "{{" not in rule["pattern"].replace(
-        "{{.UserEmail}}", "") and isinstance(access, dict) and all(isinstance(access.get(level) or [], list)
+        "{{.UserEmail}}", "") and _glob(rule["pattern"]) is not _NEVER and isinstance(access, dict) and all(isinstance(access.get(level) or [], list)
                                                                      for level in _LEVELS)
 
 
@@ -2644,7 +2666,7 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
             raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
         data, header = _load_permissions(path)
         data = {**data, "rules": [dict(r) if isinstance(r, dict) else r for r in data["rules"]]}
-        by_pattern = {r.get("pattern"): r for r in data["rules"] if isinstance(r, dict)}
+        by_pattern = {r["pattern"]: r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)}
         added, changed = [], not os.path.lexists(path)
         for pattern, read, write in wanted:
             rule = by_pattern.get(pattern)
@@ -2836,7 +2858,7 @@ def _config_items(config: dict) -> list[tuple[str, str]]:
     for key in first + sorted((k for k in config if k not in first), key=str):
         value = config[key]
         shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else (
-            _dump_scalar(value) if isinstance(value, (bool, int, float)) else str(value))
+            _dump_scalar(value) if isinstance(value, (bool, int)) else str(value))
         items.append((_printable(str(key)), _printable(shown)))
     return items
 
@@ -3621,6 +3643,7 @@ class SyftJobRunner:
         if finished and code is None:
             code = _returncode(job)
         reason = state.get("review_reason") or state.get("rejection_reason")
+        reason = None if reason is None else str(reason)
         if job.layout == "legacy" and status == "rejected":
             with contextlib.suppress(OSError, SyftJobError):
                 reason = _read_file(os.path.join(job.folder, REJECTED_MARKER), 64 * 1024).decode("utf-8", "replace").strip()

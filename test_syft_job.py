@@ -1982,13 +1982,23 @@ HOSTILE_FILES = [
     ("1 MB of [", b"a: " + b"[" * (1 << 20) + b"\n"),
     ("a list", b"- 1\n- 2\n"),
     ("rules that are not rules", b"rules: [5, x, {pattern: 5}]\n"),
+    ("a float too large", b"name: 1.0e+400\nstatus: 1.0e+400\n"),
+    ("a status that is a list", b"status: [done]\nreturn_code: 1\nreview_reason: 5\n"),
+    ("patterns that are not patterns", b"rules:\n- pattern: '[z-a]'\n  access:\n    read: ['*']\n- pattern: [x]\n"),
+    ("JSON true", b"true"),
 ]
 
 
-@pytest.mark.parametrize("where", ["config", "state", "permission"])
+@pytest.mark.parametrize("where", ["config", "state", "permission", "legacy markers"])
 def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runner, syftbox, where):
     good, good_results = new_job(runner, "good", "echo fine")
     for i, (_, content) in enumerate(HOSTILE_FILES):  # each in a job of its own, from a submitter of its own
+        if where == "legacy markers":
+            bad = make_job(runner, f"bad{i}", "echo bad-ran", submitter=f"s{i}@test.org")
+            (bad / "approved").write_bytes(content)
+            if i % 2:
+                (bad / "done").write_bytes(content)
+            continue
         bad, bad_results = new_job(runner, f"bad{i}", "echo bad-ran", submitter=f"s{i}@test.org")
         target = {"config": bad / "config.yaml", "state": bad_results / "state.yaml",
                   "permission": bad.parent / "syft.pub.yaml"}[where]
@@ -2010,6 +2020,8 @@ def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runne
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=30)[0]
     assert "Traceback" not in out, out[-2000:]
+    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, "s0@test.org"))
+    assert len(client.jobs) == 1  # the submitter's view of a hostile job is a row, not a traceback
 
 
 def test_a_name_that_is_not_utf8_or_forges_lines_is_shown_escaped(syftbox, owner):
