@@ -1915,7 +1915,7 @@ def test_in_the_sandbox_the_kernels_dangerous_calls_and_files_are_closed(syftbox
     assert len(verdicts) == 15 and all(v == "-1 EPERM" for v in verdicts.values()), verdicts
 
 
-@pytest.mark.parametrize("setup", ["flow style", "glob email", "USER", "written before protection"])
+@pytest.mark.parametrize("setup", ["flow style", "glob email", "USER", "written before protection", "a folder above"])
 @pytest.mark.parametrize("strict", [False, True])
 def test_a_submitter_written_approval_never_runs(syftbox, owner, setup, strict):
     ds_folder = syftbox / OWNER / "app_data" / "job" / DS
@@ -1923,8 +1923,12 @@ def test_a_submitter_written_approval_never_runs(syftbox, owner, setup, strict):
     rules = {"flow style": "rules:\n- pattern: '**'\n  access: {write: [ds@test.org]}\n",
              "glob email": "rules:\n- pattern: '**'\n  access:\n    write: ['*@*.org']\n",
              "USER": "rules:\n- pattern: '**'\n  access:\n    write: [USER]\n",
-             "written before protection": "rules:\n- pattern: '**'\n  access:\n    write: [ds@test.org]\n"}
+             "written before protection": "rules:\n- pattern: '**'\n  access:\n    write: [ds@test.org]\n",
+             "a folder above": "rules:\n- pattern: '**'\n  access:\n    read: [ds@test.org]\n"}
     (ds_folder / "syft.pub.yaml").write_text(rules[setup])
+    if setup == "a folder above":  # the nearest file lets ds read only; one above lets it write (an engine may merge)
+        (ds_folder.parent / "syft.pub.yaml").write_text("rules:\n- pattern: 'ds@test.org/**'\n  access:\n"
+                                                         "    write: [ds@test.org]\n")
     # The forger hashes its own files, as approve_job would, and writes the approval.
     files = {n: hashlib.sha256((job / n).read_bytes()).hexdigest() for n in ("config.yaml", "run.sh")}
     (job / "approved").write_text(json.dumps({"approved_by": OWNER, "files": files}))
