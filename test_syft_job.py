@@ -213,6 +213,63 @@ def site_args(syftbox: Path) -> list[str]:
     return ["--syftbox-folder", str(syftbox), "--email", OWNER]
 
 
+NOBODY = 65534
+
+
+class Owner:
+    """Runs ``syft-job`` as one kind of data owner: ``root`` (its jobs run as nobody) or
+    ``user`` (an ordinary account: uid 65534 when the tests run as root). The user's
+    runner imports a copy of the module, from a folder that account can read."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.switch = kind == "user" and os.geteuid() == 0
+        self.home = tmp_path / f"home-{kind}"
+        self.home.mkdir()
+        self.lib = HERE
+        if self.switch:
+            self.lib = tmp_path / "lib"
+            self.lib.mkdir()
+            shutil.copy(HERE / "syft_job.py", self.lib / "syft_job.py")
+            os.chown(self.home, NOBODY, NOBODY)
+
+    @property
+    def job_uid(self) -> int:
+        """The uid the jobs of this owner run as."""
+        return NOBODY if os.geteuid() == 0 else os.getuid()
+
+    def cli(self, syftbox: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        if self.switch:  # the owner's datasite is the owner's
+            for parent, folders, files in os.walk(syftbox):
+                for name in [parent] + [os.path.join(parent, n) for n in folders + files]:
+                    os.chown(name, NOBODY, NOBODY, follow_symlinks=False)
+        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] if self.switch else []
+        environment = cli_env(HOME=str(self.home), XDG_STATE_HOME=str(self.home / "state"), PYTHONPATH=str(self.lib),
+                              **env)
+        python = JOB_PYTHON if self.switch else sys.executable
+        return subprocess.run(prefix + [python, "-m", "syft_job", *args, *site_args(syftbox)], env=environment,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=["root", "user"])
+def owner(request, tmp_path) -> Owner:
+    if request.param == "root" and os.geteuid() != 0:
+        pytest.skip("the runner as root: the tests do not run as root here")
+    if request.param == "user" and os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("the runner as an ordinary user: util-linux's setpriv is not installed")
+    return Owner(request.param, tmp_path)
+
+
+def legacy_job(syftbox: Path, name: str, script: str, submitter: str = DS, approved: bool = True) -> Path:
+    """A legacy job folder, as 0.1.24's client writes it (no runner object needed)."""
+    folder = syftbox / OWNER / "app_data" / "job" / submitter / name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(syft_job.dump_yaml({"name": name, "submitted_by": submitter}))
+    (folder / "run.sh").write_text(textwrap.dedent(script))
+    if approved:
+        (folder / "approved").touch()
+    return folder
+
 # ---------------------------------------------------------------------------
 # Configuration and the public API
 # ---------------------------------------------------------------------------
@@ -1303,21 +1360,20 @@ sleep 991.{tag}6
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbox, capsys, isolation, stream):
-    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
-    tag = f"{int(stream)}{len(isolation)}"
-    job = make_job(runner, "slow", escaping_job(tag))
+def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbox, owner, isolation, stream):
+    tag = f"{int(stream)}{len(isolation)}{len(owner.kind)}"
+    job = legacy_job(syftbox, "slow", escaping_job(tag))
     started = time.monotonic()
+    flags = ["--isolation", isolation, "--timeout", "1", *([] if stream else ["--no-stream"])]
     try:
-        [result] = runner.process_approved_jobs(stream_output=stream, timeout=1)
+        result = owner.cli(syftbox, "once", *flags)
         assert time.monotonic() - started < 30  # a hang bound: the reference waited for the grandchild (300 s)
-        assert (result.return_code, result.status) == (-1, "failed") and "timed out" in result.reason
+        assert result.returncode == 1 and "⏰ Job slow timed out after 1 seconds (return code -1)" in result.stdout
         assert (job / "returncode.txt").read_text() == "-1" and (job / "done").exists()
         assert (job / "stdout.txt").read_bytes() == b"started\n--- PROCESS TIMED OUT ---\n"
         assert (job / "stderr.txt").read_bytes() == b"started-err\n--- PROCESS TIMED OUT ---\n"
         wait_for(lambda: not processes_with(f"991.{tag}"), 10, "every process of the job to be gone")
-        assert "⏰ Job slow timed out after 1 seconds (return code -1)" in capsys.readouterr().out
-        assert runner.process_approved_jobs(timeout=1) == []  # finished: never re-run by itself
+        assert "No approved jobs to run" in owner.cli(syftbox, "once", *flags).stdout  # never re-run by itself
     finally:
         kill_marked(f"991.{tag}")
 
@@ -1336,13 +1392,12 @@ def test_a_timed_out_shell_never_reports_its_child_terminated(syftbox):
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
-def test_nothing_a_finished_job_made_outlives_it(syftbox, isolation):
-    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
-    tag = str(len(isolation))
-    job = make_job(runner, "leaves", escaping_job(tag).replace(f"sleep 991.{tag}6", "echo done-main"))
+def test_nothing_a_finished_job_made_outlives_it(syftbox, owner, isolation):
+    tag = f"{len(isolation)}{len(owner.kind)}"
+    job = legacy_job(syftbox, "leaves", escaping_job(tag).replace(f"sleep 991.{tag}6", "echo done-main"))
     try:
-        [result] = runner.process_approved_jobs(timeout=60)
-        assert result.return_code == 0 and (job / "stdout.txt").read_text() == "started\ndone-main\n"
+        result = owner.cli(syftbox, "once", "--isolation", isolation)
+        assert result.returncode == 0 and (job / "stdout.txt").read_text() == "started\ndone-main\n"
         wait_for(lambda: not processes_with(f"991.{tag}"), 10, "the leftovers to be gone")
     finally:
         kill_marked(f"991.{tag}")
@@ -1504,7 +1559,7 @@ def test_run_refuses_a_bad_timeout_before_polling(runner, monkeypatch):
 
 
 # ---------------------------------------------------------------------------
-# Isolation: attacks by an approved job, made for real (as root too, on CI)
+# Isolation: attacks by an approved job, made for real (with the runner as root and as an ordinary user)
 # ---------------------------------------------------------------------------
 
 
@@ -1579,39 +1634,36 @@ def test_a_claim_planted_by_the_submitter_cannot_make_a_job_run_twice(syftbox):
     assert counter.read_text() == "run\n"
 
 
-def test_a_job_that_stops_its_runner_cannot_stretch_its_timeout_or_turn_failure_into_success(plain_runner):
-    make_job(plain_runner, "freezer", "kill -STOP $PPID\nsleep 3\nkill -CONT $PPID\nexit 0\n")
-    [result] = plain_runner.process_approved_jobs(stream_output=False, timeout=1)
-    assert (result.status, result.return_code) == ("failed", -1) and "timed out" in result.reason
-    assert result.duration >= 1
+def test_a_job_that_stops_its_runner_cannot_stretch_its_timeout_or_turn_failure_into_success(syftbox, owner):
+    job = legacy_job(syftbox, "freezer", "kill -STOP $PPID\nsleep 3\nkill -CONT $PPID\nexit 0\n")
+    started = time.monotonic()
+    result = owner.cli(syftbox, "once", "--isolation", "none", "--no-stream", "--timeout", "1")
+    assert result.returncode == 1 and "timed out" in result.stdout, result.stdout
+    assert (job / "returncode.txt").read_text() == "-1" and time.monotonic() - started >= 1
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
-def test_a_job_cannot_read_the_runner_or_write_into_its_console(syftbox, monkeypatch, capsys, isolation):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-owner-secret")
-    runner = syft_job.create_runner(syftbox, OWNER, isolation=isolation)
-    job = make_job(runner, "spy", """
+def test_a_job_cannot_read_the_runner_or_write_into_its_console(syftbox, owner, isolation):
+    job = legacy_job(syftbox, "spy", """
 tr '\\0' '\\n' < /proc/$PPID/environ | grep OPENAI || echo "environ: refused"
 echo "forged line" > /proc/$PPID/fd/1 || echo "fd: refused"
 grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status
 """)
-    runner.process_approved_jobs(stream_output=False)
-    out, console = (job / "stdout.txt").read_text(), capsys.readouterr().out
+    result = owner.cli(syftbox, "once", "--isolation", isolation, "--no-stream", OPENAI_API_KEY="sk-owner-secret")
+    out, console = (job / "stdout.txt").read_text(), result.stdout
     assert "sk-owner-secret" not in out + console
     assert "forged line" not in console  # (in the sandbox, $PPID is its own init: the line went to its own log)
     assert "fd: refused" in out or (isolation == "sandbox" and "forged line" in out)
     caps = dict(line.split(":\t") for line in out.splitlines() if line.startswith("Cap"))
     assert caps["CapEff"] == caps["CapPrm"] == caps["CapAmb"] == "0000000000000000", caps  # even for root
-    if isolation == "none" and os.geteuid() == 0:
+    if owner.kind == "root":
         assert caps["CapBnd"] == "0000000000000000"
 
 
 @needs_sandbox
-def test_in_the_sandbox_a_job_sees_only_its_own_processes_and_what_it_may_read(syftbox, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "id_ed25519").write_text("owner key")
-    monkeypatch.setenv("HOME", str(home))
+def test_in_the_sandbox_a_job_sees_only_its_own_processes_and_what_it_may_read(syftbox, tmp_path, owner):
+    (owner.home / ".ssh").mkdir()
+    (owner.home / ".ssh" / "id_ed25519").write_text("owner key")
     dataset = tmp_path / "datasets" / "census.csv"
     dataset.parent.mkdir()
     dataset.write_text("age\n41\n")
@@ -1619,47 +1671,45 @@ def test_in_the_sandbox_a_job_sees_only_its_own_processes_and_what_it_may_read(s
     hidden.write_text("hidden")
     (syftbox / OWNER / "private").mkdir(exist_ok=True)
     (syftbox / OWNER / "private" / "data.csv").write_text("private,data\n")
-    runner = syft_job.create_runner(syftbox, OWNER, allow_read=[dataset.parent])
-    other = make_job(runner, "other", "echo other-results > outputs/r.txt\n", submitter=OTHER)
-    runner.process_approved_jobs()
-    job = make_job(runner, "nosy", f"""
+    other = legacy_job(syftbox, "other", "echo other-results > outputs/r.txt\n", submitter=OTHER)
+    owner.cli(syftbox, "once")
+    job_dir = syftbox / OWNER / "app_data" / "job"
+    job = legacy_job(syftbox, "nosy", f"""
 ls /proc | grep -c '^[0-9]' | sed 's/^/processes: /'
 cat "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/data.csv"
 cat {dataset}
 cat {hidden} 2>/dev/null || echo "outside: refused"
-cat {home}/.ssh/id_ed25519 2>/dev/null || echo "home: refused"
+cat {owner.home}/.ssh/id_ed25519 2>/dev/null || echo "home: refused"
 cat {other}/stdout.txt {other}/outputs/r.txt 2>/dev/null || echo "other jobs: refused"
-cat {runner.work_dir}/*/runs/* 2>/dev/null || echo "runner state: refused"
+cat {owner.home}/state/*/*/* 2>/dev/null || echo "runner state: refused"
 touch "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/planted" 2>/dev/null || echo "syftbox: read-only"
 touch {other}/approved 2>/dev/null || echo "sibling: refused"
-printf '%05000d' 0 > {runner.job_dir / DS / "nosy" / "stdout.txt"} 2>/dev/null || echo "own log: refused"
+printf '%05000d' 0 > {job_dir / DS / "nosy" / "stdout.txt"} 2>/dev/null || echo "own log: refused"
 touch /usr/planted 2>/dev/null || echo "system: read-only"
 touch /tmp/mine && echo "tmp: writable"
-kill -0 1 && echo "pid 1 is the sandbox's"
-""", submitter=DS)
-    runner.process_approved_jobs(stream_output=False)
+""")
+    owner.cli(syftbox, "once", "--no-stream", "--allow-read", str(dataset.parent))
     out = (job / "stdout.txt").read_text()
     assert int(re.search(r"processes: (\d+)", out).group(1)) < 10  # not the host's hundreds
     for expected in ("private,data", "age\n41", "outside: refused", "home: refused", "other jobs: refused",
                      "runner state: refused", "syftbox: read-only", "sibling: refused", "own log: refused",
                      "system: read-only", "tmp: writable"):
-        assert expected in out, expected
+        assert expected in out, (expected, out)
     assert "owner key" not in out and "hidden" not in out and "other-results" not in out
     assert not (syftbox / OWNER / "private" / "planted").exists() and not Path("/usr/planted").exists()
 
 
 @needs_sandbox
-def test_with_no_network_a_sandboxed_job_reaches_nothing_but_its_own_loopback(syftbox):
+def test_with_no_network_a_sandboxed_job_reaches_nothing_but_its_own_loopback(syftbox, owner):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     port = server.getsockname()[1]
     script = f"(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable\n"
     try:
-        for network, expected in ((True, "reached"), (False, "unreachable")):
-            runner = syft_job.create_runner(syftbox, OWNER, network=network)
-            job = make_job(runner, f"net {network}", script)
-            runner.process_approved_jobs(stream_output=False)
+        for flags, expected in (([], "reached"), (["--no-network"], "unreachable")):
+            job = legacy_job(syftbox, f"net {expected}", script)
+            owner.cli(syftbox, "once", "--no-stream", *flags)
             assert (job / "stdout.txt").read_text() == expected + "\n"
     finally:
         server.close()
@@ -1788,64 +1838,6 @@ def test_a_live_runners_claim_is_left_alone(runner, capsys):
 # No job holds the owner's powers: each attack made with the runner as root AND as an
 # ordinary user (uid 65534 through setpriv, when the tests run as root)
 # ---------------------------------------------------------------------------
-
-NOBODY = 65534
-
-
-class Owner:
-    """Runs ``syft-job`` as one kind of data owner: ``root`` (its jobs run as nobody) or
-    ``user`` (an ordinary account: uid 65534 when the tests run as root). The user's
-    runner imports a copy of the module, from a folder that account can read."""
-
-    def __init__(self, kind: str, tmp_path: Path) -> None:
-        self.kind = kind
-        self.switch = kind == "user" and os.geteuid() == 0
-        self.home = tmp_path / f"home-{kind}"
-        self.home.mkdir()
-        self.lib = HERE
-        if self.switch:
-            self.lib = tmp_path / "lib"
-            self.lib.mkdir()
-            shutil.copy(HERE / "syft_job.py", self.lib / "syft_job.py")
-            os.chown(self.home, NOBODY, NOBODY)
-
-    @property
-    def job_uid(self) -> int:
-        """The uid the jobs of this owner run as."""
-        return NOBODY if os.geteuid() == 0 else os.getuid()
-
-    def cli(self, syftbox: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-        if self.switch:  # the owner's datasite is the owner's
-            for parent, folders, files in os.walk(syftbox):
-                for name in [parent] + [os.path.join(parent, n) for n in folders + files]:
-                    os.chown(name, NOBODY, NOBODY, follow_symlinks=False)
-        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] if self.switch else []
-        environment = cli_env(HOME=str(self.home), XDG_STATE_HOME=str(self.home / "state"), PYTHONPATH=str(self.lib),
-                              **env)
-        python = JOB_PYTHON if self.switch else sys.executable
-        return subprocess.run(prefix + [python, "-m", "syft_job", *args, *site_args(syftbox)], env=environment,
-                              capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(params=["root", "user"])
-def owner(request, tmp_path) -> Owner:
-    if request.param == "root" and os.geteuid() != 0:
-        pytest.skip("the runner as root: the tests do not run as root here")
-    if request.param == "user" and os.geteuid() == 0 and not shutil.which("setpriv"):
-        pytest.skip("the runner as an ordinary user: util-linux's setpriv is not installed")
-    return Owner(request.param, tmp_path)
-
-
-def legacy_job(syftbox: Path, name: str, script: str, submitter: str = DS, approved: bool = True) -> Path:
-    """A legacy job folder, as 0.1.24's client writes it (no runner object needed)."""
-    folder = syftbox / OWNER / "app_data" / "job" / submitter / name
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(syft_job.dump_yaml({"name": name, "submitted_by": submitter}))
-    (folder / "run.sh").write_text(textwrap.dedent(script))
-    if approved:
-        (folder / "approved").touch()
-    return folder
-
 
 KERNEL_ATTACK = """
 id -u
