@@ -2001,17 +2001,15 @@ def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runne
         target.write_bytes(content)
     commands = [["once"], ["list"], ["list", "--json"], ["show", "good"], ["logs", "bad0"]] + [
         ["show", f"bad{i}"] for i in range(len(HOSTILE_FILES))]
-    for command in commands:
-        result = cli(*command, *site_args(syftbox), timeout=60)
-        assert "Traceback" not in result.stdout + result.stderr, (command, result.stderr[-2000:])
-        assert result.returncode in (0, 1, 2), (command, result.returncode)
-        assert result.returncode == 0 or command[0] != "list", (command, result.stderr)
+    for command in commands:  # the command line in this process: a traceback would fail the test here
+        code = syft_job.main([*command, *site_args(syftbox)])
+        assert code in (0, 1, 2) and (code == 0 or command[0] != "list"), (command, code)
     assert (good_results / "stdout.txt").read_text() == "fine\n"
     proc = subprocess.Popen([sys.executable, "-m", "syft_job", "run", "--poll-interval", "0.2", *site_args(syftbox)],
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with pytest.raises(subprocess.TimeoutExpired):  # still polling, after several polls
-            proc.wait(timeout=2)
+            proc.wait(timeout=1.5)
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=30)[0]
