@@ -61,6 +61,7 @@ import html
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import select
@@ -1803,8 +1804,13 @@ class _Account:
                 need = 5 if is_dir else 4
             else:
                 need = 1 if is_dir else 0
-            shift = 6 if st.st_uid == self.uid else 3 if st.st_gid in (self.gid, *self.groups) else 0
-            if (st.st_mode >> shift) & need != need:
+            if st.st_uid == self.uid:
+                bits = st.st_mode >> 6
+            elif st.st_gid in (self.gid, *self.groups):
+                bits = st.st_mode >> 3
+            else:
+                bits = st.st_mode
+            if bits & need != need:
                 return False
         return True
 
@@ -1826,7 +1832,6 @@ def _job_account(run_as: str | None) -> _Account | None:
             raise ConfigError(f"run_as={run_as!r}: only a runner started as root runs jobs as another account; "
                               "yours run as you")
         return None
-    import pwd
     try:
         entry = pwd.getpwuid(int(run_as)) if str(run_as).isdigit() else pwd.getpwnam(run_as or "nobody")
     except (KeyError, OverflowError):
@@ -2638,11 +2643,13 @@ def _grants(name: Any, user: str, cautious: bool) -> bool:
 
 
 def _understood(rule: Any) -> bool:
-    """A rule of the shape SyftBox writes: a pattern, and lists of names per level."""
-    access = rule.get("access") if isinstance(rule, dict) else None
-    return isinstance(rule, dict) and isinstance(rule.get("pattern"), str) and "{{" not in rule["pattern"].replace(
-        "{{.UserEmail}}", "") and _glob(rule["pattern"]) is not _NEVER and isinstance(access, dict) and all(isinstance(access.get(level) or [], list)
-                                                                     for level in _LEVELS)
+    """A rule of the shape SyftBox writes: a pattern (no template but the user's email),
+    and a list of names per level."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str):
+        return False
+    access, pattern = rule.get("access"), rule["pattern"].replace("{{.UserEmail}}", "")
+    return "{{" not in pattern and _glob(pattern) is not _NEVER and isinstance(access, dict) and all(
+        isinstance(access.get(level) or [], list) for level in _LEVELS)
 
 
 def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
