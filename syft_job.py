@@ -1335,11 +1335,14 @@ class _JobScanner:
         return folders
 
 
-def _receive(job: _Job, owner: str, datasite: str) -> None:
+def _receive(job: _Job, owner: str, datasite: str) -> str | None:
     """Give a new inbox/review job its first state, as upstream's owner client does:
     ``pending``, or ``rejected`` with the reason when the submission is malformed (it
     must hold exactly code/, run.sh and config.yaml); the reason names paths relative
-    to the ``datasite``, never the owner's own folders."""
+    to the ``datasite``, never the owner's own folders.
+
+    :returns: the reason it was rejected, or None.
+    """
     try:
         with os.scandir(job.folder) as entries:
             kinds = {e.name: "folder" if e.is_dir(follow_symlinks=False) else "file" if e.is_file(
@@ -1353,9 +1356,10 @@ def _receive(job: _Job, owner: str, datasite: str) -> None:
     except (OSError, SyftJobError) as exc:
         problem = str(exc)
     now = _utc_now()
-    rejected = {"rejected_by": owner, "rejected_at": now, "review_reason": _relative(problem, datasite)} \
-        if problem else {}
-    _write_state(job, status="rejected" if problem else "pending", received_at=now, **rejected)
+    reason = None if problem is None else _relative(problem, datasite)
+    rejected = {"rejected_by": owner, "rejected_at": now, "review_reason": reason} if reason else {}
+    _write_state(job, status="rejected" if reason else "pending", received_at=now, **rejected)
+    return reason
 
 
 def _relative(text: str, folder: str) -> str:
@@ -2926,8 +2930,8 @@ class SyftJobRunner:
         if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
             raise ConfigError(f"work_dir {self.work_dir} is inside the SyftBox folder: jobs and submitters could reach it")
         existing = next(p for p in (self.work_dir, *self.work_dir.parents) if p.exists())
-        if not existing.is_dir():
-            raise ConfigError(f"work_dir {self.work_dir}: {existing} is not a folder")
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"work_dir {self.work_dir}: {existing} is not a folder this runner can write in")
         if self.account and self.isolation == "none" and not self.account.can_reach(str(existing)):
             raise ConfigError(f"work_dir {self.work_dir}: jobs run as {self.account.name} in copies inside it, and "
                               f"{self.account.name} cannot go through {existing}'s folders; choose one it can "
@@ -3000,8 +3004,10 @@ class SyftJobRunner:
         for job in self._scanner.scan():
             try:
                 if job.state == "unreceived":
-                    _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
+                    refused = _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
                     job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
+                    if refused:
+                        self._say_once(job.folder, f"🚫 Job {job.label} was rejected on receipt: {refused}")
                 if job.state == "broken":
                     self._say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
                                                 f"{self._state_problem(job)})")
@@ -3181,21 +3187,12 @@ class SyftJobRunner:
                                        f"{shlex.quote(job.name)}")
             return None
         copy = self._site.path("copies", job, f"-{claim.token[:8]}", create=True)
-        run = None
         try:
-            if header:
-                self.console.say(header, _RULE)
-            self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
-            if 1 < claim.attempt:
-                self.console.say(f"🔁 Job {job.label} was interrupted (its runner stopped while it ran); "
-                                 f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
             if claim.attempt > _MAX_ATTEMPTS:
                 raise _CannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was killed "
                                  "or the machine stopped while it ran); it is not run again")
             run = self._launch(job, claim, copy, options, approved, fingerprint)
-            self._said.pop(job.folder, None)
-            return run
-        except _HeldBack as exc:
+        except _HeldBack as exc:  # said once, never as "Executing"
             self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
             _discard(claim, copy)
             return None
@@ -3204,8 +3201,20 @@ class SyftJobRunner:
                 f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
             if not isinstance(exc, _CannotRun):
                 logger.exception("runner error in job %s", job.label)
+            self._say_started(job, claim, header)
             self.console.say(f"❌ {reason}")
             return self._finish_unrun(job, claim, copy, reason, fingerprint)
+        self._say_started(job, claim, header)
+        self._said.pop(job.folder, None)
+        return run
+
+    def _say_started(self, job: _Job, claim: _Claim, header: str | None) -> None:
+        if header:
+            self.console.say(header, _RULE)
+        self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
+        if 1 < claim.attempt:
+            self.console.say(f"🔁 Job {job.label} was interrupted (its runner stopped while it ran); "
+                             f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
 
     def _check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
         """Hold a job back when it must not run now. :raises _HeldBack: why."""
@@ -3883,6 +3892,8 @@ def _client_config() -> tuple[str | None, str | None]:
     """``(SyftBox folder, email)`` from the SyftBox client's config.json, if there is one."""
     path = Path(_env(_CLIENT_CONFIG_ENV_VAR) or _CLIENT_CONFIG_DEFAULT).expanduser()
     if not path.is_file():
+        if _env(_CLIENT_CONFIG_ENV_VAR):  # named on purpose: its absence is a mistake
+            raise _UsageError(f"{_CLIENT_CONFIG_ENV_VAR} names {path}, which is not a file")
         return None, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -3896,14 +3907,12 @@ def _client_config() -> tuple[str | None, str | None]:
     return folder, data.get("email") or None
 
 
-def _runner(args: argparse.Namespace, creates: bool = False) -> SyftJobRunner:
+def _runner(args: argparse.Namespace) -> SyftJobRunner:
     """The runner for the datasite the flags, the environment or the SyftBox client
-    config name, with the settings of the flags given.
-
-    :param creates: the command may create the owner's datasite folder.
-    """
-    folder = args.syftbox_folder or _env(_FOLDER_ENV_VAR)
-    email = args.email or _env(_EMAIL_ENV_VAR)
+    config name, with the settings of the flags given. The datasite must exist; its
+    email is matched without regard to case."""
+    folder = getattr(args, "syftbox_folder", None) or _env(_FOLDER_ENV_VAR)
+    email = getattr(args, "email", None) or _env(_EMAIL_ENV_VAR)
     if not folder or not email:
         config_folder, config_email = _client_config()
         folder, email = folder or config_folder, email or config_email
@@ -3912,8 +3921,13 @@ def _runner(args: argparse.Namespace, creates: bool = False) -> SyftJobRunner:
     if not email:
         raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
     config = SyftJobConfig.from_syftbox_folder(folder, email)
-    if not creates and not config.get_user_dir(email).is_dir():
-        raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}")
+    sites = [entry.name for entry in _subfolders(config.syftbox_folder) if "@" in entry.name]
+    same = [site for site in sites if site.lower() == email.lower()]
+    if not config.get_user_dir(email).is_dir() and len(same) == 1:
+        config = SyftJobConfig.from_syftbox_folder(folder, same[0])
+    elif not config.get_user_dir(email).is_dir():
+        raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
+                          f"{', '.join(sites) or 'none'}")
     settings = {key: value for key, value in vars(args).items() if key in _RUNNER_KEYWORDS and value is not None}
     return SyftJobRunner(config, **settings)
 
@@ -4021,6 +4035,11 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    job = runner._find_job(args.job, args.user)
+    if not args.follow and not os.path.lexists(os.path.join(job.results, STDERR_FILE if args.stderr else STDOUT_FILE)):
+        print(f"syft-job logs: {job.label} has not run (it is {_live_status(job, runner._site)}): no log yet",
+              file=sys.stderr)
+        return 1
     decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may be cut between two chunks
     for chunk in runner.follow_log(args.job, args.user, stderr=args.stderr, follow=args.follow):
         if args.raw:
@@ -4194,7 +4213,8 @@ _RUNNER_KEYWORDS = {keyword for _, keyword, _ in _RUNNER_FLAGS} | {"work_dir"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    datasite = argparse.ArgumentParser(add_help=False)
+    # The datasite options work before and after the command (SUPPRESS: unset leaves no default to overwrite).
+    datasite = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     datasite.add_argument("--syftbox-folder", metavar="PATH",
                           help=f"the SyftBox folder (default: ${_FOLDER_ENV_VAR}, else the SyftBox client config)")
     datasite.add_argument("--email", metavar="EMAIL",
@@ -4216,7 +4236,7 @@ def _build_parser() -> argparse.ArgumentParser:
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.")
+    parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.", parents=[datasite])
     parser.add_argument("--version", action="version", version=f"syft-job {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
     commands.required = True
@@ -4283,7 +4303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _cmd_demo(args)
-        return _COMMANDS[args.command](_runner(args, creates=args.command == "add-submitter"), args)
+        return _COMMANDS[args.command](_runner(args), args)
     except BrokenPipeError:  # `syft-job show JOB | head -1`: the reader has gone; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

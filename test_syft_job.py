@@ -2293,11 +2293,11 @@ def test_slurm_args_come_last_and_slurm_refusals_fail_only_that_job(slurm, syftb
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs run as nobody: the tests do not run as root here")
 def test_what_a_root_owners_job_submits_to_slurm_does_not_outlive_it(slurm, syftbox):
-    job = legacy_job(syftbox, "sbatch", "sbatch --job-name=left-by-a-job --wrap 'sleep 300' && srun id -u\n")
+    job = legacy_job(syftbox, "sbatch", "srun id -u && sbatch --job-name=left-by-a-job --wrap 'sleep 300'\n")
     result = cli("once", "--isolation", "none", *site_args(syftbox))
     try:
         assert result.returncode == 0, result.stdout + (job / "stderr.txt").read_text()
-        assert (job / "stdout.txt").read_text().splitlines()[-1] == str(NOBODY)  # srun gave it no rights back
+        assert (job / "stdout.txt").read_text().splitlines()[0] == str(NOBODY)  # srun gave it no rights back
         wait_for(lambda: "left-by-a-job" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True,
                                                                text=True).stdout, 30, "its sbatch job to be cancelled")
     finally:
@@ -2692,6 +2692,10 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     result = cli("list", env=cli_env(HOME=str(home)))
     assert result.returncode == 2 and "'data_dir' and 'email' must be strings" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    result = cli("list", env=cli_env(SYFTBOX_CLIENT_CONFIG_PATH=str(tmp_path / "missing.json")))
+    assert result.returncode == 2 and f"SYFTBOX_CLIENT_CONFIG_PATH names {tmp_path / 'missing.json'}" in result.stderr
+    before = cli("--syftbox-folder", str(syftbox), "--email", OWNER.upper(), "list")  # before the command, any case
+    assert before.returncode == 0 and "No jobs in" in before.stdout, before.stderr
     empty_home = tmp_path / "empty-home"
     empty_home.mkdir()
     result = cli("list", env=cli_env(HOME=str(empty_home)))
@@ -2716,6 +2720,8 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     (["reject", "x", "--reason", " "], "a rejection needs a reason"),
     (["list", "--status", "weird"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
+    (["list", "--work-dir", "/etc/hostname"], "is not a folder this runner can write in"),
+    (["add-submitter", "x@test.org", "--email", "typo@test.org"], "no datasite for typo@test.org"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
     base = site_args(syftbox)
@@ -2992,8 +2998,9 @@ def test_add_submitter_command(syftbox):
     assert result.returncode == 0
     assert (syftbox / OWNER / "app_data" / "job" / "inbox" / DS / "syft.pub.yaml").is_file()
     assert (syftbox / OWNER / "app_data" / "job" / "review" / DS / "syft.pub.yaml").is_file()
-    nowhere = cli("add-submitter", DS, "--syftbox-folder", str(syftbox), "--email", "new@test.org")
-    assert nowhere.returncode == 0  # it may create the owner's datasite
+    nowhere = cli("add-submitter", DS, "--syftbox-folder", str(syftbox), "--email", "typo@test.org")
+    assert nowhere.returncode == 2 and not (syftbox / "typo@test.org").exists()  # a typo creates no datasite
+    assert nowhere.stderr.strip().endswith(f"the datasites there: {OWNER}")
 
 
 def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
@@ -3374,3 +3381,27 @@ def test_a_submitter_folder_not_named_like_an_email_does_not_break_the_poll(runn
     runner.check_for_new_jobs()
     runner.process_approved_jobs()
     assert "[do@test.org][odd] odd-ran" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# An owner's day: one line per event
+# ---------------------------------------------------------------------------
+
+
+def test_one_line_per_event_held_back_rejected_on_receipt_and_logs_of_a_job_never_run(syftbox):
+    sink = Sink()
+    runner = syft_job.create_runner(syftbox, OWNER, console=sink)
+    job = make_job(runner, "held", "echo hi\n", approved=False)
+    runner.approve_job("held")
+    (job / "run.sh").write_text("echo changed\n")
+    for _ in range(3):
+        assert runner.process_approved_jobs() == []
+    assert sink.text.count("⏸️ Job ds@test.org/held is not run: its files changed") == 1, sink.text
+    assert "Executing" not in sink.text and "Found" not in sink.text
+    folder, _ = new_job(runner, "malformed", "echo x", approve=False)
+    (folder / "extra.txt").write_text("not allowed here")
+    runner.check_for_new_jobs()
+    runner.check_for_new_jobs()
+    assert sink.text.count("🚫 Job ds@test.org/malformed (v0) was rejected on receipt: the submission must hold") == 1
+    never = cli("logs", "held", *site_args(syftbox))
+    assert never.returncode == 1 and "ds@test.org/held has not run (it is changed): no log yet" in never.stderr
