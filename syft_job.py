@@ -2862,6 +2862,19 @@ def _script_preview(path: str, max_lines: int | None = 5) -> str:
     return "\n".join(shown) if shown else "(empty)"
 
 
+def _is_text(path: str) -> bool:
+    """Whether a file reads as UTF-8 text (its first 8 kB: no NUL, nothing undecodable
+    but a character cut at the end)."""
+    try:
+        head = _read_file(path, 8192, truncate=True)
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return b"\0" not in head and exc.start >= len(head) - 3 and len(head) == 8192
+    except (OSError, SyftJobError):
+        return False
+    return b"\0" not in head
+
+
 def _config_items(config: dict) -> list[tuple[str, str]]:
     """A job's settings to show, escaped: name, submitter and time first."""
     first = [k for k in ("name", "submitted_by", "submitted_at") if k in config]
@@ -3685,6 +3698,8 @@ class SyftJobRunner:
                 files = _submission(job, fd)
             sizes = {rel: os.lstat(os.path.join(copy, rel)).st_size if os.path.lexists(os.path.join(copy, rel)) else 0
                      for rel in files}
+            code = {rel: _script_preview(os.path.join(copy, rel), None) for rel in files
+                    if rel not in (RUN_SCRIPT, CONFIG_FILE) and _is_text(os.path.join(copy, rel))}
             kind = files.get(RUN_SCRIPT, "")
             run_sh = f"❌ {RUN_SCRIPT} is a {kind}; it never runs" if kind in ("symlink", "not a regular file") \
                 else _script_preview(os.path.join(copy, RUN_SCRIPT), None)
@@ -3699,7 +3714,7 @@ class SyftJobRunner:
                                            if k in ("approved_by", "approved_at") and v}}
         approved = _approval(job)[0]
         record = self._site.record(job)
-        return {**row, "run_sh": run_sh, "config": config,
+        return {**row, "run_sh": run_sh, "config": config, "code": code,
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
                 "digest": _digest(files), "approved_by": approval.get("approved_by"),
                 "approved_at": approval.get("approved_at"),
@@ -4021,7 +4036,13 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     config = job["config"]
     lines += ["--- config.yaml ---", *(f"  {k}: {v}" for k, v in _config_items(config))] if isinstance(config, dict) \
         else ["--- config.yaml ---", f"  {config}"]
-    lines += ["--- run.sh ---", job["run_sh"], "--- files (size, sha256) ---"]
+    lines += ["--- run.sh ---", job["run_sh"]]
+    for path, text in job["code"].items():  # the code is what the owner must read: every text file
+        shown = text.split("\n")
+        more = len(shown) - args.code_lines if not args.all_lines else 0
+        lines += [f"--- {_printable(path)} ---", *shown[:len(shown) if args.all_lines else args.code_lines],
+                  *([f"... ({more} more lines: --all-lines)"] if more > 0 else [])]
+    lines.append("--- files (size, sha256) ---")
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
     lines.append(f"digest: {job['digest']}")
     if job["status"] in ("inbox", "changed"):
@@ -4254,6 +4275,9 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
     show = command("show", "review a job: its whole run.sh, config, files, digest, status, logs", datasite, which)
     show.add_argument("--lines", type=_number_arg(int), default=20, metavar="N", help="log lines to show (default: 20)")
+    show.add_argument("--all-lines", action="store_true", help="every line of each submitted text file (default: the "
+                                                                "first 200)")
+    show.set_defaults(code_lines=200)
     logs = command("logs", "print a job's output", datasite, which)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")

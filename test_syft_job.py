@@ -3405,3 +3405,20 @@ def test_one_line_per_event_held_back_rejected_on_receipt_and_logs_of_a_job_neve
     assert sink.text.count("🚫 Job ds@test.org/malformed (v0) was rejected on receipt: the submission must hold") == 1
     never = cli("logs", "held", *site_args(syftbox))
     assert never.returncode == 1 and "ds@test.org/held has not run (it is changed): no log yet" in never.stderr
+
+
+def test_show_prints_the_code_of_a_python_job(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False)
+    (syftbox / DS).mkdir()
+    project = tmp_path / "analysis"
+    project.mkdir()
+    (project / "main.py").write_text("".join(f"print({i})  # \x1b[31m\n" for i in range(1, 251)))
+    (project / "model.bin").write_bytes(b"\x00\x01binary" * 10)
+    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, DS))
+    client.submit_python_job(OWNER, project, job_name="py", dependencies=["numpy"])
+    shown = cli("show", "py", *site_args(syftbox)).stdout
+    assert "--- code/main.py ---" in shown and "1: print(1)  # \\x1b[31m" in shown and "200: print(200)" in shown
+    assert "201: print(201)" not in shown and "... (50 more lines: --all-lines)" in shown
+    assert "--- code/model.bin ---" not in shown and re.search(r"^  code/model\.bin  80 bytes  [0-9a-f]{64}$", shown, re.M)
+    everything = cli("show", "py", "--all-lines", *site_args(syftbox)).stdout
+    assert "250: print(250)" in everything and "more lines" not in everything
