@@ -53,6 +53,7 @@ import codecs
 import contextlib
 import dataclasses
 import datetime
+import difflib
 import errno
 import fcntl
 import functools
@@ -1491,6 +1492,23 @@ class _Site:
                 found[marker] = [st.st_ino, st.st_mtime_ns]
         if found:
             self.save("protected.json", json.dumps({**self.unprotected_markers(), **found}).encode())
+
+    def audit(self, event: str, job: _Job, by: str, **fields: Any) -> None:
+        """Append one line to ``audit.jsonl``: a decision or a run, who made it and when,
+        with ``prev``, the sha256 of the line before it, so that a line edited, removed
+        or reordered shows. The file is locked while its last line is read and the new
+        one appended: runners in several processes never mix their lines."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root / "audit.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            last = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20))).rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            line = {"at": _utc_now(), "event": event, "job": job.key, "layout": job.layout, "by": by, **fields,
+                    "prev": hashlib.sha256(last).hexdigest() if last else None}
+            _write_all(fd, json.dumps(line, sort_keys=True).encode() + b"\n")
+        finally:
+            os.close(fd)
 
     def poked_at(self) -> int:
         with contextlib.suppress(OSError):
@@ -3478,15 +3496,27 @@ class SyftJobRunner:
     # -- review ----------------------------------------------------------------
 
     def _find_job(self, job_name: str, user: str | None = None) -> _Job:
-        """The one job named ``job_name`` (of ``user``, or of any submitter), in any layout."""
-        _check_folder_name(job_name, "job name")
+        """The one job named ``job_name`` (of ``user``, or of any submitter), in any layout.
+        It may be written as the runner prints it: ``submitter/name``, escaped, with its
+        layout after it (``ds@x.io/count (v1)``)."""
+        name, layout = job_name, None
+        match = re.fullmatch(r"(.+) \((v0|v1)\)", name) if isinstance(name, str) else None
+        if match:
+            name, layout = match.groups()
+        submitter, _, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
+        if rest and _EMAIL_RE.match(submitter) and user in (None, submitter):
+            name, user = rest, submitter
+        _check_folder_name(name, "job name")
         if user is not None:
             _check_email(user)
-        jobs = [job for job in _JobScanner(self.job_dir).scan()
-                if job.name == job_name and user in (None, job.submitter)]
+        scanned = _JobScanner(self.job_dir).scan()
+        jobs = [job for job in scanned if name in (job.name, _printable(job.name))
+                and user in (None, job.submitter) and layout in (None, job.layout)]
         if not jobs:
             where = f"from {user}" if user else "from any submitter"
-            raise JobNotFoundError(f"no job named {_printable(repr(job_name))} {where} in {self.job_dir}")
+            close = difflib.get_close_matches(name, sorted({_printable(job.name) for job in scanned}), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise JobNotFoundError(f"no job named {_printable(repr(job_name))} {where} in {self.job_dir}{hint}")
         if len(jobs) > 1:
             raise JobError(f"several jobs are named {_printable(repr(job_name))}: "
                            f"{', '.join(job.label for job in jobs)}; pass user=... (--user)")
@@ -3513,7 +3543,9 @@ class SyftJobRunner:
             job = self._find_job(job_name, job.submitter)
         status = _live_status(job, self._site)
         if status not in ("inbox", "approved", "changed"):
-            hint = f"; to run it again: syft-job rerun {shlex.quote(job.name)}" if status in ("done", "failed") else ""
+            hints = {"done": "to run it again: syft-job rerun", "failed": "to run it again: syft-job rerun",
+                     "rejected": "to review it again: syft-job reopen"}
+            hint = f"; {hints[status]} {shlex.quote(job.name)}" if status in hints else ""
             raise JobError(f"job {job.label} is {status}{hint}")
         given = None if digest is None else digest.strip().lower()
         if given is not None and not re.fullmatch(r"[0-9a-f]{32,64}", given):
@@ -3535,6 +3567,7 @@ class SyftJobRunner:
             _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
                          approval_method="manual", review_reason=reason)
         self._said.pop(job.folder, None)
+        self._site.audit("approve", job, self.config.email, digest=recorded, reason=reason)
         self._site.poke()
         return recorded
 
@@ -3557,6 +3590,24 @@ class SyftJobRunner:
             _write_state(job, status="rejected", rejected_by=self.config.email, rejected_at=_utc_now(),
                          review_reason=reason.strip())
             _remove_path(_approval_path(job))
+        self._site.audit("reject", job, self.config.email, reason=reason.strip())
+        self._forget(job, "approvals")
+
+    def reopen_job(self, job_name: str, user: str | None = None) -> None:
+        """Put a rejected job back in the inbox, to be reviewed again: its rejection and
+        reason are cleared (and recorded in the audit trail).
+
+        :raises JobError: the job is not rejected.
+        """
+        job = self._find_job(job_name, user)
+        status = _live_status(job, self._site)
+        if status != "rejected":
+            raise JobError(f"job {job.label} is {status}, not rejected; only a rejected job can be reopened")
+        if job.layout == "legacy":
+            _remove_path(os.path.join(job.folder, REJECTED_MARKER))
+        else:
+            _write_state(job, status="pending", rejected_by=None, rejected_at=None, review_reason=None)
+        self._site.audit("reopen", job, self.config.email)
         self._forget(job, "approvals")
 
     def rerun_job(self, job_name: str, user: str | None = None) -> None:
@@ -3573,6 +3624,7 @@ class SyftJobRunner:
                 _remove_path(os.path.join(job.results, name))
         if job.layout != "legacy":
             _write_state(job, status="approved", completed_at=None, return_code=None)
+        self._site.audit("rerun", job, self.config.email)
         self._forget(job, "jobs")
 
     def cancel_job(self, job_name: str, user: str | None = None, wait: float = 30.0) -> str:
@@ -3588,6 +3640,7 @@ class SyftJobRunner:
         if status != "running":
             raise JobError(f"job {job.label} is {status}, not running")
         Path(self._site.path("jobs", job, ".cancel", create=True)).touch()
+        self._site.audit("cancel", job, self.config.email)
         deadline = time.monotonic() + wait
         while _live_status(job, self._site) == "running" and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -3751,6 +3804,7 @@ class SyftJobRunner:
         if _live_status(job, self._site) == "running":
             raise JobError(f"job {job.label} is running; cancel it first")
         self._delete(job)
+        self._site.audit("delete", job, self.config.email)
 
     def _delete(self, job: _Job) -> None:
         with os.scandir(job.folder):
@@ -4085,6 +4139,12 @@ def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.reopen_job(args.job, args.user)
+    print(f"📥 {_printable(args.job)} is back in the inbox, waiting for your review")
+    return 0
+
+
 def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     runner.rerun_job(args.job, args.user)
     print(f"🔁 {_printable(args.job)} runs again at the next poll of the runner")
@@ -4252,7 +4312,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for flag, keyword, settings in _RUNNER_FLAGS:
         running.add_argument(flag, dest=keyword, **settings)
     which = argparse.ArgumentParser(add_help=False)
-    which.add_argument("job", metavar="JOB", help="the job's name")
+    which.add_argument("job", metavar="JOB", help="the job's name, or SUBMITTER/NAME as the runner prints it")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -4288,6 +4348,7 @@ def _build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--digest", metavar="HEX", help="approve only if the files still hash to this (from show)")
     reject = command("reject", "reject a job, with a reason the data scientist reads", datasite, which)
     reject.add_argument("--reason", metavar="TEXT", required=True, help="why it is rejected, for the data scientist")
+    command("reopen", "put a rejected job back in the inbox, to review it again", datasite, which)
     command("rerun", "run a finished job again (its old results are replaced)", datasite, which)
     command("cancel", "stop a running job and all its processes", datasite, which)
     share = command("share", "let the submitter read a finished job's outputs and/or logs", datasite, which)
@@ -4306,7 +4367,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
-    "approve": _cmd_approve, "reject": _cmd_reject, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
+    "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
     "share": _cmd_share, "unshare": _cmd_unshare, "delete": _cmd_delete, "add-submitter": _cmd_add_submitter,
     "reset": _cmd_reset,
 }

@@ -2639,13 +2639,14 @@ def test_no_submitter_can_approve_its_own_job_once_the_runner_has_looked(runner,
 COMMAND_OPTIONS = {
     "run": ["--poll-interval", "--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip", "--strict",
             "--pass-env", "--max-memory", "--max-cpu", "--max-log-size", "--isolation", "--allow-read",
-            "--no-network", "--work-dir", "--jobs", "--launcher", "--slurm-arg", "--syftbox-folder", "--email"],
+            "--no-network", "--work-dir", "--jobs", "--launcher", "--slurm-arg", "--syftbox-folder", "--email",
+            "--run-as", "--max-output-size", "--max-output-files"],
     "once": ["--timeout", "--no-stream", "--share-outputs", "--share-logs", "--skip", "--strict", "--pass-env",
              "--max-memory", "--max-cpu", "--max-log-size", "--isolation", "--allow-read", "--no-network",
-             "--work-dir", "--jobs", "--launcher", "--slurm-arg"],
-    "list": ["--json", "--status", "--submitter"], "show": ["JOB", "--user", "--lines"],
-    "logs": ["JOB", "--follow", "--stderr"], "approve": ["JOB", "--user", "--reason", "--digest"],
-    "reject": ["JOB", "--reason"], "rerun": ["JOB"], "cancel": ["JOB"], "unshare": ["JOB"],
+             "--work-dir", "--jobs", "--launcher", "--slurm-arg", "--run-as", "--max-output-size", "--max-output-files"],
+    "list": ["--json", "--status", "--submitter"], "show": ["JOB", "--user", "--lines", "--all-lines"],
+    "logs": ["JOB", "--follow", "--stderr", "--raw"], "approve": ["JOB", "--user", "--reason", "--digest"],
+    "reject": ["JOB", "--reason"], "reopen": ["JOB"], "rerun": ["JOB"], "cancel": ["JOB"], "unshare": ["JOB"],
     "delete": ["JOB", "--yes"], "share": ["JOB", "--outputs", "--logs", "--user"], "add-submitter": ["EMAIL"],
     "reset": ["--yes"], "version": [], "demo": ["--folder"],
 }
@@ -3422,3 +3423,26 @@ def test_show_prints_the_code_of_a_python_job(syftbox, tmp_path):
     assert "--- code/model.bin ---" not in shown and re.search(r"^  code/model\.bin  80 bytes  [0-9a-f]{64}$", shown, re.M)
     everything = cli("show", "py", "--all-lines", *site_args(syftbox)).stdout
     assert "250: print(250)" in everything and "more lines" not in everything
+
+
+def test_a_job_is_found_as_the_runner_prints_it_with_did_you_mean_and_a_rejection_can_be_undone(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False)
+    folder, results = new_job(runner, "count", "echo 3", approve=False)
+    odd = make_job(runner, "a\nb", "echo odd\n", approved=False, submitter=OTHER)
+    for typed in ("ds@test.org/count", "ds@test.org/count (v0)", "count"):  # as list and the console print it
+        assert cli("reject", typed, "--reason", "too wide", *site_args(syftbox)).returncode == 0, typed
+    assert state_of(results)["status"] == "rejected"
+    again = cli("approve", "ds@test.org/count", *site_args(syftbox))
+    assert again.returncode == 2 and "to review it again: syft-job reopen count" in again.stderr
+    reopened = cli("reopen", "ds@test.org/count", *site_args(syftbox))
+    assert reopened.returncode == 0 and "back in the inbox" in reopened.stdout
+    state = state_of(results)
+    assert state["status"] == "pending" and state["review_reason"] is None and state["rejected_by"] is None
+    audit = [json.loads(line) for line in (runner._site.root / "audit.jsonl").read_text().splitlines()]
+    assert [a["event"] for a in audit] == ["reject"] * 3 + ["reopen"] and audit[3]["prev"] is not None
+    assert cli("approve", "count", *site_args(syftbox)).returncode == 0
+    assert cli("show", "other@test.org/a\\nb", *site_args(syftbox)).returncode == 0  # the escaped name, typed back
+    assert cli("reject", "a\\nb", "--reason", "odd", *site_args(syftbox)).returncode == 0
+    assert (odd / "rejected").exists()
+    missed = cli("show", "cuont", *site_args(syftbox))
+    assert missed.returncode == 2 and "did you mean 'count'?" in missed.stderr
