@@ -2827,6 +2827,7 @@ class _StopSignals:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT  # which one stopped it (a KeyboardInterrupt is a Ctrl+C)
         self.fd: int | None = None
         self.previous: dict[int, Any] = {}
 
@@ -2844,7 +2845,7 @@ class _StopSignals:
         return self
 
     def _note(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a stop is requested."""
@@ -2994,6 +2995,7 @@ class SyftJobRunner:
         self._abandoned: set[str] = set()  # jobs that could not even be marked finished
         self._stop: _StopSignals | None = None  # while run() polls
         self._checked_reads = False  # allow_read checked against the jobs' account
+        self._stopped_by: int | None = None  # the signal that ended run()
 
     def _readable_path(self, path: str | os.PathLike) -> str:
         """An allow_read path, resolved. :raises ConfigError: missing, or holding what
@@ -3244,8 +3246,7 @@ class SyftJobRunner:
             self.console.say(header, _RULE)
         self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
         if 1 < claim.attempt:
-            self.console.say(f"🔁 Job {job.label} was interrupted (its runner stopped while it ran); "
-                             f"attempt {claim.attempt} of {_MAX_ATTEMPTS}")
+            self.console.say(f"🔁 Job {job.label} runs again: interrupted, attempt {claim.attempt} of {_MAX_ATTEMPTS}")
 
     def _check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
         """Hold a job back when it must not run now. :raises _HeldBack: why."""
@@ -3378,12 +3379,14 @@ class SyftJobRunner:
             run.printer.flush_stale(0)
         if run.slurm_job_name and run.stop_reason:
             _scancel(f"--name={run.slurm_job_name}")
-        if run.stop_reason == "interrupted":
+        if run.stop_reason == "interrupted":  # its claim stays, as a crashed runner's would: run again, said so
             run.close()
             if job.layout != "legacy":
                 with contextlib.suppress(OSError, SyftJobError):
                     _write_state(job, status="approved")
+            _held_claims.discard(run.claim.path)
             _discard(run.claim, run.copy)
+            self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
             return None
         code, reason, failure = run.proc.returncode, None, next(
             (o for o in run.outputs.values() if o.failure is not None), None)
@@ -3542,7 +3545,7 @@ class SyftJobRunner:
             _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
             job = self._find_job(job_name, job.submitter)
         status = _live_status(job, self._site)
-        if status not in ("inbox", "approved", "changed"):
+        if status not in ("inbox", "approved", "changed", "interrupted"):
             hints = {"done": "to run it again: syft-job rerun", "failed": "to run it again: syft-job rerun",
                      "rejected": "to review it again: syft-job reopen"}
             hint = f"; {hints[status]} {shlex.quote(job.name)}" if status in hints else ""
@@ -3853,7 +3856,7 @@ class SyftJobRunner:
             except KeyboardInterrupt:
                 pass
             finally:
-                self._stop = None
+                self._stopped_by, self._stop = self._stop.signum, None
         self.console.say("", "🛑 SyftJob Runner stopped")
 
     def _print_banner(self) -> None:
@@ -4026,7 +4029,7 @@ def _fmt_seconds(value: Any) -> str:
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     runner.poll_interval = args.poll_interval
     runner.run(**_run_arguments(args))
-    return 0
+    return 130 if runner._stopped_by == signal.SIGINT else 0  # SIGTERM is how a service is stopped
 
 
 def _run_arguments(args: argparse.Namespace) -> dict:

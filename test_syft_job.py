@@ -1492,17 +1492,21 @@ def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum)
         assert proc.wait(timeout=30) == 0
         reader.thread.join(10)
         assert "SyftJob Runner stopped" in reader.text and "Traceback" not in reader.text
+        assert "🛑 Stopped ds@test.org/long: it runs again at the next start" in reader.text
         wait_for(lambda: not processes_with(f"993.{signum}"), 10, "the job to be stopped")
         assert (job / "approved").exists() and not (job / "done").exists()
-        assert [r["status"] for r in runner.list_jobs()] == ["approved"]  # nothing left claimed
-        assert not list(runner.work_dir.rglob("copies/*"))  # nor copied
+        assert [r["status"] for r in runner.list_jobs()] == ["interrupted"]  # still approved, and said so
+        assert not list(runner.work_dir.rglob("copies/*"))  # nothing left copied
     finally:
         proc.kill()
         kill_marked(f"993.{signum}")
     (job / "run.sh").write_text("echo second run\n")
     runner.approve_job("long")  # (its run.sh changed, so the owner approves it again)
+    sink = Sink()
+    runner.console = syft_job._Console(sink)
     runner.process_approved_jobs(timeout=60)
     assert (job / "stdout.txt").read_text() == "second run\n"
+    assert "🔁 Job ds@test.org/long runs again: interrupted, attempt 2 of 3" in sink.text
 
 
 def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
@@ -1817,7 +1821,7 @@ def test_a_job_interrupted_three_times_is_finished_with_a_reason(runner, capsys)
         Path(claim).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "attempt": attempt}) + "\n")
     runner.process_approved_jobs()
     out = capsys.readouterr().out
-    assert "ds@test.org/again was interrupted (its runner stopped while it ran); attempt 3 of 3" in out
+    assert "ds@test.org/again runs again: interrupted, attempt 3 of 3" in out
     assert (again / "stdout.txt").read_text() == "ran\n"
     assert (doomed / "returncode.txt").read_text() == "-1"
     assert "was interrupted 3 times (the runner was killed or the machine stopped while it ran); " \
@@ -2146,7 +2150,7 @@ def test_ctrl_c_stops_every_running_job_and_leaves_them_approved(syftbox):
     finally:
         proc.kill()
         kill_marked("994.")
-    assert [r["status"] for r in runner.list_jobs()] == ["approved"] * 3
+    assert [r["status"] for r in runner.list_jobs()] == ["interrupted"] * 3  # approved still, run again next
 
 
 def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftbox, tmp_path):
@@ -3022,14 +3026,15 @@ def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
         kill_marked("993.5")
 
 
-def test_run_command_stops_cleanly_on_sigint(syftbox):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_run_command_stops_cleanly_on_sigint_130_or_sigterm_0(syftbox, signum, status):
     proc = subprocess.Popen([sys.executable, "-m", "syft_job", "run", "--poll-interval", "0.1", *site_args(syftbox)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
     reader = LineReader(proc)
     try:
         reader.wait_for("Press Ctrl+C to stop")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == status
         reader.thread.join(10)
         assert "Traceback" not in reader.text and "stopped" in reader.text
     finally:
