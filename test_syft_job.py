@@ -2751,7 +2751,7 @@ def test_read_only_commands_create_nothing(syftbox, tmp_path):
     before = sorted(syftbox.rglob("*"))
     for args in (["list"], ["list", "--json"], ["show", "waiting"], ["logs", "waiting"], ["show", "fresh"]):
         result = cli(*args, *site_args(syftbox), "--work-dir", str(work))
-        assert result.returncode == 0, (args, result.stderr)
+        assert result.returncode == (1 if args[0] == "logs" else 0), (args, result.stderr)  # logs: it never ran
     assert sorted(syftbox.rglob("*")) == before and not work.exists()
 
 
