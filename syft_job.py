@@ -1674,9 +1674,11 @@ def _release(claim: _Claim) -> None:
 
 
 def _discard(claim: _Claim, copy: str) -> None:
-    """Remove the private copy and give the claim up (and any cancel request)."""
-    with contextlib.suppress(OSError):
-        os.unlink(claim.cancel_path)
+    """Remove the private copy and give the claim up (and any cancel request, and the
+    Slurm job id noted by srun)."""
+    for note in (claim.cancel_path, claim.cancel_path[:-len(".cancel")] + ".slurm"):
+        with contextlib.suppress(OSError):
+            os.unlink(note)
     _release(claim)
     if os.path.lexists(copy):
         shutil.rmtree(copy, ignore_errors=True)
@@ -1759,6 +1761,13 @@ def _live_status(job: _Job, site: _Site) -> str:
         if approved is not None and approved != _submission(job):
             return "changed"
     return "approved"
+
+
+def _slurm_job_id(site: _Site, job: _Job) -> int | None:
+    """The Slurm job id of the job's run through srun, which notes it (None otherwise)."""
+    with contextlib.suppress(SyftJobError, ValueError, OSError):
+        return int(_read_file(site.path("jobs", job, ".slurm"), 64))
+    return None
 
 
 def _returncode(job: _Job) -> int | None:
@@ -3367,8 +3376,10 @@ class SyftJobRunner:
         if self.launcher == "slurm":
             run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
             minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
+            note_id = '{ printf %s "$SLURM_JOB_ID" > "$0"; } 2>/dev/null; exec "$@"'  # for list and show
             prefix = ["srun", f"--job-name={run.slurm_job_name}", f"--chdir={run.copy}", f"--time={minutes}",
-                      "--quiet", "--ntasks=1", *self.slurm_args, *prefix]
+                      "--quiet", "--ntasks=1", *self.slurm_args, bash, "-c", note_id,
+                      self._site.path("jobs", run.job, ".slurm"), *prefix]
         return prefix + [bash, RUN_SCRIPT]
 
     def _finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
@@ -3459,7 +3470,8 @@ class SyftJobRunner:
                   "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
                   "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
                   "duration_s": round(result.duration, 3), "isolation": self.isolation,
-                  "launcher": self.launcher or "local", "approval": approval, "held_back": list(held_back[:100]),
+                  "launcher": self.launcher or "local", "slurm_job_id": _slurm_job_id(self._site, job),
+                  "approval": approval, "held_back": list(held_back[:100]),
                   "held_back_count": len(held_back)}
         try:
             if job.layout != "legacy":
@@ -3732,14 +3744,21 @@ class SyftJobRunner:
         if job.layout == "legacy" and status == "rejected":
             with contextlib.suppress(OSError, SyftJobError):
                 reason = _read_file(os.path.join(job.folder, REJECTED_MARKER), 64 * 1024).decode("utf-8", "replace").strip()
+        running = status == "running"
+        started = record.get("started_at") if finished else record.get("claimed_at") if running else None
+        elapsed = None
+        if running and isinstance(started, str):
+            with contextlib.suppress(ValueError):
+                elapsed = time.time() - datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+        slurm_id = record.get("slurm_job_id") if finished else _slurm_job_id(self._site, job) if running else None
         return {"submitter": job.submitter, "name": job.name, "layout": job.layout, "status": status,
-                "submitted_at": None if submitted is None else str(submitted),
-                "started_at": record.get("started_at") if finished else None,
+                "submitted_at": None if submitted is None else str(submitted), "started_at": started,
+                "elapsed_s": None if elapsed is None else round(elapsed, 3),
                 "finished_at": (record.get("finished_at") or state.get("completed_at")) if finished else None,
                 "duration_s": record.get("duration_s") if finished else None, "return_code": code,
                 "reason": (record.get("reason") if finished else None) or reason,
                 "shared": _what_is_shared(job, self.config.syftbox_folder, self.config.email) if finished else [],
-                "isolation": record.get("isolation") if finished else self.isolation,
+                "isolation": record.get("isolation") if finished else self.isolation, "slurm_job_id": slurm_id,
                 "folder": job.folder, "results": job.results}
 
     def describe_job(self, job_name: str, user: str | None = None) -> dict:
@@ -4050,7 +4069,8 @@ def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 
 
 _LIST_COLUMNS = (("JOB", "name"), ("SUBMITTER", "submitter"), ("STATUS", "status"), ("SUBMITTED", "submitted_at"),
-                 ("DURATION", "duration_s"), ("RC", "return_code"), ("SHARED", "shared"))
+                 ("STARTED", "started_at"), ("ELAPSED", "elapsed_s"), ("DURATION", "duration_s"), ("RC", "return_code"),
+                 ("SHARED", "shared"))
 
 
 def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -4062,7 +4082,7 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
         print(f"📭 No jobs in {runner.job_dir}" + (" matching" if args.status or args.submitter else ""))
         return 0
     cells = [[title for title, _ in _LIST_COLUMNS]] + [[
-        _fmt_seconds(r[key]) if key == "duration_s" else " ".join(r[key]) if key == "shared" else
+        _fmt_seconds(r[key]) if key in ("duration_s", "elapsed_s") else " ".join(r[key]) if key == "shared" else
         "" if r[key] is None else _printable(str(r[key])) for _, key in _LIST_COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_LIST_COLUMNS))]
     for row in cells:
@@ -4080,8 +4100,11 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
         if job[key]:
             by = f" by {_printable(job['approved_by'])}" if key == "approved_at" and job["approved_by"] else ""
             lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
-    if job["duration_s"] is not None:
-        lines.append(f"Duration:   {_fmt_seconds(job['duration_s'])}")
+    for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s")):
+        if job[key] is not None:
+            lines.append(f"{label + ':':<11} {_fmt_seconds(job[key])}")
+    if job["slurm_job_id"] is not None:
+        lines.append(f"Slurm job:  {job['slurm_job_id']}")
     if job["return_code"] is not None:
         lines.append(f"Return code: {job['return_code']}")
     lines.append(f"Shared:     {' and '.join(job['shared']) or 'nothing (logs and outputs are private)'}")

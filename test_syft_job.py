@@ -2239,7 +2239,8 @@ def slurm_jobs(name_start: str = "syft-job") -> list[str]:
 def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsys, isolation):
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation=isolation)
     job = make_job(runner, "on slurm", "echo job=$SLURM_JOB_NAME id=${SLURM_JOB_ID:+set}\npwd\n"
-                                       "echo to-stderr >&2\necho r > outputs/r.txt\nls /proc | grep -c '^[0-9]'\n")
+                                       "echo to-stderr >&2\necho r > outputs/r.txt\nls /proc | grep -c '^[0-9]'\n"
+                                       "echo $SLURM_JOB_ID > outputs/id.txt\n")
     [result] = runner.process_approved_jobs(timeout=120)
     logs = {name: (job / name).read_text() for name in ("stdout.txt", "stderr.txt")}
     assert result.succeeded, logs
@@ -2248,6 +2249,9 @@ def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsy
     assert lines[1].startswith(str(runner.work_dir)), logs  # the private copy is its working folder
     assert logs["stderr.txt"] == "to-stderr\n", logs  # nothing of srun's own
     assert (job / "outputs" / "r.txt").read_text() == "r\n"
+    slurm_id = runner.list_jobs()[0]["slurm_job_id"]  # list --json and show carry it
+    assert isinstance(slurm_id, int) and (job / "outputs" / "id.txt").read_text() == f"{slurm_id}\n"
+    assert f"Slurm job:  {slurm_id}" in cli("show", "on slurm", *site_args(syftbox)).stdout
     if isolation == "sandbox":
         assert int(lines[2]) < 10, logs  # the sandbox runs inside the allocation
     assert f"[{OWNER}][on slurm] job=syft-job-" in capsys.readouterr().out
@@ -2815,8 +2819,8 @@ def test_list_filters_and_json_rows(syftbox):
     theirs = json.loads(cli("list", "--json", "--submitter", OTHER, *site_args(syftbox)).stdout)
     assert [r["name"] for r in theirs] == ["slow"]
     table = cli("list", *site_args(syftbox)).stdout.splitlines()
-    assert table[0].split() == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "DURATION", "RC", "SHARED"]
-    assert re.search(r"^ok\s+ds@test\.org\s+done\s+\S+\s+\d+\.\d\d s\s+0\s+logs$", "\n".join(table), re.M)
+    assert table[0].split() == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "STARTED", "ELAPSED", "DURATION", "RC", "SHARED"]
+    assert re.search(r"^ok\s+ds@test\.org\s+done\s+\S+\s+\S+Z\s+\d+\.\d\d s\s+0\s+logs$", "\n".join(table), re.M)
 
 
 def test_once_exit_status_summary_and_one_line_for_jobs_announced_before(syftbox):
@@ -3451,3 +3455,27 @@ def test_a_job_is_found_as_the_runner_prints_it_with_did_you_mean_and_a_rejectio
     assert (odd / "rejected").exists()
     missed = cli("show", "cuont", *site_args(syftbox))
     assert missed.returncode == 2 and "did you mean 'count'?" in missed.stderr
+
+
+def test_list_shows_when_a_running_job_started_and_how_long_it_has_run(syftbox):
+    go = go_file(syftbox)
+    runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
+    make_job(runner, "slow", f"echo started\n{WAIT_FOR_GO}")
+    make_job(runner, "quick", "true\n")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()", settings="isolation='none'")
+    try:
+        wait_for(lambda: any(r["status"] == "running" for r in runner.list_jobs()), what="a running job")
+        table = cli("list", *site_args(syftbox)).stdout.splitlines()
+        header = table[0].split()
+        assert header == ["JOB", "SUBMITTER", "STATUS", "SUBMITTED", "STARTED", "ELAPSED", "DURATION", "RC", "SHARED"]
+        running = next(r for r in runner.list_jobs() if r["status"] == "running")
+        assert running["started_at"].endswith("Z") and running["elapsed_s"] >= 0 and running["duration_s"] is None
+        assert running["slurm_job_id"] is None
+        go.touch()
+        proc.wait(timeout=60)
+    finally:
+        go.touch()
+        proc.kill()
+    done = {r["name"]: r for r in runner.list_jobs()}
+    assert all(r["duration_s"] is not None and r["elapsed_s"] is None for r in done.values())
+    assert " s " in cli("list", *site_args(syftbox)).stdout.splitlines()[1] + " "
