@@ -1369,10 +1369,17 @@ def _relative(text: str, folder: str) -> str:
 
 
 def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
-    """A job as ``viewer`` sees it: only what SyftBox's rules let it read."""
+    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. A data
+    scientist's own SyftBox holds only that, and none of the owner's permission files:
+    there, a file that is present is one it may read."""
+    datasite = os.path.join(syftbox, owner)
+    steps = os.path.relpath(job.results, datasite).split(os.sep)
+    synced = not any(os.path.lexists(os.path.join(datasite, *steps[:depth], PERMISSION_FILE))
+                     for depth in range(len(steps) + 1))
+
     def readable(name: str) -> str | None:
         path = os.path.join(job.results, name)
-        if not os.path.lexists(path) or not _may(syftbox, owner, viewer, path, "read"):
+        if not os.path.lexists(path) or not (synced or _may(syftbox, owner, viewer, path, "read")):
             return None
         with contextlib.suppress(SyftJobError, OSError):
             return _read_file(path, 16 * 1024 * 1024, truncate=True).decode("utf-8", "replace")
@@ -1393,14 +1400,15 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
         with contextlib.suppress(ValueError, RecursionError):
             record = json.loads(done or "{}")
             return_code = record.get("return_code") if isinstance(record, dict) else None
+            reason = record.get("review_reason") if isinstance(record, dict) else None
         with contextlib.suppress(ValueError, TypeError):
             return_code = int(readable(RETURNCODE_FILE)) if return_code is None else return_code
         status = "done" if return_code in (0, None) else "failed"
     elif readable(APPROVED_MARKER) is not None:
         status = "approved"
     outputs = os.path.join(job.results, OUTPUTS_DIR)
-    shared = os.path.isdir(outputs) and not os.path.islink(outputs) and _may(
-        syftbox, owner, viewer, os.path.join(outputs, "f"), "read")
+    shared = os.path.isdir(outputs) and not os.path.islink(outputs) and (synced or _may(
+        syftbox, owner, viewer, os.path.join(outputs, "f"), "read"))
     try:
         submitted = job.read_config().get("submitted_at")
         when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
@@ -3473,16 +3481,18 @@ class SyftJobRunner:
                   "launcher": self.launcher or "local", "slurm_job_id": _slurm_job_id(self._site, job),
                   "approval": approval, "held_back": list(held_back[:100]),
                   "held_back_count": len(held_back)}
+        told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}  # to the submitter
         try:
             if job.layout != "legacy":
                 _write_state(job, status=result.status, completed_at=record["finished_at"],
-                             return_code=result.return_code)
+                             return_code=result.return_code, **told)
             else:
                 with contextlib.ExitStack() as stack:
                     fd = results_fd if results_fd is not None else stack.enter_context(_folder(job.folder))
                     done = _create_at(fd, DONE_MARKER)
                     stack.callback(os.close, done)
-                    _write_all(done, json.dumps({k: record[k] for k in ("status", "return_code", "finished_at")}).encode())
+                    _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
+                                                 **told}).encode())
             _add_to_claim(claim, **record)
             _held_claims.discard(claim.path)  # kept: the record of the run
             return True
@@ -3680,7 +3690,7 @@ class SyftJobRunner:
         for folder, rules in folders:
             folder.mkdir(parents=True, exist_ok=True)
             _edit_permissions(str(folder / PERMISSION_FILE), email, rules)
-        self._protected.update({(True, email), (False, email)})
+        self._protected.update((folder.parent.name not in _LAYOUT_FOLDERS, email) for folder, _ in folders)
         return folders[0][0]
 
     # -- sharing -------------------------------------------------------------

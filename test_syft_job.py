@@ -3479,3 +3479,48 @@ def test_list_shows_when_a_running_job_started_and_how_long_it_has_run(syftbox):
     done = {r["name"]: r for r in runner.list_jobs()}
     assert all(r["duration_s"] is not None and r["elapsed_s"] is None for r in done.values())
     assert " s " in cli("list", *site_args(syftbox)).stdout.splitlines()[1] + " "
+
+
+def test_the_data_scientists_view_from_only_what_their_syftbox_holds(syftbox, tmp_path):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
+    runner.add_submitter(DS)
+    new_job(runner, "shared", "echo hi; echo 1 > code/outputs/r.txt")
+    new_job(runner, "private", "echo secret; exit 3")
+    new_job(runner, "refused", "echo never", approve=False)
+    runner.reject_job("refused", "asks for raw rows")
+    new_job(runner, "stopped", f"{WAIT_FOR_GO}", layout="v1")
+    go_file(syftbox)
+    legacy = runner.job_dir / DS / "old"
+    legacy.parent.mkdir(exist_ok=True)
+    (legacy.parent / "syft.pub.yaml").write_text(syft_job.dump_yaml({"rules": [
+        {"pattern": "**", "access": {"admin": [], "read": [], "write": [DS]}}]}))
+    make_job(runner, "old", "echo legacy\n", approved=False)
+    runner.check_for_new_jobs()  # protects the legacy folder before the owner approves
+    runner.approve_job("old")
+    proc = start_runner_process(syftbox, "runner.process_approved_jobs()", settings="isolation='none'")
+    try:
+        wait_for(lambda: any(r["status"] == "running" and r["name"] == "stopped" for r in runner.list_jobs()),
+                 what="the job to wait")
+        runner.cancel_job("stopped")
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    runner.share_job_results("shared")
+    runner.share_job_results("old", share_outputs=False)
+    # The data scientist's SyftBox: only what SyftBox's rules let it read, and no permission file of the owner's.
+    copy = tmp_path / "ds-syftbox"
+    for path in (syftbox / OWNER).rglob("*"):
+        if path.is_file() and path.name != "syft.pub.yaml" and can(syftbox, DS, path, "read"):
+            target = copy / path.relative_to(syftbox)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    assert not list(copy.rglob("syft.pub.yaml")) and not list(copy.rglob("approved"))[1:]
+    (copy / DS).mkdir(exist_ok=True)
+    jobs = {j.name: j for j in syft_job.JobClient(SyftJobConfig.from_syftbox_folder(copy, DS)).jobs}
+    assert (jobs["shared"].status, jobs["shared"].return_code, jobs["shared"].stdout) == ("done", 0, "hi\n")
+    assert [p.name for p in jobs["shared"].outputs] == ["r.txt"]
+    assert (jobs["private"].status, jobs["private"].return_code, jobs["private"].stdout) == ("failed", 3, None)
+    assert jobs["private"].outputs is None
+    assert (jobs["refused"].status, jobs["refused"].reason) == ("rejected", "asks for raw rows")
+    assert (jobs["stopped"].status, jobs["stopped"].reason) == ("failed", "cancelled by the data owner")
+    assert (jobs["old"].status, jobs["old"].return_code, jobs["old"].stdout) == ("done", 0, "legacy\n")
