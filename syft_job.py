@@ -4266,6 +4266,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             raise _UsageError(f"the demo needs an empty folder, and {folder} is not empty")
     else:
         folder = Path(tempfile.mkdtemp(prefix="syft-job-demo-"))
+        folder.chmod(0o755)  # as root, jobs run as nobody, who must reach the owner's data
     print(f"🧪 Demo SyftBox folder: {folder}")
     print(f"   data owner: {_DEMO_OWNER}   data scientist: {_DEMO_SUBMITTER}\n")
     (folder / _DEMO_OWNER / "private").mkdir(parents=True)

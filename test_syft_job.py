@@ -3322,6 +3322,9 @@ def test_demo_in_a_temp_folder_by_default(tmp_path):
     result = cli("demo", env=cli_env(TMPDIR=str(tmp_path)), timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"Demo SyftBox folder: {tmp_path}" in result.stdout
+    folder = Path(re.search(r"Demo SyftBox folder: (\S+)", result.stdout).group(1))
+    counted = folder / "do@example.com/app_data/job/review/ds@example.com/word count/outputs/word_count.txt"
+    assert counted.read_text().strip() == "9"  # its job read the owner's data (as root: as nobody)
 
 
 README = (HERE / "README.md").read_text(encoding="utf-8")
