@@ -1512,11 +1512,32 @@ class _Site:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             last = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20))).rstrip(b"\n").rsplit(b"\n", 1)[-1]
-            line = {"at": _utc_now(), "event": event, "job": job.key, "layout": job.layout, "by": by, **fields,
-                    "prev": hashlib.sha256(last).hexdigest() if last else None}
-            _write_all(fd, json.dumps(line, sort_keys=True).encode() + b"\n")
+            line = json.dumps({"at": _utc_now(), "event": event, "job": job.key, "layout": job.layout, "by": by,
+                               **fields, "prev": hashlib.sha256(last).hexdigest() if last else None}, sort_keys=True)
+            _write_all(fd, line.encode() + b"\n")
+            _atomic_write(self.root / "audit.head", hashlib.sha256(line.encode()).hexdigest().encode(), 0o600,
+                          durable=False)  # the last line's hash: an edit of the last line shows too
         finally:
             os.close(fd)
+
+    def audit_lines(self) -> tuple[list[dict], str | None]:
+        """The audit trail, and what is wrong with it (None: every line is as written,
+        none removed, none moved)."""
+        if not os.path.lexists(self.root / "audit.jsonl"):
+            return [], None
+        data = _read_file(self.root / "audit.jsonl", 1 << 30)
+        entries, prev = [], None
+        for number, line in enumerate(data.split(b"\n")[:-1], 1):
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+            if len(entries) < number or not isinstance(entries[-1], dict) or entries[-1].get("prev") != prev:
+                return entries, (f"line {number - 1} was edited, or the line after it removed or moved" if number > 1
+                                 else "line 1 was edited, or a line before it removed")
+            prev = hashlib.sha256(line).hexdigest()
+        with contextlib.suppress(OSError, SyftJobError):
+            if prev != _read_file(self.root / "audit.head", 64).decode() or not data.endswith(b"\n"):
+                return entries, f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
+        return entries, None
 
     def poked_at(self) -> int:
         with contextlib.suppress(OSError):
@@ -2814,6 +2835,20 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False)
         _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
 
 
+def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
+    """``{path in the results: sha256}`` of a finished job's logs and outputs (what a
+    share or a release gives), read through file descriptors."""
+    hashes = {}
+    with _folder(job.results) as fd:
+        for name in _LOG_FILES if logs else ():
+            with contextlib.suppress(OSError, SyftJobError):
+                hashes[name] = _copy_file(fd, name, None)
+        if outputs and os.path.isdir(os.path.join(job.results, OUTPUTS_DIR)):
+            with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:
+                hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
+    return hashes
+
+
 def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
     """What the submitter can read of a job's results: "logs", "outputs"."""
     return [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
@@ -3347,6 +3382,8 @@ class SyftJobRunner:
             except OSError as exc:
                 raise _HeldBack(f"cannot write its logs: {exc}") from None
             run.exit_fd = _exit_fd(run.pgid)
+            self._site.audit("start", job, self.config.email, host=socket.gethostname(), attempt=claim.attempt,
+                             isolation=self.isolation, runs_as=self._runs_as)
         except BaseException:
             if run.proc is not None:
                 _signal_group(run.pgid, signal.SIGKILL)
@@ -3494,6 +3531,8 @@ class SyftJobRunner:
                     _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
                                                  **told}).encode())
             _add_to_claim(claim, **record)
+            self._site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
+                key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
             _held_claims.discard(claim.path)  # kept: the record of the run
             return True
         except (OSError, SyftJobError) as exc:
@@ -3711,6 +3750,7 @@ class SyftJobRunner:
         if job.state != "finished" and _coarse_state(job.layout, job.folder, job.results) != "finished":
             raise JobError(f"job {job.label} is not finished yet; there is nothing to share")
         _share(job, share_outputs, share_logs)
+        self._site.audit("share", job, self.config.email, files=_result_hashes(job, share_outputs, share_logs))
         what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
         if what:
             self.console.say(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
@@ -3718,9 +3758,24 @@ class SyftJobRunner:
     def unshare_job_results(self, job_name: str, user: str | None = None) -> None:
         """Take back what :meth:`share_job_results` gave: the submitter reads the job's
         status again, no more."""
-        _share(self._find_job(job_name, user), True, True, undo=True)
+        job = self._find_job(job_name, user)
+        _share(job, True, True, undo=True)
+        self._site.audit("unshare", job, self.config.email)
 
     # -- what there is ---------------------------------------------------------
+
+    def audit_trail(self, job_name: str | None = None, user: str | None = None) -> tuple[list[dict], str | None]:
+        """Every decision and run, oldest first (``audit.jsonl`` in the work dir), and
+        None if the trail checks out, else what was edited, removed or reordered.
+
+        :param job_name: only this job's lines (a name, or ``submitter/name``).
+        :param user: only the lines of this submitter's jobs, or made by this user.
+        """
+        entries, problem = self._site.audit_lines()
+        keep = [e for e in entries if isinstance(e, dict) and job_name in (None, e.get("job"),
+                                                                           str(e.get("job")).partition("/")[2])
+                and user in (None, e.get("by"), str(e.get("job")).partition("/")[0])]
+        return keep, problem
 
     def list_jobs(self, status: str | None = None, submitter: str | None = None) -> list[dict]:
         """Every job, as JSON-ready rows: submitter, name, layout, status (STATUSES),
@@ -3946,6 +4001,7 @@ class SyftJobRunner:
             f"🗑️ Deleting {len(jobs)} jobs and their share rules in {self.job_dir}")
         for job in jobs:
             self._delete(job)
+            self._site.audit("reset", job, self.config.email)
         say("✅ Job reset completed successfully!", "📊 Summary:", f"- Deleted {len(jobs)} jobs total",
             *(f"- {status}: {len(of_status)} jobs deleted" for status, of_status in by_status.items() if of_status))
 
@@ -4175,6 +4231,24 @@ def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    entries, problem = runner.audit_trail(args.job, args.user)
+    if args.verify:
+        print(f"❌ The audit trail was changed: {problem}" if problem else f"✅ The audit trail is whole: "
+              f"{len(runner.audit_trail()[0])} line(s), none edited, removed or reordered")
+        return 1 if problem else 0
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    for entry in [] if args.json else entries:
+        details = ", ".join(f"{key}={_printable(str(value))}" for key, value in sorted(entry.items())
+                            if key not in ("at", "event", "job", "by", "prev", "layout") and value not in (None, {}))
+        print(f"{entry.get('at')}  {entry.get('event'):<8} {_printable(str(entry.get('job')))}  by "
+              f"{_printable(str(entry.get('by')))}" + (f"  ({details})" if details else ""))
+    if problem:
+        print(f"⚠️ The audit trail was changed: {problem} (syft-job audit --verify)", file=sys.stderr)
+    return 0
+
+
 def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     runner.reopen_job(args.job, args.user)
     print(f"📥 {_printable(args.job)} is back in the inbox, waiting for your review")
@@ -4386,6 +4460,12 @@ def _build_parser() -> argparse.ArgumentParser:
     reject = command("reject", "reject a job, with a reason the data scientist reads", datasite, which)
     reject.add_argument("--reason", metavar="TEXT", required=True, help="why it is rejected, for the data scientist")
     command("reopen", "put a rejected job back in the inbox, to review it again", datasite, which)
+    audit = command("audit", "every decision and run, from the tamper-evident audit trail", datasite)
+    audit.add_argument("--job", metavar="NAME", help="only this job (a name or SUBMITTER/NAME)")
+    audit.add_argument("--user", metavar="EMAIL", help="only this submitter's jobs, or what this user did")
+    audit.add_argument("--json", action="store_true", help="print JSON for scripts")
+    audit.add_argument("--verify", action="store_true", help="check that no line was edited, removed or reordered "
+                                                             "(exit 1 naming the first that was)")
     command("rerun", "run a finished job again (its old results are replaced)", datasite, which)
     command("cancel", "stop a running job and all its processes", datasite, which)
     share = command("share", "let the submitter read a finished job's outputs and/or logs", datasite, which)
@@ -4404,7 +4484,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
-    "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
+    "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
     "share": _cmd_share, "unshare": _cmd_unshare, "delete": _cmd_delete, "add-submitter": _cmd_add_submitter,
     "reset": _cmd_reset,
 }

@@ -3527,3 +3527,41 @@ def test_the_data_scientists_view_from_only_what_their_syftbox_holds(syftbox, tm
     assert (jobs["refused"].status, jobs["refused"].reason) == ("rejected", "asks for raw rows")
     assert (jobs["stopped"].status, jobs["stopped"].reason) == ("failed", "cancelled by the data owner")
     assert (jobs["old"].status, jobs["old"].return_code, jobs["old"].stdout) == ("done", 0, "legacy\n")
+
+
+def audit_of(syftbox: Path, *args: str) -> subprocess.CompletedProcess:
+    return cli("audit", *args, *site_args(syftbox))
+
+
+def test_every_decision_and_run_is_in_an_audit_trail_that_shows_any_edit(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
+    new_job(runner, "one", "echo 1 > code/outputs/r.txt")
+    new_job(runner, "two", "echo 2", approve=False)
+    runner.reject_job("two", "no")
+    runner.process_approved_jobs()
+    runner.share_job_results("one")
+    runner.unshare_job_results("one")
+    listed = json.loads(audit_of(syftbox, "--json").stdout)
+    assert [e["event"] for e in listed] == ["approve", "reject", "start", "finish", "share", "unshare"]
+    assert listed[0]["digest"] and listed[1]["reason"] == "no" and listed[3]["return_code"] == 0
+    assert listed[4]["files"]["outputs/r.txt"] == hashlib.sha256(b"1\n").hexdigest()
+    assert [e["event"] for e in json.loads(audit_of(syftbox, "--json", "--job", "two").stdout)] == ["reject"]
+    assert "approve  ds@test.org/one  by do@test.org" in audit_of(syftbox).stdout
+    assert audit_of(syftbox, "--verify").returncode == 0
+    trail = runner._site.root / "audit.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    for changed, line in ((lines[:1] + [lines[1].replace(b'"no"', b'"yes"')] + lines[2:], 2),  # an edit
+                          (lines[:2] + lines[3:], 2),                                               # a removal
+                          (lines[:2] + [lines[3], lines[2]] + lines[4:], 2),                        # a move
+                          (lines[:-1] + [lines[-1].replace(b"unshare", b"share")], 6)):            # the last line
+        trail.write_bytes(b"".join(changed))
+        verified = audit_of(syftbox, "--verify")
+        assert verified.returncode == 1 and f"line {line}" in verified.stdout, verified.stdout
+    trail.write_bytes(b"".join(lines))
+    writers = [subprocess.Popen([sys.executable, "-c", "import sys, syft_job\n"
+                                 "r = syft_job.create_runner(sys.argv[1], sys.argv[2], console=False)\n"
+                                 "job = r._find_job('one')\n"
+                                 "for i in range(200): r._site.audit('note', job, 'test', n=i)\n",
+                                 str(syftbox), OWNER], env=cli_env()) for _ in range(4)]
+    assert [w.wait(timeout=60) for w in writers] == [0] * 4
+    assert audit_of(syftbox, "--verify").returncode == 0  # four writers at once: no half line, no broken link
