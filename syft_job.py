@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import csv
 import dataclasses
 import datetime
 import difflib
@@ -2825,14 +2826,37 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False)
     patterns = _shared_patterns(job, False, share_logs)
     own = os.path.join(outputs, PERMISSION_FILE)
     if share_outputs and os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for it
-        _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])], ["**"] if undo else ())
+        _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])],
+                          _patterns_in(own, "") if undo else ())
     elif share_outputs:
         patterns += _shared_patterns(job, True, False)
-    path = _governing_file(job)[0]
+    path, prefix = _governing_file(job)
+    if undo and os.path.lexists(path):  # the files released one by one too
+        patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
     if patterns and (not undo or os.path.lexists(path)):
         wanted = [] if undo else [(p, [job.submitter], []) for p in patterns] + (
             _protections(job.layout, job.submitter) if job.layout != "legacy" else [])
         _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
+
+
+def _patterns_in(path: str, prefix: str) -> list[str]:
+    """The patterns of a permission file that start with ``prefix``."""
+    return [r["pattern"] for r in _load_permissions(path)[0]["rules"]
+            if isinstance(r, dict) and isinstance(r.get("pattern"), str) and r["pattern"].startswith(prefix)]
+
+
+def _grant_files(job: _Job, paths: Sequence[str]) -> None:
+    """Let the submitter read exactly these result files (``stdout.txt``,
+    ``outputs/table.csv``): a rule for each, in the file that decides for it."""
+    path, prefix = _governing_file(job)
+    own = os.path.join(job.results, OUTPUTS_DIR, PERMISSION_FILE)
+    if os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for what is under it
+        inside = [p[len(OUTPUTS_DIR) + 1:] for p in paths if p.startswith(f"{OUTPUTS_DIR}/")]
+        _edit_permissions(own, job.submitter, [(_glob_escape(p), [job.submitter], []) for p in inside])
+        paths = [p for p in paths if not p.startswith(f"{OUTPUTS_DIR}/")]
+    if paths:
+        _edit_permissions(path, job.submitter, [(prefix + _glob_escape(p), [job.submitter], []) for p in paths] + (
+            _protections(job.layout, job.submitter) if job.layout != "legacy" else []))
 
 
 def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
@@ -2847,6 +2871,102 @@ def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[s
             with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:
                 hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
     return hashes
+
+
+# Output checking before results leave the datasite, as trusted research environments
+# do it (OpenSAFELY's job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell
+# counts under 10). A flag is a reason to look, and to name the file to release it.
+_OUTPUT_CHECKS = {"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [
+    ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".pdf", ".txt", ".log", ".json", ".md"]}
+_IDENTIFIER_COLUMN = re.compile(r"(?:id|.+_id|e-?mail|.*name|nhs_?number|ssn|dob|date_of_birth|birth_?date|address"
+                                r"|post_?code|zip_?code|phone|mobile)\Z", re.I)
+_SMALL_INTEGER = re.compile(r"\s*\+?[0-9]{1,9}\s*\Z")
+
+
+def _output_checks(overrides: dict | None) -> dict:
+    """The thresholds of the checks: the defaults, with ``overrides``.
+    :raises ConfigError: an unknown name or a value that is not positive."""
+    checks = dict(_OUTPUT_CHECKS)
+    for name, value in (overrides or {}).items():
+        if name not in checks:
+            raise ConfigError(f"output_checks: {name!r} is none of {', '.join(checks)}")
+        checks[name] = [str(t).lower() for t in value] if name == "allowed_types" else _positive(value, name)
+    return checks
+
+
+def _result_reports(job: _Job, checks: dict) -> list[dict]:
+    """The checked report (see _check_result) of every result file of a job: its logs,
+    then each regular file under outputs/, folders walked by descriptor, links never
+    followed."""
+    reports = []
+    with _folder(job.results) as fd:
+        for name in (STDOUT_FILE, STDERR_FILE):
+            if _exists_at(fd, name):
+                reports.append(_check_result(fd, name, name, checks))
+        for root, folders, files, root_fd in os.fwalk(OUTPUTS_DIR, dir_fd=fd):  # none if it is a link
+            folders.sort()
+            for name in sorted(files):
+                if stat.S_ISREG(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
+                    reports.append(_check_result(root_fd, name, f"{root}/{name}", checks))
+    return reports
+
+
+def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
+    """One result file as the owner reviews it before releasing it: its size, sha256,
+    whether it is UTF-8 text, its lines, its first lines (escaped), for a CSV its rows,
+    columns and header, and the flags of the checks. One read; a CSV small enough to
+    release is read a second time, for its cells."""
+    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
+    size = lines = 0
+    head, last, text = b"", b"\n", True
+    fd = _open_regular(name, dir_fd)
+    try:
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            digest.update(block)
+            size, lines, last = size + len(block), lines + block.count(b"\n"), block[-1:]
+            head += block[:max(0, 65536 - len(head))]
+            if text:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError:
+                    text = False
+    finally:
+        os.close(fd)
+    text = text and b"\0" not in head and decoder.getstate()[0] == b""
+    if last != b"\n":  # a last line without its newline
+        lines += 1
+    report = {"path": rel, "size": size, "sha256": digest.hexdigest(), "text": text, "lines": lines,
+              "first_lines": [_printable(line) for line in head.decode("utf-8", "replace").splitlines()[:5]],
+              "flags": [flag for flag, hit in (
+                  ("file-type", not rel.lower().endswith(tuple(checks["allowed_types"]))),
+                  ("large-file", size > checks["max_file_mb"] * 1024 * 1024), ("not-utf8", not text)) if hit]}
+    if text and rel.lower().endswith(".csv"):
+        report.update(_check_csv(dir_fd, name, lines, "large-file" not in report["flags"], checks, report["flags"]))
+    return report
+
+
+def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, flags: list[str]) -> dict:
+    """A CSV's rows, columns and header; flags many rows, identifier columns and small
+    counts (cells read only in a file small enough to release)."""
+    fd = _open_regular(rel, dir_fd)
+    with open(fd, encoding="utf-8", newline="", errors="replace") as file:
+        reader = csv.reader(file)
+        header = next(reader, [])
+        rows = max(lines - 1, 0)
+        if small and rows <= checks["max_rows"]:
+            rows = 0
+            for row in reader:
+                rows += 1
+                if "small-count" not in flags and any(
+                        _SMALL_INTEGER.match(cell) and 1 <= int(cell) < checks["min_count"] for cell in row):
+                    flags.append("small-count")
+    flags += [flag for flag, hit in (("many-rows", rows > checks["max_rows"]),
+                                     ("identifier-column", any(_IDENTIFIER_COLUMN.match(h.strip()) for h in header)))
+              if hit]
+    return {"csv": {"rows": rows, "columns": len(header), "header": [_printable(h) for h in header]}}
 
 
 def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
@@ -2991,6 +3111,8 @@ class SyftJobRunner:
     :param max_output_bytes: what one job may publish from outputs/, counting each file
         at its apparent size; files past it are held back, and named in stderr.txt.
     :param max_output_files: how many files one job may publish from outputs/.
+    :param output_checks: thresholds of the checks of results before release:
+        ``{"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [...]}``.
     """
 
     def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *, console: Any = None,
@@ -3000,7 +3122,7 @@ class SyftJobRunner:
                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
                  max_log_bytes: int | None = None, max_output_bytes: int = 1 << 30,
-                 max_output_files: int = 10_000) -> None:
+                 max_output_files: int = 10_000, output_checks: dict | None = None) -> None:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
@@ -3037,6 +3159,7 @@ class SyftJobRunner:
         self.max_log_bytes = None if max_log_bytes is None else _positive(max_log_bytes, "max_log_bytes", int)
         self.max_output_bytes = _positive(max_output_bytes, "max_output_bytes", int)
         self.max_output_files = _positive(max_output_files, "max_output_files", int)
+        self.output_checks = _output_checks(output_checks)
         self.job_dir = config.get_job_dir(config.email)
         self._site = _Site(self.work_dir, self.job_dir)
         self._scanner = _JobScanner(self.job_dir)
@@ -3530,6 +3653,8 @@ class SyftJobRunner:
                     stack.callback(os.close, done)
                     _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
                                                  **told}).encode())
+            with contextlib.suppress(OSError, SyftJobError):  # what release checks a file against
+                record["results"] = _result_hashes(job)
             _add_to_claim(claim, **record)
             self._site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
                 key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
@@ -3826,7 +3951,7 @@ class SyftJobRunner:
                 "isolation": record.get("isolation") if finished else self.isolation, "slurm_job_id": slurm_id,
                 "folder": job.folder, "results": job.results}
 
-    def describe_job(self, job_name: str, user: str | None = None) -> dict:
+    def describe_job(self, job_name: str, user: str | None = None, output_checks: dict | None = None) -> dict:
         """Everything the owner needs to review a job: its row (see :meth:`list_jobs`),
         the whole run.sh, its config, every submitted file with size and sha256, the
         submission ``digest`` (for ``approve_job(digest=...)``), who approved it when,
@@ -3854,13 +3979,62 @@ class SyftJobRunner:
                                            if k in ("approved_by", "approved_at") and v}}
         approved = _approval(job)[0]
         record = self._site.record(job)
-        return {**row, "run_sh": run_sh, "config": config, "code": code,
+        results = self._results(job, record, output_checks) if row["status"] in ("done", "failed") else []
+        return {**row, "run_sh": run_sh, "config": config, "code": code, "results": results,
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
                 "digest": _digest(files), "approved_by": approval.get("approved_by"),
                 "approved_at": approval.get("approved_at"),
                 "held_back": record.get("held_back") or [] if "finished_at" in record else [],
                 "held_back_count": record.get("held_back_count") or 0 if "finished_at" in record else 0,
                 "changes": _changes(approved, files) if approved is not None else None}
+
+    def _results(self, job: _Job, record: dict, overrides: dict | None) -> list[dict]:
+        """The checked reports of a finished job's result files, each flagged
+        ``changed-after-run`` when it no longer has the sha256 recorded at its end."""
+        checks = {**self.output_checks, **_output_checks(overrides)} if overrides else self.output_checks
+        recorded = record.get("results") if isinstance(record.get("results"), dict) else {}
+        reports = _result_reports(job, checks)
+        for report in reports:
+            if recorded.get(report["path"]) != report["sha256"]:
+                report["flags"].append("changed-after-run")
+        return reports
+
+    def release_results(self, job_name: str, paths: Sequence[str] | None = None, user: str | None = None,
+                        reason: str | None = None, include_flagged: bool = False,
+                        output_checks: dict | None = None) -> list[str]:
+        """Let the submitter read exactly these result files of a finished job, each
+        only if it still has the sha256 recorded when the job ended (what ``show``
+        prints). Flagged files (see ``show``) are released only when named, or with
+        ``include_flagged``; a file changed after the run never is.
+
+        :param paths: ``stdout.txt``, ``stderr.txt``, ``outputs/...``; None: all of them.
+        :param reason: why, for the audit trail.
+        :returns: the paths released. :raises JobError: an unknown path, or not finished.
+        """
+        job = self._find_job(job_name, user)
+        if _live_status(job, self._site) not in ("done", "failed"):
+            raise JobError(f"job {job.label} is not finished yet; there is nothing to release")
+        reports = {r["path"]: r for r in self._results(job, self._site.record(job), output_checks)}
+        unknown = [p for p in paths or () if p not in reports]
+        if unknown:
+            raise JobError(f"job {job.label} has no result {', '.join(map(repr, unknown))}; its results: "
+                           f"{', '.join(reports) or 'none'}")
+        chosen = [r for r in reports.values() if (paths is None and (include_flagged or not r["flags"]))
+                  or r["path"] in (paths or ())]
+        released = [r["path"] for r in chosen if "changed-after-run" not in r["flags"]]
+        held = {p: r["flags"] for p, r in reports.items() if p not in released and (paths is None or p in paths)}
+        if released:
+            _grant_files(job, released)
+            self._site.audit("release", job, self.config.email, reason=reason,
+                             files={p: reports[p]["sha256"] for p in released})
+        for path, flags in held.items():
+            why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
+                f"flagged {', '.join(flags)}: name it, or release --all"
+            self.console.say(f"⚠️ Not released: {_printable(path)} of {job.label} ({why})")
+        if released:
+            self.console.say(f"🔓 Released {len(released)} file(s) of {job.label} to {_printable(job.submitter)}: "
+                             + ", ".join(_printable(p) for p in released))
+        return released
 
     def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
                    follow: bool = False) -> Iterator[bytes]:
@@ -4156,8 +4330,30 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checks_args(args: argparse.Namespace) -> dict:
+    """The thresholds of the output checks that show and release were given."""
+    return {name: getattr(args, name) for name in ("min_count", "max_rows", "max_file_mb")
+            if getattr(args, name) is not None}
+
+
+def _result_lines(results: list[dict]) -> list[str]:
+    """The review of a job's result files: what each is, its first lines, its flags."""
+    lines = ["--- results (what the data scientist could read once released) ---"] if results else []
+    for r in results:
+        kind = f"text, {r['lines']} lines" if r["text"] else "binary"
+        if "csv" in r:
+            kind += f", CSV of {r['csv']['rows']} rows x {r['csv']['columns']} columns: {', '.join(r['csv']['header'])}"
+        flags = f"  ⚑ {', '.join(r['flags'])}" if r["flags"] else ""
+        lines += [f"  {_printable(r['path'])}  {r['size']} bytes  {r['sha256']}  {kind}{flags}",
+                  *(f"    | {line}" for line in (r["first_lines"] if r["text"] else []))]
+    return lines
+
+
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
-    job = runner.describe_job(args.job, args.user)
+    job = runner.describe_job(args.job, args.user, _checks_args(args))
+    if args.json:
+        print(json.dumps({k: v for k, v in job.items() if k not in ("folder", "results_dir")}, indent=2, default=str))
+        return 0
     lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
              f"Status:     {job['status']}", *([f"Reason:     {_printable(job['reason'])}"] if job["reason"] else []),
              f"Folder:     {_printable(job['folder'])}"]
@@ -4193,6 +4389,7 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     lines.append(f"digest: {job['digest']}")
     if job["status"] in ("inbox", "changed"):
         lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} --digest {job['digest']})")
+    lines += _result_lines(job["results"])
     for stream in ("stdout", "stderr"):
         tail = b"".join(runner.follow_log(args.job, args.user, stderr=stream == "stderr"))[-64 * 1024:]
         text = tail.decode("utf-8", "replace").splitlines()[-args.lines:]
@@ -4271,8 +4468,22 @@ def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     if not args.outputs and not args.logs:
         raise _UsageError("say what to share: --outputs, --logs, or both")
+    results = runner.describe_job(args.job, args.user)["results"]
+    shared = [r for r in results if (args.outputs and r["path"].startswith(f"{OUTPUTS_DIR}/"))
+              or (args.logs and r["path"] in _LOG_FILES)]
+    for r in shared:  # what the checks found, said before it leaves
+        if r["flags"]:
+            print(f"⚑ {_printable(r['path'])}: {', '.join(r['flags'])}")
     runner.share_job_results(args.job, args.outputs, args.logs, user=args.user)
     return 0
+
+
+def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    if not args.paths and not args.all:
+        raise _UsageError("name the result files to release (see syft-job show), or pass --all")
+    released = runner.release_results(args.job, args.paths or None, args.user, args.reason, include_flagged=args.all,
+                                      output_checks=_checks_args(args))
+    return 0 if released and (args.all or len(released) == len(set(args.paths))) else 1
 
 
 def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -4425,6 +4636,11 @@ def _build_parser() -> argparse.ArgumentParser:
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("job", metavar="JOB", help="the job's name, or SUBMITTER/NAME as the runner prints it")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
+    checks = argparse.ArgumentParser(add_help=False)
+    for flag, name, help_text in (("--min-count", "min_count", "flag CSV cells holding a count below this (default 10)"),
+                                  ("--max-rows", "max_rows", "flag CSVs with more rows (default 5000)"),
+                                  ("--max-file-mb", "max_file_mb", "flag files larger than this (default 16)")):
+        checks.add_argument(flag, dest=name, type=_number_arg(float), metavar="N", help=help_text)
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
@@ -4444,8 +4660,10 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=STATUSES, help="only jobs with this status")
     listing.add_argument("--submitter", metavar="EMAIL", help="only this submitter's jobs")
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
-    show = command("show", "review a job: its whole run.sh, config, files, digest, status, logs", datasite, which)
+    show = command("show", "review a job: its whole run.sh, code, config, digest, status, results and their checks",
+                   datasite, which, checks)
     show.add_argument("--lines", type=_number_arg(int), default=20, metavar="N", help="log lines to show (default: 20)")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts (the results too)")
     show.add_argument("--all-lines", action="store_true", help="every line of each submitted text file (default: the "
                                                                 "first 200)")
     show.set_defaults(code_lines=200)
@@ -4471,7 +4689,12 @@ def _build_parser() -> argparse.ArgumentParser:
     share = command("share", "let the submitter read a finished job's outputs and/or logs", datasite, which)
     share.add_argument("--outputs", action="store_true", help="share the job's outputs/ folder")
     share.add_argument("--logs", action="store_true", help="share stdout.txt, stderr.txt and returncode.txt")
-    command("unshare", "take back what share gave", datasite, which)
+    release = command("release", "let the submitter read exactly these result files, checked (see show)", datasite,
+                      which, checks)
+    release.add_argument("paths", nargs="*", metavar="PATH", help="stdout.txt, stderr.txt, outputs/... (from show)")
+    release.add_argument("--all", action="store_true", help="every result file, the flagged ones too")
+    release.add_argument("--reason", metavar="TEXT", help="why, for the audit trail")
+    command("unshare", "take back what share and release gave", datasite, which)
     command("delete", "delete one job, its results and its share rules (asks first)", datasite, which, confirm)
     add = command("add-submitter", "let a data scientist submit jobs to this datasite", datasite)
     add.add_argument("submitter_email", metavar="EMAIL", help="the data scientist's email")
@@ -4484,7 +4707,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
-    "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
+    "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit,
+    "release": _cmd_release, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
     "share": _cmd_share, "unshare": _cmd_unshare, "delete": _cmd_delete, "add-submitter": _cmd_add_submitter,
     "reset": _cmd_reset,
 }

@@ -3565,3 +3565,53 @@ def test_every_decision_and_run_is_in_an_audit_trail_that_shows_any_edit(syftbox
                                  str(syftbox), OWNER], env=cli_env()) for _ in range(4)]
     assert [w.wait(timeout=60) for w in writers] == [0] * 4
     assert audit_of(syftbox, "--verify").returncode == 0  # four writers at once: no half line, no broken link
+
+
+RESULTS_JOB = """
+printf 'region,count\\nnorth,3\\nsouth,25\\n' > code/outputs/counts.csv
+printf 'email,score\\na@x.org,1.5\\n' > code/outputs/people.csv
+printf '\\000\\001binary' > code/outputs/model.bin
+mkdir -p code/outputs/deep && echo 'mean 4.2' > code/outputs/deep/summary.txt
+echo done
+"""
+
+
+def test_results_are_checked_shown_and_released_file_by_file(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
+    _, results = new_job(runner, "study", RESULTS_JOB)
+    runner.process_approved_jobs()
+    shown = json.loads(cli("show", "study", "--json", *site_args(syftbox)).stdout)
+    reports = {r["path"]: r for r in shown["results"]}
+    assert sorted(reports) == ["outputs/counts.csv", "outputs/deep/summary.txt", "outputs/model.bin",
+                               "outputs/people.csv", "stderr.txt", "stdout.txt"]
+    assert reports["outputs/counts.csv"]["flags"] == ["small-count"]
+    assert reports["outputs/counts.csv"]["csv"] == {"rows": 2, "columns": 2, "header": ["region", "count"]}
+    assert reports["outputs/people.csv"]["flags"] == ["identifier-column"]
+    assert reports["outputs/model.bin"]["flags"] == ["file-type", "not-utf8"] and not reports["outputs/model.bin"]["text"]
+    assert reports["outputs/deep/summary.txt"]["flags"] == [] and reports["outputs/deep/summary.txt"]["lines"] == 1
+    summary = reports["outputs/deep/summary.txt"]
+    assert summary["sha256"] == hashlib.sha256(b"mean 4.2\n").hexdigest() and summary["size"] == 9
+    text = cli("show", "study", *site_args(syftbox)).stdout
+    assert "outputs/counts.csv  30 bytes" in text and "CSV of 2 rows x 2 columns: region, count  ⚑ small-count" in text
+    assert "    | north,3" in text
+    relaxed = json.loads(cli("show", "study", "--json", "--min-count", "2", *site_args(syftbox)).stdout)
+    assert {r["path"]: r["flags"] for r in relaxed["results"]}["outputs/counts.csv"] == []
+    assert cli("release", "study", *site_args(syftbox)).returncode == 2  # name the files, or --all
+    one = cli("release", "study", "outputs/deep/summary.txt", "--reason", "aggregate", *site_args(syftbox))
+    assert one.returncode == 0 and "Released 1 file(s)" in one.stdout
+    readable = {path: can(syftbox, DS, results / path, "read") for path in reports}
+    assert readable == {path: path == "outputs/deep/summary.txt" for path in reports}
+    released = runner.release_results("study")  # everything not flagged: the logs and the summary
+    assert sorted(released) == ["outputs/deep/summary.txt", "stderr.txt", "stdout.txt"]
+    assert not can(syftbox, DS, results / "outputs/counts.csv", "read")
+    assert runner.release_results("study", ["outputs/counts.csv"]) == ["outputs/counts.csv"]  # named: released
+    (results / "outputs" / "people.csv").write_text("email\nreal@person.org\n")  # rewritten after the run
+    refused = cli("release", "study", "outputs/people.csv", *site_args(syftbox))
+    assert refused.returncode == 1 and "changed after the run" in refused.stdout
+    assert not can(syftbox, DS, results / "outputs/people.csv", "read")
+    audit = [e for e in json.loads(cli("audit", "--json", *site_args(syftbox)).stdout) if e["event"] == "release"]
+    assert audit[0]["files"] == {"outputs/deep/summary.txt": summary["sha256"]} and audit[0]["reason"] == "aggregate"
+    assert cli("unshare", "study", *site_args(syftbox)).returncode == 0
+    assert not any(can(syftbox, DS, results / path, "read") for path in reports)
+    shared = cli("share", "study", "--outputs", *site_args(syftbox))
+    assert "⚑ outputs/counts.csv: small-count" in shared.stdout and can(syftbox, DS, results / "outputs/model.bin", "read")
