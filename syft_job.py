@@ -2897,17 +2897,21 @@ def _output_checks(overrides: dict | None) -> dict:
 def _result_reports(job: _Job, checks: dict) -> list[dict]:
     """The checked report (see _check_result) of every result file of a job: its logs,
     then each regular file under outputs/, folders walked by descriptor, links never
-    followed."""
-    reports = []
+    followed (a planted link is not a result)."""
+    reports: list[dict] = []
+
+    def check(folder_fd: int, name: str, rel: str) -> None:
+        with contextlib.suppress(OSError, SyftJobError):
+            if stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
+                reports.append(_check_result(folder_fd, name, rel, checks))
+
     with _folder(job.results) as fd:
         for name in (STDOUT_FILE, STDERR_FILE):
-            if _exists_at(fd, name):
-                reports.append(_check_result(fd, name, name, checks))
-        for root, folders, files, root_fd in os.fwalk(OUTPUTS_DIR, dir_fd=fd):  # none if it is a link
-            folders.sort()
+            check(fd, name, name)
+        for root, folders, files, root_fd in os.fwalk(OUTPUTS_DIR, dir_fd=fd) if _exists_at(fd, OUTPUTS_DIR) else ():
+            folders.sort()  # (fwalk gives nothing when outputs/ is a link)
             for name in sorted(files):
-                if stat.S_ISREG(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
-                    reports.append(_check_result(root_fd, name, f"{root}/{name}", checks))
+                check(root_fd, name, f"{root}/{name}")
     return reports
 
 

@@ -1063,6 +1063,18 @@ def test_round_trip_with_the_real_upstream_clients(tmp_path, version):
     runner.approve_job("theirs", reason="aggregates only")
     [result] = runner.process_approved_jobs()
     assert result.succeeded
+    # Released file by file: their client, on a SyftBox holding only what the rules let it read, sees just that.
+    assert runner.release_results("theirs", ["stdout.txt"]) == ["stdout.txt"]
+    copy = tmp_path / "ds-box"
+    for path in box.rglob("*"):
+        if path.is_file() and path.name != "syft.pub.yaml" and can(box, UPSTREAM_DS, path, "read"):
+            (copy / path.relative_to(box)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, copy / path.relative_to(box))
+    assert not list(copy.rglob("o.txt")) and list(copy.rglob("stdout.txt"))
+    (copy / UPSTREAM_DS).mkdir(exist_ok=True)
+    seen = subprocess.run([python, "-c", UPSTREAM_ROUND_TRIP, str(copy), "look"], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert json.loads(seen.stdout.split("@@", 1)[1])["theirs"][0] == "done" and "hi" in seen.stdout, seen.stderr
     runner.share_job_results("theirs")
     seen = subprocess.run([python, "-c", UPSTREAM_ROUND_TRIP, str(box), "look"], capture_output=True, text=True,
                           timeout=120, env=env, cwd=tmp_path)
