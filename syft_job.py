@@ -1836,6 +1836,7 @@ _SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc
 _PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
 _PROC_HIDDEN = ("acpi", "asound", "kcore", "keys", "latency_stats", "sched_debug", "scsi", "timer_list", "timer_stats")
 _JOB_ENV_VAR = "SYFT_JOB_RUN_TOKEN"  # finds every process of a run, whatever group it left for
+_JOB_UIDS = 0x70000000  # a root owner's runs get uids from here on, one each (2^24 of them)
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 _hardened: list[bool] = []  # the runner process has been hardened (once per process)
 
@@ -1874,6 +1875,11 @@ class _Account:
             if bits & need != need:
                 return False
         return True
+
+    def for_run(self, token: str) -> _Account:
+        """The account one run runs as: a uid of its own (with this account's groups), so
+        that no two jobs, and nothing a job left behind, can reach each other's processes."""
+        return dataclasses.replace(self, uid=_JOB_UIDS + int(token[:6], 16))
 
     def give(self, folder: str) -> None:
         """Make a private copy (made by the runner, never reached by a job yet) its own;
@@ -2154,15 +2160,24 @@ def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
         _scancel(f"--name={fields['slurm_job_name']}")
 
 
-def _scancel(selector: str) -> None:
-    """Cancel Slurm jobs (best effort: ``scancel`` may be missing here).
-
-    :param selector: ``--name=NAME`` (the launcher's job), or ``--user=ACCOUNT``: what
-        the jobs of a root owner submitted themselves (the account runs nothing else).
-    """
+def _scancel(*selectors: str) -> None:
+    """Cancel Slurm jobs: ``--name=NAME`` or job ids (best effort: ``scancel`` may be
+    missing here)."""
     if shutil.which("scancel"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scancel", selector], capture_output=True, timeout=30)
+            subprocess.run(["scancel", *selectors], capture_output=True, timeout=30)
+
+
+def _cancel_slurm_jobs_of(uids: set[int]) -> None:
+    """Cancel the Slurm jobs that runs queued themselves, found by their uids (one
+    ``squeue`` for a whole round)."""
+    if uids and shutil.which("squeue"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            queue = subprocess.run(["squeue", "-h", "-o", "%i %U"], capture_output=True, text=True, timeout=30).stdout
+            ids = [fields[0] for fields in map(str.split, queue.splitlines())
+                   if len(fields) == 2 and fields[1].isdigit() and int(fields[1]) in uids]
+            if ids:
+                _scancel(*ids)
 
 
 # ---------------------------------------------------------------------------
@@ -2343,6 +2358,7 @@ class _Run:
     results_fd: int
     copy: str  # the private working copy it runs in
     approval: str  # the fingerprint of the approval it runs under
+    account: _Account | None  # whom it runs as (a root owner's runs), None: the owner
     started: float = dataclasses.field(default_factory=time.monotonic)
     started_at: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
@@ -3192,7 +3208,9 @@ class SyftJobRunner:
     @property
     def _runs_as(self) -> str:
         """Whom jobs run as, for messages."""
-        return self.account.name if self.account else f"you ({_printable(os.environ.get('USER') or str(os.getuid()))})"
+        if self.account:
+            return f"a uid of their own, with the groups of {self.account.name}"
+        return f"you ({_printable(os.environ.get('USER') or str(os.getuid()))})"
 
     @staticmethod
     def _why_no_sandbox(isolation: str) -> str:
@@ -3331,7 +3349,7 @@ class SyftJobRunner:
         _harden_runner(self.console)
         if self.isolation == "none":
             self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({self._why_no_sandbox(self._asked)}): "
-                             f"they can read and write whatever {self._runs_as} can")
+                             f"they can read and write whatever their account can (they run as {self._runs_as})")
         if self.account is not None and not self._checked_reads:
             self._checked_reads = True
             for path in self.allow_read:
@@ -3342,6 +3360,7 @@ class SyftJobRunner:
             stop = self._stop or stack.enter_context(_StopSignals())
             engine = _Engine(stop.fd)
             stack.callback(engine.close)
+            uids: set[int] = set()
             total = len(waiting)
             while waiting or engine.runs:
                 while waiting and len(engine.runs) < self.max_concurrent_jobs and not stop.requested:
@@ -3349,6 +3368,7 @@ class SyftJobRunner:
                                               "approved directory" if not results and not engine.runs else None)
                     if isinstance(started, _Run):
                         engine.add(started)
+                        uids |= {started.account.uid} if started.account else set()
                     elif started is not None:
                         results.append(started)
                         self.console.say(_RULE)
@@ -3365,8 +3385,7 @@ class SyftJobRunner:
                             results.append(result)
                             self.console.say(_RULE)
                 _reap_orphans(leaders)
-            if self.account is not None and results:  # what the jobs left queued in Slurm, as their account
-                _scancel(f"--user={self.account.name}")
+            _cancel_slurm_jobs_of(uids)  # what the runs queued in Slurm themselves, each as its own uid
             if stop.requested:
                 raise KeyboardInterrupt
         if results:
@@ -3472,15 +3491,16 @@ class SyftJobRunner:
         for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
             if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
                 os.makedirs(os.path.join(copy, folder), exist_ok=True)
-        if self.account is not None:
-            self.account.give(copy)
+        account = self.account.for_run(claim.token) if self.account else None
+        if account is not None:
+            account.give(copy)
         try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
             if job.layout != "legacy":
                 os.makedirs(job.results, exist_ok=True)
             results_fd = _open_folder(job.results)
         except (OSError, JobError) as exc:
             raise _HeldBack(f"cannot use its results folder: {exc}") from None
-        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint)
+        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account)
         try:
             try:
                 _remove_at(results_fd, OUTPUTS_DIR)
@@ -3491,7 +3511,7 @@ class SyftJobRunner:
             except OSError as exc:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
             env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox",
-                                   self.account, copy)
+                                   account, copy)
             argv = self._command(run, env)
             run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
@@ -3542,9 +3562,9 @@ class SyftJobRunner:
             seccomp = self._seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
             opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
             prefix = opener + _sandbox_argv(run.copy, self.config.syftbox_folder, _sandbox_reads(
-                self.allow_read, env["PATH"]), self.network, self.account, 3 if seccomp else None) + prefix
+                self.allow_read, env["PATH"]), self.network, run.account, 3 if seccomp else None) + prefix
         else:
-            prefix = _switch_to(self.account) + prefix
+            prefix = _switch_to(run.account) + prefix
         if self.launcher == "slurm":
             run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
             minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
