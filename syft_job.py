@@ -386,7 +386,9 @@ def _size(n: int) -> str:
         return f"{n} bytes"
     if n < 1024 * 1024:
         return f"{n / 1024:.3g} kB"
-    return f"{n / (1024 * 1024):.3g} MB"
+    if n < 1024 ** 3:
+        return f"{n / (1024 * 1024):.3g} MB"
+    return f"{n / 1024 ** 3:.3g} GB"
 
 
 def _utc_now() -> str:
@@ -400,8 +402,8 @@ def _utc_now() -> str:
 
 # Control characters, bidi overrides and undecodable bytes in a name could forge or
 # hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
-                          "\u2060-\u206f\ufeff\ud800-\udfff]")
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
 
 
 _UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))  # the same, but for "\n"
@@ -2204,7 +2206,7 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "TZ", "USER")
 _INHERITED_PREFIXES = ("LC_", "UV_")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|SECRET|CREDENTIALS?|_KEY)$", re.I)  # passed only when named
-_URL_CREDENTIALS = re.compile(r"://[^/@\s]*@")  # https://user:password@index/ loses user:password@
+_URL_CREDENTIALS = re.compile(r"://[^/\s]*@")  # https://user:p@ss@index/ loses user:p@ss@
 # Signs in the end of stderr.txt that a job ran out of memory under max_memory_mb.
 _OUT_OF_MEMORY = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"bad_alloc", b"memory exhausted")
 
@@ -2385,8 +2387,8 @@ class _Run:
             self.outputs["stderr"].muted = True
         self.kill_at = min(self.kill_at or float("inf"), time.monotonic() + grace)
 
-    def signal(self, signum: int, leaders: set[int], other_tokens: Sequence[str]) -> bool:
-        """Send ``signum`` to every process of the job; False when none is left."""
+    def signal(self, signum: int, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
+        """Send ``signum`` to every process of the job; the processes (none: all gone)."""
         victims = _job_processes(self.pgid, self.claim.token, leaders | {self.pgid}, other_tokens)
         if self.proc is not None and self.proc.poll() is None:
             victims.add(self.proc.pid)
@@ -2394,7 +2396,18 @@ class _Run:
         for pid in victims:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
-        return bool(victims)
+        return victims
+
+    def kill(self, leaders: set[int], other_tokens: Sequence[str]) -> None:
+        """SIGKILL every process of the job, frozen first (SIGSTOP, look again, until no
+        new one shows up), so that none forks away between two looks."""
+        frozen: set[int] = set()
+        for _ in range(100):
+            found = self.signal(signal.SIGSTOP, leaders, other_tokens)
+            if found <= frozen:
+                break
+            frozen |= found
+        self.signal(signal.SIGKILL, leaders, other_tokens)
 
     def advance(self, sandboxed: bool, stopping: bool, leaders: set[int], other_tokens: Sequence[str]) -> bool:
         """Move the run on: stop it when it must stop, finish off what it left running
@@ -2419,7 +2432,7 @@ class _Run:
                 self.signal(signal.SIGTERM, leaders, other_tokens)
         if self.kill_at is not None and (now >= self.kill_at or not self.signal(0, leaders, other_tokens)):
             if now >= self.kill_at:
-                self.signal(signal.SIGKILL, leaders, other_tokens)
+                self.kill(leaders, other_tokens)
             self.kill_at = None
         if self.printer:
             self.printer.flush_stale()
@@ -2474,7 +2487,7 @@ class _Run:
                 except SyftJobError as exc:
                     notes.append(f"some of {source}/ was not published: {exc}")
                     continue
-                notes += [f"{source}/{_printable(rel)} is a {kind}; not published" for rel, kind in files.items()
+                notes += [f"{source}/{_printable(rel)}: {kind}; not published" for rel, kind in files.items()
                           if kind in ("symlink", "not a regular file")]
         finally:
             os.close(target)
@@ -2492,8 +2505,9 @@ def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: s
            if (name in _INHERITED_ENV or name.startswith(_INHERITED_PREFIXES)) and not _SECRET_NAME.search(name)}
     env.update((name, os.environ[name]) for name in passthrough if name in os.environ)
     env.setdefault("PATH", os.defpath)
+    env["HOME"] = copy  # never the owner's: a job could plant what the owner's programs load (.pth, rc files)
     if account is not None:
-        env.update(USER=account.name, HOME=copy)
+        env["USER"] = account.name
         env.pop("TMPDIR", None)
     if sandboxed:  # the owner's home is not there: a private one in the sandbox's /tmp
         env.update(HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR="/tmp/uv-cache")
@@ -3055,20 +3069,24 @@ class _StopSignals:
                 end.close()
 
 
-def _script_preview(path: str, max_lines: int | None = 5) -> str:
+def _script_preview(path: str, max_lines: int | None = 5, max_bytes: int = 16 * 1024 * 1024) -> str:
     """The lines of a script as bash reads them (only ``\n`` ends a line), control
-    characters escaped: what the owner reviews is what runs."""
+    characters escaped: what the owner reviews is what runs.
+
+    :param max_bytes: read no more of it (with ``max_lines``: 64 kB).
+    """
     if not os.path.lexists(path):
         return f"(no {RUN_SCRIPT})"
+    max_bytes = 64 * 1024 if max_lines else max_bytes
     try:
-        head = _read_file(path, 64 * 1024 if max_lines else 16 * 1024 * 1024, truncate=True)
+        head = _read_file(path, max_bytes, truncate=True)
     except SyftJobError as exc:
         return f"❌ {exc}"
     lines = head.decode("utf-8", "replace").split("\n")
     if lines[-1] == "":
         lines.pop()
     shown = [f"{i}: {_printable(line)}" for i, line in enumerate(lines[:max_lines], 1)]
-    if (max_lines and len(lines) > max_lines) or len(head) == 64 * 1024:
+    if (max_lines and len(lines) > max_lines) or len(head) == max_bytes:
         shown.append("... (more lines)")
     return "\n".join(shown) if shown else "(empty)"
 
@@ -3987,7 +4005,7 @@ class SyftJobRunner:
                 files = _submission(job, fd)
             sizes = {rel: os.lstat(os.path.join(copy, rel)).st_size if os.path.lexists(os.path.join(copy, rel)) else 0
                      for rel in files}
-            code = {rel: _script_preview(os.path.join(copy, rel), None) for rel in files
+            code = {rel: _script_preview(os.path.join(copy, rel), None, 1 << 20) for rel in files
                     if rel not in (RUN_SCRIPT, CONFIG_FILE) and _is_text(os.path.join(copy, rel))}
             kind = files.get(RUN_SCRIPT, "")
             run_sh = f"❌ {RUN_SCRIPT} is a {kind}; it never runs" if kind in ("symlink", "not a regular file") \
