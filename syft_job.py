@@ -3145,7 +3145,8 @@ class SyftJobRunner:
         SyftBox variables.
     :param max_memory_mb: address space limit of each process of a job.
     :param max_cpu_seconds: CPU time limit of each process of a job.
-    :param max_log_bytes: size limit of each log; a job that writes more is stopped.
+    :param max_log_bytes: size limit of each log (default 1 GiB; None: none); a job that
+        writes more is stopped.
     :param max_output_bytes: what one job may publish from outputs/, counting each file
         at its apparent size; files past it are held back, and named in stderr.txt.
     :param max_output_files: how many files one job may publish from outputs/.
@@ -3159,7 +3160,7 @@ class SyftJobRunner:
                  launcher: str | None = None, slurm_args: Sequence[str] = (),
                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
-                 max_log_bytes: int | None = None, max_output_bytes: int = 1 << 30,
+                 max_log_bytes: int | None = 1 << 30, max_output_bytes: int = 1 << 30,
                  max_output_files: int = 10_000, output_checks: dict | None = None) -> None:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
@@ -4636,8 +4637,8 @@ _RUNNER_FLAGS = (
     ("--max-memory", "max_memory_mb", dict(type=_number_arg(float), metavar="MB",
                                            help="limit each job process's address space to this many MB")),
     ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS", help="limit each job process's CPU time")),
-    ("--max-log-size", "max_log_bytes", dict(type=_number_arg(int), metavar="BYTES",
-                                             help="cut each log at this size and stop the job")),
+    ("--max-log-size", "max_log_bytes", dict(type=_size_arg, metavar="SIZE",
+                                             help="cut each log at this size and stop the job (default: 1G)")),
     ("--isolation", "isolation", dict(choices=ISOLATION_MODES, help="auto (default): a sandbox where bubblewrap can "
                                       "make one; sandbox: refuse to run without; none: no sandbox")),
     ("--allow-read", "allow_read", dict(action="append", metavar="PATH", help="let sandboxed jobs read this path too, "
