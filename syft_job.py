@@ -2973,7 +2973,8 @@ def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
     if last != b"\n":  # a last line without its newline
         lines += 1
     report = {"path": rel, "size": size, "sha256": digest.hexdigest(), "text": text, "lines": lines,
-              "first_lines": [_printable(line) for line in head.decode("utf-8", "replace").splitlines()[:5]],
+              "first_lines": [_printable(line) for line in head[:4096].decode("utf-8", "replace").splitlines()[:5]]
+              if text else [],
               "flags": [flag for flag, hit in (
                   ("file-type", not rel.lower().endswith(tuple(checks["allowed_types"]))),
                   ("large-file", size > checks["max_file_mb"] * 1024 * 1024), ("not-utf8", not text)) if hit]}
@@ -4383,7 +4384,7 @@ def _result_lines(results: list[dict]) -> list[str]:
     """The review of a job's result files: what each is, its first lines, its flags."""
     lines = ["--- results (what the data scientist could read once released) ---"] if results else []
     for r in results:
-        kind = f"text, {r['lines']} lines" if r["text"] else "binary"
+        kind = f"text, {r['lines']} line(s)" if r["text"] else "binary"
         if "csv" in r:
             kind += f", CSV of {r['csv']['rows']} rows x {r['csv']['columns']} columns: {', '.join(r['csv']['header'])}"
         flags = f"  ⚑ {', '.join(r['flags'])}" if r["flags"] else ""

@@ -66,6 +66,9 @@ PROGRAM = textwrap.dedent("""
             poll()
             seconds.append(time.perf_counter() - started)
         report["seconds"] = statistics.median(seconds)
+    elif call == "show":
+        report["files"] = len(runner.describe_job("results")["results"])
+        report["seconds"] = time.perf_counter() - started
     else:
         runner.process_approved_jobs(stream_output=stream == "1", timeout=int(timeout))
         report["seconds"] = time.perf_counter() - started
@@ -305,6 +308,39 @@ def faster(times: float) -> Callable[[float, float | None, float | None], bool |
     return lambda ours, ref, floor: None if ref is None else ref / ours >= times
 
 
+def finished_with_results(root: Path) -> tuple[Site, Path]:
+    """A finished job whose outputs/ holds 10,000 files, 1 GB in all: text and binary."""
+    site = Site(root)
+    job = make_job(site.job_dir, "results", "true\n", done=True)
+    outputs = job / "outputs"
+    block = os.urandom(1 << 16)
+    for i in range(10_000):
+        folder = outputs / f"part{i // 1000}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            data = (b"".join(b"%d,%d\n" % (i, k) for k in range(12_000)))[:100_000]
+            (folder / f"table{i}.txt").write_bytes(data)
+        else:
+            (folder / f"blob{i}.bin").write_bytes((block * 2)[:100_000])
+    return site, job
+
+
+def show_results(runner: Runner, root: Path) -> Measurement:
+    site, _ = finished_with_results(root)
+    report = run_program(runner, site, call="show")
+    assert report["files"] == 10_000, report  # the outputs (the job never ran: no logs)
+    return Measurement(report["seconds"], {})
+
+
+def floor_show(root: Path) -> float:
+    """sha256sum over the same 10,000 files: the floor of a listing that hashes them."""
+    outputs = finished_with_results(root)[1] / "outputs"
+    os.sync()
+    started = time.perf_counter()
+    subprocess.run(f"find {outputs} -type f -print0 | xargs -0 sha256sum > /dev/null", shell=True, check=True)
+    return time.perf_counter() - started
+
+
 CASES = [
     Case("noop_200", "200 approved no-op jobs, captured", "ms/job", noop_200, floor_noop,
          "<= floor + 5 ms, >= 50x faster",
@@ -329,6 +365,8 @@ CASES = [
          "<= 0.5 s", lambda ours, ref, floor: ours <= 0.5),
     Case("timeout", "1 s timeout, a grandchild holds the pipes", "s", timeout_grandchild, None,
          "<= timeout + 2 s", lambda ours, ref, floor: ours <= 3.0, runs=1),
+    Case("show_results", "show of a job with 10,000 result files, 1 GB (checked, hashed)", "s", show_results,
+         floor_show, "<= 2 x floor (sha256sum)", lambda ours, ref, floor: ours <= 2 * floor, runs=-1),
 ]
 SCALE = {"ms/job": 1000, "ms": 1000}  # cases report seconds; these show milliseconds
 OURS = Runner("ours", sys.executable, str(REPO))
