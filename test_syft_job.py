@@ -1635,10 +1635,12 @@ def test_a_claim_planted_by_the_submitter_cannot_make_a_job_run_twice(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     go = go_file(syftbox)
     counter = syftbox.parent / "runs.log"
+    counter.touch()
+    counter.chmod(0o666)  # a second run, with another uid, could append too
     job = make_job(runner, "once only", f"echo run >> {counter}\n{WAIT_FOR_GO}")
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()", settings="isolation='none'")
     try:
-        wait_for(lambda: counter.exists(), what="the first run")
+        wait_for(lambda: counter.read_text(), what="the first run")
         dead = subprocess.Popen(["true"])
         dead.wait()
         (job / ".syft_job_claim").write_text(json.dumps(  # as the old runner wrote it, naming a dead runner
@@ -2171,6 +2173,8 @@ def test_ctrl_c_stops_every_running_job_and_leaves_them_approved(syftbox):
 def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     log = tmp_path / "ran.log"
+    log.touch(0o666)  # every job appends to it (as root, each run has a uid of its own)
+    log.chmod(0o666)
     names = [f"job{i:02}" for i in range(30)]
     for name in names:
         script = f"echo {name} $PPID >> {log}\n"
