@@ -3662,3 +3662,25 @@ def test_a_process_that_keeps_forking_away_is_stopped_with_its_job(syftbox, owne
         assert not processes_with(marker)
     finally:
         kill_marked(marker)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs run as another account: the tests do not run as root")
+def test_a_dataset_the_jobs_account_cannot_read_is_named_before_any_job_runs(syftbox, tmp_path):
+    locked = tmp_path / "locked-dataset"
+    locked.mkdir(mode=0o700)
+    (locked / "rows.csv").write_text("secret\n")
+    legacy_job(syftbox, "reads", f"cat {locked}/rows.csv || echo refused\n")
+    result = cli("once", "--allow-read", str(locked), *site_args(syftbox))
+    lines = result.stdout.splitlines()
+    named = next(i for i, line in enumerate(lines) if line.startswith(f"⚠️ allow_read {locked}: jobs run as nobody"))
+    assert named < next(i for i, line in enumerate(lines) if "Executing job" in line)
+
+
+def test_output_checks_are_runner_keywords(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, output_checks={"min_count": 5, "allowed_types": [".CSV"]})
+    assert runner.output_checks["min_count"] == 5 and runner.output_checks["allowed_types"] == [".csv"]
+    assert runner.output_checks["max_rows"] == 5000
+    with pytest.raises(ConfigError, match="output_checks: 'max_cells' is none of"):
+        syft_job.create_runner(syftbox, OWNER, output_checks={"max_cells": 3})
+    with pytest.raises(ConfigError, match="min_count must be a positive"):
+        syft_job.create_runner(syftbox, OWNER, output_checks={"min_count": 0})
