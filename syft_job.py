@@ -449,10 +449,10 @@ class _Console:
 # YAML: what SyftBox's files hold, read as PyYAML reads it
 # ---------------------------------------------------------------------------
 #
-# config.yaml, state.yaml and syft.pub.yaml hold block mappings and lists (2-space
-# indents from PyYAML, 4 from Go's yaml.v3), plain and quoted scalars folded over lines,
-# [] and {}, flow lists of scalars, comments, a leading "---". The reader takes that and
-# refuses the rest (anchors, tags, block scalars, dates, octal, yes/no) by file and line.
+# config.yaml, state.yaml and syft.pub.yaml hold block mappings and lists (2-space indents from PyYAML,
+# 4 from Go's yaml.v3), plain and quoted scalars folded over lines, [] and {}, flow lists of scalars,
+# comments, a leading "---". The reader takes that and refuses the rest (anchors, tags, block
+# scalars, dates, octal, yes/no, integers of over 4000 digits) by file and line.
 
 _MAX_YAML_DEPTH = 100
 _NULLS = {"", "~", "null", "Null", "NULL"}
@@ -687,7 +687,6 @@ class _YamlReader:
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
     """Read a YAML document of the subset SyftBox's files use (a JSON document too),
     giving what PyYAML gives.
-
     :param text: the document.
     :param source: the file name to put in error messages.
     :raises YAMLError: for anything outside the subset, naming ``source`` and the line.
@@ -741,9 +740,7 @@ def _dump_lines(value: Any, indent: int) -> Iterator[str]:
 def dump_yaml(value: Any) -> str:
     """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML,
     keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal.
-
-    :raises TypeError: for a value of another type.
-    """
+    :raises TypeError: for a value of another type."""
     lines = _dump_lines(value, 0) if isinstance(value, (dict, list, tuple)) and value else [_dump_scalar(value)]
     return "\n".join(lines) + "\n"
 
@@ -3368,8 +3365,9 @@ class SyftJobRunner:
             return results
         _harden_runner(self.console)
         if self.isolation == "none":
-            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({self._why_no_sandbox(self._asked)}): "
-                             f"they can read and write whatever their account can (they run as {self._runs_as})")
+            why = self._why_no_sandbox(self._asked)
+            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({why}): they can read and write "
+                             f"whatever their account can (they run as {self._runs_as})")
         if self.account is not None and not self._checked_reads:
             self._checked_reads = True
             for path in self.allow_read:
