@@ -1407,17 +1407,18 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
     elif readable(APPROVED_MARKER) is not None:
         status = "approved"
     outputs = os.path.join(job.results, OUTPUTS_DIR)
-    shared = os.path.isdir(outputs) and not os.path.islink(outputs) and (synced or _may(
-        syftbox, owner, viewer, os.path.join(outputs, "f"), "read"))
+    files = sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE) \
+        if os.path.isdir(outputs) and not os.path.islink(outputs) else []
+    released = [p for p in files if synced or _may(syftbox, owner, viewer, str(p), "read")]  # all, or some
+    shared = released or (files == [] and _may(syftbox, owner, viewer, os.path.join(outputs, "f"), "read"))
     try:
         submitted = job.read_config().get("submitted_at")
         when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
     except (SyftJobError, ValueError, OverflowError):
         submitted, when = None, os.lstat(job.folder).st_mtime
     return JobInfo(job.name, owner, job.submitter, status, reason, return_code if isinstance(return_code, int) else None,
-                   readable(STDOUT_FILE), readable(STDERR_FILE),
-                   sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE)
-                   if shared else None, None if submitted is None else str(submitted), job.layout,
+                   readable(STDOUT_FILE), readable(STDERR_FILE), released if shared else None,
+                   None if submitted is None else str(submitted), job.layout,
                    Path(job.folder), when)
 
 
@@ -1524,7 +1525,8 @@ class _Site:
         """The audit trail, and what is wrong with it (None: every line is as written,
         none removed, none moved)."""
         if not os.path.lexists(self.root / "audit.jsonl"):
-            return [], None
+            gone = os.path.lexists(self.root / "audit.head")  # it was there: someone removed it
+            return [], "audit.jsonl was removed (its last line's hash is still there)" if gone else None
         data = _read_file(self.root / "audit.jsonl", 1 << 30)
         entries, prev = [], None
         for number, line in enumerate(data.split(b"\n")[:-1], 1):
@@ -1536,7 +1538,8 @@ class _Site:
             prev = hashlib.sha256(line).hexdigest()
         with contextlib.suppress(OSError, SyftJobError):
             if prev != _read_file(self.root / "audit.head", 64).decode() or not data.endswith(b"\n"):
-                return entries, f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
+                return entries, (f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
+                                 if entries else "every line was removed")
         return entries, None
 
     def poked_at(self) -> int:
@@ -3002,9 +3005,16 @@ def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, fla
 
 
 def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
-    """What the submitter can read of a job's results: "logs", "outputs"."""
-    return [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
-            if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
+    """What the submitter can read of a job's results: "logs", "outputs", or "N
+    output(s)" released one by one."""
+    shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
+              if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
+    path, prefix = _governing_file(job)
+    with contextlib.suppress(OSError, SyftJobError):
+        one_by_one = [p for p in _patterns_in(path, f"{prefix}{OUTPUTS_DIR}/") if p != f"{prefix}{OUTPUTS_DIR}/**"]
+        if one_by_one and "outputs" not in shared:
+            shared.append(f"{len(one_by_one)} output(s)")
+    return shared
 
 
 # ---------------------------------------------------------------------------
@@ -4073,6 +4083,9 @@ class SyftJobRunner:
             why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
                 f"flagged {', '.join(flags)}: name it, or release --all"
             self.console.say(f"⚠️ Not released: {_printable(path)} of {job.label} ({why})")
+        for path in released:
+            if reports[path]["flags"]:
+                self.console.say(f"⚑ {_printable(path)}: {', '.join(reports[path]['flags'])} (released: you named it)")
         if released:
             self.console.say(f"🔓 Released {len(released)} file(s) of {job.label} to {_printable(job.submitter)}: "
                              + ", ".join(_printable(p) for p in released))

@@ -3402,7 +3402,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         exec(compile(code, "README.md", "exec"), {})
     review = tmp_path / "SyftBox" / "do@example.com" / "app_data" / "job" / "review" / "ds@example.com" / "hi"
     assert (review / "outputs" / "hi.txt").read_text() == "hi\n"
-    assert "Shared outputs and logs of ds@example.com/hi (v0) with ds@example.com" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Shared outputs and logs of ds@example.com/hi (v0) with ds@example.com" in out
+    assert re.search(r"^done \[.*hi\.txt'\)\]$", out, re.M), out
 
 
 def test_a_submitter_folder_not_named_like_an_email_does_not_break_the_poll(runner, capsys):
@@ -3576,6 +3578,9 @@ def test_every_decision_and_run_is_in_an_audit_trail_that_shows_any_edit(syftbox
         trail.write_bytes(b"".join(changed))
         verified = audit_of(syftbox, "--verify")
         assert verified.returncode == 1 and f"line {line}" in verified.stdout, verified.stdout
+    trail.unlink()
+    gone = audit_of(syftbox, "--verify")
+    assert gone.returncode == 1 and "audit.jsonl was removed" in gone.stdout
     trail.write_bytes(b"".join(lines))
     writers = [subprocess.Popen([sys.executable, "-c", "import sys, syft_job\n"
                                  "r = syft_job.create_runner(sys.argv[1], sys.argv[2], console=False)\n"
@@ -3620,6 +3625,9 @@ def test_results_are_checked_shown_and_released_file_by_file(syftbox):
     assert one.returncode == 0 and "Released 1 file(s)" in one.stdout
     readable = {path: can(syftbox, DS, results / path, "read") for path in reports}
     assert readable == {path: path == "outputs/deep/summary.txt" for path in reports}
+    assert runner.list_jobs()[0]["shared"] == ["1 output(s)"]
+    [seen] = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, DS)).jobs
+    assert [p.name for p in seen.outputs] == ["summary.txt"] and seen.stdout is None
     released = runner.release_results("study")  # everything not flagged: the logs and the summary
     assert sorted(released) == ["outputs/deep/summary.txt", "stderr.txt", "stdout.txt"]
     assert not can(syftbox, DS, results / "outputs/counts.csv", "read")
