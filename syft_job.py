@@ -62,6 +62,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -710,6 +711,8 @@ def _dump_scalar(value: Any) -> str:
     string any of them could misread is double-quoted."""
     if isinstance(value, (dict, list, tuple)):  # empty: the others are written as blocks
         return "{}" if isinstance(value, dict) else "[]"
+    if isinstance(value, float) and not math.isfinite(value):  # as PyYAML writes them (this reader refuses them)
+        return {float("inf"): ".inf", float("-inf"): "-.inf"}.get(value, ".nan")
     if value is None or isinstance(value, (bool, int, float)):
         text = json.dumps(value, allow_nan=False)  # null, true, 3, 2.5, 1e+16
         return re.sub(r"^(-?[0-9]+)e", r"\1.0e", text)  # PyYAML reads 1e+16 as a string
@@ -1313,6 +1316,8 @@ class _JobScanner:
         return [job for job in (self.job(*args) for args in found) if job is not None]
 
     def job(self, layout: str, submitter: str, name: str, folder: str) -> _Job | None:
+        if name == PERMISSION_FILE:  # its results folder would stand where the submitter's rules must be
+            return None
         job = self.final.get(folder)
         if job is None and os.path.isfile(os.path.join(folder, CONFIG_FILE)):
             results = folder if layout == "legacy" else str(_job_paths(self.job_dir, layout, submitter, name)[1])
@@ -1390,7 +1395,8 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
         with contextlib.suppress(SyftJobError):
             state = load_yaml(readable(STATE_FILE) or "{}") or {}
             state = state if isinstance(state, dict) else {}
-            status = {"received": "inbox", "pending": "inbox"}.get(state.get("status"), state.get("status") or "inbox")
+            status = state.get("status") if isinstance(state.get("status"), str) else None
+            status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
             reason = state.get("review_reason") or state.get("rejection_reason")
             reason = None if reason is None else str(reason)
             return_code = state.get("return_code")
@@ -2620,6 +2626,8 @@ def _glob(pattern: str) -> re.Pattern:
     for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
         if part in ("**/", "**"):
             out.append("(?:[^/]+/)*" if part == "**/" else ".*")
+        elif not part or (part == "*" and out[-1:] == ["[^/]*"]):
+            continue  # "***x" is "*x": a run of stars would backtrack without end
         elif part in ("*", "?"):
             out.append("[^/]*" if part == "*" else "[^/]")
         elif part[:1] == "[":
@@ -3979,6 +3987,7 @@ class SyftJobRunner:
         status = _live_status(job, self._site)
         finished = status in ("done", "failed")
         code = (record.get("return_code") if record else state.get("return_code")) if finished else None
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
         if finished and code is None:
             code = _returncode(job)
         reason = state.get("review_reason") or state.get("rejection_reason")
@@ -4415,7 +4424,7 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     for label, key in (("Submitted", "submitted_at"), ("Approved", "approved_at"), ("Started", "started_at"),
                        ("Finished", "finished_at")):
         if job[key]:
-            by = f" by {_printable(job['approved_by'])}" if key == "approved_at" and job["approved_by"] else ""
+            by = f" by {_printable(str(job['approved_by']))}" if key == "approved_at" and job["approved_by"] else ""
             lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
     for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s")):
         if job[key] is not None:

@@ -2003,6 +2003,8 @@ HOSTILE_FILES = [
     ("a status that is a list", b"status: [done]\nreturn_code: 1\nreview_reason: 5\n"),
     ("patterns that are not patterns", b"rules:\n- pattern: '[z-a]'\n  access:\n    read: ['*']\n- pattern: [x]\n"),
     ("JSON true", b"true"),
+    ("values that are not text", b"status: [done]\napproved_by: 5\napproved_at: 5\nreturn_code: 1.0e+999\n"),
+    ("a pattern of many stars", b"rules:\n- pattern: '" + b"*" * 60 + b"x'\n  access:\n    read: ['*']\n"),
 ]
 
 
@@ -2035,8 +2037,8 @@ def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runne
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=30)[0]
     assert "Traceback" not in out, out[-2000:]
-    client = syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, "s0@test.org"))
-    assert len(client.jobs) == 1  # the submitter's view of a hostile job is a row, not a traceback
+    for i in range(len(HOSTILE_FILES)):  # each submitter's view of its hostile job is a row, not a traceback
+        assert len(syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, f"s{i}@test.org")).jobs) == 1
 
 
 def test_a_name_that_is_not_utf8_or_forges_lines_is_shown_escaped(syftbox, owner):
@@ -3692,3 +3694,15 @@ def test_output_checks_are_runner_keywords(syftbox):
         syft_job.create_runner(syftbox, OWNER, output_checks={"max_cells": 3})
     with pytest.raises(ConfigError, match="min_count must be a positive"):
         syft_job.create_runner(syftbox, OWNER, output_checks={"min_count": 0})
+
+
+def test_a_job_named_like_a_permission_file_cannot_take_the_place_of_its_submitters_rules(runner, syftbox):
+    new_job(runner, "fine", "echo fine")  # (an inbox folder without rules of its own: the file above decides)
+    sneaky = runner.job_dir / "inbox" / DS / "syft.pub.yaml"
+    (sneaky / "code").mkdir(parents=True)
+    (sneaky / "run.sh").write_text("echo sneaky\n")
+    (sneaky / "config.yaml").write_text("name: syft.pub.yaml\n")
+    assert cli("once", *site_args(syftbox)).returncode == 0
+    rules = runner.job_dir / "review" / DS / "syft.pub.yaml"
+    assert rules.is_file() and "*/stdout.txt" in rules.read_text()
+    assert [r["name"] for r in runner.list_jobs()] == ["fine"]
