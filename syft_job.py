@@ -62,7 +62,6 @@ import hashlib
 import html
 import json
 import logging
-import math
 import os
 import pwd
 import re
@@ -707,14 +706,12 @@ _AMBIGUOUS_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null",
 
 
 def _dump_scalar(value: Any) -> str:
-    """A scalar that PyYAML, Go's yaml.v3 and this reader all read back equal: a
-    string any of them could misread is double-quoted."""
+    """A scalar that PyYAML, Go's yaml.v3 and this reader read back equal (strings they could misread quoted)."""
     if isinstance(value, (dict, list, tuple)):  # empty: the others are written as blocks
         return "{}" if isinstance(value, dict) else "[]"
-    if isinstance(value, float) and not math.isfinite(value):  # as PyYAML writes them (this reader refuses them)
-        return {float("inf"): ".inf", float("-inf"): "-.inf"}.get(value, ".nan")
     if value is None or isinstance(value, (bool, int, float)):
-        text = json.dumps(value, allow_nan=False)  # null, true, 3, 2.5, 1e+16
+        text = json.dumps(value)  # null, true, 3, 2.5, 1e+16; inf and nan below, as PyYAML writes them
+        text = {"Infinity": ".inf", "-Infinity": "-.inf", "NaN": ".nan"}.get(text, text)
         return re.sub(r"^(-?[0-9]+)e", r"\1.0e", text)  # PyYAML reads 1e+16 as a string
     if not isinstance(value, str):
         raise TypeError(f"cannot write a {type(value).__name__} as YAML: {value!r}")
@@ -742,8 +739,8 @@ def _dump_lines(value: Any, indent: int) -> Iterator[str]:
 
 def dump_yaml(value: Any) -> str:
     """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML,
-    keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal.
-    :raises TypeError: for a value of another type."""
+    keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal (but inf and
+    nan, written as PyYAML writes them). :raises TypeError: for a value of another type."""
     lines = _dump_lines(value, 0) if isinstance(value, (dict, list, tuple)) and value else [_dump_scalar(value)]
     return "\n".join(lines) + "\n"
 
