@@ -255,15 +255,21 @@ def _remove_path(path: str | os.PathLike) -> None:
         _remove_at(fd, os.path.basename(path))
 
 
+class _Gone(JobError):
+    """A file that went away between the listing of its folder and its opening."""
+
+
 def _open_regular(name: str | os.PathLike, dir_fd: int | None = None) -> int:
     """Open a regular file for reading, never through a symlink and never blocking on
-    a planted FIFO. :raises JobError: naming the file and what is wrong."""
+    a planted FIFO. :raises JobError: naming the file and what is wrong (_Gone: it is
+    not there)."""
     try:
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=dir_fd)
     except OSError as exc:
         link = exc.errno == errno.ELOOP
-        raise JobError(f"{_printable(os.fspath(name))}: "
-                       f"{'is a symlink' if link else 'cannot be read: ' + exc.strerror}; not read") from None
+        raise (_Gone if exc.errno == errno.ENOENT else JobError)(
+            f"{_printable(os.fspath(name))}: {'is a symlink' if link else 'cannot be read: ' + exc.strerror}; "
+            "not read") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise JobError(f"{_printable(os.fspath(name))}: is not a regular file; not read")
@@ -340,11 +346,8 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
                 if sub is not None:
                     os.close(sub)
         elif stat.S_ISREG(mode):
-            try:
+            with contextlib.suppress(_Gone):  # gone since the listing: not part of it
                 files[rel] = _copy_file(src_fd, name, dst_fd)
-            except JobError:
-                if _exists_at(src_fd, name):
-                    raise
         else:
             files[rel] = "symlink" if stat.S_ISLNK(mode) else "not a regular file"
     return files
