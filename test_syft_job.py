@@ -2752,6 +2752,9 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     (["frobnicate"], "invalid choice"),
     (["list", "--work-dir", "/etc/hostname"], "is not a folder this runner can write in"),
     (["add-submitter", "x@test.org", "--email", "typo@test.org"], "no datasite for typo@test.org"),
+    (["once", "--max-output-size", "lots"], "'lots' is not a size"),
+    (["once", "--run-as", "no-such-account-here"], "run_as"),
+    (["release", "x"], "name the result files to release"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
     base = site_args(syftbox)
@@ -3706,3 +3709,33 @@ def test_a_job_named_like_a_permission_file_cannot_take_the_place_of_its_submitt
     rules = runner.job_dir / "review" / DS / "syft.pub.yaml"
     assert rules.is_file() and "*/stdout.txt" in rules.read_text()
     assert [r["name"] for r in runner.list_jobs()] == ["fine"]
+
+
+CROSS_JOB = """
+pid=$(pgrep -f 'sleep 995.{tag}' | head -1)
+[ -n "$pid" ] || {{ echo "no victim"; exit 3; }}
+tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null | grep -q SYFT_JOB_RUN_TOKEN && echo "READ its environment"
+ls /proc/$pid/cwd/ >/dev/null 2>&1 && echo "WENT into its copy"
+echo 'echo INJECTED' >> /proc/$pid/cwd/run.sh 2>/dev/null && echo "WROTE its run.sh"
+kill -STOP $pid 2>/dev/null && echo "SIGNALLED it"
+echo done
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs each run as a uid of their own; an ordinary "
+                                            "owner's jobs run as the owner and can reach each other (README)")
+def test_two_jobs_of_a_root_owner_running_at_once_cannot_reach_each_other_without_the_sandbox(syftbox):
+    tag = str(os.getpid())
+    go = syftbox.parent / f"go-{tag}"  # (in a folder every run's uid may write)
+    victim = legacy_job(syftbox, "a-victim", f"sleep 995.{tag} &\nwhile [ ! -e {go} ]; do sleep 0.02; done\n"
+                                             "kill %1\necho victim done\n")
+    attacker = legacy_job(syftbox, "b-attacker", f"while ! pgrep -f 'sleep 995.{tag}' >/dev/null; do sleep 0.02; done\n"
+                                                 + CROSS_JOB.format(tag=tag) + f"touch {go}\n")
+    try:
+        result = cli("once", "--isolation", "none", "--jobs", "2", "--timeout", "60", *site_args(syftbox))
+        out = (attacker / "stdout.txt").read_text()
+        assert out.endswith("done\n") and not re.search(r"READ|WENT|WROTE|SIGNALLED", out), out + result.stdout
+        assert (victim / "stdout.txt").read_text() == "victim done\n"
+    finally:
+        go.touch()
+        kill_marked(f"995.{tag}")
