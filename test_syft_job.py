@@ -2218,7 +2218,7 @@ def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs_in_
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()",
                                 settings="isolation='none', max_concurrent_jobs=3")
     try:
-        wait_for(lambda: len(processes_with("995.")) == 6, what="three jobs and their leftovers")
+        wait_for(lambda: len(processes_with("995.")) == 6, 60, "three jobs and their leftovers")
         proc.kill()
         proc.wait(10)
     finally:
@@ -3712,7 +3712,7 @@ def test_a_job_named_like_a_permission_file_cannot_take_the_place_of_its_submitt
 
 
 CROSS_JOB = """
-pid=$(pgrep -f 'sleep 995.{tag}' | head -1)
+pid=$(pgrep -f 'sleep 998.{tag}' | head -1)
 [ -n "$pid" ] || {{ echo "no victim"; exit 3; }}
 tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null | grep -q SYFT_JOB_RUN_TOKEN && echo "READ its environment"
 ls /proc/$pid/cwd/ >/dev/null 2>&1 && echo "WENT into its copy"
@@ -3727,9 +3727,9 @@ echo done
 def test_two_jobs_of_a_root_owner_running_at_once_cannot_reach_each_other_without_the_sandbox(syftbox):
     tag = str(os.getpid())
     go = syftbox.parent / f"go-{tag}"  # (in a folder every run's uid may write)
-    victim = legacy_job(syftbox, "a-victim", f"sleep 995.{tag} &\nwhile [ ! -e {go} ]; do sleep 0.02; done\n"
+    victim = legacy_job(syftbox, "a-victim", f"sleep 998.{tag} &\nwhile [ ! -e {go} ]; do sleep 0.02; done\n"
                                              "kill %1\necho victim done\n")
-    attacker = legacy_job(syftbox, "b-attacker", f"while ! pgrep -f 'sleep 995.{tag}' >/dev/null; do sleep 0.02; done\n"
+    attacker = legacy_job(syftbox, "b-attacker", f"while ! pgrep -f 'sleep 998.{tag}' >/dev/null; do sleep 0.02; done\n"
                                                  + CROSS_JOB.format(tag=tag) + f"touch {go}\n")
     try:
         result = cli("once", "--isolation", "none", "--jobs", "2", "--timeout", "60", *site_args(syftbox))
@@ -3738,4 +3738,4 @@ def test_two_jobs_of_a_root_owner_running_at_once_cannot_reach_each_other_withou
         assert (victim / "stdout.txt").read_text() == "victim done\n"
     finally:
         go.touch()
-        kill_marked(f"995.{tag}")
+        kill_marked(f"998.{tag}")
