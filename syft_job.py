@@ -1714,7 +1714,7 @@ def _release(claim: _Claim) -> None:
 def _discard(claim: _Claim, copy: str) -> None:
     """Remove the private copy and give the claim up (and any cancel request, and the
     Slurm job id noted by srun)."""
-    for note in (claim.cancel_path, claim.cancel_path[:-len(".cancel")] + ".slurm"):
+    for note in (claim.cancel_path, claim.path[:-len(".json")] + ".slurm"):
         with contextlib.suppress(OSError):
             os.unlink(note)
     _release(claim)
@@ -4045,8 +4045,7 @@ class SyftJobRunner:
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
                 "digest": _digest(files), "approved_by": approval.get("approved_by"),
                 "approved_at": approval.get("approved_at"),
-                "held_back": record.get("held_back") or [] if "finished_at" in record else [],
-                "held_back_count": record.get("held_back_count") or 0 if "finished_at" in record else 0,
+                "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
                 "changes": _changes(approved, files) if approved is not None else None}
 
     def _results(self, job: _Job, record: dict, overrides: dict | None) -> list[dict]:
