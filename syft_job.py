@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import configparser
 import contextlib
 import csv
 import dataclasses
@@ -58,8 +59,10 @@ import difflib
 import errno
 import fcntl
 import functools
+import glob
 import hashlib
 import html
+import itertools
 import json
 import logging
 import os
@@ -2028,12 +2031,13 @@ def _harden_runner(console: _Console) -> None:
 
 
 def _sandbox_argv(copy: str, syftbox: Path, reads: Sequence[str], network: bool, account: _Account | None,
-                  seccomp_fd: int | None) -> list[str]:
+                  seccomp_fd: int | None, more: Sequence[str] = ()) -> list[str]:
     """bwrap's arguments for a job that runs in ``copy`` (see the section comment).
 
     :param reads: more paths the job may read: allow_read, uv and its Pythons.
     :param account: the account it runs as (a root owner's), switched to inside.
     :param seccomp_fd: the file descriptor bwrap reads the seccomp filter from.
+    :param more: more of bwrap's arguments (settings, the package cache).
     """
     argv = [_bwrap(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
@@ -2070,16 +2074,125 @@ def _sandbox_argv(copy: str, syftbox: Path, reads: Sequence[str], network: bool,
             argv += ["--tmpfs", os.path.join(site.path, "app_data", "job")]
     for path in reads:
         argv += ["--ro-bind-try", path, path]
-    return argv + ["--bind", copy, copy, "--chdir", copy, "--", *_switch_to(account)]
+    return argv + [*more, "--bind", copy, copy, "--chdir", copy, "--", *_switch_to(account)]
 
 
-def _sandbox_reads(allow_read: Sequence[str], search_path: str) -> list[str]:
-    """What a sandboxed job may read besides the system: allow_read, uv and the Pythons
-    it manages, the DNS settings."""
+def _sandbox_reads(allow_read: Sequence[str], search_path: str, pythons: Sequence[tuple[str, str]]) -> list[str]:
+    """What a sandboxed job may read besides the system: allow_read, uv, the owner's
+    Pythons, the DNS settings."""
     uv = _find_program("uv", search_path)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return [*allow_read, *([uv] if uv else []), os.environ.get("UV_PYTHON_INSTALL_DIR") or f"{data}/uv/python",
+    return [*allow_read, *([uv] if uv else []), *(prefix for _, prefix in pythons),
             os.path.realpath("/etc/resolv.conf")]
+
+
+# Python jobs in the sandbox. The job's code is offline, so what its run.sh installs
+# with `uv pip install` is fetched before it starts, by the runner: uv, outside the
+# sandbox, binary wheels only (a wheel is unpacked, never run), from the owner's index,
+# into a cache in work_dir that only the runner writes. The job's own uv then installs
+# offline from that cache, bound read-only under a private one in its /tmp. With
+# allow_source_builds, building runs a package's code: the fetch then runs in the
+# job's sandbox (network on, the job's account) into a cache of that run alone.
+_PYPI = "https://pypi.org/simple"
+_JOB_UV_CACHE, _SHARED_UV_CACHE = "/tmp/uv-cache", "/tmp/uv-shared"
+# In the sandbox, before run.sh: the job's own uv cache, whose folders of packages are the
+# shared cache's, read-only (uv writes markers and locks at the top of its cache).
+_LINK_SHARED_CACHE = (f'mkdir -p {_JOB_UV_CACHE} && for b in {_SHARED_UV_CACHE}/*/; do b=${{b%/}}; case ${{b##*/}} in '
+                      f'interpreter-*|sdists-*) ;; *) ln -sfn "$b" {_JOB_UV_CACHE}/ ;; esac; done; exec "$@"')
+# A fetch before the job: "${@:1:$0}" fetches (into a scratch folder, from /: never the
+# submission's folder, where a planted .venv would be run), the rest is the job.
+_FETCH_THEN_RUN = ('t=$(mktemp -d) || exit; (umask 022 && cd / && exec "${@:1:$0}" --target "$t") >&2; rc=$?; '
+                   'rm -rf "$t"; [ "$rc" = 0 ] || exit "$rc"; shift "$0"; exec "$@"')
+_PYTHON_REQUEST = re.compile(r"\d+\.\d+(\.\d+)?")
+
+
+def _package_index() -> str:
+    """The owner's package index: uv's or pip's setting, else PyPI."""
+    for name in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    parser = configparser.ConfigParser()
+    with contextlib.suppress(configparser.Error, UnicodeDecodeError):  # pip ignores what it cannot read, too
+        parser.read(["/etc/pip.conf", "/etc/xdg/pip/pip.conf", os.path.expanduser("~/.pip/pip.conf"),
+                     os.path.expanduser("~/.config/pip/pip.conf"), os.environ.get("PIP_CONFIG_FILE", "")])
+    return next((parser.get(section, "index-url") for section in ("install", "global")
+                 if parser.has_option(section, "index-url")), _PYPI)
+
+
+def _owner_pythons(allow_read: Sequence[str]) -> list[tuple[str, str]]:
+    """The owner's Pythons, as (X.Y, the folder holding bin/pythonX.Y): uv's, pyenv's,
+    conda's and mamba's, the system's, and those in allow_read."""
+    home = os.path.expanduser("~")
+    uv = os.environ.get("UV_PYTHON_INSTALL_DIR") or (os.environ.get("XDG_DATA_HOME") or f"{home}/.local/share") + "/uv/python"
+    pyenv = os.environ.get("PYENV_ROOT") or f"{home}/.pyenv"
+    condas = [os.environ.get(name, "") for name in ("CONDA_PREFIX", "MAMBA_ROOT_PREFIX")] + [
+        f"{home}/{name}" for name in ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "micromamba", ".conda")]
+    tops = [uv, f"{pyenv}/versions", *(f"{conda}/envs" for conda in condas if conda), *allow_read]
+    prefixes = [*condas, "/usr", "/usr/local", *allow_read, *(entry.path for top in tops for entry in _subfolders(top))]
+    found: dict[str, tuple[str, str]] = {}
+    for prefix in filter(None, prefixes):
+        for exe in sorted(glob.glob(glob.escape(prefix) + "/bin/python3.[0-9]*")):
+            version = re.fullmatch(r"python(3\.\d+)", os.path.basename(exe))
+            if version and os.access(exe, os.X_OK):
+                found.setdefault(os.path.realpath(prefix), (version[1], prefix))
+                break
+    return sorted(found.values(), key=lambda found: [int(n) for n in found[0].split(".")], reverse=True)
+
+
+def _pythons_text(pythons: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{version} ({_printable(prefix)})" for version, prefix in pythons) or "none"
+
+
+def _python_plan(copy: str) -> tuple[list[str], str | None]:
+    """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), and
+    the Python it asks uv for. :raises JobError: a requirement that needs more than the
+    package index, named."""
+    packages, python, cwd = [], None, copy
+    try:
+        script = Path(copy, RUN_SCRIPT).read_text("utf-8", "replace")
+    except OSError:
+        return [], None
+    for line in script.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split, lexer.commenters = True, "#"
+        with contextlib.suppress(ValueError):  # unbalanced quotes: bash will say so
+            words = list(lexer)
+            for start in (i for i, word in enumerate(words) if word in ("uv", "cd")):
+                command = list(itertools.takewhile(lambda word: word not in ("&&", "||", ";", "|", "&"), words[start:]))
+                if command[0] == "cd" and len(command) == 2:
+                    cwd = os.path.normpath(os.path.join(cwd, command[1]))
+                if command[1:2] == ["venv"] and "--python" in command[:-1]:
+                    python = command[command.index("--python") + 1]
+                if command[1:3] == ["pip", "install"]:
+                    packages += _requirements(command[3:], cwd, copy)
+    return list(dict.fromkeys(packages)), python
+
+
+def _requirements(words: Sequence[str], cwd: str, copy: str) -> list[str]:
+    """The packages named by ``uv pip install`` words (``-r`` files read), to fetch from
+    the index; a local path inside the submission is left to the job's own uv."""
+    named, words = [], list(words)
+    while words:
+        word = words.pop(0)
+        if word in ("-r", "--requirement") and words:
+            path = os.path.realpath(os.path.join(cwd, words.pop(0)))
+            if not _within(path, copy):
+                raise JobError(f"its requirements file {path} is outside the submission")
+            with contextlib.suppress(OSError):
+                words[:0] = [line.split(" #")[0].strip() for line in Path(path).read_text("utf-8", "replace").splitlines()
+                             if line.strip() and not line.lstrip().startswith(("#", "-"))]
+        elif word.startswith("-") or not word:
+            continue
+        elif re.match(r"(git|hg|svn|bzr)\+", word) or re.search(r"@\s*(git|hg|svn|bzr)\+", word):
+            raise JobError(f"its requirement {word!r} points at a version control system; only packages from the "
+                           "package index can be installed offline")
+        elif "://" in word or re.search(r"\s@\s", word):
+            raise JobError(f"its requirement {word!r} is a URL; only packages from the package index can be installed")
+        elif word.startswith((".", "/", "~")) or "/" in word or word.endswith((".whl", ".tar.gz", ".zip")):
+            if not _within(os.path.realpath(os.path.join(cwd, os.path.expanduser(word))), copy):
+                raise JobError(f"its requirement {word!r} is a local path outside the submission")
+        else:
+            named.append(word)
+    return named
 
 
 def _processes() -> dict[int, tuple[int, int, int]] | None:
@@ -2379,6 +2492,8 @@ class _Run:
     kill_at: float | None = None    # when to SIGKILL what is left of it
     exited_at: float | None = None  # when the runner saw its process end
     slurm_job_name: str | None = None
+    packages: list[str] = dataclasses.field(default_factory=list)  # fetched for it before it starts
+    python: str | None = None  # the Python its run.sh asks uv for
 
     @property
     def pgid(self) -> int:
@@ -2516,7 +2631,7 @@ def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: s
         env["USER"] = account.name
         env.pop("TMPDIR", None)
     if sandboxed:  # the owner's home is not there: a private one in the sandbox's /tmp
-        env.update(HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR="/tmp/uv-cache")
+        env.update(HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR=_JOB_UV_CACHE)
     env.update({"SYFTBOX_FOLDER": str(config.syftbox_folder), "SYFTBOX_EMAIL": config.email,
                 "SYFT_IS_IN_JOB": "true", "PYTHONUNBUFFERED": "1", _JOB_ENV_VAR: token})
     return env
@@ -3143,8 +3258,11 @@ class SyftJobRunner:
         (refuse to start without one) or ``"none"``; see the Isolation section.
     :param allow_read: paths a sandboxed job may also read (the owner's datasets); never
         one holding a job tree, the work_dir or the owner's home.
-    :param network: False: sandboxed jobs get no network, only their own loopback
-        (refused without the sandbox, which alone can take it away).
+    :param network: True: sandboxed jobs reach the network (and everything listening on
+        this machine's loopback). Default False in the sandbox: each job has only a
+        loopback of its own (refused without the sandbox, which alone can take it away).
+    :param allow_source_builds: Python packages without a binary wheel for the job may be
+        built, which runs their code (see the Isolation section's "Python jobs").
     :param run_as: when the runner is root, the account jobs run as (default
         ``"nobody"``); refused when it is not root (jobs then run as the owner).
     :param work_dir: the runner's private state (claims, run records, working copies),
@@ -3177,7 +3295,8 @@ class SyftJobRunner:
                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
                  max_log_bytes: int | None = 1 << 30, max_output_bytes: int = 1 << 30,
-                 max_output_files: int = 10_000, output_checks: dict | None = None) -> None:
+                 max_output_files: int = 10_000, output_checks: dict | None = None,
+                 allow_source_builds: bool = False) -> None:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
@@ -3185,7 +3304,8 @@ class SyftJobRunner:
         if network is False and self.isolation != "sandbox":
             raise ConfigError("network=False (--no-network) needs the sandbox, and jobs run without one here "
                               f"({self._why_no_sandbox(isolation)})")
-        self.network = True if network is None else bool(network)
+        self.network = self.isolation != "sandbox" if network is None else bool(network)
+        self.allow_source_builds = bool(allow_source_builds)
         self.account = _job_account(run_as)
         self.work_dir = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
         if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
@@ -3522,6 +3642,7 @@ class SyftJobRunner:
                              else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
         try:
             job.read_config()
+            packages, python = _python_plan(copy) if self.isolation == "sandbox" else ([], None)
         except SyftJobError as exc:
             raise _CannotRun(f"job {job.label} was not run: {exc}") from None
         for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
@@ -3536,7 +3657,11 @@ class SyftJobRunner:
             results_fd = _open_folder(job.results)
         except (OSError, JobError) as exc:
             raise _HeldBack(f"cannot use its results folder: {exc}") from None
-        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account)
+        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account, packages=packages,
+                   python=python)
+        no_python = self._no_python(job, python)
+        if no_python:
+            self.console.say(f"⚠️ {no_python}")
         try:
             try:
                 _remove_at(results_fd, OUTPUTS_DIR)
@@ -3548,6 +3673,8 @@ class SyftJobRunner:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
             env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox",
                                    account, copy)
+            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in self._pythons
+                                                          if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
             argv = self._command(run, env)
             run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
@@ -3562,6 +3689,8 @@ class SyftJobRunner:
                     run.outputs[stream] = _Output(pipe.fileno(), _create_at(results_fd, name), stream, run.printer,
                                                   self.max_log_bytes)
                 run.returncode_fd = _create_at(results_fd, RETURNCODE_FILE)
+                if no_python:
+                    run.outputs["stderr"].write(f"syft-job: {no_python}\n".encode())
             except OSError as exc:
                 raise _HeldBack(f"cannot write its logs: {exc}") from None
             run.exit_fd = _exit_fd(run.pgid)
@@ -3583,6 +3712,47 @@ class SyftJobRunner:
             return None
         return self._site.save("seccomp.bpf", program)
 
+    @functools.cached_property
+    def _pythons(self) -> list[tuple[str, str]]:
+        """The owner's Pythons that jobs can use (looked for once)."""
+        return _owner_pythons(self.allow_read)
+
+    def _no_python(self, job: _Job, python: str | None) -> str | None:
+        """Why a job's ``uv venv --python X`` will find no Python, if it will not."""
+        if not python or not _PYTHON_REQUEST.fullmatch(python) or any(
+                python == version or python.startswith(version + ".") for version, _ in self._pythons):
+            return None
+        return (f"Job {job.label} asks for Python {_printable(python)}, which this machine does not have for jobs "
+                f"(the owner's Pythons: {_pythons_text(self._pythons)})")
+
+    def _fetch(self, run: _Run, bash: str, sandbox: Callable[..., list[str]]) -> tuple[list[str], list[str], list[str]]:
+        """How a sandboxed job's packages are fetched before it starts (see "Python jobs"
+        in the Isolation section): the fetch, what bwrap adds, what runs before run.sh."""
+        index = _package_index()
+        settings = {"UV_DEFAULT_INDEX": _URL_CREDENTIALS.sub("://", index), "UV_LINK_MODE": "copy",
+                    **({} if self.network else {"UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"})}
+        if run.packages and self.allow_source_builds:  # a build runs the package's code: in the job's sandbox
+            settings["UV_CACHE_DIR"] = os.path.join(run.copy, ".uv-cache")
+        more = [word for name, value in settings.items() for word in ("--setenv", name, value)]
+        if not run.packages:
+            return [], more, []
+        install = [_find_program("uv", os.environ.get("PATH", os.defpath)) or "uv", "pip", "install", "--no-config",
+                   "--quiet", "--no-python-downloads", "--default-index", index,
+                   *(["--python", run.python] if _PYTHON_REQUEST.fullmatch(run.python or "") else []), *run.packages]
+        if self.allow_source_builds:  # into a cache of this run alone
+            fetch = sandbox(True) + install + ["--cache-dir", settings["UV_CACHE_DIR"]]
+            return [bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more, []
+        fetch = install + ["--only-binary", ":all:", "--cache-dir", self._package_cache]
+        return ([bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more + ["--ro-bind", self._package_cache,
+                _SHARED_UV_CACHE], [bash, "-c", _LINK_SHARED_CACHE, "syft-job-cache"])
+
+    @functools.cached_property
+    def _package_cache(self) -> str:
+        """The package cache every sandboxed job installs from; only the runner writes it."""
+        os.makedirs(self.work_dir / "python-cache", exist_ok=True)
+        os.chmod(self.work_dir / "python-cache", 0o755)  # read by jobs, through the sandbox only
+        return str(self.work_dir / "python-cache")
+
     def _command(self, run: _Run, env: dict[str, str]) -> list[str]:
         """``bash run.sh``, after what comes before it: srun, the sandbox or the switch
         to the job's account, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
@@ -3597,8 +3767,13 @@ class SyftJobRunner:
         if self.isolation == "sandbox":
             seccomp = self._seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
             opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
-            prefix = opener + _sandbox_argv(run.copy, self.config.syftbox_folder, _sandbox_reads(
-                self.allow_read, env["PATH"]), self.network, run.account, 3 if seccomp else None) + prefix
+            reads = _sandbox_reads(self.allow_read, env["PATH"], self._pythons)
+
+            def sandbox(network: bool, more: Sequence[str] = ()) -> list[str]:
+                return opener + _sandbox_argv(run.copy, self.config.syftbox_folder, reads, network, run.account,
+                                              3 if seccomp else None, more)
+            fetch, more, before = self._fetch(run, bash, sandbox)
+            prefix = fetch + sandbox(self.network, more) + prefix + before
         else:
             prefix = _switch_to(run.account) + prefix
         if self.launcher == "slurm":
@@ -4033,6 +4208,11 @@ class SyftJobRunner:
                 config: Any = dataclasses.replace(job, folder=copy).read_config()
             except SyftJobError as exc:
                 config = f"❌ {exc}".replace(copy, job.folder)
+            try:
+                packages, python = _python_plan(copy)
+                python_note = self._no_python(job, python)
+            except JobError as exc:
+                packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
         approval = _read_json(_approval_path(job)) or {}
         if job.layout != "legacy":
             with contextlib.suppress(OSError, SyftJobError):
@@ -4043,7 +4223,8 @@ class SyftJobRunner:
         results = self._results(job, record, output_checks) if row["status"] in ("done", "failed") else []
         return {**row, "run_sh": run_sh, "config": config, "code": code, "results": results,
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
-                "digest": _digest(files), "approved_by": approval.get("approved_by"),
+                "digest": _digest(files), "approved_by": approval.get("approved_by"), "packages": packages,
+                "python": python, "python_note": python_note, "pythons": [f"{v} ({p})" for v, p in self._pythons],
                 "approved_at": approval.get("approved_at"),
                 "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
                 "changes": _changes(approved, files) if approved is not None else None}
@@ -4182,13 +4363,14 @@ class SyftJobRunner:
 
     def _print_banner(self) -> None:
         filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
-        sandbox = f"sandbox (bubblewrap, {filtered}" + ("" if self.network else ", no network") + ")"
+        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if self.network else "no network") + ")"
         self.console.say(
             f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
             f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
             f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none'}; jobs run as {self._runs_as}",
             *([f"⚠️ Jobs run without a sandbox ({self._why_no_sandbox(self._asked)})"] if self.isolation == "none"
               else []),
+            f"🐍 Pythons for jobs: {_pythons_text(self._pythons)}",
             *([f"⚙️ Jobs at once: {self.max_concurrent_jobs}"] if self.max_concurrent_jobs > 1 else []),
             *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.slurm_args)})"] if self.launcher else []),
             "⏹️ Press Ctrl+C to stop", _RULE)
@@ -4442,6 +4624,11 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     lines += ["--- config.yaml ---", *(f"  {k}: {v}" for k, v in _config_items(config))] if isinstance(config, dict) \
         else ["--- config.yaml ---", f"  {config}"]
     lines += ["--- run.sh ---", job["run_sh"]]
+    if job["packages"] or job["python"]:
+        lines.append(f"Python:     {_printable(job['python'] or 'any')}; packages: "
+                     f"{', '.join(map(_printable, job['packages'])) or 'none'}")
+    lines += [f"⚠️ {_printable(job['python_note'])}"] if job["python_note"] else []
+    lines.append(f"Pythons for jobs: {', '.join(map(_printable, job['pythons'])) or 'none'}")
     for path, text in job["code"].items():  # the code is what the owner must read: every text file
         shown = text.split("\n")
         more = len(shown) - args.code_lines if not args.all_lines else 0
@@ -4663,8 +4850,12 @@ _RUNNER_FLAGS = (
                                       "make one; sandbox: refuse to run without; none: no sandbox")),
     ("--allow-read", "allow_read", dict(action="append", metavar="PATH", help="let sandboxed jobs read this path too, "
                                         "e.g. a dataset (repeatable)")),
-    ("--no-network", "network", dict(action="store_false", default=None, help="sandboxed jobs get no network "
-                                     "(refused without the sandbox)")),
+    ("--network", "network", dict(action="store_true", default=None, help="let sandboxed jobs reach the network and "
+                                  "this machine's loopback services (default: none; dependencies still install)")),
+    ("--no-network", "network", dict(action="store_false", default=None, help="sandboxed jobs get no network (the "
+                                     "default; refused without the sandbox)")),
+    ("--allow-source-builds", "allow_source_builds", dict(action="store_true", default=None, help="let Python "
+                                                          "packages with no wheel be built (runs their code)")),
     ("--run-as", "run_as", dict(metavar="USER", help="when run as root: the account jobs run as (default: nobody)")),
     ("--max-output-size", "max_output_bytes", dict(type=_size_arg, metavar="SIZE", help="publish at most this much "
                                                    "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
 
@@ -738,7 +740,8 @@ FAKE_UV = """#!/bin/bash
 case "$1" in
   venv) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
   sync) mkdir -p .venv/bin && echo 'export FAKE_VENV=1' > .venv/bin/activate ;;
-  pip)  shift 2; printf '%s\\n' "$@" > "$PWD/outputs/installed.txt" 2>/dev/null || printf '%s\\n' "$@" > "$PWD/../outputs/installed.txt" ;;
+  pip)  [ "$PWD" = / ] && exit 0  # the runner's fetch before the job, which the sandbox's test does not need
+        shift 2; printf '%s\\n' "$@" > "$PWD/outputs/installed.txt" 2>/dev/null || printf '%s\\n' "$@" > "$PWD/../outputs/installed.txt" ;;
 esac
 """
 
@@ -1540,7 +1543,7 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
         reader.thread.join(10)
     finally:
         proc.kill()
-    isolation = "sandbox (bubblewrap, seccomp filter)" if HAVE_BWRAP else "none"
+    isolation = "sandbox (bubblewrap, seccomp filter, no network)" if HAVE_BWRAP else "none"
     account = "a uid of their own, with the groups of nobody" if os.geteuid() == 0 else \
         f"you ({os.environ.get('USER') or os.getuid()})"
     unsandboxed = "" if HAVE_BWRAP else "⚠️ Jobs run without a sandbox (bubblewrap is not installed or cannot " \
@@ -1551,6 +1554,7 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
         f"📂 Job directory: {runner.job_dir}\n"
         "⏱️ Poll interval: 0.1 seconds\n"
         f"🛡️ Isolation: {isolation}; jobs run as {account}\n" + unsandboxed +
+        f"🐍 Pythons for jobs: {syft_job._pythons_text(syft_job._owner_pythons(()))}\n"
         "⏹️ Press Ctrl+C to stop\n"
         + "=" * 50 + "\n"
         "📋 Found 2 existing job(s): 1 inbox, 0 approved, 0 running, 1 finished\n"
@@ -1721,15 +1725,15 @@ touch /tmp/mine && echo "tmp: writable"
 
 
 @needs_sandbox
-def test_with_no_network_a_sandboxed_job_reaches_nothing_but_its_own_loopback(syftbox, owner):
+def test_a_sandboxed_job_reaches_the_network_only_when_the_owner_says_so(syftbox, owner):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     port = server.getsockname()[1]
     script = f"(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable\n"
     try:
-        for flags, expected in (([], "reached"), (["--no-network"], "unreachable")):
-            job = legacy_job(syftbox, f"net {expected}", script)
+        for flags, expected in ((["--network"], "reached"), ([], "unreachable"), (["--no-network"], "unreachable")):
+            job = legacy_job(syftbox, f"net {len(flags)}{flags[:1]}", script)
             owner.cli(syftbox, "once", "--no-stream", *flags)
             assert (job / "stdout.txt").read_text() == expected + "\n"
     finally:
@@ -2119,6 +2123,327 @@ def test_a_reason_shown_to_the_submitter_names_no_local_path(runner, syftbox):
     runner.check_for_new_jobs()
     reason = state_of(results)["review_reason"]
     assert reason and str(syftbox) not in reason and "app_data/job/inbox/ds@test.org/odd" in reason, reason
+
+
+# ---------------------------------------------------------------------------
+# Python jobs in the sandbox: offline code, the owner's index and Pythons, one cache
+# (a real uv from pip; a real package index: http.server on 127.0.0.1, PEP 503 layout)
+# ---------------------------------------------------------------------------
+
+UV = shutil.which("uv") or next((str(p) for p in [Path(sys.executable).parent / "uv"] if p.exists()), None)
+needs_uv = pytest.mark.skipif(not UV, reason="uv is not installed in this Python (pip install uv): the tests of "
+                                             "Python jobs need a real one")
+# A pyenv Python 3.12, which submit_python_job's run.sh asks for (`uv venv --python 3.12`).
+PYENV_312 = sorted(Path("~/.pyenv/versions").expanduser().glob("3.12.*"))
+
+
+def write_wheel(folder: Path, name: str, version: str, requires: Sequence[str] = ()) -> Path:
+    """A pure-Python wheel, made by hand (a zip with its metadata and RECORD)."""
+    import base64
+    import zipfile
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": f"VERSION = {version!r}\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                 + "".join(f"Requires-Dist: {r}\n" for r in requires),
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()}"
+                     f",{len(text.encode())}\n" for path, text in files.items()) + f"{info}/RECORD,,\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in {**files, f"{info}/RECORD": record}.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def write_sdist(folder: Path, name: str, version: str) -> Path:
+    """A source distribution whose in-tree build backend makes the wheel: building it runs its code."""
+    import io
+    import tarfile
+    backend = ("from __future__ import annotations\nimport hashlib, pathlib\nfrom typing import Sequence\n"
+               + textwrap.dedent(inspect.getsource(write_wheel)) +
+               "def get_requires_for_build_wheel(config_settings=None):\n    return []\n"
+               "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+               f"    return write_wheel(pathlib.Path(wheel_directory), {name!r}, {version!r}).name\n")
+    files = {"pyproject.toml": f"[project]\nname = '{name}'\nversion = '{version}'\n[build-system]\nrequires = []\n"
+                               "build-backend = 'backend'\nbackend-path = ['.']\n",
+             "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", "backend.py": backend}
+    sdist = folder / f"{name}-{version}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for path, text in files.items():
+            entry = tarfile.TarInfo(f"{name}-{version}/{path}")
+            entry.size = len(text.encode())
+            archive.addfile(entry, io.BytesIO(text.encode()))
+    return sdist
+
+
+class PackageIndex:
+    """A PEP 503 index on 127.0.0.1 (the standard library's http.server), noting every
+    request it gets."""
+
+    def __init__(self, root: Path) -> None:
+        import http.server
+        self.root, self.requests = root, []
+        index = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, *args):
+                index.requests.append(self.path)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+
+    def add(self, make: Callable[..., Path], name: str, *args) -> None:
+        folder = self.root / "simple" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        make(folder, name, *args)
+        links = "".join(f'<a href="{p.name}">{p.name}</a>\n' for p in sorted(folder.iterdir()) if p.name != "index.html")
+        (folder / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+
+
+@pytest.fixture
+def package_index(tmp_path):
+    index = PackageIndex(tmp_path / "index")
+    index.add(write_wheel, "alpha", "1.0", ["beta"])
+    index.add(write_wheel, "beta", "2.0")
+    index.add(write_wheel, "gamma", "3.0")
+    index.add(write_wheel, "delta", "4.0")
+    yield index
+    index.server.shutdown()
+
+
+PY_MAIN = """
+import alpha, beta, gamma, delta, hashlib, socket, sys, urllib.request
+print("versions", alpha.VERSION, beta.VERSION, gamma.VERSION, delta.VERSION, "python", *sys.version_info[:2])
+print("alpha sha256", hashlib.sha256(open(alpha.__file__, "rb").read()).hexdigest())
+for what, reach in [("listener", lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2)),
+                    ("index", lambda: urllib.request.urlopen("{index}alpha/?from-the-job", timeout=2))]:
+    try:
+        reach()
+        print(what, "REACHED")
+    except OSError as exc:
+        print(what, "blocked:", type(exc).__name__)
+"""
+
+
+def python_job_setup(owner: Owner, syftbox: Path, tmp_path: Path, index: PackageIndex) -> tuple[dict, str]:
+    """What a Python job needs from its owner: uv on PATH, the index, a Python 3.12 (the
+    root owner's from pyenv; the ordinary owner's is the system's, which it can read)."""
+    bin_dir = tmp_path / "owner-bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "uv").exists():
+        shutil.copy(UV, bin_dir / "uv")
+    env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "UV_DEFAULT_INDEX": index.url}
+    if owner.kind == "root":
+        if not PYENV_312:
+            pytest.skip("no Python 3.12 under ~/.pyenv/versions (CI has one)")
+        env["PYENV_ROOT"] = str(PYENV_312[0].parent.parent)
+        return env, "3.12"
+    system = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True).stdout.strip()
+    return env, system
+
+
+def submit_python(syftbox: Path, tmp_path: Path, name: str, python: str, index: PackageIndex, port: int,
+                  submitter: str = DS, packages: Sequence[str] = ("alpha", "gamma", "delta")) -> Path:
+    """A job made by JobClient.submit_python_job; its run.sh asks for ``python`` (3.12 as written)."""
+    code = tmp_path / f"code-{name}" / "main.py"
+    code.parent.mkdir()
+    code.write_text(PY_MAIN.format(port=port, index=index.url))
+    folder = client_for(syftbox, email=submitter).submit_python_job(OWNER, code, job_name=name,
+                                                                    dependencies=list(packages), base_packages=[])
+    run_sh = folder / "run.sh"
+    assert "uv venv --python 3.12" in run_sh.read_text()
+    run_sh.write_text(run_sh.read_text().replace("--python 3.12", f"--python {python}"))
+    return folder
+
+
+def job_logs(syftbox: Path, submitter: str, name: str) -> tuple[str, str]:
+    review = syftbox / OWNER / "app_data" / "job" / "review" / submitter / name
+    return (review / "stdout.txt").read_text(), (review / "stderr.txt").read_text()
+
+
+@needs_sandbox
+@needs_uv
+def test_a_python_job_installs_from_the_owners_index_and_its_code_is_offline(owner, syftbox, tmp_path, package_index):
+    env, python = python_job_setup(owner, syftbox, tmp_path, package_index)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    submit_python(syftbox, tmp_path, "analysis", python, package_index, listener.getsockname()[1])
+    assert owner.cli(syftbox, "approve", "analysis", **env).returncode == 0
+    result = owner.cli(syftbox, "once", "--isolation", "sandbox", **env)
+    stdout, stderr = job_logs(syftbox, DS, "analysis")
+    assert result.returncode == 0, (result.stdout, result.stderr, stderr)
+    assert f"versions 1.0 2.0 3.0 4.0 python {python.replace('.', ' ')}" in stdout, stderr
+    assert "listener blocked" in stdout and "index blocked" in stdout, stdout
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    # The index saw the install (pages and wheels), never the job's own request.
+    assert package_index.requests and not [r for r in package_index.requests if "from-the-job" in r]
+    assert {r.rstrip("/").split("/")[2] for r in package_index.requests} <= {"alpha", "beta", "gamma", "delta"}
+    shown = owner.cli(syftbox, "show", "analysis", **env).stdout
+    assert f"Python:     {python}; packages: alpha, gamma, delta" in shown and re.search(rf"Pythons for jobs: .*\b{python} \(", shown)
+
+
+def cache_files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".lock"}
+
+
+POISON = """
+import os
+hits = []
+for top in ("/tmp", os.environ["UV_CACHE_DIR"], "/root", "/var", "/srv", "/opt", "/home"):
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        if folder.startswith(os.path.dirname(os.getcwd())):  # its own copy (it runs in code/)
+            continue
+        for name in files:
+            try:
+                with open(os.path.join(folder, name), "ab") as f:
+                    f.write(b"POISON")
+                hits.append(os.path.join(folder, name))
+            except OSError:
+                pass
+        try:
+            open(os.path.join(folder, "planted.py"), "w").write("POISON")
+            hits.append(folder)
+        except OSError:
+            pass
+print("poisoned", len(hits), "writable", [h for h in hits if "uv-shared" in h or "archive" in h][:5])
+"""
+
+
+@needs_sandbox
+@needs_uv
+def test_the_package_cache_serves_later_jobs_and_no_job_can_change_it(owner, syftbox, tmp_path, package_index):
+    env, python = python_job_setup(owner, syftbox, tmp_path, package_index)
+    port = socket.create_server(("127.0.0.1", 0)).getsockname()[1]
+    first = submit_python(syftbox, tmp_path, "first", python, package_index, port)
+    (first / "code" / "main.py").write_text((first / "code" / "main.py").read_text() + POISON)
+    work = owner.home / "work"
+    assert owner.cli(syftbox, "approve", "first", **env).returncode == 0
+    result = owner.cli(syftbox, "once", "--isolation", "sandbox", "--work-dir", str(work), **env)
+    stdout, stderr = job_logs(syftbox, DS, "first")
+    assert result.returncode == 0, (stdout, stderr)
+    assert "poisoned" in stdout and "writable []" in stdout, (stdout, stderr)
+    before, fetched = cache_files(work / "python-cache"), len(package_index.requests)
+    assert before and fetched
+    submit_python(syftbox, tmp_path, "second", python, package_index, port, submitter=OTHER)
+    assert owner.cli(syftbox, "approve", "second", "--user", OTHER, **env).returncode == 0
+    assert owner.cli(syftbox, "once", "--isolation", "sandbox", "--work-dir", str(work), **env).returncode == 0
+    stdout, stderr = job_logs(syftbox, OTHER, "second")
+    original = hashlib.sha256(b"VERSION = '1.0'\n").hexdigest()
+    assert f"alpha sha256 {original}" in stdout, (stdout, stderr)
+    assert len(package_index.requests) == fetched, package_index.requests[fetched:]  # nothing fetched again
+    assert cache_files(work / "python-cache") == before
+
+
+@needs_sandbox
+@pytest.mark.parametrize("requirement, why", [("git+https://example.org/x.git", "version control system"),
+                                              ("pkg @ https://example.org/pkg-1.0.whl", "is a URL"),
+                                              ("https://example.org/pkg-1.0.tar.gz", "is a URL"),
+                                              ("../../../etc", "local path outside the submission")])
+def test_a_requirement_that_needs_more_than_the_index_is_refused_before_the_job_runs(syftbox, tmp_path, requirement,
+                                                                                     why):
+    code = tmp_path / "main.py"
+    code.write_text("open('outputs/ran', 'w')\n")
+    client_for(syftbox).submit_python_job(OWNER, code, job_name="fetcher", dependencies=["numpy", requirement],
+                                          base_packages=[])
+    sink = Sink()
+    runner = syft_job.create_runner(syftbox, OWNER, console=sink, isolation="sandbox")
+    runner.approve_job("fetcher")
+    assert f"{why}" in runner.describe_job("fetcher")["python_note"]
+    [result] = runner.process_approved_jobs(stream_output=False, timeout=60)
+    assert result.status == "failed" and requirement in result.reason and why in result.reason, result
+    assert f"{requirement!r}" in sink.text and not list(syftbox.rglob("ran"))
+
+
+@needs_sandbox
+def test_a_job_asking_for_a_python_the_owner_lacks_is_told_before_it_runs(syftbox, tmp_path):
+    legacy_job(syftbox, "old python", "uv venv --python 3.4\necho after\n")
+    sink = Sink()
+    runner = syft_job.create_runner(syftbox, OWNER, console=sink, isolation="sandbox")
+    assert "asks for Python 3.4, which this machine does not have" in runner.describe_job("old python")["python_note"]
+    [result] = runner.process_approved_jobs(stream_output=False, timeout=60)
+    stderr = (syftbox / OWNER / "app_data" / "job" / DS / "old python" / "stderr.txt").read_text()
+    assert stderr.startswith("syft-job: Job ds@test.org/old python asks for Python 3.4"), stderr
+    assert "asks for Python 3.4" in sink.text and "the owner's Pythons: 3." in sink.text
+    shown = cli("show", "old python", *site_args(syftbox))
+    assert "Pythons for jobs: 3." in shown.stdout and "⚠️ Job ds@test.org/old python asks for Python 3.4" in shown.stdout
+
+
+LISTENER_JOB = """
+import socket, sys, time
+tcp = socket.create_server(("127.0.0.1", {port}))
+unix = socket.socket(socket.AF_UNIX)
+unix.bind("\\0syft-job-test-{port}")
+unix.listen()
+tcp.settimeout(6)
+try:
+    tcp.accept()
+    print("someone CONNECTED")
+except OSError:
+    print("nobody came")
+"""
+CALLER_JOB = """
+import socket, time
+reached = []
+deadline = time.time() + 3
+while time.time() < deadline:
+    for family, address in ((socket.AF_INET, ("127.0.0.1", {port})), (socket.AF_UNIX, "\\0syft-job-test-{port}")):
+        s = socket.socket(family)
+        try:
+            s.connect(address)
+            reached.append(str(address))
+        except OSError:
+            pass
+        s.close()
+    time.sleep(0.1)
+print("reached", sorted(set(reached)))
+"""
+
+
+@needs_sandbox
+def test_jobs_running_at_once_cannot_reach_each_other_or_the_owners_loopback(owner, syftbox, tmp_path):
+    host = socket.create_server(("127.0.0.1", 0))
+    host.setblocking(False)
+    port = host.getsockname()[1]
+    listener = legacy_job(syftbox, "listener", f"{JOB_PYTHON} - <<'EOF'\n{LISTENER_JOB.format(port=port + 1)}\nEOF\n")
+    caller = legacy_job(syftbox, "caller", f"{JOB_PYTHON} - <<'EOF'\n"
+                                           f"{CALLER_JOB.format(port=port + 1)}\n{CALLER_JOB.format(port=port)}\nEOF\n",
+                        submitter=OTHER)
+    result = owner.cli(syftbox, "once", "--jobs", "2", "--isolation", "sandbox")
+    assert result.returncode in (0, 1), result.stderr
+    assert (listener / "stdout.txt").read_text() == "nobody came\n", (listener / "stderr.txt").read_text()
+    assert (caller / "stdout.txt").read_text() == "reached []\nreached []\n", (caller / "stderr.txt").read_text()
+    with pytest.raises(BlockingIOError):
+        host.accept()
+
+
+@needs_sandbox
+@needs_uv
+def test_a_package_with_no_wheel_installs_only_with_allow_source_builds(syftbox, tmp_path, package_index, monkeypatch):
+    if not PYENV_312 and os.geteuid() == 0:
+        pytest.skip("no Python 3.12 under ~/.pyenv/versions (CI has one)")
+    package_index.add(write_sdist, "built", "5.0")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", package_index.url)
+    monkeypatch.setenv("PYENV_ROOT", str(PYENV_312[0].parent.parent) if PYENV_312 else "")
+    monkeypatch.setenv("PATH", f"{Path(UV).parent}:{os.environ['PATH']}")
+    code = tmp_path / "main.py"
+    code.write_text("import built\nprint('built', built.VERSION)\n")
+    for name in ("strict", "lenient"):
+        client_for(syftbox).submit_python_job(OWNER, code, job_name=name, dependencies=["built"], base_packages=[])
+        runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="sandbox",
+                                        allow_source_builds=name == "lenient")
+        runner.approve_job(name)
+        [result] = runner.process_approved_jobs(stream_output=False, timeout=120)
+        stdout, stderr = job_logs(syftbox, DS, name)
+        if name == "strict":
+            assert result.status == "failed" and "built" in stderr and "stdout" not in stdout, stderr
+        else:
+            assert result.status == "done" and stdout == "built 5.0\n", stderr
 
 
 # ---------------------------------------------------------------------------
