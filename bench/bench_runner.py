@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import selectors
+import shutil
 import statistics
 import subprocess
 import sys
@@ -341,6 +342,92 @@ def floor_show(root: Path) -> float:
     return time.perf_counter() - started
 
 
+PY_JOB = "import alpha, gamma, delta\nprint(alpha.VERSION, gamma.VERSION, delta.VERSION)\n"
+
+
+def python_site(root: Path, names: dict[str, list[str]], python: str = "3.12") -> tuple[Site, object]:
+    """Python jobs made by JobClient.submit_python_job (approved; asking for ``python``),
+    and a local PEP 503 index with their three dependencies (and one of theirs), served
+    on 127.0.0.1."""
+    sys.path[:0] = [str(REPO)]
+    import syft_job
+    from test_syft_job import PackageIndex, write_wheel
+    index = PackageIndex(root / "index")
+    for name, requires in (("alpha", ["beta"]), ("beta", []), ("gamma", []), ("delta", [])):
+        index.add(write_wheel, name, "1.0", requires)
+    site = Site(root)
+    (site.folder / DS).mkdir()
+    client = syft_job.JobClient(syft_job.SyftJobConfig.from_syftbox_folder(site.folder, DS))
+    code = root / "main.py"
+    code.write_text(PY_JOB)
+    for name, dependencies in names.items():
+        job = client.submit_python_job(OWNER, code if dependencies else root / "plain.py", job_name=name,
+                                       dependencies=dependencies, base_packages=[])
+        (job / "run.sh").write_text((job / "run.sh").read_text().replace("--python 3.12", f"--python {python}"))
+    runner = syft_job.create_runner(site.folder, OWNER, console=False, work_dir=root / "approver")
+    for name in names:
+        runner.approve_job(name)
+    return site, index
+
+
+def syft_job_rows(site: Site) -> list[dict]:
+    import syft_job
+    runner = syft_job.create_runner(site.folder, OWNER, console=False, work_dir=site.folder.parent / "state" / "syft-job")
+    return runner.list_jobs()
+
+
+def durations(site: Site) -> dict[str, float]:
+    rows = syft_job_rows(site)
+    failed = [row for row in rows if row["status"] != "done"]
+    if failed:
+        raise RuntimeError(f"jobs did not succeed: {failed[:2]}")
+    return {row["name"]: row["duration_s"] for row in rows}
+
+
+def python_10(runner: Runner, root: Path) -> Measurement:
+    """The 2nd to 10th of 10 sandboxed Python jobs with the same 3 dependencies, each over
+    the same job with none (the median of 3): what installing from the cache costs."""
+    (root / "plain.py").write_text("print('no dependencies')\n")
+    names = {**{f"plain {i}": [] for i in range(3)}, **{f"py {i:02d}": ["alpha", "gamma", "delta"] for i in range(10)}}
+    site, index = python_site(root, names)
+    env = {"UV_DEFAULT_INDEX": index.url}
+    os.environ.update(env)
+    run_program(runner, site, isolation="sandbox", timeout=300)
+    index.server.shutdown()
+    seconds = durations(site)
+    plain = statistics.median(seconds[f"plain {i}"] for i in range(3))
+    later = [seconds[f"py {i:02d}"] - plain for i in range(1, 10)]
+    return Measurement(max(later), {"first_over_plain": seconds["py 00"] - plain,
+                                    "median_later_over_plain": statistics.median(later)})
+
+
+def python_first(runner: Runner, root: Path) -> Measurement:
+    """A first Python job (3 dependencies, empty caches) in the sandbox, less the same job
+    without it (the job's own uv, with an empty cache of its own). As root, jobs run as
+    an account of their own: both use the system's Python and a uv that account can run."""
+    python = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+    (root / "bin").mkdir()
+    subprocess.run(["cp", shutil.which("uv"), str(root / "bin" / "uv")], check=True)
+    saved = dict(os.environ)
+    times = {}
+    for isolation in ("none", "sandbox"):
+        site, index = python_site(root / isolation, {"first": ["alpha", "gamma", "delta"]}, python)
+        os.environ.update(UV_DEFAULT_INDEX=index.url, UV_CACHE_DIR=str(root / isolation / "uv-cache"),
+                          PATH=f"{root / 'bin'}:/usr/bin:/bin")
+        os.makedirs(os.environ["UV_CACHE_DIR"], mode=0o777)
+        os.chmod(os.environ["UV_CACHE_DIR"], 0o777)
+        run_program(runner, site, isolation=isolation, timeout=300)
+        index.server.shutdown()
+        row = [r for r in syft_job_rows(site) if r["name"] == "first"][0]
+        if row["status"] != "done":
+            raise RuntimeError(f"python_first ({isolation}): the job did not succeed: {row}")
+        times[isolation] = row["duration_s"]
+        os.environ.clear()
+        os.environ.update(saved)
+    return Measurement(times["sandbox"] - times["none"], {"sandbox_s": times["sandbox"], "none_s": times["none"]})
+
+
 CASES = [
     Case("noop_200", "200 approved no-op jobs, captured", "ms/job", noop_200, floor_noop,
          "<= floor + 5 ms, >= 50x faster",
@@ -367,6 +454,10 @@ CASES = [
          "<= timeout + 2 s", lambda ours, ref, floor: ours <= 3.0, runs=1),
     Case("show_results", "show of a job with 10,000 result files, 1 GB (checked, hashed)", "s", show_results,
          floor_show, "<= 2 x floor (sha256sum)", lambda ours, ref, floor: ours <= 2 * floor, runs=-1),
+    Case("python_10", "10 sandboxed Python jobs, same 3 deps: the worst of 2nd-10th over no deps", "s", python_10,
+         None, "<= 1.5 s", lambda ours, ref, floor: ours <= 1.5, runs=-1),
+    Case("python_first", "a first Python job (3 deps, empty caches): sandbox less none", "s", python_first, None,
+         "measured, no target", lambda ours, ref, floor: True, runs=-1),
 ]
 SCALE = {"ms/job": 1000, "ms": 1000}  # cases report seconds; these show milliseconds
 OURS = Runner("ours", sys.executable, str(REPO))
