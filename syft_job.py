@@ -1294,6 +1294,7 @@ class _JobScanner:
         self.job_dir = str(job_dir)
         self.listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}  # folder -> (mtime, its folders)
         self.final: dict[str, _Job] = {}  # submission folder -> its job, once finished or rejected
+        self.open: list[str] = []  # the last scan's folders of jobs not finished (and their results)
         self.full_scan_at = 0.0
 
     def forget(self) -> None:
@@ -1316,7 +1317,10 @@ class _JobScanner:
                     found += [("v1", submitter.name, n, p) for n, p in self.folders(path)]
                 elif not _VERSION_FOLDER.match(name):
                     found.append(("v0", submitter.name, name, path))
-        return [job for job in (self.job(*args) for args in found) if job is not None]
+        jobs = {path: self.job(layout, submitter, name, path) for layout, submitter, name, path in found}
+        self.open = [folder for path, job in jobs.items() if path not in self.final
+                     for folder in ([path, job.results] if job else [path])]  # a job without config.yaml yet, too
+        return [job for job in jobs.values() if job is not None]
 
     def job(self, layout: str, submitter: str, name: str, folder: str) -> _Job | None:
         if name == PERMISSION_FILE:  # its results folder would stand where the submitter's rules must be
@@ -1342,6 +1346,51 @@ class _JobScanner:
         if time.time_ns() - mtime > _SETTLED_NS:
             self.listings[path] = (mtime, folders)
         return folders
+
+
+class _Watcher:
+    """Wakes a running runner as soon as something changes in the folders it names
+    (Linux inotify, through ctypes). ``fd`` is None where there is no inotify: the runner
+    then polls. Any event means "scan again"; which one does not matter, so a queue
+    overflow is just one more event."""
+
+    # attrib, close_write, moved_from, moved_to, create, delete, delete_self (not modify: logs
+    # growing are no news); only folders, never through a symlink
+    _MASK = 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000000 | 0x2000000
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.watched: dict[str, int] = {}  # folder -> watch descriptor
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.fd = fd if fd >= 0 else None
+
+    def watch(self, folders: Iterable[str]) -> bool:
+        """Watch exactly ``folders`` (the others are let go); whether any is new, when
+        the caller must look once more: it may have changed before it was watched."""
+        wanted, added = set(folders), False
+        for folder in set(self.watched) - wanted:
+            self._libc.inotify_rm_watch(self.fd, self.watched.pop(folder))
+        for folder in wanted - set(self.watched):
+            descriptor = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), self._MASK)
+            if descriptor >= 0:
+                self.watched[folder], added = descriptor, True
+        return added
+
+    def changed(self) -> bool:
+        """Whether anything happened since the last call (the events are read and dropped)."""
+        happened = False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 1 << 16):
+                happened = True
+        return happened
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _receive(job: _Job, owner: str, datasite: str) -> str | None:
@@ -1740,6 +1789,12 @@ def _submission(job: _Job, copy_to: int | None = None) -> dict[str, str]:
 def _digest(files: dict[str, str]) -> str:
     """One sha256 for a whole submission (what ``approve --digest`` compares)."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _code_digest(files: dict[str, str]) -> str:
+    """The digest of a submission's code: every file but config.yaml, whose name and time
+    change with each submission (what ``trust`` compares)."""
+    return _digest({rel: sha for rel, sha in files.items() if rel != CONFIG_FILE})
 
 
 def _approval_path(job: _Job) -> str:
@@ -2656,11 +2711,13 @@ class _Engine:
     """One selector for every running job's pipes and exit descriptors (and the stop
     signal's wake-up), pumped until each job is finished."""
 
-    def __init__(self, wakeup_fd: int | None) -> None:
+    def __init__(self, wakeup_fd: int | None, news_fd: int | None = None) -> None:
+        """:param news_fd: readable when the job directory changed (read by the caller)."""
         self.selector = selectors.DefaultSelector()
         self.runs: list[_Run] = []
-        if wakeup_fd is not None:
-            self.selector.register(wakeup_fd, selectors.EVENT_READ, None)
+        for fd, data in ((wakeup_fd, None), (news_fd, "news")):
+            if fd is not None:
+                self.selector.register(fd, selectors.EVENT_READ, data)
 
     def add(self, run: _Run) -> None:
         self.runs.append(run)
@@ -2695,11 +2752,69 @@ class _Engine:
             if key.data is None:  # a signal arrived: the caller looks at its flag
                 with contextlib.suppress(OSError):
                     os.read(key.fd, 512)
+            elif key.data == "news":
+                continue
             elif key.data[1] is None or not key.data[1].read():
                 self.selector.unregister(key.fd)  # the job exited, or a pipe closed
 
     def close(self) -> None:
         self.selector.close()
+
+
+_HOOKS_AT_ONCE, _HOOK_SECONDS = 4, 10.0
+_SAFETY_SCAN_SECONDS = 30.0  # with inotify, a full look this often all the same (a missed event, NFS)
+
+
+class _Hooks:
+    """The owner's ``--on-event`` command, run in the background for each event with
+    the event as one JSON object on its standard input: at most _HOOKS_AT_ONCE at once,
+    each stopped after _HOOK_SECONDS; a failure is said in one line. No job waits for it."""
+
+    def __init__(self, command: str, console: _Console) -> None:
+        self.command, self.console = command, console
+        self.waiting: list[dict] = []
+        self.running: list[tuple[subprocess.Popen, float, str]] = []  # (process, started, what for)
+
+    def add(self, event: dict) -> None:
+        self.waiting.append(event)
+        self.poll()
+
+    def poll(self) -> None:
+        """Reap what ended, stop what hangs, start what waits."""
+        now = time.monotonic()
+        for proc, started, what in list(self.running):
+            if proc.poll() is None and now - started < _HOOK_SECONDS:
+                continue
+            if proc.returncode is None:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                self.console.say(f"⚠️ The on-event command was stopped after {_HOOK_SECONDS:g} s ({what})")
+            elif proc.returncode:
+                self.console.say(f"⚠️ The on-event command failed with exit status {proc.returncode} ({what})")
+            self.running.remove((proc, started, what))
+        while self.waiting and len(self.running) < _HOOKS_AT_ONCE:
+            event = self.waiting.pop(0)
+            what = f"{event['event']}: {_printable(event['submitter'])}/{_printable(event['job'])}"
+            try:
+                proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                self.console.say(f"⚠️ The on-event command could not start ({what}): {exc}")
+                continue
+            with contextlib.suppress(OSError):  # a command that reads nothing has what it needs
+                proc.stdin.write(json.dumps(event).encode() + b"\n")
+                proc.stdin.close()
+            self.running.append((proc, now, what))
+
+    def pids(self) -> set[int]:
+        """The commands running: children of the runner, but never a job's leftovers."""
+        return {proc.pid for proc, _, _ in self.running}
+
+    def close(self) -> None:
+        """Let the commands started or waiting finish (each within its time)."""
+        while self.running or self.waiting:
+            self.poll()
+            time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------
@@ -3263,6 +3378,10 @@ class SyftJobRunner:
         loopback of its own (refused without the sandbox, which alone can take it away).
     :param allow_source_builds: Python packages without a binary wheel for the job may be
         built, which runs their code (see the Isolation section's "Python jobs").
+    :param on_event: called with a dict for each event (``submitted``, ``approved``,
+        ``rejected``, ``started``, ``finished``, ``failed``, ``released``; keys ``event``,
+        ``job``, ``submitter``, ``status``, ``return_code``, ``reason``, ``at``); a string
+        is a shell command, run in the background with the dict as JSON on its stdin.
     :param run_as: when the runner is root, the account jobs run as (default
         ``"nobody"``); refused when it is not root (jobs then run as the owner).
     :param work_dir: the runner's private state (claims, run records, working copies),
@@ -3296,7 +3415,7 @@ class SyftJobRunner:
                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
                  max_log_bytes: int | None = 1 << 30, max_output_bytes: int = 1 << 30,
                  max_output_files: int = 10_000, output_checks: dict | None = None,
-                 allow_source_builds: bool = False) -> None:
+                 allow_source_builds: bool = False, on_event: Callable[[dict], Any] | str | None = None) -> None:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
@@ -3306,6 +3425,9 @@ class SyftJobRunner:
                               f"({self._why_no_sandbox(isolation)})")
         self.network = self.isolation != "sandbox" if network is None else bool(network)
         self.allow_source_builds = bool(allow_source_builds)
+        if on_event is not None and not callable(on_event) and not isinstance(on_event, str):
+            raise ConfigError(f"on_event must be a callable or a shell command, got {on_event!r}")
+        self.on_event = on_event
         self.account = _job_account(run_as)
         self.work_dir = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
         if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
@@ -3346,6 +3468,9 @@ class SyftJobRunner:
         self._stop: _StopSignals | None = None  # while run() polls
         self._checked_reads = False  # allow_read checked against the jobs' account
         self._stopped_by: int | None = None  # the signal that ended run()
+        self._hooks = _Hooks(on_event, self.console) if isinstance(on_event, str) else None
+        self._states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
+        self._watcher: _Watcher | None = None  # while run() waits on inotify
 
     def _readable_path(self, path: str | os.PathLike) -> str:
         """An allow_read path, resolved. :raises ConfigError: missing, or holding what
@@ -3427,6 +3552,29 @@ class SyftJobRunner:
                         self._say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
                                                 "is gone); it is left as it is")
 
+    def _emit(self, event: str, job: _Job, status: str, return_code: int | None = None,
+              reason: str | None = None) -> None:
+        """Tell ``on_event`` (a failing callable is said in one line, and forgotten)."""
+        if self.on_event is None:
+            return
+        record = {"event": event, "job": job.name, "submitter": job.submitter, "status": status,
+                  "return_code": return_code, "reason": reason, "at": _utc_now()}
+        if self._hooks is not None:
+            self._hooks.add(record)
+            return
+        try:
+            self.on_event(record)
+        except Exception as exc:
+            self.console.say(f"⚠️ on_event failed for {event} of {job.label}: {type(exc).__name__}: {exc}")
+
+    def _note_decisions(self, jobs: list[_Job]) -> None:
+        """Tell of the approvals and rejections made since the last poll, by whoever."""
+        if self._states is not None:
+            for job in jobs:
+                if job.state in ("approved", "rejected") and self._states.get(job.folder) != job.state:
+                    self._emit(job.state, job, job.state, reason=self._row(job)["reason"])
+        self._states = {job.folder: job.state for job in jobs}
+
     def check_for_new_jobs(self) -> list[str]:
         """Print every inbox job not announced before, with its script and config. Jobs
         announced are remembered in ``work_dir``, across runs.
@@ -3438,9 +3586,13 @@ class SyftJobRunner:
     def _announce(self, jobs: list[_Job]) -> list[str]:
         seen = self._seen_jobs()
         new = [job for job in jobs if job.state == "inbox" and self._seen_key(job) not in seen]
+        trusted = self.trusted()
         for job in new:
             self._print_job(job)
             seen.add(self._seen_key(job))
+            self._emit("submitted", job, "inbox")
+            if job.submitter.lower() in trusted:
+                self._approve_if_trusted(job, trusted[job.submitter.lower()])
         if new:
             with contextlib.suppress(OSError, SyftJobError):
                 current = {self._seen_key(job) for job in jobs}
@@ -3496,8 +3648,7 @@ class SyftJobRunner:
     def _process(self, jobs: list[_Job], options: _RunOptions) -> list[JobResult]:
         """One round over the approved jobs: start them as places free up, pump them
         all through one selector, finish each as it ends."""
-        waiting = [job for job in jobs if job.state in ("approved", "running") and job.folder not in self._abandoned
-                   and not {job.name, job.key} & options.skip_job_names]
+        waiting = self._runnable(jobs, options)
         results: list[JobResult] = []
         if not waiting:
             return results
@@ -3514,7 +3665,8 @@ class SyftJobRunner:
                                      "read it (give it to a group of that account, or make it readable by all)")
         with contextlib.ExitStack() as stack:
             stop = self._stop or stack.enter_context(_StopSignals())
-            engine = _Engine(stop.fd)
+            watcher = self._watcher if self._watcher is not None and self._watcher.fd is not None else None
+            engine = _Engine(stop.fd, watcher and watcher.fd)
             stack.callback(engine.close)
             uids: set[int] = set()
             total = len(waiting)
@@ -3531,7 +3683,13 @@ class SyftJobRunner:
                 if not engine.runs:
                     break
                 engine.pump(engine.next_wait())
-                leaders = {run.pgid for run in engine.runs}
+                if self._hooks is not None:
+                    self._hooks.poll()
+                if watcher is not None and watcher.changed():  # jobs approved meanwhile join this round
+                    busy = {job.folder for job in waiting} | {run.job.folder for run in engine.runs}
+                    waiting += [job for job in self._runnable(self._poll_jobs(), options) if job.folder not in busy]
+                    watcher.watch(self._watched_folders())
+                leaders = {run.pgid for run in engine.runs} | (self._hooks.pids() if self._hooks else set())
                 for run in list(engine.runs):
                     if run.advance(self.isolation == "sandbox", stop.requested, leaders,
                                    [r.claim.token for r in engine.runs if r is not run]):
@@ -3540,7 +3698,7 @@ class SyftJobRunner:
                         if result is not None:
                             results.append(result)
                             self.console.say(_RULE)
-                _reap_orphans(leaders)
+                _reap_orphans(leaders | (self._hooks.pids() if self._hooks else set()))
             _cancel_slurm_jobs_of(uids)  # what the runs queued in Slurm themselves, each as its own uid
             if stop.requested:
                 raise KeyboardInterrupt
@@ -3549,6 +3707,10 @@ class SyftJobRunner:
             self.console.say(f"{'❌' if failed else '✅'} Processed {len(results)} job(s): "
                              f"{len(results) - failed} succeeded, {failed} failed")
         return results
+
+    def _runnable(self, jobs: list[_Job], options: _RunOptions) -> list[_Job]:
+        return [job for job in jobs if job.state in ("approved", "running") and job.folder not in self._abandoned
+                and not {job.name, job.key} & options.skip_job_names]
 
     def _start_run(self, job: _Job, options: _RunOptions, header: str | None) -> _Run | JobResult | None:
         """Claim a job and start it: a run, a result (it could not run), or None (not
@@ -3593,6 +3755,7 @@ class SyftJobRunner:
             return self._finish_unrun(job, claim, copy, reason, fingerprint)
         self._say_started(job, claim, header)
         self._said.pop(job.folder, None)
+        self._emit("started", job, "running")
         return run
 
     def _say_started(self, job: _Job, claim: _Claim, header: str | None) -> None:
@@ -3893,6 +4056,8 @@ class SyftJobRunner:
             _add_to_claim(claim, **record)
             self._site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
                 key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
+            self._emit("finished" if result.succeeded else "failed", job, result.status, result.return_code,
+                       result.reason)
             _held_claims.discard(claim.path)  # kept: the record of the run
             return True
         except (OSError, SyftJobError) as exc:
@@ -3980,8 +4145,13 @@ class SyftJobRunner:
         if given is not None and not recorded.startswith(given):
             raise JobError(f"job {job.label} was not approved: the digest {given} does not match its files, which "
                            f"hash to {recorded}; look again (syft-job show)")
-        now = _utc_now()
-        record = {"approved_by": self.config.email, "approved_at": now, "digest": recorded, "files": files}
+        return self._approve(job, files, reason, "manual")
+
+    def _approve(self, job: _Job, files: dict[str, str], reason: str | None, method: str) -> str:
+        """Record the approval of exactly ``files`` ("manual", or "auto": trusted code)."""
+        now, recorded = _utc_now(), _digest(files)
+        record = {"approved_by": self.config.email, "approved_at": now, "digest": recorded, "files": files,
+                  "approval_method": method}
         if reason:
             record["review_reason"] = reason
         data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
@@ -3989,11 +4159,64 @@ class SyftJobRunner:
         _atomic_write(_approval_path(job), data)
         if job.layout != "legacy":
             _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
-                         approval_method="manual", review_reason=reason)
+                         approval_method=method, review_reason=reason)
         self._said.pop(job.folder, None)
-        self._site.audit("approve", job, self.config.email, digest=recorded, reason=reason)
+        self._site.audit("approve", job, self.config.email, digest=recorded, reason=reason, method=method)
         self._site.poke()
         return recorded
+
+    # -- trusted code --------------------------------------------------------
+
+    def trust(self, submitter: str, digest: str) -> None:
+        """Approve by itself every later submission of ``submitter`` whose code digest
+        (``describe_job()["code_digest"]``, ``show``) is ``digest``: the same reviewed
+        code, sent again. Kept in work_dir, out of every submitter's reach.
+
+        :raises JobError: not a whole sha256, or not an email.
+        """
+        submitter, digest = self._trust_key(submitter, digest)
+        trusted = self.trusted()
+        if digest not in trusted.setdefault(submitter, []):
+            trusted[submitter].append(digest)
+        self._site.save("trust.json", json.dumps(trusted, indent=1, sort_keys=True).encode())
+
+    def untrust(self, submitter: str, digest: str) -> None:
+        """Stop approving ``submitter``'s code with this digest by itself.
+        :raises JobError: it was not trusted."""
+        submitter, digest = self._trust_key(submitter, digest)
+        trusted = self.trusted()
+        if digest not in trusted.get(submitter, []):
+            raise JobError(f"the code digest {digest} is not trusted for {_printable(submitter)}")
+        trusted[submitter].remove(digest)
+        self._site.save("trust.json", json.dumps({k: v for k, v in trusted.items() if v}, indent=1).encode())
+
+    def trusted(self) -> dict[str, list[str]]:
+        """The code digests trusted, by submitter."""
+        trusted = _read_json(str(self._site.root / "trust.json"))
+        return {k: [d for d in v if isinstance(d, str)] for k, v in trusted.items() if isinstance(v, list)} \
+            if isinstance(trusted, dict) else {}
+
+    @staticmethod
+    def _trust_key(submitter: str, digest: str) -> tuple[str, str]:
+        if not _EMAIL_RE.match(submitter.strip()):
+            raise JobError(f"{_printable(submitter)!r} is not a submitter's email")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest.strip().lower()):
+            raise JobError(f"give the whole code digest that show printed (64 hex digits), not {_printable(digest)!r}")
+        return submitter.strip().lower(), digest.strip().lower()
+
+    def _approve_if_trusted(self, job: _Job, digests: list[str]) -> None:
+        """Approve a new job whose code the owner trusts from its submitter."""
+        try:
+            files = _submission(job)
+            if _code_digest(files) in digests:
+                self._approve(job, files, "trusted code: approved by itself", "auto")
+                self.console.say(f"✅ Job {job.label} approved by itself: you trust its code from "
+                                 f"{_printable(job.submitter)} (code digest {_code_digest(files)})")
+                self._emit("approved", job, "approved", reason="trusted code")
+                if self._states is not None:
+                    self._states[job.folder] = "approved"
+        except (OSError, SyftJobError) as exc:
+            self._say_once(job.folder, f"⚠️ Cannot approve {job.label} as trusted code: {exc}")
 
     def reject_job(self, job_name: str, reason: str, user: str | None = None) -> None:
         """Reject a job, with the reason its submitter will read; no runner of ours ever
@@ -4217,13 +4440,15 @@ class SyftJobRunner:
         if job.layout != "legacy":
             with contextlib.suppress(OSError, SyftJobError):
                 approval = {**approval, **{k: v for k, v in (_read_state(job.results) or {}).items()
-                                           if k in ("approved_by", "approved_at") and v}}
+                                           if k in ("approved_by", "approved_at", "approval_method") and v}}
         approved = _approval(job)[0]
         record = self._site.record(job)
         results = self._results(job, record, output_checks) if row["status"] in ("done", "failed") else []
         return {**row, "run_sh": run_sh, "config": config, "code": code, "results": results,
                 "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
-                "digest": _digest(files), "approved_by": approval.get("approved_by"), "packages": packages,
+                "digest": _digest(files), "code_digest": _code_digest(files), "approved_by": approval.get("approved_by"),
+                "approval_method": approval.get("approval_method") or ("manual" if approval.get("approved_at") else None),
+                "packages": packages,
                 "python": python, "python_note": python_note, "pythons": [f"{v} ({p})" for v, p in self._pythons],
                 "approved_at": approval.get("approved_at"),
                 "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
@@ -4268,6 +4493,7 @@ class SyftJobRunner:
             _grant_files(job, released)
             self._site.audit("release", job, self.config.email, reason=reason,
                              files={p: reports[p]["sha256"] for p in released})
+            self._emit("released", job, _live_status(job, self._site), reason=reason)
         for path, flags in held.items():
             why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
                 f"flagged {', '.join(flags)}: name it, or release --all"
@@ -4342,24 +4568,73 @@ class SyftJobRunner:
         options = _RunOptions.make(stream_output, timeout, skip_job_names,
                                    share_outputs_with_submitter, share_logs_with_submitter)
         with _StopSignals() as self._stop:
+            self._watcher = _Watcher() if self._stop.fd is not None else None
             try:
                 self._print_banner()
                 while not self._stop.requested:
                     try:
-                        jobs = self._jobs()
-                        self._announce(jobs)
-                        self._process(jobs, options)
+                        self._poll(options)
                     except KeyboardInterrupt:
                         break
                     except Exception as exc:  # never let one bad poll end the loop
                         logger.exception("poll failed")
                         self.console.say(f"❌ Poll failed: {type(exc).__name__}: {exc}")
-                    self._stop.wait(self.poll_interval)
+                    self._wait_for_news()
             except KeyboardInterrupt:
                 pass
             finally:
                 self._stopped_by, self._stop = self._stop.signum, None
+                if self._watcher is not None:
+                    self._watcher.close()
+                    self._watcher = None
+                if self._hooks is not None:
+                    self._hooks.close()
         self.console.say("", "🛑 SyftJob Runner stopped")
+
+    def _poll(self, options: _RunOptions) -> None:
+        """One look at the job directory: tell what is new (approving trusted code), run
+        what is approved."""
+        self._process(self._poll_jobs(), options)
+
+    def _poll_jobs(self) -> list[_Job]:
+        """The jobs, after telling what is new and approving trusted code."""
+        jobs = self._jobs()
+        self._note_decisions(jobs)
+        if self._announce(jobs):  # trusted code among the new jobs is approved now, and runs now
+            jobs = self._jobs()
+            self._note_decisions(jobs)
+        return jobs
+
+    def _wait_for_news(self) -> None:
+        """Wait until the job directory changes (inotify), a stop is asked for, or the
+        next poll is due: every poll_interval, or with inotify, a safety scan every
+        max(poll_interval, _SAFETY_SCAN_SECONDS). Hooks still running are looked after."""
+        watcher, stop = self._watcher, self._stop
+        if watcher is None or watcher.fd is None:
+            return stop.wait(self.poll_interval)
+        if watcher.watch(self._watched_folders()):
+            return  # a folder just watched may have changed before: look once more
+        deadline = time.monotonic() + max(self.poll_interval, _SAFETY_SCAN_SECONDS)
+        while not stop.requested and time.monotonic() < deadline:
+            seconds = min(deadline - time.monotonic(), 0.1 if self._hooks and self._hooks.running else 3600)
+            ready = select.select([stop.fd, watcher.fd], [], [], max(seconds, 0))[0]
+            if self._hooks is not None:
+                self._hooks.poll()
+            if watcher.fd in ready and watcher.changed():
+                return
+
+    def _watched_folders(self) -> list[str]:
+        """Where a change means news: the job directory, its submitters' and protocols'
+        folders, every job not finished (and where its state is written), the runner's
+        own state (commands poke it)."""
+        top, inbox, review = str(self.job_dir), str(self.job_dir / "inbox"), str(self.job_dir / "review")
+        datasite = self.config.get_user_dir(self.config.email)
+        folders = [str(datasite), str(datasite / "app_data"), top, str(self._site.root),
+                   *(entry.path for entry in _subfolders(top))]
+        for root in (inbox, review):
+            for submitter in _subfolders(root):
+                folders += [submitter.path, os.path.join(submitter.path, "v1")]
+        return folders + self._scanner.open
 
     def _print_banner(self) -> None:
         filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
@@ -4550,6 +4825,8 @@ def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     results = runner.process_approved_jobs(**_run_arguments(args))
     if not results:
         runner.console.say("📭 No approved jobs to run")
+    if runner._hooks is not None:  # the events' commands finish (each within its time) before we exit
+        runner._hooks.close()
     return 1 if any(not r.succeeded for r in results) else 0
 
 
@@ -4606,6 +4883,7 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
                        ("Finished", "finished_at")):
         if job[key]:
             by = f" by {_printable(str(job['approved_by']))}" if key == "approved_at" and job["approved_by"] else ""
+            by += " (by itself: trusted code)" if key == "approved_at" and job["approval_method"] == "auto" else ""
             lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
     for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s")):
         if job[key] is not None:
@@ -4636,7 +4914,8 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
                   *([f"... ({more} more lines: --all-lines)"] if more > 0 else [])]
     lines.append("--- files (size, sha256) ---")
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
-    lines.append(f"digest: {job['digest']}")
+    lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: syft-job trust "
+              f"{_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
     if job["status"] in ("inbox", "changed"):
         lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} --digest {job['digest']})")
     lines += _result_lines(job["results"])
@@ -4734,6 +5013,26 @@ def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     released = runner.release_results(args.job, args.paths or None, args.user, args.reason, include_flagged=args.all,
                                       output_checks=_checks_args(args))
     return 0 if released and (args.all or len(released) == len(set(args.paths))) else 1
+
+
+def _cmd_trust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    if args.list:
+        trusted = runner.trusted()
+        print("\n".join(f"{_printable(who)}  {digest}" for who, digests in sorted(trusted.items()) for digest in digests)
+              or "Nothing is trusted: every job waits for your review")
+        return 0
+    if not args.submitter or not args.digest:
+        raise _UsageError("give a submitter and --digest HEX (the code digest show prints), or --list")
+    runner.trust(args.submitter, args.digest)
+    print(f"🔐 From now on, {_printable(args.submitter)}'s jobs whose code digest is {args.digest.strip().lower()} are "
+          "approved by themselves (untrust to stop)")
+    return 0
+
+
+def _cmd_untrust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+    runner.untrust(args.submitter, args.digest)
+    print(f"🔒 {_printable(args.submitter)}'s code {args.digest.strip().lower()} waits for your review again")
+    return 0
 
 
 def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -4861,6 +5160,8 @@ _RUNNER_FLAGS = (
                                                    "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),
     ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N",
                                                     help="publish at most N files of a job's outputs/ (default: 10000)")),
+    ("--on-event", "on_event", dict(metavar="CMD", help="run this shell command for each event (submitted, approved, "
+                                    "rejected, started, finished, failed, released), the event as JSON on its stdin")),
     ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
     ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
     ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
@@ -4948,6 +5249,15 @@ def _build_parser() -> argparse.ArgumentParser:
     release.add_argument("paths", nargs="*", metavar="PATH", help="stdout.txt, stderr.txt, outputs/... (from show)")
     release.add_argument("--all", action="store_true", help="every result file, the flagged ones too")
     release.add_argument("--reason", metavar="TEXT", help="why, for the audit trail")
+    release.add_argument("--on-event", dest="on_event", metavar="CMD", help="run this shell command for the release "
+                                                                          "event (see run --on-event)")
+    trust = command("trust", "approve by itself a submitter's code you reviewed, each time it is sent again", datasite)
+    trust.add_argument("submitter", nargs="?", metavar="SUBMITTER", help="the data scientist's email")
+    trust.add_argument("--digest", metavar="HEX", help="the job's code digest, as show prints it")
+    trust.add_argument("--list", action="store_true", help="print what is trusted")
+    untrust = command("untrust", "stop approving this code by itself", datasite)
+    untrust.add_argument("submitter", metavar="SUBMITTER", help="the data scientist's email")
+    untrust.add_argument("--digest", metavar="HEX", required=True, help="the code digest trusted")
     command("unshare", "take back what share and release gave", datasite, which)
     command("delete", "delete one job, its results and its share rules (asks first)", datasite, which, confirm)
     add = command("add-submitter", "let a data scientist submit jobs to this datasite", datasite)
@@ -4962,7 +5272,7 @@ def _build_parser() -> argparse.ArgumentParser:
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
     "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit,
-    "release": _cmd_release, "rerun": _cmd_rerun, "cancel": _cmd_cancel,
+    "release": _cmd_release, "rerun": _cmd_rerun, "cancel": _cmd_cancel, "trust": _cmd_trust, "untrust": _cmd_untrust,
     "share": _cmd_share, "unshare": _cmd_unshare, "delete": _cmd_delete, "add-submitter": _cmd_add_submitter,
     "reset": _cmd_reset,
 }

@@ -3748,6 +3748,164 @@ def test_a_submitter_folder_not_named_like_an_email_does_not_break_the_poll(runn
 
 
 # ---------------------------------------------------------------------------
+# A runner that reacts at once (inotify), tells the owner (on_event), and approves
+# the code the owner trusts
+# ---------------------------------------------------------------------------
+
+needs_inotify = pytest.mark.skipif(syft_job._Watcher().fd is None, reason="no inotify here: run polls instead")
+
+
+def start_run(syftbox: Path, *flags: str) -> tuple[subprocess.Popen, LineReader]:
+    """``syft-job run`` (polling every 60 s unless the flags say otherwise), once it waits."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "syft_job", "run", "--poll-interval", "60", "--isolation",
+                             "none", *flags, *site_args(syftbox)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=cli_env())
+    reader = LineReader(proc)
+    reader.wait_for("Press Ctrl+C")
+    return proc, reader
+
+
+def stop_run(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
+@needs_inotify
+def test_run_hears_of_a_submission_and_an_approval_at_once_whatever_its_poll_interval(syftbox):
+    # poll_interval 60 s (and a safety scan every 60 s): anything seen within 20 s was heard, not polled for
+    proc, reader = start_run(syftbox)
+    try:
+        (syftbox / DS).mkdir()
+        client_for(syftbox).submit_bash_job(OWNER, "echo hello from the job\n", job_name="prompt")
+        reader.wait_for("NEW JOB DETECTED: ds@test.org/prompt", timeout=20)
+        assert cli("approve", "prompt", *site_args(syftbox)).returncode == 0
+        reader.wait_for("hello from the job", timeout=20)
+        legacy = legacy_job(syftbox, "old style", "echo legacy ran\n", approved=False)
+        reader.wait_for("NEW JOB DETECTED: ds@test.org/old style", timeout=20)
+        (legacy / "approved").touch()  # the owner's other client approves it
+        reader.wait_for("legacy ran", timeout=20)
+    finally:
+        stop_run(proc)
+
+
+@needs_inotify
+def test_a_thousand_submissions_synced_at_once_are_all_seen(syftbox):
+    proc, reader = start_run(syftbox, "--no-stream")
+    try:
+        for i in range(1000):
+            legacy_job(syftbox, f"bulk {i:04d}", "true\n", approved=False)
+        wait_for(lambda: reader.text.count("NEW JOB DETECTED") == 1000, 60, "1000 announcements")
+    finally:
+        stop_run(proc)
+
+
+def events_of(path: Path) -> list[tuple[str, str, str]]:
+    return [(e["event"], e["job"], e["status"]) for e in map(json.loads, path.read_text().splitlines())]
+
+
+def test_on_event_commands_tell_each_event_whoever_made_it(syftbox, tmp_path):
+    log = tmp_path / "events.jsonl"
+    hook, site = f"cat >> {log}", site_args(syftbox)
+    client = client_for(syftbox)
+    for name, script in (("good", "echo fine\n"), ("bad", "exit 3\n"), ("unwanted", "echo no\n")):
+        client.submit_bash_job(OWNER, script, job_name=name)
+    assert cli("once", "--on-event", hook, *site).returncode == 0
+    assert events_of(log) == [("submitted", n, "inbox") for n in ("bad", "good", "unwanted")]
+    proc, reader = start_run(syftbox, "--on-event", hook, "--no-stream", "--poll-interval", "0.2")
+    try:
+        for name in ("good", "bad"):  # approved and rejected by another process: the running runner tells
+            assert cli("approve", name, *site).returncode == 0
+        assert cli("reject", "unwanted", "--reason", "not this", *site).returncode == 0
+        wait_for(lambda: len(events_of(log)) >= 10, 30, "the events of the run")
+    finally:
+        stop_run(proc)
+    events = events_of(log)[3:]
+    assert sorted(events) == sorted([("approved", "good", "approved"), ("started", "good", "running"),
+                                     ("finished", "good", "done"), ("approved", "bad", "approved"),
+                                     ("started", "bad", "running"), ("failed", "bad", "failed"),
+                                     ("rejected", "unwanted", "rejected")]), events
+    for name, last in (("good", "finished"), ("bad", "failed")):
+        assert [e for e, n, _ in events if n == name] == ["approved", "started", last]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(set(r) == {"event", "job", "submitter", "status", "return_code", "reason", "at"} for r in records)
+    assert [r["reason"] for r in records if r["event"] == "rejected"] == ["not this"]
+    assert [r["return_code"] for r in records if r["event"] == "failed"] == [3]
+    assert cli("release", "good", "--all", "--on-event", hook, *site).returncode == 0
+    assert events_of(log)[-1] == ("released", "good", "done")
+
+
+def test_a_failing_or_hanging_on_event_command_is_said_in_one_line_and_stopped(syftbox, monkeypatch):
+    monkeypatch.setattr(syft_job, "_HOOK_SECONDS", 0.5)
+    for command, said in (("exit 7", "failed with exit status 7"), ("sleep 60", "stopped after 0.5 s")):
+        sink = Sink()
+        runner = syft_job.create_runner(syftbox, OWNER, console=sink, isolation="none", on_event=command)
+        make_job(runner, f"job {said[:6]}", "echo ran\n")
+        started = time.monotonic()
+        [result] = runner.process_approved_jobs(stream_output=False)
+        assert result.status == "done" and time.monotonic() - started < 0.5 + 20  # the job never waited
+        runner._hooks.close()
+        assert said in sink.text and sink.text.count("on-event command") == 2  # started and finished/done: each said
+    with pytest.raises(ConfigError, match="on_event"):
+        syft_job.create_runner(syftbox, OWNER, on_event=42)
+
+
+def test_an_on_event_callable_gets_each_event_and_its_failure_is_one_line(syftbox):
+    seen = []
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none", on_event=seen.append)
+    make_job(runner, "called", "echo hi\n")
+    runner.process_approved_jobs(stream_output=False)
+    assert [(e["event"], e["status"], e["return_code"]) for e in seen] == [("started", "running", None),
+                                                                            ("finished", "done", 0)]
+    sink = Sink()
+    broken = syft_job.create_runner(syftbox, OWNER, console=sink, isolation="none", on_event=lambda e: 1 / 0)
+    make_job(broken, "still runs", "echo hi\n")
+    [result] = broken.process_approved_jobs(stream_output=False)
+    assert result.status == "done" and "on_event failed for started of ds@test.org/still runs: ZeroDivisionError" \
+        in sink.text
+
+
+def resubmit(syftbox: Path, name: str, script: str, submitter: str = DS, layout: str = "v0") -> Path:
+    return client_for(syftbox, layout, email=submitter).submit_bash_job(OWNER, script, job_name=name)
+
+
+@pytest.mark.parametrize("layout", ["v0", "legacy"])
+def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_is(syftbox, layout):
+    site = site_args(syftbox)
+    resubmit(syftbox, "weekly 1", "echo weekly report\n", layout=layout)
+    assert "NEW JOB DETECTED: ds@test.org/weekly 1" in cli("once", *site).stdout  # reviewed before the trust
+    shown = cli("show", "weekly 1", *site).stdout
+    digest = re.search(r"^code digest: ([0-9a-f]{64})", shown, re.M).group(1)
+    assert f"syft-job trust {DS} --digest {digest}" in shown
+    assert cli("trust", DS, "--digest", digest[:20], *site).returncode == 2  # the whole digest, or nothing
+    assert cli("trust", DS, "--digest", digest, *site).returncode == 0
+    assert f"{DS}  {digest}" in cli("trust", "--list", *site).stdout
+    resubmit(syftbox, "weekly 2", "echo weekly report\n", layout=layout)  # the same code, a new submission
+    resubmit(syftbox, "weekly 2", "echo weekly report\n", submitter=OTHER, layout=layout)  # another submitter
+    resubmit(syftbox, "weekly 3", "echo weekly report; cat /etc/passwd\n", layout=layout)  # other code
+    result = cli("once", "--isolation", "none", *site)
+    assert re.search(r"Job ds@test.org/weekly 2( \(v0\))? approved by itself: you trust its code", result.stdout)
+    rows = {(r["submitter"], r["name"]): r["status"] for r in json.loads(cli("list", "--json", *site).stdout)}
+    assert rows == {(DS, "weekly 1"): "inbox", (DS, "weekly 2"): "done", (OTHER, "weekly 2"): "inbox",
+                    (DS, "weekly 3"): "inbox"}
+    job = syft_job.create_runner(syftbox, OWNER)._find_job("weekly 2", DS)
+    if layout == "v0":
+        assert syft_job._read_state(job.results)["approval_method"] == "auto"
+    else:
+        assert json.loads((Path(job.folder) / "approved").read_text())["approval_method"] == "auto"
+    audit = json.loads(cli("audit", "--json", *site).stdout)
+    assert [(e["event"], e.get("method")) for e in audit if e["job"] == f"{DS}/weekly 2"][0] == ("approve", "auto")
+    assert "(by itself: trusted code)" in cli("show", "weekly 2", "--user", DS, *site).stdout
+    assert cli("untrust", DS, "--digest", digest, *site).returncode == 0
+    resubmit(syftbox, "weekly 4", "echo weekly report\n", layout=layout)
+    cli("once", "--isolation", "none", *site)
+    assert cli("show", "weekly 4", *site).stdout.count("Status:     inbox") == 1
+    assert cli("untrust", DS, "--digest", digest, *site).returncode == 2  # not trusted any more: said, exit 2
+
+
+# ---------------------------------------------------------------------------
 # An owner's day: one line per event
 # ---------------------------------------------------------------------------
 
