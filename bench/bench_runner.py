@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -342,6 +343,84 @@ def floor_show(root: Path) -> float:
     return time.perf_counter() - started
 
 
+class RunningRunner:
+    """``syft-job run --poll-interval 60`` of ours on ``site``, its console lines noted
+    with the time each arrived."""
+
+    def __init__(self, site: Site, *flags: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(PYTHONPATH=str(REPO), XDG_STATE_HOME=str(site.folder.parent / "state"))
+        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "syft_job", "run", "--poll-interval", "60",
+                                      "--isolation", "none", "--no-stream", "--syftbox-folder", str(site.folder),
+                                      "--email", OWNER, *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            self.lines.append((time.monotonic(), raw.decode(errors="replace")))
+
+    def wait_for(self, text: str, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, line in list(self.lines):
+                if text in line:
+                    return at
+            time.sleep(0.005)
+        raise RuntimeError(f"the runner never printed {text!r}: {''.join(l for _, l in self.lines)[-2000:]}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def approval_latency(runner: Runner, root: Path) -> Measurement:
+    """From an approval (the legacy marker written) to its job's start, the runner polling
+    every 60 s: the median of 20, one after the other."""
+    site = Site(root)
+    running = RunningRunner(site)
+    delays = []
+    try:
+        running.wait_for("Press Ctrl+C")
+        for i in range(20):
+            folder = make_job(site.job_dir, f"job {i:02d}", "true\n")
+            (folder / "approved").unlink()
+            running.wait_for(f"NEW JOB DETECTED: {DS}/job {i:02d}")
+            approved_at = time.monotonic()
+            (folder / "approved").touch()
+            delays.append(running.wait_for(f"Executing job: job {i:02d}") - approved_at)
+    finally:
+        running.stop()
+    return Measurement(statistics.median(delays), {"slowest": max(delays)})
+
+
+def idle_100k(runner: Runner, root: Path) -> Measurement:
+    """The CPU an idle ``run`` uses over 60 s, over 100,000 finished jobs of 10 submitters."""
+    site = Site(root)
+    for i in range(100_000):
+        folder = site.job_dir / f"ds{i % 10}@bench.org" / f"done {i:06d}"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"name: done {i:06d}\n")
+        (folder / "run.sh").write_text("true\n")
+        (folder / "done").touch()
+    os.sync()
+    running = RunningRunner(site)
+    try:
+        running.wait_for("Found 100000 existing job(s)")
+        time.sleep(1)
+        before = running.cpu_seconds()
+        time.sleep(60)
+        used = running.cpu_seconds() - before
+    finally:
+        running.stop()
+    return Measurement(used / 60, {})
+
+
 PY_JOB = "import alpha, gamma, delta\nprint(alpha.VERSION, gamma.VERSION, delta.VERSION)\n"
 
 
@@ -454,12 +533,16 @@ CASES = [
          "<= timeout + 2 s", lambda ours, ref, floor: ours <= 3.0, runs=1),
     Case("show_results", "show of a job with 10,000 result files, 1 GB (checked, hashed)", "s", show_results,
          floor_show, "<= 2 x floor (sha256sum)", lambda ours, ref, floor: ours <= 2 * floor, runs=-1),
+    Case("approve_start", "approval to start, run polling every 60 s (median of 20)", "s", approval_latency, None,
+         "<= 0.3 s", lambda ours, ref, floor: ours <= 0.3, runs=-1),
+    Case("idle_100k", "CPU of an idle run over 100,000 finished jobs, over 60 s", "%", idle_100k, None,
+         "< 1% of a CPU", lambda ours, ref, floor: ours < 1, runs=1),
     Case("python_10", "10 sandboxed Python jobs, same 3 deps: the worst of 2nd-10th over no deps", "s", python_10,
          None, "<= 1.5 s", lambda ours, ref, floor: ours <= 1.5, runs=-1),
     Case("python_first", "a first Python job (3 deps, empty caches): sandbox less none", "s", python_first, None,
          "measured, no target", lambda ours, ref, floor: True, runs=-1),
 ]
-SCALE = {"ms/job": 1000, "ms": 1000}  # cases report seconds; these show milliseconds
+SCALE = {"ms/job": 1000, "ms": 1000, "%": 100}  # cases report seconds; these show milliseconds
 OURS = Runner("ours", sys.executable, str(REPO))
 
 
