@@ -62,7 +62,6 @@ import functools
 import glob
 import hashlib
 import html
-import itertools
 import json
 import logging
 import os
@@ -101,7 +100,12 @@ __all__ = [
     "JobResult",
     "JobClient",
     "JobInfo",
+    "JobsList",
     "main",
+    # the files and folders of a job, and the words of its protocols (the on-disk format)
+    "CONFIG_FILE", "RUN_SCRIPT", "CODE_DIR", "STATE_FILE", "APPROVED_MARKER", "DONE_MARKER", "REJECTED_MARKER",
+    "PERMISSION_FILE", "STDOUT_FILE", "STDERR_FILE", "RETURNCODE_FILE", "OUTPUTS_DIR", "TIMEOUT_LINE",
+    "LAYOUTS", "STATUSES", "ISOLATION_MODES", "TIMEOUT_ENV_VAR", "CLIENT_SOURCE_ENV_VAR",
 ]
 
 logger = logging.getLogger("syft_job")
@@ -121,7 +125,15 @@ class ConfigError(SyftJobError):
 
 
 class YAMLError(SyftJobError):
-    """A YAML text is outside what this module reads; names the file and line."""
+    """A YAML text is outside what this module reads.
+
+    :ivar source: the file it came from (as given to :func:`load_yaml`).
+    :ivar line: the line, counted from 1.
+    """
+
+    def __init__(self, message: str, source: str, line: int) -> None:
+        super().__init__(f"{source}, line {line}: {message}")
+        self.source, self.line = source, line
 
 
 class JobError(SyftJobError):
@@ -306,12 +318,12 @@ def _read_file(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = Non
 
 
 def _read_text(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = None) -> str:
-    """A small UTF-8 file as text. :raises SyftJobError: unreadable or not UTF-8."""
+    """A small UTF-8 file as text. :raises JobError: unreadable or not UTF-8."""
     data = _read_file(name, max_bytes, dir_fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise YAMLError(f"{_printable(os.fspath(name))}: is not UTF-8 text (byte {exc.start} is "
+        raise JobError(f"{_printable(os.fspath(name))}: is not UTF-8 text (byte {exc.start} is "
                         f"{data[exc.start:exc.start + 1]!r})") from None
 
 
@@ -488,7 +500,7 @@ class _YamlReader:
         self.i = self.depth = 0  # the line the parser is at, and how deep it is
 
     def error(self, message: str, line: int) -> YAMLError:
-        return YAMLError(f"{self.source}, line {line + 1}: {message}")
+        return YAMLError(message, self.source, line + 1)
 
     def read(self) -> Any:
         for n, line in enumerate(self.lines):
@@ -530,8 +542,12 @@ class _YamlReader:
         self.depth += 1  # an error ends the whole read: no need to count back down then
         if self.depth > _MAX_YAML_DEPTH:
             raise self.error(f"nested deeper than {_MAX_YAML_DEPTH} levels", self.i)
-        value = self.collection(indent, []) if self.is_item(self.i, indent) else self.collection(
-            indent, {}) if self.key(self.i, indent) else self.inline(self.i, indent, indent - 1)
+        if self.is_item(self.i, indent):
+            value = self.collection(indent, [])
+        elif self.key(self.i, indent):
+            value = self.collection(indent, {})
+        else:
+            value = self.inline(self.i, indent, indent - 1)
         self.depth -= 1
         return value
 
@@ -1225,7 +1241,7 @@ class _Job:
         path = os.path.join(self.folder, CONFIG_FILE)
         value = load_yaml(_read_text(path, _MAX_CONFIG_BYTES), path)
         if not isinstance(value, (dict, type(None))):
-            raise YAMLError(f"{_printable(path)}: expected a mapping of settings, found a {type(value).__name__}")
+            raise JobError(f"{_printable(path)}: expected a mapping of settings, found a {type(value).__name__}")
         return value or {}
 
 
@@ -1393,6 +1409,13 @@ class _Watcher:
             self.fd = None
 
 
+def _kind(entry: os.DirEntry) -> str:
+    """"folder", "file" or "other" (a link, a FIFO, ...), never through a link."""
+    if entry.is_dir(follow_symlinks=False):
+        return "folder"
+    return "file" if entry.is_file(follow_symlinks=False) else "other"
+
+
 def _receive(job: _Job, owner: str, datasite: str) -> str | None:
     """Give a new inbox/review job its first state, as upstream's owner client does:
     ``pending``, or ``rejected`` with the reason when the submission is malformed (it
@@ -1403,13 +1426,14 @@ def _receive(job: _Job, owner: str, datasite: str) -> str | None:
     """
     try:
         with os.scandir(job.folder) as entries:
-            kinds = {e.name: "folder" if e.is_dir(follow_symlinks=False) else "file" if e.is_file(
-                follow_symlinks=False) else "other" for e in entries if e.name != PERMISSION_FILE}
+            kinds = {e.name: _kind(e) for e in entries if e.name != PERMISSION_FILE}
         expected = {CODE_DIR: "folder", RUN_SCRIPT: "file", CONFIG_FILE: "file"}
-        problem = None if kinds == expected else (
-            "the submission must hold exactly code/, run.sh and config.yaml (regular files and a folder); it holds "
-            + ", ".join(f"{_printable(n)}{'/' if k == 'folder' else ''}" for n, k in sorted(kinds.items())))
-        if problem is None:
+        problem = None
+        if kinds != expected:
+            held = [_printable(name) + "/" * (kind == "folder") for name, kind in sorted(kinds.items())]
+            problem = ("the submission must hold exactly code/, run.sh and config.yaml (regular files and a folder); "
+                       f"it holds {', '.join(held)}")
+        else:
             job.read_config()
     except (OSError, SyftJobError) as exc:
         problem = str(exc)
@@ -2085,10 +2109,11 @@ def _harden_runner(console: _Console) -> None:
                     "run it on Linux, with bubblewrap, for isolation")
 
 
-def _sandbox_argv(copy: str, syftbox: Path, reads: Sequence[str], network: bool, account: _Account | None,
+def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network: bool, account: _Account | None,
                   seccomp_fd: int | None, more: Sequence[str] = ()) -> list[str]:
     """bwrap's arguments for a job that runs in ``copy`` (see the section comment).
 
+    :param syftbox: the SyftBox folder, readable but for its job trees (None: hidden).
     :param reads: more paths the job may read: allow_read, uv and its Pythons.
     :param account: the account it runs as (a root owner's), switched to inside.
     :param seccomp_fd: the file descriptor bwrap reads the seccomp filter from.
@@ -2117,14 +2142,14 @@ def _sandbox_argv(copy: str, syftbox: Path, reads: Sequence[str], network: bool,
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    mounts = [str(syftbox), *reads, copy]
+    mounts = [*([str(syftbox)] if syftbox else []), *reads, copy]
     # bubblewrap makes the folders on the way to a mount point, root's with mode 0700: here they are 0755 first
     ancestors = {str(parent) for path in mounts for parent in Path(path).parents}
     for folder in sorted(ancestors - {"/", "/tmp"}):
         if not any(folder == top or folder.startswith(top + "/") for top in system + mounts):
             argv += ["--perms", "0755", "--dir", folder]
-    argv += ["--ro-bind", str(syftbox), str(syftbox)]
-    for site in _subfolders(syftbox):  # every job tree, with other jobs and their results, stays out of reach
+    argv += ["--ro-bind", str(syftbox), str(syftbox)] if syftbox else []
+    for site in _subfolders(syftbox) if syftbox else ():  # every job tree, with other jobs and their results, stays out of reach
         if os.path.isdir(os.path.join(site.path, "app_data", "job")):
             argv += ["--tmpfs", os.path.join(site.path, "app_data", "job")]
     for path in reads:
@@ -2158,6 +2183,13 @@ _LINK_SHARED_CACHE = (f'mkdir -p {_JOB_UV_CACHE} && for b in {_SHARED_UV_CACHE}/
 _FETCH_THEN_RUN = ('t=$(mktemp -d) || exit; (umask 022 && cd / && exec "${@:1:$0}" --target "$t") >&2; rc=$?; '
                    'rm -rf "$t"; [ "$rc" = 0 ] || exit "$rc"; shift "$0"; exec "$@"')
 _PYTHON_REQUEST = re.compile(r"\d+\.\d+(\.\d+)?")
+_MAX_PLAN_BYTES = 1 << 20  # a run.sh or requirements file read for the packages it installs
+# A requirement of PEP 508 without a URL: a name, extras, versions, markers.
+_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\s*\[[A-Za-z0-9._,\s-]*\])?[\s<>=!~.,*;()'\"A-Za-z0-9_+-]*")
+_VALUE_OPTIONS = frozenset({"-p", "--python", "-i", "--index-url", "--extra-index-url", "--default-index", "--index",
+                            "-f", "--find-links", "-c", "--constraint", "--overrides", "--target", "--prefix", "-e",
+                            "--editable", "--cache-dir", "-C", "--config-setting", "--python-version",
+                            "--python-platform"})  # uv pip install's options that take a value
 
 
 def _package_index() -> str:
@@ -2200,54 +2232,69 @@ def _pythons_text(pythons: Sequence[tuple[str, str]]) -> str:
 def _python_plan(copy: str) -> tuple[list[str], str | None]:
     """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), and
     the Python it asks uv for. :raises JobError: a requirement that needs more than the
-    package index, named."""
-    packages, python, cwd = [], None, copy
-    try:
-        script = Path(copy, RUN_SCRIPT).read_text("utf-8", "replace")
-    except OSError:
+    package index, named; a run.sh or requirements file over _MAX_PLAN_BYTES."""
+    packages, python, cwd, read = [], None, copy, set()
+    if not os.path.lexists(os.path.join(copy, RUN_SCRIPT)):
         return [], None
+    script = _read_file(os.path.join(copy, RUN_SCRIPT), _MAX_PLAN_BYTES).decode("utf-8", "replace")
     for line in script.splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split, lexer.commenters = True, "#"
+        commands: list[list[str]] = [[]]
         with contextlib.suppress(ValueError):  # unbalanced quotes: bash will say so
-            words = list(lexer)
-            for start in (i for i, word in enumerate(words) if word in ("uv", "cd")):
-                command = list(itertools.takewhile(lambda word: word not in ("&&", "||", ";", "|", "&"), words[start:]))
-                if command[0] == "cd" and len(command) == 2:
-                    cwd = os.path.normpath(os.path.join(cwd, command[1]))
-                if command[1:2] == ["venv"] and "--python" in command[:-1]:
-                    python = command[command.index("--python") + 1]
-                if command[1:3] == ["pip", "install"]:
-                    packages += _requirements(command[3:], cwd, copy)
+            for word in lexer:
+                if word in ("&&", "||", ";", "|", "&"):
+                    commands.append([])
+                else:
+                    commands[-1].append(word)
+        for command in commands:
+            if command[:1] == ["cd"] and len(command) == 2:
+                cwd = os.path.normpath(os.path.join(cwd, command[1]))
+            elif command[:2] == ["uv", "venv"] and "--python" in command[:-1]:
+                python = command[command.index("--python") + 1]
+            elif command[:3] == ["uv", "pip", "install"]:
+                packages += _requirements(command[3:], cwd, copy, read)
     return list(dict.fromkeys(packages)), python
 
 
-def _requirements(words: Sequence[str], cwd: str, copy: str) -> list[str]:
-    """The packages named by ``uv pip install`` words (``-r`` files read), to fetch from
-    the index; a local path inside the submission is left to the job's own uv."""
-    named, words = [], list(words)
-    while words:
-        word = words.pop(0)
-        if word in ("-r", "--requirement") and words:
-            path = os.path.realpath(os.path.join(cwd, words.pop(0)))
+def _requirements(words: Sequence[str], cwd: str, copy: str, read: set[str]) -> list[str]:
+    """The packages that ``uv pip install`` words name, ``-r`` files read (each once,
+    into ``read``), to fetch from the index. What is neither a package nor a requirement
+    that needs more than the index (a local path inside the submission, a word that is
+    not a requirement) is left to the job's own uv, offline."""
+    named, words, i = [], list(words), 0
+    while i < len(words):
+        word, i = words[i], i + 1
+        if word in ("-r", "--requirement") and i < len(words):
+            path, i = os.path.realpath(os.path.join(cwd, words[i])), i + 1
             if not _within(path, copy):
                 raise JobError(f"its requirements file {path} is outside the submission")
-            with contextlib.suppress(OSError):
-                words[:0] = [line.split(" #")[0].strip() for line in Path(path).read_text("utf-8", "replace").splitlines()
-                             if line.strip() and not line.lstrip().startswith(("#", "-"))]
-        elif word.startswith("-") or not word:
-            continue
-        elif re.match(r"(git|hg|svn|bzr)\+", word) or re.search(r"@\s*(git|hg|svn|bzr)\+", word):
-            raise JobError(f"its requirement {word!r} points at a version control system; only packages from the "
-                           "package index can be installed offline")
-        elif "://" in word or re.search(r"\s@\s", word):
-            raise JobError(f"its requirement {word!r} is a URL; only packages from the package index can be installed")
-        elif word.startswith((".", "/", "~")) or "/" in word or word.endswith((".whl", ".tar.gz", ".zip")):
-            if not _within(os.path.realpath(os.path.join(cwd, os.path.expanduser(word))), copy):
-                raise JobError(f"its requirement {word!r} is a local path outside the submission")
-        else:
+            if path not in read and os.path.lexists(path):
+                read.add(path)
+                text = _read_file(path, _MAX_PLAN_BYTES).decode("utf-8", "replace")
+                words += [line.split(" #")[0].strip() for line in text.splitlines()
+                          if line.strip() and not line.lstrip().startswith(("#", "-"))]
+        elif word in _VALUE_OPTIONS:
+            i += 1
+        elif not word.startswith("-") and _requirement(word, cwd, copy):
             named.append(word)
     return named
+
+
+def _requirement(word: str, cwd: str, copy: str) -> bool:
+    """Whether ``word`` is a package to fetch from the index (a name, extras, versions,
+    markers). :raises JobError: a requirement that needs more than the index."""
+    if re.match(r"(git|hg|svn|bzr)\+", word, re.I) or re.search(r"@\s*(git|hg|svn|bzr)\+", word, re.I):
+        raise JobError(f"its requirement {_printable(word[:200])!r} points at a version control system; only "
+                       "packages from the package index can be installed offline")
+    if re.search(r"[:@\\]", word):  # uv reads http:host\x.whl, name@file:..., ${VAR} inside URLs
+        raise JobError(f"its requirement {_printable(word[:200])!r} is a URL or a direct reference; only packages "
+                       "from the package index can be installed")
+    if word.startswith((".", "/", "~")) or "/" in word or word.endswith((".whl", ".tar.gz", ".zip")):
+        if not _within(os.path.realpath(os.path.join(cwd, os.path.expanduser(word))), copy):
+            raise JobError(f"its requirement {_printable(word[:200])!r} is a local path outside the submission")
+        return False
+    return len(word) <= 1000 and bool(_PACKAGE.fullmatch(word))
 
 
 def _processes() -> dict[int, tuple[int, int, int]] | None:
@@ -2600,9 +2647,10 @@ class _Run:
             if not sandboxed and self.signal(signal.SIGTERM, leaders, other_tokens):  # what it left behind
                 self.kill_at = min(self.kill_at or float("inf"), now + _KILL_GRACE_SECONDS)
         elif self.exited_at is None:
-            cut = next((o for o in self.outputs.values() if o.cut or o.failure), None)
-            reason = "interrupted" if stopping else "timeout" if now >= self.started + self.timeout else (
-                "log" if cut else "cancelled" if os.path.exists(self.claim.cancel_path) else None)
+            cut = any(o.cut or o.failure for o in self.outputs.values())
+            reasons = [("interrupted", stopping), ("timeout", now >= self.started + self.timeout), ("log", cut),
+                       ("cancelled", os.path.exists(self.claim.cancel_path))]  # the first that holds
+            reason = next((why for why, holds in reasons if holds), None)
             if reason and self.stop_reason is None:
                 self.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
                 self.signal(signal.SIGTERM, leaders, other_tokens)
@@ -2913,7 +2961,7 @@ def _load_permissions(path: str) -> tuple[dict, str]:
     text = _read_text(path, _MAX_PERMISSION_BYTES)
     data = load_yaml(text, path) or {}
     if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
-        raise YAMLError(f"{_printable(path)}: not a SyftBox permission file (expected a 'rules:' list)")
+        raise JobError(f"{_printable(path)}: not a SyftBox permission file (expected a 'rules:' list)")
     data.setdefault("terminal", False)
     data["rules"] = data.get("rules") or []
     header = "".join(line + "\n" for line in re.match(r"(?:[ \t]*(?:#.*)?\n)*", text).group().splitlines()).strip("\n")
@@ -3102,8 +3150,9 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False)
     if undo and os.path.lexists(path):  # the files released one by one too
         patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
     if patterns and (not undo or os.path.lexists(path)):
-        wanted = [] if undo else [(p, [job.submitter], []) for p in patterns] + (
-            _protections(job.layout, job.submitter) if job.layout != "legacy" else [])
+        wanted = [] if undo else [(p, [job.submitter], []) for p in patterns]
+        if not undo and job.layout != "legacy":
+            wanted += _protections(job.layout, job.submitter)
         _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
 
 
@@ -3356,8 +3405,12 @@ def _config_items(config: dict) -> list[tuple[str, str]]:
     items = []
     for key in first + sorted((k for k in config if k not in first), key=str):
         value = config[key]
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else (
-            _dump_scalar(value) if isinstance(value, (bool, int)) else str(value))
+        if isinstance(value, list):
+            shown = ", ".join(map(str, value))
+        elif value is None or isinstance(value, (bool, int)):
+            shown = "" if value is None else _dump_scalar(value)
+        else:
+            shown = str(value)
         items.append((_printable(str(key)), _printable(shown)))
     return items
 
@@ -3462,7 +3515,8 @@ class SyftJobRunner:
         self._scanner = _JobScanner(self.job_dir)
         self._poked_at = 0
         self._seen: set[str] | None = None  # inbox jobs announced, by anyone running here (seen.json)
-        self._protected: set[tuple[str, str]] = set()  # (layout, submitter or job) already protected
+        self._protected: set[tuple[bool, str]] = set()  # (legacy?, submitter) whose folders are protected
+        self._protected_jobs: set[str] = set()  # legacy job folders given rules of their own
         self._said: dict[str, str] = {}  # job -> the last thing said about it (said once)
         self._abandoned: set[str] = set()  # jobs that could not even be marked finished
         self._stop: _StopSignals | None = None  # while run() polls
@@ -3524,8 +3578,8 @@ class SyftJobRunner:
                 if (job.layout == "legacy", job.submitter) not in self._protected:
                     self._protected.add((job.layout == "legacy", job.submitter))
                     self._site.note_protected(_protect(job))
-                if job.layout == "legacy" and job.state == "inbox" and job.folder not in self._protected:
-                    self._protected.add(job.folder)  # a job folder with a syft.pub.yaml of its own
+                if job.layout == "legacy" and job.state == "inbox" and job.folder not in self._protected_jobs:
+                    self._protected_jobs.add(job.folder)  # a job folder with a syft.pub.yaml of its own
                     self._site.note_protected(_protect(job, own_folder=True))
             except (OSError, SyftJobError) as exc:
                 self._say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
@@ -3899,11 +3953,14 @@ class SyftJobRunner:
         more = [word for name, value in settings.items() for word in ("--setenv", name, value)]
         if not run.packages:
             return [], more, []
-        install = [_find_program("uv", os.environ.get("PATH", os.defpath)) or "uv", "pip", "install", "--no-config",
+        python = next((f"{prefix}/bin/python{version}" for version, prefix in self._pythons if run.python and (
+            run.python == version or run.python.startswith(version + "."))), None)  # never one uv finds by itself
+        install = [_find_program("env", os.defpath) or "env", f"HOME={os.path.expanduser('~')}",  # not the job's /tmp
+                   _find_program("uv", os.environ.get("PATH", os.defpath)) or "uv", "pip", "install", "--no-config",
                    "--quiet", "--no-python-downloads", "--default-index", index,
-                   *(["--python", run.python] if _PYTHON_REQUEST.fullmatch(run.python or "") else []), *run.packages]
-        if self.allow_source_builds:  # into a cache of this run alone
-            fetch = sandbox(True) + install + ["--cache-dir", settings["UV_CACHE_DIR"]]
+                   *(["--python", python] if python else []), *run.packages]
+        if self.allow_source_builds:  # into a cache of this run alone, in a sandbox without your data
+            fetch = sandbox(True, data=False) + install + ["--cache-dir", settings["UV_CACHE_DIR"]]
             return [bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more, []
         fetch = install + ["--only-binary", ":all:", "--cache-dir", self._package_cache]
         return ([bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more + ["--ro-bind", self._package_cache,
@@ -3932,8 +3989,9 @@ class SyftJobRunner:
             opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
             reads = _sandbox_reads(self.allow_read, env["PATH"], self._pythons)
 
-            def sandbox(network: bool, more: Sequence[str] = ()) -> list[str]:
-                return opener + _sandbox_argv(run.copy, self.config.syftbox_folder, reads, network, run.account,
+            def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
+                return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
+                                              reads if data else reads[len(self.allow_read):], network, run.account,
                                               3 if seccomp else None, more)
             fetch, more, before = self._fetch(run, bash, sandbox)
             prefix = fetch + sandbox(self.network, more) + prefix + before
@@ -4384,7 +4442,7 @@ class SyftJobRunner:
             submitted = None
         status = _live_status(job, self._site)
         finished = status in ("done", "failed")
-        code = (record.get("return_code") if record else state.get("return_code")) if finished else None
+        code = (record or state).get("return_code") if finished else None
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
         if finished and code is None:
             code = _returncode(job)
@@ -4394,12 +4452,14 @@ class SyftJobRunner:
             with contextlib.suppress(OSError, SyftJobError):
                 reason = _read_file(os.path.join(job.folder, REJECTED_MARKER), 64 * 1024).decode("utf-8", "replace").strip()
         running = status == "running"
-        started = record.get("started_at") if finished else record.get("claimed_at") if running else None
+        started = record.get({"done": "started_at", "failed": "started_at", "running": "claimed_at"}.get(status, ""))
         elapsed = None
         if running and isinstance(started, str):
             with contextlib.suppress(ValueError):
                 elapsed = time.time() - datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
-        slurm_id = record.get("slurm_job_id") if finished else _slurm_job_id(self._site, job) if running else None
+        slurm_id = record.get("slurm_job_id") if finished else None
+        if running:
+            slurm_id = _slurm_job_id(self._site, job)
         return {"submitter": job.submitter, "name": job.name, "layout": job.layout, "status": status,
                 "submitted_at": None if submitted is None else str(submitted), "started_at": started,
                 "elapsed_s": None if elapsed is None else round(elapsed, 3),
@@ -4802,7 +4862,18 @@ def _size_arg(text: str) -> int:
 
 
 def _fmt_seconds(value: Any) -> str:
-    return "" if value is None else f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+    if value is None:
+        return ""
+    return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+
+
+def _cell(row: dict, key: str) -> str:
+    """One cell of ``list``'s table."""
+    if key in ("duration_s", "elapsed_s"):
+        return _fmt_seconds(row[key])
+    if key == "shared":
+        return " ".join(row[key])
+    return "" if row[key] is None else _printable(str(row[key]))
 
 
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -4843,9 +4914,7 @@ def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     if not rows:
         print(f"📭 No jobs in {runner.job_dir}" + (" matching" if args.status or args.submitter else ""))
         return 0
-    cells = [[title for title, _ in _LIST_COLUMNS]] + [[
-        _fmt_seconds(r[key]) if key in ("duration_s", "elapsed_s") else " ".join(r[key]) if key == "shared" else
-        "" if r[key] is None else _printable(str(r[key])) for _, key in _LIST_COLUMNS] for r in rows]
+    cells = [[title for title, _ in _LIST_COLUMNS]] + [[_cell(r, key) for _, key in _LIST_COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_LIST_COLUMNS))]
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
