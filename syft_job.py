@@ -177,9 +177,27 @@ def _open_folder(path: str | os.PathLike) -> int:
     return fd
 
 
+def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """A clean-up whose failure changes nothing (the file already gone, the process
+    already ended, a disk full): done when it can be, else left."""
+    try:
+        action(*args, **kwargs)
+    except (OSError, SyftJobError, subprocess.SubprocessError):
+        pass
+
+
+def _or_none(read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """What ``read(*args)`` gives, or None when there is nothing to read: a file gone,
+    unreadable or malformed."""
+    try:
+        return read(*args, **kwargs)
+    except (OSError, SyftJobError, ValueError, RecursionError):
+        return None
+
+
 def _fd_path(fd: int, path: str) -> str:
     """Where the open folder ``fd`` really is (the kernel knows; ``realpath`` guesses)."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # no /proc, no F_GETPATH: the path as resolved
         if sys.platform.startswith("linux"):
             return os.readlink(f"/proc/self/fd/{fd}")
         if hasattr(fcntl, "F_GETPATH"):
@@ -226,8 +244,7 @@ def _write_at(dir_fd: int, name: str, data: bytes, mode: int = 0o644, durable: b
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
+        _quietly(os.unlink, tmp, dir_fd=dir_fd)
         raise
 
 
@@ -718,8 +735,9 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
             if not _FLOAT.match(number):
                 raise ValueError(number)
             return float(number)
-        with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep: read as YAML
-            return json.loads(text, parse_float=yaml_float, parse_constant=yaml_float)
+        value = _or_none(json.loads, text, parse_float=yaml_float, parse_constant=yaml_float)
+        if value is not None:  # else not JSON, or nested too deep: read as YAML
+            return value
     return _YamlReader(text, source).read()
 
 
@@ -836,8 +854,8 @@ def _positive(value: Any, what: str, kind: type = float) -> Any:
     :raises ConfigError: naming ``what``.
     """
     if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = kind(value.strip())
+        converted = _or_none(kind, value.strip())
+        value = value if converted is None else converted
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf") \
             or (kind is int and value != int(value)):
         raise ConfigError(f"{what} must be a positive {'whole ' if kind is int else ''}number, got {value!r}")
@@ -1262,8 +1280,7 @@ def _write_state(job: _Job, **changes: Any) -> None:
     """Update a job's state.yaml as syft-job 0.1.39 and 0.1.40 write it: every key,
     nulls included, times in UTC with a Z; ``canonical_name``/``version`` under v1/."""
     state = dict.fromkeys(_STATE_KEYS)
-    with contextlib.suppress(SyftJobError, OSError):
-        state.update(_read_state(job.results) or {})
+    state.update(_or_none(_read_state, job.results) or {})
     state.update(changes)
     for key, value in (("canonical_name", "JobState"), ("version", "1")):
         state.pop(key, None)
@@ -1377,7 +1394,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.fd: int | None = None
         self.watched: dict[str, int] = {}  # folder -> watch descriptor
-        with contextlib.suppress(OSError, AttributeError):
+        with contextlib.suppress(OSError, AttributeError):  # no libc, no inotify: the runner polls
             import ctypes
             self._libc = ctypes.CDLL(None, use_errno=True)
             fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -1398,7 +1415,7 @@ class _Watcher:
     def changed(self) -> bool:
         """Whether anything happened since the last call (the events are read and dropped)."""
         happened = False
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError):  # every event read
             while os.read(self.fd, 1 << 16):
                 happened = True
         return happened
@@ -1462,29 +1479,26 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
         path = os.path.join(job.results, name)
         if not os.path.lexists(path) or not (synced or _may(syftbox, owner, viewer, path, "read")):
             return None
-        with contextlib.suppress(SyftJobError, OSError):
-            return _read_file(path, 16 * 1024 * 1024, truncate=True).decode("utf-8", "replace")
-        return None
+        data = _or_none(_read_file, path, 16 * 1024 * 1024, truncate=True)
+        return None if data is None else data.decode("utf-8", "replace")
 
     status, reason, return_code = "inbox", None, None
     if job.layout != "legacy":
-        with contextlib.suppress(SyftJobError):
-            state = load_yaml(readable(STATE_FILE) or "{}") or {}
-            state = state if isinstance(state, dict) else {}
-            status = state.get("status") if isinstance(state.get("status"), str) else None
-            status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
-            reason = state.get("review_reason") or state.get("rejection_reason")
-            reason = None if reason is None else str(reason)
-            return_code = state.get("return_code")
+        state = _or_none(load_yaml, readable(STATE_FILE) or "{}")
+        state = state if isinstance(state, dict) else {}
+        status = state.get("status") if isinstance(state.get("status"), str) else None
+        status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
+        reason = state.get("review_reason") or state.get("rejection_reason")
+        reason = None if reason is None else str(reason)
+        return_code = state.get("return_code")
     elif (rejected := readable(REJECTED_MARKER)) is not None:
         status, reason = "rejected", rejected.strip() or None
     elif (done := readable(DONE_MARKER)) is not None:
-        with contextlib.suppress(ValueError, RecursionError):
-            record = json.loads(done or "{}")
-            return_code = record.get("return_code") if isinstance(record, dict) else None
-            reason = record.get("review_reason") if isinstance(record, dict) else None
-        with contextlib.suppress(ValueError, TypeError):
-            return_code = int(readable(RETURNCODE_FILE)) if return_code is None else return_code
+        record = _or_none(json.loads, done or "{}")
+        record = record if isinstance(record, dict) else {}
+        return_code, reason = record.get("return_code"), record.get("review_reason")
+        if return_code is None:
+            return_code = _or_none(int, readable(RETURNCODE_FILE) or "")
         status = "done" if return_code in (0, None) else "failed"
     elif readable(APPROVED_MARKER) is not None:
         status = "approved"
@@ -1578,8 +1592,8 @@ class _Site:
         found = {}
         for marker in (os.path.join(os.path.dirname(path), APPROVED_MARKER),
                        *(os.path.join(job.path, APPROVED_MARKER) for job in _subfolders(os.path.dirname(path)))):
-            with contextlib.suppress(OSError):
-                st = os.lstat(marker)
+            st = _or_none(os.lstat, marker)
+            if st is not None:
                 found[marker] = [st.st_ino, st.st_mtime_ns]
         if found:
             self.save("protected.json", json.dumps({**self.unprotected_markers(), **found}).encode())
@@ -1612,22 +1626,23 @@ class _Site:
         data = _read_file(self.root / "audit.jsonl", 1 << 30)
         entries, prev = [], None
         for number, line in enumerate(data.split(b"\n")[:-1], 1):
-            with contextlib.suppress(ValueError):
-                entries.append(json.loads(line))
+            entry = _or_none(json.loads, line)
+            if entry is not None:
+                entries.append(entry)
             if len(entries) < number or not isinstance(entries[-1], dict) or entries[-1].get("prev") != prev:
                 return entries, (f"line {number - 1} was edited, or the line after it removed or moved" if number > 1
                                  else "line 1 was edited, or a line before it removed")
             prev = hashlib.sha256(line).hexdigest()
-        with contextlib.suppress(OSError, SyftJobError):
-            if prev != _read_file(self.root / "audit.head", 64).decode() or not data.endswith(b"\n"):
+        head = _or_none(_read_file, self.root / "audit.head", 64)
+        if head is not None:
+            if prev != head.decode() or not data.endswith(b"\n"):
                 return entries, (f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
                                  if entries else "every line was removed")
         return entries, None
 
     def poked_at(self) -> int:
-        with contextlib.suppress(OSError):
-            return os.stat(self.root / "poke").st_mtime_ns
-        return 0
+        poked = _or_none(os.stat, self.root / "poke")
+        return poked.st_mtime_ns if poked else 0
 
 
 @dataclasses.dataclass
@@ -1649,8 +1664,8 @@ def _read_json(path: str) -> dict | None:
     first, as a claim grows); None when missing or unreadable."""
     try:
         data = _read_file(path, _MAX_RECORD_BYTES)
-        with contextlib.suppress(ValueError):
-            whole = json.loads(data or b"{}")
+        whole = _or_none(json.loads, data or b"{}")
+        if whole is not None:  # else JSON lines, or nothing good
             return whole if isinstance(whole, dict) else None
         fields: dict = {}
         for line in data.splitlines():
@@ -1701,9 +1716,8 @@ def _claim_is_stale(path: str, fields: dict | None) -> bool:
     written right now, unless it is older than a few seconds (a crash mid-write); a
     claim from another host (a shared work_dir) cannot be judged from here."""
     if fields is None:
-        with contextlib.suppress(FileNotFoundError):
-            return time.time() - os.lstat(path).st_mtime > 10
-        return False
+        st = _or_none(os.lstat, path)
+        return st is not None and time.time() - st.st_mtime > 10
     pid = fields.get("pid")
     if fields.get("host") != socket.gethostname():
         return False
@@ -1739,8 +1753,7 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
             return None
         try:
             if _read_json(stale) != fields:  # replaced meanwhile by a live runner
-                with contextlib.suppress(OSError):
-                    os.link(stale, path)
+                _quietly(os.link, stale, path)
                 return None
             if fields and not finished:
                 attempt = fields.get("attempt", 0) + 1 if isinstance(fields.get("attempt"), int) else 2
@@ -1772,7 +1785,7 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
 def _add_to_claim(claim: _Claim, **fields: Any) -> None:
     """Note the started run (its process group, ...) for whoever takes the claim over
     after a crash. Best effort: on a full disk the job runs all the same."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # a full disk: the job runs all the same
         fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
         try:
             _write_all(fd, (json.dumps(fields) + "\n").encode())
@@ -1783,16 +1796,14 @@ def _add_to_claim(claim: _Claim, **fields: Any) -> None:
 def _release(claim: _Claim) -> None:
     if claim.path in _held_claims:
         _held_claims.discard(claim.path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(claim.path)
+        _quietly(os.unlink, claim.path)
 
 
 def _discard(claim: _Claim, copy: str) -> None:
     """Remove the private copy and give the claim up (and any cancel request, and the
     Slurm job id noted by srun)."""
     for note in (claim.cancel_path, claim.path[:-len(".json")] + ".slurm"):
-        with contextlib.suppress(OSError):
-            os.unlink(note)
+        _quietly(os.unlink, note)
     _release(claim)
     if os.path.lexists(copy):
         shutil.rmtree(copy, ignore_errors=True)
@@ -1840,11 +1851,10 @@ def _approval(job: _Job, path: str | None = None) -> tuple[dict[str, str] | None
         fingerprint = hashlib.sha256(data + str(os.lstat(path).st_mtime_ns).encode()).hexdigest()
     except (OSError, SyftJobError):
         return None, ""
-    with contextlib.suppress(ValueError, RecursionError):
-        record = json.loads(data or b"null")
-        files = record.get("files") if isinstance(record, dict) else None
-        if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
-            return files, fingerprint
+    record = _or_none(json.loads, data or b"null")
+    files = record.get("files") if isinstance(record, dict) else None
+    if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
+        return files, fingerprint
     return None, fingerprint
 
 
@@ -1861,8 +1871,9 @@ def _live_status(job: _Job, site: _Site) -> str:
     "interrupted" when its runner died, "changed" when its files no longer match the
     digest approved."""
     if job.state == "finished" and job.layout != "legacy":
-        with contextlib.suppress(SyftJobError, OSError):
-            return (_read_state(job.results) or {}).get("status", "done")
+        state = _or_none(_read_state, job.results)
+        if state is not None:
+            return state.get("status", "done")
     if job.state == "finished":
         record = _read_json(os.path.join(job.folder, DONE_MARKER)) or {}  # ours holds the return code
         code = record["return_code"] if "return_code" in record else _returncode(job)
@@ -1877,23 +1888,22 @@ def _live_status(job: _Job, site: _Site) -> str:
     if job.state == "running":
         return "interrupted"
     approved = _approval(job)[0]
-    with contextlib.suppress(OSError, SyftJobError):
-        if approved is not None and approved != _submission(job):
-            return "changed"
-    return "approved"
+    current = _or_none(_submission, job) if approved is not None else None
+    return "changed" if current is not None and approved != current else "approved"
 
 
 def _slurm_job_id(site: _Site, job: _Job) -> int | None:
     """The Slurm job id of the job's run through srun, which notes it (None otherwise)."""
-    with contextlib.suppress(SyftJobError, ValueError, OSError):
-        return int(_read_file(site.path("jobs", job, ".slurm"), 64))
-    return None
+    return _read_int(site.path("jobs", job, ".slurm"))
 
 
 def _returncode(job: _Job) -> int | None:
-    with contextlib.suppress(SyftJobError, ValueError, OSError):
-        return int(_read_file(os.path.join(job.results, RETURNCODE_FILE), 64))
-    return None
+    return _read_int(os.path.join(job.results, RETURNCODE_FILE))
+
+
+def _read_int(path: str) -> int | None:
+    """A small file holding a whole number (a return code, a Slurm job id), or None."""
+    return _or_none(int, _or_none(_read_file, path, 64) or b"")
 
 
 # ---------------------------------------------------------------------------
@@ -2070,7 +2080,7 @@ def _seccomp_filter() -> bytes | None:
 def _bwrap() -> str | None:
     """bubblewrap's ``bwrap``, if it is installed and can make a sandbox on this machine."""
     path = shutil.which("bwrap")
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # it cannot even start: no sandbox
         probe = [path, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"]
         if path and subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=30).returncode == 0:
             return path
@@ -2323,9 +2333,8 @@ def _carries(pid: int, token: str) -> bool:
 def _children() -> set[int]:
     """This process's children, zombies included (/proc; empty without it)."""
     children: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            children.update(int(pid) for pid in _read_proc(f"/proc/self/task/{task}/children").split())
+    for task in _or_none(os.listdir, "/proc/self/task") or ():
+        children.update(int(pid) for pid in (_or_none(_read_proc, f"/proc/self/task/{task}/children") or b"").split())
     return children
 
 
@@ -2354,8 +2363,7 @@ def _reap_orphans(leaders: set[int]) -> None:
     for pid in _children() - leaders:
         fields = _proc_stat(pid)
         if fields and fields[0] == b"Z" and int(fields[3]) != my_session:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+            _quietly(os.waitpid, pid, os.WNOHANG)
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
@@ -2377,8 +2385,7 @@ def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
     if victims:
         console.say(f"🧹 Stopping {len(victims)} process(es) left running by the interrupted run of {label}")
     for pid in victims:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+        _quietly(os.kill, pid, signal.SIGKILL)
     if fields.get("slurm_job_name"):
         _scancel(f"--name={fields['slurm_job_name']}")
 
@@ -2387,15 +2394,14 @@ def _scancel(*selectors: str) -> None:
     """Cancel Slurm jobs: ``--name=NAME`` or job ids (best effort: ``scancel`` may be
     missing here)."""
     if shutil.which("scancel"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scancel", *selectors], capture_output=True, timeout=30)
+        _quietly(subprocess.run, ["scancel", *selectors], capture_output=True, timeout=30)
 
 
 def _cancel_slurm_jobs_of(uids: set[int]) -> None:
     """Cancel the Slurm jobs that runs queued themselves, found by their uids (one
     ``squeue`` for a whole round)."""
     if uids and shutil.which("squeue"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):  # no Slurm now: nothing of theirs to cancel
             queue = subprocess.run(["squeue", "-h", "-o", "%i %U"], capture_output=True, text=True, timeout=30).stdout
             ids = [fields[0] for fields in map(str.split, queue.splitlines())
                    if len(fields) == 2 and fields[1].isdigit() and int(fields[1]) in uids]
@@ -2567,8 +2573,7 @@ class _Output:
     def write_line(self, line: str) -> None:
         """Add a line of the runner's own, on a line of its own (not on the console)."""
         self.printer = None
-        with contextlib.suppress(OSError):  # a full disk: the log just ends
-            self.write((b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())
+        _quietly(self.write, (b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())  # a full disk: the log just ends
 
 
 @dataclasses.dataclass(eq=False)
@@ -2617,8 +2622,7 @@ class _Run:
             victims.add(self.proc.pid)
         _signal_group(self.pgid, signum)  # first, in one call: a shell never sees its child die before it
         for pid in victims:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signum)
+            _quietly(os.kill, pid, signum)
         return victims
 
     def kill(self, leaders: set[int], other_tokens: Sequence[str]) -> None:
@@ -2667,8 +2671,7 @@ class _Run:
         """Close its log files, pipes and exit descriptor; collect its process."""
         for fd in [self.returncode_fd, self.exit_fd, self.results_fd] + [o.log_fd for o in self.outputs.values()]:
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                _quietly(os.close, fd)
         if self.proc is not None:
             for pipe in (self.proc.stdout, self.proc.stderr):
                 pipe.close()
@@ -2750,9 +2753,8 @@ def _find_program(name: str, search_path: str) -> str | None:
 def _exit_fd(pid: int) -> int | None:
     """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so the
     wait for a job is a ``select``, not a sleep loop; None where there is none."""
-    with contextlib.suppress(AttributeError, OSError):
-        return os.pidfd_open(pid)
-    return None
+    pidfd_open = getattr(os, "pidfd_open", None)  # Linux, Python 3.9+
+    return _or_none(pidfd_open, pid) if pidfd_open else None
 
 
 class _Engine:
@@ -2798,8 +2800,7 @@ class _Engine:
             seconds = min(seconds, 0.05)  # no pidfd (macOS): look at the processes often
         for key, _ in self.selector.select(max(seconds, 0)):
             if key.data is None:  # a signal arrived: the caller looks at its flag
-                with contextlib.suppress(OSError):
-                    os.read(key.fd, 512)
+                _quietly(os.read, key.fd, 512)
             elif key.data == "news":
                 continue
             elif key.data[1] is None or not key.data[1].read():
@@ -2849,9 +2850,8 @@ class _Hooks:
             except OSError as exc:
                 self.console.say(f"⚠️ The on-event command could not start ({what}): {exc}")
                 continue
-            with contextlib.suppress(OSError):  # a command that reads nothing has what it needs
-                proc.stdin.write(json.dumps(event).encode() + b"\n")
-                proc.stdin.close()
+            _quietly(proc.stdin.write, json.dumps(event).encode() + b"\n")  # a command that reads nothing
+            _quietly(proc.stdin.close)
             self.running.append((proc, now, what))
 
     def pids(self) -> set[int]:
@@ -2945,10 +2945,8 @@ def _access(rule: Any, level: str) -> list:
 
 def _file_identity(path: str) -> tuple[int, int, int] | None:
     """What changes whenever a file is replaced or written: inode, size, mtime."""
-    with contextlib.suppress(FileNotFoundError):
-        st = os.lstat(path)
-        return st.st_ino, st.st_size, st.st_mtime_ns
-    return None
+    st = _or_none(os.lstat, path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
 
 
 def _load_permissions(path: str) -> tuple[dict, str]:
@@ -3044,8 +3042,7 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
     """
     folder = os.path.dirname(path)
     with _folder(folder) as fd:
-        with contextlib.suppress(OSError):  # a file system without locks: go on unlocked
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        _quietly(fcntl.flock, fd, fcntl.LOCK_EX)  # a file system without locks: go on unlocked
         if os.path.islink(path):
             raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
         data, header = _load_permissions(path)
@@ -3182,10 +3179,11 @@ def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[s
     hashes = {}
     with _folder(job.results) as fd:
         for name in _LOG_FILES if logs else ():
-            with contextlib.suppress(OSError, SyftJobError):
-                hashes[name] = _copy_file(fd, name, None)
+            sha = _or_none(_copy_file, fd, name, None)
+            if sha is not None:
+                hashes[name] = sha
         if outputs and os.path.isdir(os.path.join(job.results, OUTPUTS_DIR)):
-            with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:
+            with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:  # gone
                 hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
     return hashes
 
@@ -3218,7 +3216,7 @@ def _result_reports(job: _Job, checks: dict) -> list[dict]:
     reports: list[dict] = []
 
     def check(folder_fd: int, name: str, rel: str) -> None:
-        with contextlib.suppress(OSError, SyftJobError):
+        with contextlib.suppress(OSError, SyftJobError):  # gone or changed while checked: not reported
             if stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
                 reports.append(_check_result(folder_fd, name, rel, checks))
 
@@ -3297,10 +3295,10 @@ def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
     shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
               if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
     path, prefix = _governing_file(job)
-    with contextlib.suppress(OSError, SyftJobError):
-        one_by_one = [p for p in _patterns_in(path, f"{prefix}{OUTPUTS_DIR}/") if p != f"{prefix}{OUTPUTS_DIR}/**"]
-        if one_by_one and "outputs" not in shared:
-            shared.append(f"{len(one_by_one)} output(s)")
+    one_by_one = [p for p in _or_none(_patterns_in, path, f"{prefix}{OUTPUTS_DIR}/") or ()
+                  if p != f"{prefix}{OUTPUTS_DIR}/**"]
+    if one_by_one and "outputs" not in shared:
+        shared.append(f"{len(one_by_one)} output(s)")
     return shared
 
 
@@ -3648,25 +3646,21 @@ class SyftJobRunner:
             if job.submitter.lower() in trusted:
                 self._approve_if_trusted(job, trusted[job.submitter.lower()])
         if new:
-            with contextlib.suppress(OSError, SyftJobError):
-                current = {self._seen_key(job) for job in jobs}
-                self._site.save("seen.json", json.dumps(sorted(seen & current)).encode())
+            current = {self._seen_key(job) for job in jobs}
+            _quietly(self._site.save, "seen.json", json.dumps(sorted(seen & current)).encode())
         return [job.key for job in new]
 
     def _seen_jobs(self) -> set[str]:
         if self._seen is None:
-            with contextlib.suppress(OSError, SyftJobError, ValueError):
-                self._seen = set(json.loads(_read_file(self._site.root / "seen.json", _MAX_RECORD_BYTES)))
-        if self._seen is None:
-            self._seen = set()
+            seen = _or_none(json.loads, _or_none(_read_file, self._site.root / "seen.json", _MAX_RECORD_BYTES) or b"[]")
+            self._seen = {key for key in seen if isinstance(key, str)} if isinstance(seen, list) else set()
         return self._seen
 
     @staticmethod
     def _seen_key(job: _Job) -> str:
         """A job's identity for announcements: a submission made again is new again."""
-        with contextlib.suppress(OSError):
-            return f"{job.layout}/{job.key}/{os.lstat(job.folder).st_ino}"
-        return f"{job.layout}/{job.key}"
+        st = _or_none(os.lstat, job.folder)
+        return f"{job.layout}/{job.key}" + (f"/{st.st_ino}" if st else "")
 
     def _print_job(self, job: _Job) -> None:
         say = self.console.say
@@ -3829,16 +3823,14 @@ class SyftJobRunner:
                             "could be forged")
         stood = self._site.unprotected_markers().get(status_file) if job.layout == "legacy" else None
         if stood:
-            with contextlib.suppress(OSError):
-                st = os.lstat(status_file)
-                if stood == [st.st_ino, st.st_mtime_ns]:
+            st = _or_none(os.lstat, status_file)
+            if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
                     raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
                                     f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
         last = self._site.record(job)
         if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
-            with contextlib.suppress(OSError, SyftJobError):
-                _atomic_write(os.path.join(job.folder, DONE_MARKER), json.dumps(
-                    {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
+            _quietly(_atomic_write, os.path.join(job.folder, DONE_MARKER), json.dumps(
+                {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
             raise _HeldBack("it already ran for this approval (its done marker was removed; it is back). "
                             f"To run it again: syft-job rerun {shlex.quote(job.name)}")
         if self.require_approval_digest and approved is None:
@@ -4017,8 +4009,7 @@ class SyftJobRunner:
         if run.stop_reason == "interrupted":  # its claim stays, as a crashed runner's would: run again, said so
             run.close()
             if job.layout != "legacy":
-                with contextlib.suppress(OSError, SyftJobError):
-                    _write_state(job, status="approved")
+                _quietly(_write_state, job, status="approved")
             _held_claims.discard(run.claim.path)
             _discard(run.claim, run.copy)
             self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
@@ -4109,8 +4100,7 @@ class SyftJobRunner:
                     stack.callback(os.close, done)
                     _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
                                                  **told}).encode())
-            with contextlib.suppress(OSError, SyftJobError):  # what release checks a file against
-                record["results"] = _result_hashes(job)
+            record["results"] = _or_none(_result_hashes, job)  # what release checks a file against
             _add_to_claim(claim, **record)
             self._site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
                 key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
@@ -4129,7 +4119,7 @@ class SyftJobRunner:
         """Finish as failed a job that could not run: the reason goes to its stderr.txt."""
         now = datetime.datetime.now(datetime.timezone.utc)
         result = JobResult(job.submitter, job.name, "failed", -1, now, now, 0.0, reason)
-        with contextlib.suppress(OSError, SyftJobError):
+        with contextlib.suppress(OSError, SyftJobError):  # no results folder: the record says it all the same
             os.makedirs(job.results, exist_ok=True)
             with _folder(job.results) as fd:
                 datasite = str(self.config.get_user_dir(self.config.email))
@@ -4434,8 +4424,7 @@ class SyftJobRunner:
 
     def _row(self, job: _Job) -> dict:
         record, state = self._site.record(job), {}
-        with contextlib.suppress(OSError, SyftJobError):
-            state = (_read_state(job.results) if job.layout != "legacy" else None) or {}
+        state = (_or_none(_read_state, job.results) if job.layout != "legacy" else None) or {}
         try:
             submitted = job.read_config().get("submitted_at")
         except SyftJobError:
@@ -4449,14 +4438,14 @@ class SyftJobRunner:
         reason = state.get("review_reason") or state.get("rejection_reason")
         reason = None if reason is None else str(reason)
         if job.layout == "legacy" and status == "rejected":
-            with contextlib.suppress(OSError, SyftJobError):
-                reason = _read_file(os.path.join(job.folder, REJECTED_MARKER), 64 * 1024).decode("utf-8", "replace").strip()
+            text = _or_none(_read_file, os.path.join(job.folder, REJECTED_MARKER), 64 * 1024)
+            reason = reason if text is None else text.decode("utf-8", "replace").strip()
         running = status == "running"
         started = record.get({"done": "started_at", "failed": "started_at", "running": "claimed_at"}.get(status, ""))
         elapsed = None
         if running and isinstance(started, str):
-            with contextlib.suppress(ValueError):
-                elapsed = time.time() - datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+            since = _or_none(datetime.datetime.fromisoformat, started.replace("Z", "+00:00"))
+            elapsed = None if since is None else time.time() - since.timestamp()
         slurm_id = record.get("slurm_job_id") if finished else None
         if running:
             slurm_id = _slurm_job_id(self._site, job)
@@ -4498,9 +4487,8 @@ class SyftJobRunner:
                 packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
         approval = _read_json(_approval_path(job)) or {}
         if job.layout != "legacy":
-            with contextlib.suppress(OSError, SyftJobError):
-                approval = {**approval, **{k: v for k, v in (_read_state(job.results) or {}).items()
-                                           if k in ("approved_by", "approved_at", "approval_method") and v}}
+            approval = {**approval, **{k: v for k, v in (_or_none(_read_state, job.results) or {}).items()
+                                       if k in ("approved_by", "approved_at", "approval_method") and v}}
         approved = _approval(job)[0]
         record = self._site.record(job)
         results = self._results(job, record, output_checks) if row["status"] in ("done", "failed") else []
@@ -4579,7 +4567,7 @@ class SyftJobRunner:
             current = _file_identity(path)
             if current and current[0] != identity:  # a new run: from its start
                 position, identity = 0, current[0]
-            with contextlib.suppress(SyftJobError, OSError):
+            with contextlib.suppress(SyftJobError, OSError):  # not there yet, or gone: look again
                 with os.fdopen(_open_regular(path), "rb") as f:
                     f.seek(position)
                     for chunk in iter(lambda: f.read(_READ_SIZE), b""):
@@ -4600,8 +4588,7 @@ class SyftJobRunner:
     def _delete(self, job: _Job) -> None:
         with os.scandir(job.folder):
             pass  # a folder that cannot be read is named here, before anything is deleted
-        with contextlib.suppress(OSError, SyftJobError):
-            _share(job, True, True, undo=True)
+        _quietly(_share, job, True, True, undo=True)
         for folder in dict.fromkeys((job.results, job.folder)):
             _remove_path(folder)
         self._forget(job, "jobs", "approvals")
@@ -4609,8 +4596,7 @@ class SyftJobRunner:
     def _forget(self, job: _Job, *kinds: str) -> None:
         """Remove this runner's records of a job ("jobs": its last run, "approvals")."""
         for kind in kinds:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._site.path(kind, job))
+            _quietly(os.unlink, self._site.path(kind, job))
         self._site.poke()
 
     # -- the loop ------------------------------------------------------------
@@ -5353,7 +5339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
     for stream in (sys.stdout, sys.stderr):  # a console that cannot encode a character gets an escape
-        with contextlib.suppress(AttributeError, ValueError):
+        with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's: left as it is
             stream.reconfigure(errors="backslashreplace")
     args = _build_parser().parse_args(argv)
     try:
