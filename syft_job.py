@@ -145,6 +145,55 @@ class JobNotFoundError(JobError):
 
 
 # ---------------------------------------------------------------------------
+# Console: everything the library prints goes through one object
+# ---------------------------------------------------------------------------
+
+# Control characters, bidi overrides and undecodable bytes in a name could forge or
+# hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e"
+                          "\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
+
+
+_UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))  # the same, but for "\n"
+
+
+def _printable(text: str, lines: bool = False) -> str:
+    """``text`` safe to print: control (ESC, CSI, OSC, BEL, C1), bidi and undecodable
+    characters escaped, ``\n`` too unless ``lines``."""
+    return (_UNPRINTABLE_IN_LINES if lines else _UNPRINTABLE).sub(
+        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+class _Console:
+    """Where everything the library prints goes: standard output (``None``), any
+    object with ``write(text)``, or nowhere (``False``). Each write holds whole lines."""
+
+    def __init__(self, sink: Any = None) -> None:
+        if sink is not None and sink is not False and not callable(getattr(sink, "write", None)):
+            raise ConfigError(f"console must be None, False or have a write(text) method, got {sink!r}")
+        self.sink = sink
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (already escaped); a character the console cannot encode is
+        written as an escape."""
+        if self.sink is False:
+            return
+        out = sys.stdout if self.sink is None else self.sink
+        try:
+            out.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(out, "encoding", None) or "ascii"
+            out.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        flush = getattr(out, "flush", None)
+        if flush is not None:
+            flush()
+
+    def say(self, *lines: str) -> None:
+        """Write lines of the runner's own, any control character in them escaped."""
+        self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
+
+
+# ---------------------------------------------------------------------------
 # Files: folders opened once, never through a symlink; atomic replaces
 # ---------------------------------------------------------------------------
 #
@@ -429,55 +478,6 @@ def _size(n: int) -> str:
 def _utc_now() -> str:
     """Now, as SyftBox's clients write times: ISO 8601 in UTC with a trailing Z."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-# ---------------------------------------------------------------------------
-# Console: everything the library prints goes through one object
-# ---------------------------------------------------------------------------
-
-# Control characters, bidi overrides and undecodable bytes in a name could forge or
-# hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e"
-                          "\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
-
-
-_UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))  # the same, but for "\n"
-
-
-def _printable(text: str, lines: bool = False) -> str:
-    """``text`` safe to print: control (ESC, CSI, OSC, BEL, C1), bidi and undecodable
-    characters escaped, ``\n`` too unless ``lines``."""
-    return (_UNPRINTABLE_IN_LINES if lines else _UNPRINTABLE).sub(
-        lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
-
-
-class _Console:
-    """Where everything the library prints goes: standard output (``None``), any
-    object with ``write(text)``, or nowhere (``False``). Each write holds whole lines."""
-
-    def __init__(self, sink: Any = None) -> None:
-        if sink is not None and sink is not False and not callable(getattr(sink, "write", None)):
-            raise ConfigError(f"console must be None, False or have a write(text) method, got {sink!r}")
-        self.sink = sink
-
-    def write(self, text: str) -> None:
-        """Write ``text`` (already escaped); a character the console cannot encode is
-        written as an escape."""
-        if self.sink is False:
-            return
-        out = sys.stdout if self.sink is None else self.sink
-        try:
-            out.write(text)
-        except UnicodeEncodeError:
-            encoding = getattr(out, "encoding", None) or "ascii"
-            out.write(text.encode(encoding, "backslashreplace").decode(encoding))
-        flush = getattr(out, "flush", None)
-        if flush is not None:
-            flush()
-
-    def say(self, *lines: str) -> None:
-        """Write lines of the runner's own, any control character in them escaped."""
-        self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------
@@ -939,265 +939,6 @@ class _RunOptions:
 
 
 # ---------------------------------------------------------------------------
-# Submission: the data scientist's side, creating jobs and reading them back
-# ---------------------------------------------------------------------------
-
-CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
-_DEFAULT_BASE_PACKAGES = ("syft-client",)
-_PYTHON_VERSION = "3.12"
-_COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
-
-
-def _double_quoted(word: str) -> str:
-    """``"word"`` as the docs write packages, or shell-safe quoting when that is unsafe."""
-    return shlex.quote(word) if re.search(r'["$`\\\n!]', word) else f'"{word}"'
-
-
-def _python_run_script(layout: str, entry: str, project_dir: str | None, has_pyproject: bool,
-                       packages: Sequence[str]) -> str:
-    """The run.sh of a Python job, exactly as each layout's client writes it.
-
-    :param entry: the script to run: relative to the job folder (legacy), or to code/.
-    :param project_dir: legacy only: the submitted folder's name (None: a single file).
-    :param has_pyproject: the folder has a pyproject.toml: ``uv sync`` it.
-    :param packages: installed with ``uv pip install``, in this order.
-    """
-    install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
-    lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
-    if layout != "legacy":
-        lines += [f"cd {CODE_DIR}", f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate",
-                  *([f"uv sync --python {_PYTHON_VERSION}"] if has_pyproject else []), *install,
-                  "export PYTHONPATH=.:${PYTHONPATH:-}"]
-    elif project_dir is not None and has_pyproject:
-        project = shlex.quote(project_dir)
-        lines += [f"cd {project} && uv sync --python {_PYTHON_VERSION} && cd ..",
-                  f"source {project}/.venv/bin/activate", *install, f"export PYTHONPATH={project}:${{PYTHONPATH:-}}"]
-    else:
-        lines += [f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate", *install]
-        if project_dir is not None:
-            lines.append(f"export PYTHONPATH={shlex.quote(project_dir)}:${{PYTHONPATH:-}}")
-    return "\n".join(lines + [f"python {shlex.quote(entry)}"]) + "\n"
-
-
-def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
-    """The script to run in a submitted folder: ``entrypoint``, else main.py, else the
-    only .py file at its root."""
-    if entrypoint:
-        target = (folder / entrypoint).resolve()
-        if not target.is_file() or folder.resolve() not in target.parents:
-            raise JobError(f"entrypoint {entrypoint!r} is not a file inside {folder}")
-        return target.relative_to(folder.resolve()).as_posix()
-    if (folder / "main.py").is_file():
-        return "main.py"
-    scripts = sorted(p.name for p in folder.glob("*.py") if p.is_file())
-    if len(scripts) != 1:
-        raise JobError(f"cannot tell which script to run in {folder}: no main.py and {len(scripts)} .py "
-                       f"files at its root ({', '.join(scripts) or 'none'}); pass entrypoint=...")
-    return scripts[0]
-
-
-class JobClient:
-    """Submits jobs into data owners' datasites and lists them, as the SyftBox clients do.
-
-    :param config: the data scientist's configuration (its email is the submitter).
-    :param layout: ``"legacy"``, ``"v0"`` or ``"v1"`` (see ``LAYOUTS``); None: the
-        layout the owner's job folder already uses, else ``"v0"``, which every current
-        owner's client reads.
-    """
-
-    def __init__(self, config: SyftJobConfig, layout: str | None = None) -> None:
-        if layout is not None and layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or None, got {layout!r}")
-        self.config = config
-        self.layout = layout
-
-    def submit_bash_job(self, user: str, script: str, job_name: str = "") -> Path:
-        """Submit a shell script as a job for ``user`` to review.
-
-        :param user: the data owner.
-        :param script: the text of run.sh (legacy: a ``#!/bin/bash`` line is added).
-        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
-        :returns: the new job folder.
-        """
-        layout = self._layout_for(user)
-        if layout == "legacy":
-            script = ("" if script.startswith("#!") else "#!/bin/bash\n") + script + (
-                "" if script.endswith("\n") else "\n")
-            return self._create_job(user, job_name, layout, script, {}, lambda folder: None)
-
-        def copy(folder: Path) -> None:
-            (folder / CODE_DIR).mkdir()
-            (folder / CODE_DIR / "script.sh").write_text(script, encoding="utf-8")
-        return self._create_job(user, job_name, layout, script, {"type": "bash", "files": ["script.sh"]}, copy)
-
-    def submit_python_job(self, user: str, code_path: str | os.PathLike, job_name: str = "",
-                          dependencies: Sequence[str] | None = None, entrypoint: str | None = None,
-                          base_packages: Sequence[str] | None = None) -> Path:
-        """Submit a Python script, or a folder of code, as a job for ``user`` to review.
-
-        :param user: the data owner.
-        :param code_path: a ``.py`` file, or a folder (with pyproject.toml: ``uv sync``).
-        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
-        :param dependencies: packages to install, e.g. ``["numpy", "pandas==2.2.0"]``.
-        :param entrypoint: the script to run in a folder; default main.py, else the only .py.
-        :param base_packages: installed before ``dependencies``; default
-            $SYFT_CLIENT_INSTALL_SOURCE, else ``syft-client``.
-        :returns: the new job folder.
-        """
-        layout = self._layout_for(user)
-        source = Path(code_path).expanduser().absolute()
-        dependencies = [str(d) for d in (dependencies or [])]
-        if base_packages is None:
-            from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
-            base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
-        packages = list(dict.fromkeys([*base_packages, *dependencies]))
-        if source.is_dir():
-            entry = _folder_entrypoint(source, entrypoint)
-            project = _check_folder_name(source.name, "code folder name") if layout == "legacy" else None
-            where = project if project is not None else CODE_DIR
-
-            def copy(folder: Path) -> None:
-                shutil.copytree(source, folder / where, symlinks=True, ignore=_COPY_IGNORE)
-        elif source.is_file() and source.suffix == ".py":
-            entry, project = _check_folder_name(source.name, "code file name"), None
-
-            def copy(folder: Path) -> None:
-                if layout != "legacy":
-                    (folder / CODE_DIR).mkdir()
-                shutil.copy2(source, folder / ("" if layout == "legacy" else CODE_DIR) / entry)
-        else:
-            raise JobError(f"code not found: {source}" if not source.exists()
-                           else f"{source} is not a .py file: submit a Python script, or a folder of code")
-        if layout == "legacy" and (project or entry) in _RUNNER_NAMES | {CONFIG_FILE, RUN_SCRIPT}:
-            raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
-        has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
-        script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
-                                    packages)
-        extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
-        if layout == "legacy":
-            extra.update(entry_point=entry, dependencies=dependencies)
-        else:
-            extra.update(entrypoint=entry, dependencies=packages,
-                         files=sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
-                                      if p.is_file() and not {".venv", "__pycache__", ".git"} & set(p.parts))
-                         if source.is_dir() else [entry])
-        return self._create_job(user, job_name, layout, script, extra, copy)
-
-    def _layout_for(self, owner: str) -> str:
-        """The layout to submit to ``owner`` in: the one its job folder already uses."""
-        job_dir = self.config.get_job_dir(owner)
-        if self.layout is not None:
-            return self.layout
-        if (job_dir / "inbox" / self.config.email / "v1").is_dir():
-            return "v1"
-        if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
-                and (job_dir / self.config.email).is_dir():
-            return "legacy"
-        return "v0"
-
-    def _create_job(self, user: str, job_name: str, layout: str, script: str, extra: dict,
-                    copy_code: Callable[[Path], None]) -> Path:
-        """Make the job folder; config.yaml comes last, so a runner never sees half a job."""
-        name = _check_folder_name(job_name or f"Job - {secrets.token_hex(4)}", "job name")
-        if layout != "legacy" and _VERSION_FOLDER.match(name):
-            raise JobError(f"the job name {name!r} is reserved for protocol folders (v1, v2, ...); rename it")
-        if not self.config.get_user_dir(user).is_dir():
-            raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} (is the SyftBox folder synced?)")
-        folder = _job_paths(self.config.get_job_dir(user), layout, self.config.email, name)[0]
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            raise JobError(f"a job named {name!r} already exists at {folder}") from None
-        try:
-            copy_code(folder)
-            _atomic_write(folder / RUN_SCRIPT, script.encode("utf-8"), mode=0o755)
-            if layout == "legacy":
-                config = {"name": name, "submitted_by": self.config.email,
-                          "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra}
-            else:
-                config = {"name": name, "type": "bash", "submitted_at": _utc_now(), "entrypoint": None,
-                          "dependencies": [], "files": [], "is_folder_submission": False, "code_path": None,
-                          "job_type": "local", "datasets": None, "headers": {}, **extra}
-                if layout == "v1":
-                    config.update(canonical_name="JobSubmissionMetadata", version="1")
-            _atomic_write(folder / CONFIG_FILE, dump_yaml(config).encode("utf-8"))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return folder
-
-    @property
-    def jobs(self) -> JobsList:
-        """This data scientist's jobs at every datasite in the SyftBox folder, newest
-        first, as its own SyftBox would show them: logs and outputs only where the owner
-        shared them."""
-        found = []
-        for site in _subfolders(self.config.syftbox_folder):
-            job_dir = Path(site.path) / "app_data" / "job"
-            found += [_job_info(job, self.config.syftbox_folder, site.name, self.config.email)
-                      for job in _JobScanner(job_dir).scan() if job.submitter == self.config.email]
-        return JobsList(sorted(found, key=lambda info: info._when, reverse=True))
-
-
-@dataclasses.dataclass
-class JobInfo:
-    """One job as its submitter sees it (``JobClient.jobs``). ``stdout``, ``stderr`` and
-    ``outputs`` are None until the owner shares them."""
-
-    name: str
-    owner: str
-    submitted_by: str
-    status: str
-    reason: str | None
-    return_code: int | None
-    stdout: str | None
-    stderr: str | None
-    outputs: list[Path] | None
-    submitted_at: str | None
-    layout: str
-    folder: Path
-    _when: float = dataclasses.field(default=0.0, repr=False, compare=False)
-
-    _COLUMNS = (("NAME", "name"), ("OWNER", "owner"), ("STATUS", "status"), ("SUBMITTED", "submitted_at"),
-                ("RC", "return_code"), ("REASON", "reason"), ("SHARED", "shared"))
-
-    @property
-    def shared(self) -> str:
-        return " ".join(what for what, value in (("logs", self.stdout), ("outputs", self.outputs))
-                        if value is not None)
-
-    def _cells(self) -> list[str]:
-        return ["" if getattr(self, key) is None else _printable(str(getattr(self, key))) for _, key in self._COLUMNS]
-
-    def __str__(self) -> str:
-        text = "\n".join(f"{title.lower():>9}: {cell}" for (title, _), cell in zip(self._COLUMNS, self._cells()))
-        for label, value in (("stdout", self.stdout), ("stderr", self.stderr)):
-            if value:
-                text += f"\n--- {label} ---\n" + _printable(value.rstrip("\n")).replace("\\n", "\n")
-        return text
-
-    def _repr_html_(self) -> str:
-        return JobsList([self])._repr_html_()
-
-
-class JobsList(list):
-    """A list of :class:`JobInfo` that prints as a table, in a terminal and in Jupyter."""
-
-    def __str__(self) -> str:
-        if not self:
-            return "No jobs."
-        rows = [[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in JobInfo._COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in job._cells()) + "</tr>" for job in self)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-# ---------------------------------------------------------------------------
 # Discovery: what jobs exist, in every layout, and in which state
 # ---------------------------------------------------------------------------
 #
@@ -1464,58 +1205,6 @@ def _receive(job: _Job, owner: str, datasite: str) -> str | None:
 def _relative(text: str, folder: str) -> str:
     """A message for a submitter: paths in ``folder`` named relative to it."""
     return text.replace(folder.rstrip("/") + "/", "")
-
-
-def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
-    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. A data
-    scientist's own SyftBox holds only that, and none of the owner's permission files:
-    there, a file that is present is one it may read."""
-    datasite = os.path.join(syftbox, owner)
-    steps = os.path.relpath(job.results, datasite).split(os.sep)
-    synced = not any(os.path.lexists(os.path.join(datasite, *steps[:depth], PERMISSION_FILE))
-                     for depth in range(len(steps) + 1))
-
-    def readable(name: str) -> str | None:
-        path = os.path.join(job.results, name)
-        if not os.path.lexists(path) or not (synced or _may(syftbox, owner, viewer, path, "read")):
-            return None
-        data = _or_none(_read_file, path, 16 * 1024 * 1024, truncate=True)
-        return None if data is None else data.decode("utf-8", "replace")
-
-    status, reason, return_code = "inbox", None, None
-    if job.layout != "legacy":
-        state = _or_none(load_yaml, readable(STATE_FILE) or "{}")
-        state = state if isinstance(state, dict) else {}
-        status = state.get("status") if isinstance(state.get("status"), str) else None
-        status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
-        reason = state.get("review_reason") or state.get("rejection_reason")
-        reason = None if reason is None else str(reason)
-        return_code = state.get("return_code")
-    elif (rejected := readable(REJECTED_MARKER)) is not None:
-        status, reason = "rejected", rejected.strip() or None
-    elif (done := readable(DONE_MARKER)) is not None:
-        record = _or_none(json.loads, done or "{}")
-        record = record if isinstance(record, dict) else {}
-        return_code, reason = record.get("return_code"), record.get("review_reason")
-        if return_code is None:
-            return_code = _or_none(int, readable(RETURNCODE_FILE) or "")
-        status = "done" if return_code in (0, None) else "failed"
-    elif readable(APPROVED_MARKER) is not None:
-        status = "approved"
-    outputs = os.path.join(job.results, OUTPUTS_DIR)
-    files = sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE) \
-        if os.path.isdir(outputs) and not os.path.islink(outputs) else []
-    released = [p for p in files if synced or _may(syftbox, owner, viewer, str(p), "read")]  # all, or some
-    shared = released or (files == [] and _may(syftbox, owner, viewer, os.path.join(outputs, "f"), "read"))
-    try:
-        submitted = job.read_config().get("submitted_at")
-        when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
-    except (SyftJobError, ValueError, OverflowError):
-        submitted, when = None, os.lstat(job.folder).st_mtime
-    return JobInfo(job.name, owner, job.submitter, status, reason, return_code if isinstance(return_code, int) else None,
-                   readable(STDOUT_FILE), readable(STDERR_FILE), released if shared else None,
-                   None if submitted is None else str(submitted), job.layout,
-                   Path(job.folder), when)
 
 
 # ---------------------------------------------------------------------------
@@ -2117,6 +1806,13 @@ def _harden_runner(console: _Console) -> None:
     except (OSError, AttributeError) as exc:
         console.say(f"⚠️ Jobs can read this runner's memory and may leave processes behind on this system ({exc}); "
                     "run it on Linux, with bubblewrap, for isolation")
+
+
+@functools.lru_cache(maxsize=None)
+def _find_program(name: str, search_path: str) -> str | None:
+    """Where ``name`` is on ``search_path`` (a PATH value), looked up once: starting a
+    plain "bash" makes the child try each PATH entry in turn, for every job."""
+    return shutil.which(name, path=search_path)
 
 
 def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network: bool, account: _Account | None,
@@ -2743,13 +2439,6 @@ def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: s
     return env
 
 
-@functools.lru_cache(maxsize=None)
-def _find_program(name: str, search_path: str) -> str | None:
-    """Where ``name`` is on ``search_path`` (a PATH value), looked up once: starting a
-    plain "bash" makes the child try each PATH entry in turn, for every job."""
-    return shutil.which(name, path=search_path)
-
-
 def _exit_fd(pid: int) -> int | None:
     """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so the
     wait for a job is a ``select``, not a sleep loop; None where there is none."""
@@ -3300,6 +2989,317 @@ def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
     if one_by_one and "outputs" not in shared:
         shared.append(f"{len(one_by_one)} output(s)")
     return shared
+
+
+# ---------------------------------------------------------------------------
+# Submission: the data scientist's side, creating jobs and reading them back
+# ---------------------------------------------------------------------------
+
+CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
+_DEFAULT_BASE_PACKAGES = ("syft-client",)
+_PYTHON_VERSION = "3.12"
+_COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
+
+
+def _double_quoted(word: str) -> str:
+    """``"word"`` as the docs write packages, or shell-safe quoting when that is unsafe."""
+    return shlex.quote(word) if re.search(r'["$`\\\n!]', word) else f'"{word}"'
+
+
+def _python_run_script(layout: str, entry: str, project_dir: str | None, has_pyproject: bool,
+                       packages: Sequence[str]) -> str:
+    """The run.sh of a Python job, exactly as each layout's client writes it.
+
+    :param entry: the script to run: relative to the job folder (legacy), or to code/.
+    :param project_dir: legacy only: the submitted folder's name (None: a single file).
+    :param has_pyproject: the folder has a pyproject.toml: ``uv sync`` it.
+    :param packages: installed with ``uv pip install``, in this order.
+    """
+    install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
+    lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
+    if layout != "legacy":
+        lines += [f"cd {CODE_DIR}", f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate",
+                  *([f"uv sync --python {_PYTHON_VERSION}"] if has_pyproject else []), *install,
+                  "export PYTHONPATH=.:${PYTHONPATH:-}"]
+    elif project_dir is not None and has_pyproject:
+        project = shlex.quote(project_dir)
+        lines += [f"cd {project} && uv sync --python {_PYTHON_VERSION} && cd ..",
+                  f"source {project}/.venv/bin/activate", *install, f"export PYTHONPATH={project}:${{PYTHONPATH:-}}"]
+    else:
+        lines += [f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate", *install]
+        if project_dir is not None:
+            lines.append(f"export PYTHONPATH={shlex.quote(project_dir)}:${{PYTHONPATH:-}}")
+    return "\n".join(lines + [f"python {shlex.quote(entry)}"]) + "\n"
+
+
+def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
+    """The script to run in a submitted folder: ``entrypoint``, else main.py, else the
+    only .py file at its root."""
+    if entrypoint:
+        target = (folder / entrypoint).resolve()
+        if not target.is_file() or folder.resolve() not in target.parents:
+            raise JobError(f"entrypoint {entrypoint!r} is not a file inside {folder}")
+        return target.relative_to(folder.resolve()).as_posix()
+    if (folder / "main.py").is_file():
+        return "main.py"
+    scripts = sorted(p.name for p in folder.glob("*.py") if p.is_file())
+    if len(scripts) != 1:
+        raise JobError(f"cannot tell which script to run in {folder}: no main.py and {len(scripts)} .py "
+                       f"files at its root ({', '.join(scripts) or 'none'}); pass entrypoint=...")
+    return scripts[0]
+
+
+class JobClient:
+    """Submits jobs into data owners' datasites and lists them, as the SyftBox clients do.
+
+    :param config: the data scientist's configuration (its email is the submitter).
+    :param layout: ``"legacy"``, ``"v0"`` or ``"v1"`` (see ``LAYOUTS``); None: the
+        layout the owner's job folder already uses, else ``"v0"``, which every current
+        owner's client reads.
+    """
+
+    def __init__(self, config: SyftJobConfig, layout: str | None = None) -> None:
+        if layout is not None and layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or None, got {layout!r}")
+        self.config = config
+        self.layout = layout
+
+    def submit_bash_job(self, user: str, script: str, job_name: str = "") -> Path:
+        """Submit a shell script as a job for ``user`` to review.
+
+        :param user: the data owner.
+        :param script: the text of run.sh (legacy: a ``#!/bin/bash`` line is added).
+        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
+        :returns: the new job folder.
+        """
+        layout = self._layout_for(user)
+        if layout == "legacy":
+            script = ("" if script.startswith("#!") else "#!/bin/bash\n") + script + (
+                "" if script.endswith("\n") else "\n")
+            return self._create_job(user, job_name, layout, script, {}, lambda folder: None)
+
+        def copy(folder: Path) -> None:
+            (folder / CODE_DIR).mkdir()
+            (folder / CODE_DIR / "script.sh").write_text(script, encoding="utf-8")
+        return self._create_job(user, job_name, layout, script, {"type": "bash", "files": ["script.sh"]}, copy)
+
+    def submit_python_job(self, user: str, code_path: str | os.PathLike, job_name: str = "",
+                          dependencies: Sequence[str] | None = None, entrypoint: str | None = None,
+                          base_packages: Sequence[str] | None = None) -> Path:
+        """Submit a Python script, or a folder of code, as a job for ``user`` to review.
+
+        :param user: the data owner.
+        :param code_path: a ``.py`` file, or a folder (with pyproject.toml: ``uv sync``).
+        :param job_name: the job's name; empty gives ``Job - <8 hex chars>``.
+        :param dependencies: packages to install, e.g. ``["numpy", "pandas==2.2.0"]``.
+        :param entrypoint: the script to run in a folder; default main.py, else the only .py.
+        :param base_packages: installed before ``dependencies``; default
+            $SYFT_CLIENT_INSTALL_SOURCE, else ``syft-client``.
+        :returns: the new job folder.
+        """
+        layout = self._layout_for(user)
+        source = Path(code_path).expanduser().absolute()
+        dependencies = [str(d) for d in (dependencies or [])]
+        if base_packages is None:
+            from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
+            base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
+        packages = list(dict.fromkeys([*base_packages, *dependencies]))
+        if source.is_dir():
+            entry = _folder_entrypoint(source, entrypoint)
+            project = _check_folder_name(source.name, "code folder name") if layout == "legacy" else None
+            where = project if project is not None else CODE_DIR
+
+            def copy(folder: Path) -> None:
+                shutil.copytree(source, folder / where, symlinks=True, ignore=_COPY_IGNORE)
+        elif source.is_file() and source.suffix == ".py":
+            entry, project = _check_folder_name(source.name, "code file name"), None
+
+            def copy(folder: Path) -> None:
+                if layout != "legacy":
+                    (folder / CODE_DIR).mkdir()
+                shutil.copy2(source, folder / ("" if layout == "legacy" else CODE_DIR) / entry)
+        else:
+            raise JobError(f"code not found: {source}" if not source.exists()
+                           else f"{source} is not a .py file: submit a Python script, or a folder of code")
+        if layout == "legacy" and (project or entry) in _RUNNER_NAMES | {CONFIG_FILE, RUN_SCRIPT}:
+            raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
+        has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
+        script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
+                                    packages)
+        extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
+        if layout == "legacy":
+            extra.update(entry_point=entry, dependencies=dependencies)
+        else:
+            extra.update(entrypoint=entry, dependencies=packages,
+                         files=sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
+                                      if p.is_file() and not {".venv", "__pycache__", ".git"} & set(p.parts))
+                         if source.is_dir() else [entry])
+        return self._create_job(user, job_name, layout, script, extra, copy)
+
+    def _layout_for(self, owner: str) -> str:
+        """The layout to submit to ``owner`` in: the one its job folder already uses."""
+        job_dir = self.config.get_job_dir(owner)
+        if self.layout is not None:
+            return self.layout
+        if (job_dir / "inbox" / self.config.email / "v1").is_dir():
+            return "v1"
+        if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
+                and (job_dir / self.config.email).is_dir():
+            return "legacy"
+        return "v0"
+
+    def _create_job(self, user: str, job_name: str, layout: str, script: str, extra: dict,
+                    copy_code: Callable[[Path], None]) -> Path:
+        """Make the job folder; config.yaml comes last, so a runner never sees half a job."""
+        name = _check_folder_name(job_name or f"Job - {secrets.token_hex(4)}", "job name")
+        if layout != "legacy" and _VERSION_FOLDER.match(name):
+            raise JobError(f"the job name {name!r} is reserved for protocol folders (v1, v2, ...); rename it")
+        if not self.config.get_user_dir(user).is_dir():
+            raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} (is the SyftBox folder synced?)")
+        folder = _job_paths(self.config.get_job_dir(user), layout, self.config.email, name)[0]
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise JobError(f"a job named {name!r} already exists at {folder}") from None
+        try:
+            copy_code(folder)
+            _atomic_write(folder / RUN_SCRIPT, script.encode("utf-8"), mode=0o755)
+            if layout == "legacy":
+                config = {"name": name, "submitted_by": self.config.email,
+                          "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra}
+            else:
+                config = {"name": name, "type": "bash", "submitted_at": _utc_now(), "entrypoint": None,
+                          "dependencies": [], "files": [], "is_folder_submission": False, "code_path": None,
+                          "job_type": "local", "datasets": None, "headers": {}, **extra}
+                if layout == "v1":
+                    config.update(canonical_name="JobSubmissionMetadata", version="1")
+            _atomic_write(folder / CONFIG_FILE, dump_yaml(config).encode("utf-8"))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
+    @property
+    def jobs(self) -> JobsList:
+        """This data scientist's jobs at every datasite in the SyftBox folder, newest
+        first, as its own SyftBox would show them: logs and outputs only where the owner
+        shared them."""
+        found = []
+        for site in _subfolders(self.config.syftbox_folder):
+            job_dir = Path(site.path) / "app_data" / "job"
+            found += [_job_info(job, self.config.syftbox_folder, site.name, self.config.email)
+                      for job in _JobScanner(job_dir).scan() if job.submitter == self.config.email]
+        return JobsList(sorted(found, key=lambda info: info._when, reverse=True))
+
+
+@dataclasses.dataclass
+class JobInfo:
+    """One job as its submitter sees it (``JobClient.jobs``). ``stdout``, ``stderr`` and
+    ``outputs`` are None until the owner shares them."""
+
+    name: str
+    owner: str
+    submitted_by: str
+    status: str
+    reason: str | None
+    return_code: int | None
+    stdout: str | None
+    stderr: str | None
+    outputs: list[Path] | None
+    submitted_at: str | None
+    layout: str
+    folder: Path
+    _when: float = dataclasses.field(default=0.0, repr=False, compare=False)
+
+    _COLUMNS = (("NAME", "name"), ("OWNER", "owner"), ("STATUS", "status"), ("SUBMITTED", "submitted_at"),
+                ("RC", "return_code"), ("REASON", "reason"), ("SHARED", "shared"))
+
+    @property
+    def shared(self) -> str:
+        return " ".join(what for what, value in (("logs", self.stdout), ("outputs", self.outputs))
+                        if value is not None)
+
+    def _cells(self) -> list[str]:
+        return ["" if getattr(self, key) is None else _printable(str(getattr(self, key))) for _, key in self._COLUMNS]
+
+    def __str__(self) -> str:
+        text = "\n".join(f"{title.lower():>9}: {cell}" for (title, _), cell in zip(self._COLUMNS, self._cells()))
+        for label, value in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if value:
+                text += f"\n--- {label} ---\n" + _printable(value.rstrip("\n")).replace("\\n", "\n")
+        return text
+
+    def _repr_html_(self) -> str:
+        return JobsList([self])._repr_html_()
+
+
+class JobsList(list):
+    """A list of :class:`JobInfo` that prints as a table, in a terminal and in Jupyter."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "No jobs."
+        rows = [[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in JobInfo._COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in job._cells()) + "</tr>" for job in self)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
+    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. A data
+    scientist's own SyftBox holds only that, and none of the owner's permission files:
+    there, a file that is present is one it may read."""
+    datasite = os.path.join(syftbox, owner)
+    steps = os.path.relpath(job.results, datasite).split(os.sep)
+    synced = not any(os.path.lexists(os.path.join(datasite, *steps[:depth], PERMISSION_FILE))
+                     for depth in range(len(steps) + 1))
+
+    def readable(name: str) -> str | None:
+        path = os.path.join(job.results, name)
+        if not os.path.lexists(path) or not (synced or _may(syftbox, owner, viewer, path, "read")):
+            return None
+        data = _or_none(_read_file, path, 16 * 1024 * 1024, truncate=True)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    status, reason, return_code = "inbox", None, None
+    if job.layout != "legacy":
+        state = _or_none(load_yaml, readable(STATE_FILE) or "{}")
+        state = state if isinstance(state, dict) else {}
+        status = state.get("status") if isinstance(state.get("status"), str) else None
+        status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
+        reason = state.get("review_reason") or state.get("rejection_reason")
+        reason = None if reason is None else str(reason)
+        return_code = state.get("return_code")
+    elif (rejected := readable(REJECTED_MARKER)) is not None:
+        status, reason = "rejected", rejected.strip() or None
+    elif (done := readable(DONE_MARKER)) is not None:
+        record = _or_none(json.loads, done or "{}")
+        record = record if isinstance(record, dict) else {}
+        return_code, reason = record.get("return_code"), record.get("review_reason")
+        if return_code is None:
+            return_code = _or_none(int, readable(RETURNCODE_FILE) or "")
+        status = "done" if return_code in (0, None) else "failed"
+    elif readable(APPROVED_MARKER) is not None:
+        status = "approved"
+    outputs = os.path.join(job.results, OUTPUTS_DIR)
+    files = sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE) \
+        if os.path.isdir(outputs) and not os.path.islink(outputs) else []
+    released = [p for p in files if synced or _may(syftbox, owner, viewer, str(p), "read")]  # all, or some
+    shared = released or (files == [] and _may(syftbox, owner, viewer, os.path.join(outputs, "f"), "read"))
+    try:
+        submitted = job.read_config().get("submitted_at")
+        when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
+    except (SyftJobError, ValueError, OverflowError):
+        submitted, when = None, os.lstat(job.folder).st_mtime
+    return JobInfo(job.name, owner, job.submitter, status, reason, return_code if isinstance(return_code, int) else None,
+                   readable(STDOUT_FILE), readable(STDERR_FILE), released if shared else None,
+                   None if submitted is None else str(submitted), job.layout,
+                   Path(job.folder), when)
 
 
 # ---------------------------------------------------------------------------
