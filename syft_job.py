@@ -1596,6 +1596,443 @@ def _read_int(path: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------
+# Sharing: SyftBox permissions, judged and written, private until the owner shares
+# ---------------------------------------------------------------------------
+#
+# For a path, SyftBox uses only the nearest syft.pub.yaml above it (a terminal one
+# ends the way down), and in it the most specific matching pattern. A submitter's
+# folder usually grants it write (inbox, legacy) or read (review) on "**"; the runner
+# adds more specific rules to the same file:
+#
+#   legacy <submitter>/:  */stdout.txt, */stderr.txt, */returncode.txt, */outputs/**  nobody
+#                         */approved, */done, */rejected        read: the submitter
+#   review/<submitter>/:  the same logs and outputs/**, under */ and v1/*/       nobody
+#                         */state.yaml, v1/*/state.yaml           read: the submitter
+#   when shared:          <job>/stdout.txt ... <job>/outputs/**   read: the submitter
+#
+# A literal path beats "*/...", which beats "**", under both of SyftBox's engines.
+
+_LEVELS = ("read", "write", "admin")  # each includes the ones before it
+_PRIVATE_NAMES = (*_LOG_FILES, f"{OUTPUTS_DIR}/**")
+_MAX_PERMISSION_BYTES = 16 * 1024 * 1024
+# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
+# header). A submitter's file grows with every shared job; reading it again for each
+# job would cost more and more as jobs pile up.
+_permission_files: dict[str, tuple[tuple[int, int, int] | None, dict, str]] = {}
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern:
+    """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any
+    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes. One that is not a pattern
+    (``[z-a]``) matches nothing (and is not understood: see _understood)."""
+    out = []
+    for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
+        if part in ("**/", "**"):
+            out.append("(?:[^/]+/)*" if part == "**/" else ".*")
+        elif not part or (part == "*" and out[-1:] == ["[^/]*"]):
+            continue  # "***x" is "*x": a run of stars would backtrack without end
+        elif part in ("*", "?"):
+            out.append("[^/]*" if part == "*" else "[^/]")
+        elif part[:1] == "[":
+            out.append("[" + part[1:-1].replace("!", "^", 1) + "]")
+        elif part[:1] == "{":
+            out.append("(?:" + "|".join(map(re.escape, part[1:-1].split(","))) + ")")
+        else:
+            out.append(re.escape(part[1:] if part[:1] == "\\" else part))
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error:
+        return _NEVER
+
+
+_NEVER = re.compile(r"(?!)")
+
+
+def _rank(pattern: str) -> tuple:
+    """SyftBox's specificity, higher first: a template, literal segments, wildcard
+    segments, fewer ``**``, more segments."""
+    segments = pattern.split("/")
+    literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
+    return ("{{.UserEmail}}" in pattern, sum(literal),
+            sum(1 for s, lit in zip(segments, literal) if not lit and s != "**"), -segments.count("**"), len(segments))
+
+
+def _grantees(user: str) -> tuple[str, str, str]:
+    """The names in a rule that grant to ``user``: anyone, the user, the user's domain."""
+    return "*", user, "*@" + user.partition("@")[2]
+
+
+def _access(rule: Any, level: str) -> list:
+    access = rule.get("access") if isinstance(rule, dict) else None
+    users = access.get(level) if isinstance(access, dict) else None
+    return users if isinstance(users, list) else []
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    """What changes whenever a file is replaced or written: inode, size, mtime."""
+    st = _or_none(os.lstat, path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
+
+
+def _load_permissions(path: str) -> tuple[dict, str]:
+    """A syft.pub.yaml as ``(data, its leading comment lines)``; empty if missing."""
+    if not os.path.lexists(path):
+        return {"terminal": False, "rules": []}, ""
+    known = _permission_files.get(path)
+    if known is not None and known[0] == _file_identity(path):
+        return known[1], known[2]
+    text = _read_text(path, _MAX_PERMISSION_BYTES)
+    data = load_yaml(text, path) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
+        raise JobError(f"{_printable(path)}: not a SyftBox permission file (expected a 'rules:' list)")
+    data.setdefault("terminal", False)
+    data["rules"] = data.get("rules") or []
+    header = "".join(line + "\n" for line in re.match(r"(?:[ \t]*(?:#.*)?\n)*", text).group().splitlines()).strip("\n")
+    header = header + "\n" if header else ""
+    _permission_files[path] = (_file_identity(path), data, header)
+    return data, header
+
+
+def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
+    """Whether SyftBox's rules let ``user`` ``level`` ("read", "write", "admin") the
+    file ``path`` in ``owner``'s datasite. The owner may everything; a syft.pub.yaml
+    itself needs admin. Reading is judged as SyftBox judges it (the nearest file; an
+    unreadable one grants nothing). Writing is judged failing closed, since a wrong
+    "no" would trust a forged approval: an unreadable permission file, a rule or name
+    this module does not read exactly (a glob in an email, USER, a template), or a
+    grant in any syft.pub.yaml on the way down, not only the nearest, counts as "may"."""
+    if user == owner:
+        return True
+    cautious = level != "read"
+    datasite = os.path.join(os.fspath(syftbox), owner)
+    parts = os.path.relpath(path, datasite).split(os.sep)
+    level = "admin" if parts[-1] == PERMISSION_FILE else level
+    files = []
+    for depth in range(len(parts)):  # from the datasite down to the file's own folder
+        candidate = os.path.join(datasite, *parts[:depth], PERMISSION_FILE)
+        if os.path.lexists(candidate) and (cautious or (os.path.isfile(candidate) and not os.path.islink(candidate))):
+            try:
+                data = _load_permissions(candidate)[0]
+            except (OSError, SyftJobError):
+                if cautious:
+                    return True
+                data = {"rules": []}
+            files.append((depth, data))
+            if data.get("terminal") is True and not cautious:
+                break
+    for depth, data in files if cautious else files[-1:]:
+        if cautious and not all(_understood(rule) for rule in data["rules"]):
+            return True
+        target = "/".join(parts[depth:])
+        rules = [r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
+                 and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
+        best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
+        if best is not None and any(_grants(name, user, cautious) for higher in _LEVELS[_LEVELS.index(level):]
+                                    for name in _access(best, higher)):
+            return True
+    return False
+
+
+_PLAIN_GRANTEE = re.compile(r"(?:\*|(?:\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+)\Z")  # anyone, an email, "*@domain"
+
+
+def _grants(name: Any, user: str, cautious: bool) -> bool:
+    """Whether a name in an access list grants to ``user``; ``cautious``: also any
+    name this module does not read exactly."""
+    return name in _grantees(user) or (cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
+
+
+def _understood(rule: Any) -> bool:
+    """A rule of the shape SyftBox writes: a pattern (no template but the user's email),
+    and a list of names per level."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str):
+        return False
+    access, pattern = rule.get("access"), rule["pattern"].replace("{{.UserEmail}}", "")
+    return "{{" not in pattern and _glob(pattern) is not _NEVER and isinstance(access, dict) and all(
+        isinstance(access.get(level) or [], list) for level in _LEVELS)
+
+
+def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
+    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
+
+
+def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                      unshare: Sequence[str] = ()) -> bool:
+    """Bring one syft.pub.yaml up to date: every ``(pattern, readers, writers)`` of
+    ``wanted`` is there (a rule that has the pattern already only gets the users
+    added), and ``submitter`` reads none of the ``unshare`` patterns (a rule left with
+    nobody goes). Other rules are kept. Returns whether the file changed.
+
+    :param path: the file (created if missing, replaced atomically, under a lock).
+    """
+    folder = os.path.dirname(path)
+    with _folder(folder) as fd:
+        _quietly(fcntl.flock, fd, fcntl.LOCK_EX)  # a file system without locks: go on unlocked
+        if os.path.islink(path):
+            raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
+        data, header = _load_permissions(path)
+        data = {**data, "rules": [dict(r) if isinstance(r, dict) else r for r in data["rules"]]}
+        by_pattern = {r["pattern"]: r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)}
+        added, changed = [], not os.path.lexists(path)
+        for pattern, read, write in wanted:
+            rule = by_pattern.get(pattern)
+            if rule is None:
+                rule = by_pattern[pattern] = _rule(pattern, read, write)
+                added.append(rule)
+                continue
+            for level, users in (("read", read), ("write", write)):
+                missing = [u for u in users if not any(u in _access(rule, lvl) for lvl in _LEVELS[_LEVELS.index(level):])]
+                if missing:
+                    rule["access"] = {**(rule.get("access") if isinstance(rule.get("access"), dict) else {}),
+                                      level: _access(rule, level) + missing}
+                    changed = True
+        for pattern in unshare:
+            rule = by_pattern.get(pattern)
+            if rule is not None and submitter in _access(rule, "read"):
+                rule["access"] = {**rule["access"], "read": [u for u in _access(rule, "read") if u != submitter]}
+                if not any(_access(rule, level) for level in _LEVELS):
+                    data["rules"].remove(rule)
+                changed = True
+        if added:  # specific rules first, as people write them; the order does not change their meaning
+            data["rules"] = [r for r in added if r["pattern"] != "**"] + data["rules"] + [
+                r for r in added if r["pattern"] == "**"]
+            changed = True
+        if changed:
+            _write_at(fd, PERMISSION_FILE, (header + dump_yaml(data)).encode("utf-8"))
+            _permission_files[path] = (_file_identity(path), data, header)
+        return changed
+
+
+def _governing_file(job: _Job) -> tuple[str, str]:
+    """The syft.pub.yaml that decides access to a job's results, and the pattern
+    prefix that addresses the job in it."""
+    if job.layout != "legacy":  # review/<submitter>/syft.pub.yaml, above the v1/ level
+        folder = os.path.dirname(job.results) if job.layout == "v0" else os.path.dirname(os.path.dirname(job.results))
+        return os.path.join(folder, PERMISSION_FILE), ("v1/" if job.layout == "v1" else "") + _glob_escape(job.name) + "/"
+    if os.path.lexists(os.path.join(job.folder, PERMISSION_FILE)):
+        return os.path.join(job.folder, PERMISSION_FILE), ""
+    return os.path.join(os.path.dirname(job.folder), PERMISSION_FILE), _glob_escape(job.name) + "/"
+
+
+def _protections(layout: str, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
+    """The rules that keep a submitter's results private and let it see its status.
+
+    :param prefix: ``"*/"`` in a submitter's folder, ``""`` in a job's own folder.
+    """
+    if layout == "legacy":
+        return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
+            (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
+    return [(level + n, [], []) for level in ("*/", "v1/*/") for n in _PRIVATE_NAMES] + [
+        (level + STATE_FILE, [submitter], []) for level in ("*/", "v1/*/")]
+
+
+def _protect(job: _Job, own_folder: bool = False) -> str | None:
+    """Add the protections to the syft.pub.yaml of the job's submitter folder (review/
+    or legacy), or with ``own_folder``, of a legacy job folder. A legacy file is edited
+    only if it exists (with none, the file above decides, and the owner's own files are
+    not ours to edit) and lets the submitter write (else nothing is needed).
+
+    :returns: the file, when it changed (the submitter could write there until now).
+    """
+    if job.layout != "legacy":
+        path, prefix = _governing_file(job)[0], "*/"
+    else:
+        path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
+        prefix = "" if own_folder else "*/"
+        if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
+            return None
+    return path if _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix)) else None
+
+
+def _may_write_somewhere(path: str, user: str) -> bool:
+    return any(_grants(name, user, True) for rule in _load_permissions(path)[0]["rules"]
+               for level in ("write", "admin") for name in _access(rule, level))
+
+
+def _shared_patterns(job: _Job, outputs: bool, logs: bool) -> list[str]:
+    prefix = _governing_file(job)[1]
+    return [prefix + n for n in _LOG_FILES if logs] + [f"{prefix}{OUTPUTS_DIR}/**"] * outputs
+
+
+def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False) -> None:
+    """Grant (or, with ``undo``, take back) the submitter's read access to a finished
+    job's outputs and/or logs."""
+    outputs = os.path.join(job.results, OUTPUTS_DIR)
+    if share_outputs and not undo and os.path.lexists(outputs) and (os.path.islink(outputs) or not os.path.isdir(outputs)):
+        raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with a symlink "
+                       "or a file?); nothing shared")
+    patterns = _shared_patterns(job, False, share_logs)
+    own = os.path.join(outputs, PERMISSION_FILE)
+    if share_outputs and os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for it
+        _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])],
+                          _patterns_in(own, "") if undo else ())
+    elif share_outputs:
+        patterns += _shared_patterns(job, True, False)
+    path, prefix = _governing_file(job)
+    if undo and os.path.lexists(path):  # the files released one by one too
+        patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
+    if patterns and (not undo or os.path.lexists(path)):
+        wanted = [] if undo else [(p, [job.submitter], []) for p in patterns]
+        if not undo and job.layout != "legacy":
+            wanted += _protections(job.layout, job.submitter)
+        _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
+
+
+def _patterns_in(path: str, prefix: str) -> list[str]:
+    """The patterns of a permission file that start with ``prefix``."""
+    return [r["pattern"] for r in _load_permissions(path)[0]["rules"]
+            if isinstance(r, dict) and isinstance(r.get("pattern"), str) and r["pattern"].startswith(prefix)]
+
+
+def _grant_files(job: _Job, paths: Sequence[str]) -> None:
+    """Let the submitter read exactly these result files (``stdout.txt``,
+    ``outputs/table.csv``): a rule for each, in the file that decides for it."""
+    path, prefix = _governing_file(job)
+    own = os.path.join(job.results, OUTPUTS_DIR, PERMISSION_FILE)
+    if os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for what is under it
+        inside = [p[len(OUTPUTS_DIR) + 1:] for p in paths if p.startswith(f"{OUTPUTS_DIR}/")]
+        _edit_permissions(own, job.submitter, [(_glob_escape(p), [job.submitter], []) for p in inside])
+        paths = [p for p in paths if not p.startswith(f"{OUTPUTS_DIR}/")]
+    if paths:
+        _edit_permissions(path, job.submitter, [(prefix + _glob_escape(p), [job.submitter], []) for p in paths] + (
+            _protections(job.layout, job.submitter) if job.layout != "legacy" else []))
+
+
+def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
+    """``{path in the results: sha256}`` of a finished job's logs and outputs (what a
+    share or a release gives), read through file descriptors."""
+    hashes = {}
+    with _folder(job.results) as fd:
+        for name in _LOG_FILES if logs else ():
+            sha = _or_none(_copy_file, fd, name, None)
+            if sha is not None:
+                hashes[name] = sha
+        if outputs and os.path.isdir(os.path.join(job.results, OUTPUTS_DIR)):
+            with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:  # gone
+                hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
+    return hashes
+
+
+# Output checking before results leave the datasite, as trusted research environments
+# do it (OpenSAFELY's job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell
+# counts under 10). A flag is a reason to look, and to name the file to release it.
+_OUTPUT_CHECKS = {"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [
+    ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".pdf", ".txt", ".log", ".json", ".md"]}
+_IDENTIFIER_COLUMN = re.compile(r"(?:id|.+_id|e-?mail|.*name|nhs_?number|ssn|dob|date_of_birth|birth_?date|address"
+                                r"|post_?code|zip_?code|phone|mobile)\Z", re.I)
+_SMALL_INTEGER = re.compile(r"\s*\+?[0-9]{1,9}\s*\Z")
+
+
+def _output_checks(overrides: dict | None) -> dict:
+    """The thresholds of the checks: the defaults, with ``overrides``.
+    :raises ConfigError: an unknown name or a value that is not positive."""
+    checks = dict(_OUTPUT_CHECKS)
+    for name, value in (overrides or {}).items():
+        if name not in checks:
+            raise ConfigError(f"output_checks: {name!r} is none of {', '.join(checks)}")
+        checks[name] = [str(t).lower() for t in value] if name == "allowed_types" else _positive(value, name)
+    return checks
+
+
+def _result_reports(job: _Job, checks: dict) -> list[dict]:
+    """The checked report (see _check_result) of every result file of a job: its logs,
+    then each regular file under outputs/, folders walked by descriptor, links never
+    followed (a planted link is not a result)."""
+    reports: list[dict] = []
+
+    def check(folder_fd: int, name: str, rel: str) -> None:
+        with contextlib.suppress(OSError, SyftJobError):  # gone or changed while checked: not reported
+            if stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
+                reports.append(_check_result(folder_fd, name, rel, checks))
+
+    with _folder(job.results) as fd:
+        for name in (STDOUT_FILE, STDERR_FILE):
+            check(fd, name, name)
+        for root, folders, files, root_fd in os.fwalk(OUTPUTS_DIR, dir_fd=fd) if _exists_at(fd, OUTPUTS_DIR) else ():
+            folders.sort()  # (fwalk gives nothing when outputs/ is a link)
+            for name in sorted(files):
+                check(root_fd, name, f"{root}/{name}")
+    return reports
+
+
+def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
+    """One result file as the owner reviews it before releasing it: its size, sha256,
+    whether it is UTF-8 text, its lines, its first lines (escaped), for a CSV its rows,
+    columns and header, and the flags of the checks. One read; a CSV small enough to
+    release is read a second time, for its cells."""
+    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
+    size = lines = 0
+    head, last, text = b"", b"\n", True
+    fd = _open_regular(name, dir_fd)
+    try:
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            digest.update(block)
+            size, lines, last = size + len(block), lines + block.count(b"\n"), block[-1:]
+            head += block[:max(0, 65536 - len(head))]
+            if text:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError:
+                    text = False
+    finally:
+        os.close(fd)
+    text = text and b"\0" not in head and decoder.getstate()[0] == b""
+    if last != b"\n":  # a last line without its newline
+        lines += 1
+    report = {"path": rel, "size": size, "sha256": digest.hexdigest(), "text": text, "lines": lines,
+              "first_lines": [_printable(line) for line in head[:4096].decode("utf-8", "replace").splitlines()[:5]]
+              if text else [],
+              "flags": [flag for flag, hit in (
+                  ("file-type", not rel.lower().endswith(tuple(checks["allowed_types"]))),
+                  ("large-file", size > checks["max_file_mb"] * 1024 * 1024), ("not-utf8", not text)) if hit]}
+    if text and rel.lower().endswith(".csv"):
+        report.update(_check_csv(dir_fd, name, lines, "large-file" not in report["flags"], checks, report["flags"]))
+    return report
+
+
+def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, flags: list[str]) -> dict:
+    """A CSV's rows, columns and header; flags many rows, identifier columns and small
+    counts (cells read only in a file small enough to release)."""
+    fd = _open_regular(rel, dir_fd)
+    with open(fd, encoding="utf-8", newline="", errors="replace") as file:
+        reader = csv.reader(file)
+        header = next(reader, [])
+        rows = max(lines - 1, 0)
+        if small and rows <= checks["max_rows"]:
+            rows = 0
+            for row in reader:
+                rows += 1
+                if "small-count" not in flags and any(
+                        _SMALL_INTEGER.match(cell) and 1 <= int(cell) < checks["min_count"] for cell in row):
+                    flags.append("small-count")
+    flags += [flag for flag, hit in (("many-rows", rows > checks["max_rows"]),
+                                     ("identifier-column", any(_IDENTIFIER_COLUMN.match(h.strip()) for h in header)))
+              if hit]
+    return {"csv": {"rows": rows, "columns": len(header), "header": [_printable(h) for h in header]}}
+
+
+def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
+    """What the submitter can read of a job's results: "logs", "outputs", or "N
+    output(s)" released one by one."""
+    shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
+              if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
+    path, prefix = _governing_file(job)
+    one_by_one = [p for p in _or_none(_patterns_in, path, f"{prefix}{OUTPUTS_DIR}/") or ()
+                  if p != f"{prefix}{OUTPUTS_DIR}/**"]
+    if one_by_one and "outputs" not in shared:
+        shared.append(f"{len(one_by_one)} output(s)")
+    return shared
+
+
+# ---------------------------------------------------------------------------
 # Isolation: what a running job can reach
 # ---------------------------------------------------------------------------
 #
@@ -2552,443 +2989,6 @@ class _Hooks:
         while self.running or self.waiting:
             self.poll()
             time.sleep(0.02)
-
-
-# ---------------------------------------------------------------------------
-# Sharing: SyftBox permissions, judged and written, private until the owner shares
-# ---------------------------------------------------------------------------
-#
-# For a path, SyftBox uses only the nearest syft.pub.yaml above it (a terminal one
-# ends the way down), and in it the most specific matching pattern. A submitter's
-# folder usually grants it write (inbox, legacy) or read (review) on "**"; the runner
-# adds more specific rules to the same file:
-#
-#   legacy <submitter>/:  */stdout.txt, */stderr.txt, */returncode.txt, */outputs/**  nobody
-#                         */approved, */done, */rejected        read: the submitter
-#   review/<submitter>/:  the same logs and outputs/**, under */ and v1/*/       nobody
-#                         */state.yaml, v1/*/state.yaml           read: the submitter
-#   when shared:          <job>/stdout.txt ... <job>/outputs/**   read: the submitter
-#
-# A literal path beats "*/...", which beats "**", under both of SyftBox's engines.
-
-_LEVELS = ("read", "write", "admin")  # each includes the ones before it
-_PRIVATE_NAMES = (*_LOG_FILES, f"{OUTPUTS_DIR}/**")
-_MAX_PERMISSION_BYTES = 16 * 1024 * 1024
-# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
-# header). A submitter's file grows with every shared job; reading it again for each
-# job would cost more and more as jobs pile up.
-_permission_files: dict[str, tuple[tuple[int, int, int] | None, dict, str]] = {}
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
-
-
-@functools.lru_cache(maxsize=4096)
-def _glob(pattern: str) -> re.Pattern:
-    """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any
-    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes. One that is not a pattern
-    (``[z-a]``) matches nothing (and is not understood: see _understood)."""
-    out = []
-    for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
-        if part in ("**/", "**"):
-            out.append("(?:[^/]+/)*" if part == "**/" else ".*")
-        elif not part or (part == "*" and out[-1:] == ["[^/]*"]):
-            continue  # "***x" is "*x": a run of stars would backtrack without end
-        elif part in ("*", "?"):
-            out.append("[^/]*" if part == "*" else "[^/]")
-        elif part[:1] == "[":
-            out.append("[" + part[1:-1].replace("!", "^", 1) + "]")
-        elif part[:1] == "{":
-            out.append("(?:" + "|".join(map(re.escape, part[1:-1].split(","))) + ")")
-        else:
-            out.append(re.escape(part[1:] if part[:1] == "\\" else part))
-    try:
-        return re.compile("".join(out) + r"\Z")
-    except re.error:
-        return _NEVER
-
-
-_NEVER = re.compile(r"(?!)")
-
-
-def _rank(pattern: str) -> tuple:
-    """SyftBox's specificity, higher first: a template, literal segments, wildcard
-    segments, fewer ``**``, more segments."""
-    segments = pattern.split("/")
-    literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
-    return ("{{.UserEmail}}" in pattern, sum(literal),
-            sum(1 for s, lit in zip(segments, literal) if not lit and s != "**"), -segments.count("**"), len(segments))
-
-
-def _grantees(user: str) -> tuple[str, str, str]:
-    """The names in a rule that grant to ``user``: anyone, the user, the user's domain."""
-    return "*", user, "*@" + user.partition("@")[2]
-
-
-def _access(rule: Any, level: str) -> list:
-    access = rule.get("access") if isinstance(rule, dict) else None
-    users = access.get(level) if isinstance(access, dict) else None
-    return users if isinstance(users, list) else []
-
-
-def _file_identity(path: str) -> tuple[int, int, int] | None:
-    """What changes whenever a file is replaced or written: inode, size, mtime."""
-    st = _or_none(os.lstat, path)
-    return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
-
-
-def _load_permissions(path: str) -> tuple[dict, str]:
-    """A syft.pub.yaml as ``(data, its leading comment lines)``; empty if missing."""
-    if not os.path.lexists(path):
-        return {"terminal": False, "rules": []}, ""
-    known = _permission_files.get(path)
-    if known is not None and known[0] == _file_identity(path):
-        return known[1], known[2]
-    text = _read_text(path, _MAX_PERMISSION_BYTES)
-    data = load_yaml(text, path) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("rules") or [], list):
-        raise JobError(f"{_printable(path)}: not a SyftBox permission file (expected a 'rules:' list)")
-    data.setdefault("terminal", False)
-    data["rules"] = data.get("rules") or []
-    header = "".join(line + "\n" for line in re.match(r"(?:[ \t]*(?:#.*)?\n)*", text).group().splitlines()).strip("\n")
-    header = header + "\n" if header else ""
-    _permission_files[path] = (_file_identity(path), data, header)
-    return data, header
-
-
-def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
-    """Whether SyftBox's rules let ``user`` ``level`` ("read", "write", "admin") the
-    file ``path`` in ``owner``'s datasite. The owner may everything; a syft.pub.yaml
-    itself needs admin. Reading is judged as SyftBox judges it (the nearest file; an
-    unreadable one grants nothing). Writing is judged failing closed, since a wrong
-    "no" would trust a forged approval: an unreadable permission file, a rule or name
-    this module does not read exactly (a glob in an email, USER, a template), or a
-    grant in any syft.pub.yaml on the way down, not only the nearest, counts as "may"."""
-    if user == owner:
-        return True
-    cautious = level != "read"
-    datasite = os.path.join(os.fspath(syftbox), owner)
-    parts = os.path.relpath(path, datasite).split(os.sep)
-    level = "admin" if parts[-1] == PERMISSION_FILE else level
-    files = []
-    for depth in range(len(parts)):  # from the datasite down to the file's own folder
-        candidate = os.path.join(datasite, *parts[:depth], PERMISSION_FILE)
-        if os.path.lexists(candidate) and (cautious or (os.path.isfile(candidate) and not os.path.islink(candidate))):
-            try:
-                data = _load_permissions(candidate)[0]
-            except (OSError, SyftJobError):
-                if cautious:
-                    return True
-                data = {"rules": []}
-            files.append((depth, data))
-            if data.get("terminal") is True and not cautious:
-                break
-    for depth, data in files if cautious else files[-1:]:
-        if cautious and not all(_understood(rule) for rule in data["rules"]):
-            return True
-        target = "/".join(parts[depth:])
-        rules = [r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
-                 and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
-        best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
-        if best is not None and any(_grants(name, user, cautious) for higher in _LEVELS[_LEVELS.index(level):]
-                                    for name in _access(best, higher)):
-            return True
-    return False
-
-
-_PLAIN_GRANTEE = re.compile(r"(?:\*|(?:\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+)\Z")  # anyone, an email, "*@domain"
-
-
-def _grants(name: Any, user: str, cautious: bool) -> bool:
-    """Whether a name in an access list grants to ``user``; ``cautious``: also any
-    name this module does not read exactly."""
-    return name in _grantees(user) or (cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
-
-
-def _understood(rule: Any) -> bool:
-    """A rule of the shape SyftBox writes: a pattern (no template but the user's email),
-    and a list of names per level."""
-    if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str):
-        return False
-    access, pattern = rule.get("access"), rule["pattern"].replace("{{.UserEmail}}", "")
-    return "{{" not in pattern and _glob(pattern) is not _NEVER and isinstance(access, dict) and all(
-        isinstance(access.get(level) or [], list) for level in _LEVELS)
-
-
-def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
-    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
-
-
-def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-                      unshare: Sequence[str] = ()) -> bool:
-    """Bring one syft.pub.yaml up to date: every ``(pattern, readers, writers)`` of
-    ``wanted`` is there (a rule that has the pattern already only gets the users
-    added), and ``submitter`` reads none of the ``unshare`` patterns (a rule left with
-    nobody goes). Other rules are kept. Returns whether the file changed.
-
-    :param path: the file (created if missing, replaced atomically, under a lock).
-    """
-    folder = os.path.dirname(path)
-    with _folder(folder) as fd:
-        _quietly(fcntl.flock, fd, fcntl.LOCK_EX)  # a file system without locks: go on unlocked
-        if os.path.islink(path):
-            raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
-        data, header = _load_permissions(path)
-        data = {**data, "rules": [dict(r) if isinstance(r, dict) else r for r in data["rules"]]}
-        by_pattern = {r["pattern"]: r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)}
-        added, changed = [], not os.path.lexists(path)
-        for pattern, read, write in wanted:
-            rule = by_pattern.get(pattern)
-            if rule is None:
-                rule = by_pattern[pattern] = _rule(pattern, read, write)
-                added.append(rule)
-                continue
-            for level, users in (("read", read), ("write", write)):
-                missing = [u for u in users if not any(u in _access(rule, lvl) for lvl in _LEVELS[_LEVELS.index(level):])]
-                if missing:
-                    rule["access"] = {**(rule.get("access") if isinstance(rule.get("access"), dict) else {}),
-                                      level: _access(rule, level) + missing}
-                    changed = True
-        for pattern in unshare:
-            rule = by_pattern.get(pattern)
-            if rule is not None and submitter in _access(rule, "read"):
-                rule["access"] = {**rule["access"], "read": [u for u in _access(rule, "read") if u != submitter]}
-                if not any(_access(rule, level) for level in _LEVELS):
-                    data["rules"].remove(rule)
-                changed = True
-        if added:  # specific rules first, as people write them; the order does not change their meaning
-            data["rules"] = [r for r in added if r["pattern"] != "**"] + data["rules"] + [
-                r for r in added if r["pattern"] == "**"]
-            changed = True
-        if changed:
-            _write_at(fd, PERMISSION_FILE, (header + dump_yaml(data)).encode("utf-8"))
-            _permission_files[path] = (_file_identity(path), data, header)
-        return changed
-
-
-def _governing_file(job: _Job) -> tuple[str, str]:
-    """The syft.pub.yaml that decides access to a job's results, and the pattern
-    prefix that addresses the job in it."""
-    if job.layout != "legacy":  # review/<submitter>/syft.pub.yaml, above the v1/ level
-        folder = os.path.dirname(job.results) if job.layout == "v0" else os.path.dirname(os.path.dirname(job.results))
-        return os.path.join(folder, PERMISSION_FILE), ("v1/" if job.layout == "v1" else "") + _glob_escape(job.name) + "/"
-    if os.path.lexists(os.path.join(job.folder, PERMISSION_FILE)):
-        return os.path.join(job.folder, PERMISSION_FILE), ""
-    return os.path.join(os.path.dirname(job.folder), PERMISSION_FILE), _glob_escape(job.name) + "/"
-
-
-def _protections(layout: str, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
-    """The rules that keep a submitter's results private and let it see its status.
-
-    :param prefix: ``"*/"`` in a submitter's folder, ``""`` in a job's own folder.
-    """
-    if layout == "legacy":
-        return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
-            (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
-    return [(level + n, [], []) for level in ("*/", "v1/*/") for n in _PRIVATE_NAMES] + [
-        (level + STATE_FILE, [submitter], []) for level in ("*/", "v1/*/")]
-
-
-def _protect(job: _Job, own_folder: bool = False) -> str | None:
-    """Add the protections to the syft.pub.yaml of the job's submitter folder (review/
-    or legacy), or with ``own_folder``, of a legacy job folder. A legacy file is edited
-    only if it exists (with none, the file above decides, and the owner's own files are
-    not ours to edit) and lets the submitter write (else nothing is needed).
-
-    :returns: the file, when it changed (the submitter could write there until now).
-    """
-    if job.layout != "legacy":
-        path, prefix = _governing_file(job)[0], "*/"
-    else:
-        path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
-        prefix = "" if own_folder else "*/"
-        if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
-            return None
-    return path if _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix)) else None
-
-
-def _may_write_somewhere(path: str, user: str) -> bool:
-    return any(_grants(name, user, True) for rule in _load_permissions(path)[0]["rules"]
-               for level in ("write", "admin") for name in _access(rule, level))
-
-
-def _shared_patterns(job: _Job, outputs: bool, logs: bool) -> list[str]:
-    prefix = _governing_file(job)[1]
-    return [prefix + n for n in _LOG_FILES if logs] + [f"{prefix}{OUTPUTS_DIR}/**"] * outputs
-
-
-def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False) -> None:
-    """Grant (or, with ``undo``, take back) the submitter's read access to a finished
-    job's outputs and/or logs."""
-    outputs = os.path.join(job.results, OUTPUTS_DIR)
-    if share_outputs and not undo and os.path.lexists(outputs) and (os.path.islink(outputs) or not os.path.isdir(outputs)):
-        raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with a symlink "
-                       "or a file?); nothing shared")
-    patterns = _shared_patterns(job, False, share_logs)
-    own = os.path.join(outputs, PERMISSION_FILE)
-    if share_outputs and os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for it
-        _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])],
-                          _patterns_in(own, "") if undo else ())
-    elif share_outputs:
-        patterns += _shared_patterns(job, True, False)
-    path, prefix = _governing_file(job)
-    if undo and os.path.lexists(path):  # the files released one by one too
-        patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
-    if patterns and (not undo or os.path.lexists(path)):
-        wanted = [] if undo else [(p, [job.submitter], []) for p in patterns]
-        if not undo and job.layout != "legacy":
-            wanted += _protections(job.layout, job.submitter)
-        _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
-
-
-def _patterns_in(path: str, prefix: str) -> list[str]:
-    """The patterns of a permission file that start with ``prefix``."""
-    return [r["pattern"] for r in _load_permissions(path)[0]["rules"]
-            if isinstance(r, dict) and isinstance(r.get("pattern"), str) and r["pattern"].startswith(prefix)]
-
-
-def _grant_files(job: _Job, paths: Sequence[str]) -> None:
-    """Let the submitter read exactly these result files (``stdout.txt``,
-    ``outputs/table.csv``): a rule for each, in the file that decides for it."""
-    path, prefix = _governing_file(job)
-    own = os.path.join(job.results, OUTPUTS_DIR, PERMISSION_FILE)
-    if os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for what is under it
-        inside = [p[len(OUTPUTS_DIR) + 1:] for p in paths if p.startswith(f"{OUTPUTS_DIR}/")]
-        _edit_permissions(own, job.submitter, [(_glob_escape(p), [job.submitter], []) for p in inside])
-        paths = [p for p in paths if not p.startswith(f"{OUTPUTS_DIR}/")]
-    if paths:
-        _edit_permissions(path, job.submitter, [(prefix + _glob_escape(p), [job.submitter], []) for p in paths] + (
-            _protections(job.layout, job.submitter) if job.layout != "legacy" else []))
-
-
-def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
-    """``{path in the results: sha256}`` of a finished job's logs and outputs (what a
-    share or a release gives), read through file descriptors."""
-    hashes = {}
-    with _folder(job.results) as fd:
-        for name in _LOG_FILES if logs else ():
-            sha = _or_none(_copy_file, fd, name, None)
-            if sha is not None:
-                hashes[name] = sha
-        if outputs and os.path.isdir(os.path.join(job.results, OUTPUTS_DIR)):
-            with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:  # gone
-                hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
-    return hashes
-
-
-# Output checking before results leave the datasite, as trusted research environments
-# do it (OpenSAFELY's job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell
-# counts under 10). A flag is a reason to look, and to name the file to release it.
-_OUTPUT_CHECKS = {"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [
-    ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".pdf", ".txt", ".log", ".json", ".md"]}
-_IDENTIFIER_COLUMN = re.compile(r"(?:id|.+_id|e-?mail|.*name|nhs_?number|ssn|dob|date_of_birth|birth_?date|address"
-                                r"|post_?code|zip_?code|phone|mobile)\Z", re.I)
-_SMALL_INTEGER = re.compile(r"\s*\+?[0-9]{1,9}\s*\Z")
-
-
-def _output_checks(overrides: dict | None) -> dict:
-    """The thresholds of the checks: the defaults, with ``overrides``.
-    :raises ConfigError: an unknown name or a value that is not positive."""
-    checks = dict(_OUTPUT_CHECKS)
-    for name, value in (overrides or {}).items():
-        if name not in checks:
-            raise ConfigError(f"output_checks: {name!r} is none of {', '.join(checks)}")
-        checks[name] = [str(t).lower() for t in value] if name == "allowed_types" else _positive(value, name)
-    return checks
-
-
-def _result_reports(job: _Job, checks: dict) -> list[dict]:
-    """The checked report (see _check_result) of every result file of a job: its logs,
-    then each regular file under outputs/, folders walked by descriptor, links never
-    followed (a planted link is not a result)."""
-    reports: list[dict] = []
-
-    def check(folder_fd: int, name: str, rel: str) -> None:
-        with contextlib.suppress(OSError, SyftJobError):  # gone or changed while checked: not reported
-            if stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
-                reports.append(_check_result(folder_fd, name, rel, checks))
-
-    with _folder(job.results) as fd:
-        for name in (STDOUT_FILE, STDERR_FILE):
-            check(fd, name, name)
-        for root, folders, files, root_fd in os.fwalk(OUTPUTS_DIR, dir_fd=fd) if _exists_at(fd, OUTPUTS_DIR) else ():
-            folders.sort()  # (fwalk gives nothing when outputs/ is a link)
-            for name in sorted(files):
-                check(root_fd, name, f"{root}/{name}")
-    return reports
-
-
-def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
-    """One result file as the owner reviews it before releasing it: its size, sha256,
-    whether it is UTF-8 text, its lines, its first lines (escaped), for a CSV its rows,
-    columns and header, and the flags of the checks. One read; a CSV small enough to
-    release is read a second time, for its cells."""
-    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
-    size = lines = 0
-    head, last, text = b"", b"\n", True
-    fd = _open_regular(name, dir_fd)
-    try:
-        while True:
-            block = os.read(fd, 1 << 20)
-            if not block:
-                break
-            digest.update(block)
-            size, lines, last = size + len(block), lines + block.count(b"\n"), block[-1:]
-            head += block[:max(0, 65536 - len(head))]
-            if text:
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError:
-                    text = False
-    finally:
-        os.close(fd)
-    text = text and b"\0" not in head and decoder.getstate()[0] == b""
-    if last != b"\n":  # a last line without its newline
-        lines += 1
-    report = {"path": rel, "size": size, "sha256": digest.hexdigest(), "text": text, "lines": lines,
-              "first_lines": [_printable(line) for line in head[:4096].decode("utf-8", "replace").splitlines()[:5]]
-              if text else [],
-              "flags": [flag for flag, hit in (
-                  ("file-type", not rel.lower().endswith(tuple(checks["allowed_types"]))),
-                  ("large-file", size > checks["max_file_mb"] * 1024 * 1024), ("not-utf8", not text)) if hit]}
-    if text and rel.lower().endswith(".csv"):
-        report.update(_check_csv(dir_fd, name, lines, "large-file" not in report["flags"], checks, report["flags"]))
-    return report
-
-
-def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, flags: list[str]) -> dict:
-    """A CSV's rows, columns and header; flags many rows, identifier columns and small
-    counts (cells read only in a file small enough to release)."""
-    fd = _open_regular(rel, dir_fd)
-    with open(fd, encoding="utf-8", newline="", errors="replace") as file:
-        reader = csv.reader(file)
-        header = next(reader, [])
-        rows = max(lines - 1, 0)
-        if small and rows <= checks["max_rows"]:
-            rows = 0
-            for row in reader:
-                rows += 1
-                if "small-count" not in flags and any(
-                        _SMALL_INTEGER.match(cell) and 1 <= int(cell) < checks["min_count"] for cell in row):
-                    flags.append("small-count")
-    flags += [flag for flag, hit in (("many-rows", rows > checks["max_rows"]),
-                                     ("identifier-column", any(_IDENTIFIER_COLUMN.match(h.strip()) for h in header)))
-              if hit]
-    return {"csv": {"rows": rows, "columns": len(header), "header": [_printable(h) for h in header]}}
-
-
-def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
-    """What the submitter can read of a job's results: "logs", "outputs", or "N
-    output(s)" released one by one."""
-    shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
-              if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
-    path, prefix = _governing_file(job)
-    one_by_one = [p for p in _or_none(_patterns_in, path, f"{prefix}{OUTPUTS_DIR}/") or ()
-                  if p != f"{prefix}{OUTPUTS_DIR}/**"]
-    if one_by_one and "outputs" not in shared:
-        shared.append(f"{len(one_by_one)} output(s)")
-    return shared
 
 
 # ---------------------------------------------------------------------------
@@ -5225,7 +5225,9 @@ _RUNNER_FLAGS = (
 _RUNNER_KEYWORDS = {keyword for _, keyword, _ in _RUNNER_FLAGS} | {"work_dir"}
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
+    """The options several commands share: the datasite's, the running ones, which job,
+    the output checks, the confirmation."""
     # The datasite options work before and after the command (SUPPRESS: unset leaves no default to overwrite).
     datasite = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     datasite.add_argument("--syftbox-folder", metavar="PATH",
@@ -5253,7 +5255,11 @@ def _build_parser() -> argparse.ArgumentParser:
         checks.add_argument(flag, dest=name, type=_number_arg(float), metavar="N", help=help_text)
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return datasite, running, which, checks, confirm
 
+
+def _build_parser() -> argparse.ArgumentParser:
+    datasite, running, which, checks, confirm = _option_groups()
     parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.", parents=[datasite])
     parser.add_argument("--version", action="version", version=f"syft-job {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
@@ -5282,6 +5288,17 @@ def _build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
     logs.add_argument("--raw", action="store_true", help="the bytes as the job wrote them (escape sequences included; "
                                                         "by default control characters are shown escaped)")
+    _add_decision_commands(command, datasite, which, checks, confirm)
+    command("version", "print the version")
+    command("demo", "run a self-contained demo in a throwaway SyftBox folder").add_argument(
+        "--folder", metavar="PATH", help="an empty folder to use (default: a new temp folder)")
+    return parser
+
+
+def _add_decision_commands(command: Callable[..., argparse.ArgumentParser], datasite: argparse.ArgumentParser,
+                           which: argparse.ArgumentParser, checks: argparse.ArgumentParser,
+                           confirm: argparse.ArgumentParser) -> None:
+    """The owner's decisions: approve, reject, trust, share, release, delete, ..."""
     approve = command("approve", "approve a job (the runner then runs it)", datasite, which)
     approve.add_argument("--reason", metavar="TEXT", help="why, for the data scientist")
     approve.add_argument("--digest", metavar="HEX", help="approve only if the files still hash to this (from show)")
@@ -5318,10 +5335,6 @@ def _build_parser() -> argparse.ArgumentParser:
     add = command("add-submitter", "let a data scientist submit jobs to this datasite", datasite)
     add.add_argument("submitter_email", metavar="EMAIL", help="the data scientist's email")
     command("reset", "delete every job and the share rules made for them (asks first)", datasite, confirm)
-    command("version", "print the version")
-    command("demo", "run a self-contained demo in a throwaway SyftBox folder").add_argument(
-        "--folder", metavar="PATH", help="an empty folder to use (default: a new temp folder)")
-    return parser
 
 
 _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
