@@ -1,6 +1,7 @@
 """Tests of syft_job: real processes, real files in tmp_path, no network.
 
 Run with: python -m pytest -q test_syft_job.py
+Fast subset only: python3 -m pytest -q test_syft_job.py -m "not slow and not sandbox and not slurm and not upstream"
 """
 
 from __future__ import annotations
@@ -34,8 +35,20 @@ OWNER = "do@test.org"
 DS = "ds@test.org"
 OTHER = "other@test.org"
 HAVE_BWRAP = syft_job._bwrap() is not None
-needs_sandbox = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed here (apt-get install "
-                                                          "bubblewrap): the sandbox cannot be tested")
+
+
+class _Marks(list):
+    """Marks usable both as pytest.param(..., marks=...) and as a decorator."""
+
+    def __call__(self, function):
+        for mark in reversed(self):
+            function = mark(function)
+        return function
+
+
+needs_sandbox = _Marks([pytest.mark.sandbox,
+                        pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed here (apt-get install "
+                                                                  "bubblewrap): the sandbox cannot be tested")])
 PROTOCOLS = HERE / "tests" / "fixtures" / "protocols"
 # A Python that a root runner's jobs (run as nobody) can run: the system's, not one under /root.
 JOB_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
@@ -539,6 +552,7 @@ def random_value(rng: random.Random, depth: int = 0):
     return random_string(rng)
 
 
+@pytest.mark.slow
 def test_writer_output_reads_back_equal_property():
     for seed in range(3000):
         rng = random.Random(seed)
@@ -554,6 +568,7 @@ def test_writer_refuses_what_yaml_cannot_hold():
     assert syft_job.dump_yaml({"a": float("nan"), "b": float("-inf")}) == "a: .nan\nb: -.inf\n"
 
 
+@pytest.mark.slow
 def test_writer_output_reads_back_in_pyyaml_when_available():
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the cross-check with it is skipped")
     for seed in range(2000):
@@ -562,6 +577,7 @@ def test_writer_output_reads_back_in_pyyaml_when_available():
         assert yaml.safe_load(syft_job.dump_yaml(value)) == value, seed
 
 
+@pytest.mark.slow
 def test_reader_never_disagrees_with_pyyaml_on_what_pyyaml_writes():
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the cross-check with it is skipped")
     agreed = 0
@@ -759,6 +775,7 @@ def fake_uv(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("layout, odd", [("legacy", "my project"), ("legacy", "it's $HOME"), ("v0", 'say "hi"'),
                                          ("v1", "plain")])
+@pytest.mark.slow
 def test_submitted_python_jobs_run_end_to_end(syftbox, tmp_path, fake_uv, layout, odd):
     # uv (found on PATH) is visible in the sandbox by itself; this Python, as a dataset would be, by allow_read.
     runner = syft_job.create_runner(syftbox, OWNER, allow_read=[fake_uv, sys.prefix, sys.base_prefix])
@@ -834,6 +851,7 @@ def test_every_layout_is_discovered_at_once_from_the_real_trees(tmp_path):
     assert {r["submitter"] for r in runner.list_jobs()} == {UPSTREAM_DS}
 
 
+@pytest.mark.slow
 def test_the_mixed_folder_runs_each_approved_job_once_and_reports_as_upstream_reads(tmp_path):
     box = upstream_box(tmp_path, "0.1.24", "0.1.39", "0.1.40")
     sink = Sink()
@@ -882,6 +900,7 @@ def test_new_jobs_are_received_pending_or_rejected_with_a_reason(runner):
     assert "notes.txt" in rejected["review_reason"]
 
 
+@pytest.mark.slow
 def test_approve_and_reject_write_what_the_real_clients_show(runner, syftbox):
     for layout in ("v0", "v1"):
         new_job(runner, f"ok {layout}", "echo fine\n", layout=layout, approve=False)
@@ -922,6 +941,7 @@ def test_a_legacy_rejection_is_a_file_with_the_reason_and_the_job_never_runs(run
         runner.reject_job("nosy", " ")
 
 
+@pytest.mark.slow
 def test_bad_state_files_are_reported_and_not_run(runner, syftbox, capsys):
     unreadable, r1 = new_job(runner, "garbled", "echo never\n")
     unknown, r2 = new_job(runner, "unknown", "echo never\n")
@@ -948,6 +968,7 @@ def test_bad_state_files_are_reported_and_not_run(runner, syftbox, capsys):
         assert not (results / "stdout.txt").exists()
 
 
+@pytest.mark.slow
 def test_results_stay_private_until_shared_in_every_layout(runner, syftbox):
     root = syftbox.resolve()
     runner.add_submitter(DS)
@@ -992,6 +1013,7 @@ def test_add_submitter_lays_out_each_layout_the_owner_uses(runner, syftbox):
     assert not can(legacy.config.syftbox_folder, OTHER, legacy.job_dir / OTHER / "j" / "approved", "write")
 
 
+@pytest.mark.slow
 def test_the_data_scientist_sees_its_jobs_newest_first_and_only_what_is_shared(runner, syftbox):
     runner.add_submitter(DS)
     old, _ = new_job(runner, "old <b>", "echo old-out\n")
@@ -1053,6 +1075,8 @@ def upstream_python(version: str) -> str:
 
 
 @pytest.mark.parametrize("version", ["0.1.39", "0.1.40"])
+@pytest.mark.upstream
+@pytest.mark.slow
 def test_round_trip_with_the_real_upstream_clients(tmp_path, version):
     python = upstream_python(version)
     box = tmp_path / "box"
@@ -1286,6 +1310,7 @@ def go_file(syftbox: Path) -> Path:
 WAIT_FOR_GO = 'while [ ! -e "$SYFTBOX_FOLDER/$SYFTBOX_EMAIL/private/go" ]; do sleep 0.02; done\n'
 
 
+@pytest.mark.slow
 def test_partial_line_is_shown_before_the_job_goes_on(syftbox):
     go = go_file(syftbox)
     make_job(syft_job.create_runner(syftbox, OWNER), "progress", f"printf 'progress 50%%'\n{WAIT_FOR_GO}echo ' finished'\n")
@@ -1317,6 +1342,7 @@ def test_stdout_and_stderr_never_mix_inside_a_console_line(runner, capsys):
     assert all(pattern.match(l) for l in lines), [l for l in lines if not pattern.match(l)][:3]
 
 
+@pytest.mark.slow
 def test_a_million_lines_streamed(syftbox, tmp_path):
     job = make_job(syft_job.create_runner(syftbox, OWNER), "million", "seq 1 1000000\n")
     console = tmp_path / "console.txt"
@@ -1345,6 +1371,7 @@ print("PEAK_KB", peak_kb)
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.slow
 def test_memory_stays_flat_for_200_mb_of_output(syftbox, tmp_path, stream):
     size = 200_000_000
     # Captured mode gets lines; streamed mode gets one endless line (no newline at all).
@@ -1377,6 +1404,7 @@ sleep 991.{tag}6
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
 @pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.slow
 def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbox, owner, isolation, stream):
     tag = f"{int(stream)}{len(isolation)}{len(owner.kind)}"
     job = legacy_job(syftbox, "slow", escaping_job(tag))
@@ -1395,6 +1423,7 @@ def test_a_timeout_stops_everything_the_job_made_whatever_it_did_to_leave(syftbo
         kill_marked(f"991.{tag}")
 
 
+@pytest.mark.slow
 def test_a_timed_out_shell_never_reports_its_child_terminated(syftbox):
     # Were the job's child signalled before its shell, the shell could see it die and
     # write "Terminated" into the log: 15 of 300 such jobs did before the group went first.
@@ -1409,6 +1438,7 @@ def test_a_timed_out_shell_never_reports_its_child_terminated(syftbox):
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+@pytest.mark.slow
 def test_nothing_a_finished_job_made_outlives_it(syftbox, owner, isolation):
     tag = f"{len(isolation)}{len(owner.kind)}"
     job = legacy_job(syftbox, "leaves", escaping_job(tag).replace(f"sleep 991.{tag}6", "echo done-main"))
@@ -1420,6 +1450,7 @@ def test_nothing_a_finished_job_made_outlives_it(syftbox, owner, isolation):
         kill_marked(f"991.{tag}")
 
 
+@pytest.mark.slow
 def test_timeout_escalates_to_kill_when_term_is_ignored(runner):
     job = make_job(runner, "stubborn", "trap '' TERM\nwhile true; do sleep 0.05; done\n")
     runner.process_approved_jobs(stream_output=False, timeout=0.5)
@@ -1427,6 +1458,7 @@ def test_timeout_escalates_to_kill_when_term_is_ignored(runner):
     assert "timed out" in runner.list_jobs()[0]["reason"]
 
 
+@pytest.mark.slow
 def test_timeout_from_environment_and_bad_value(runner, monkeypatch):
     job = make_job(runner, "sleepy", "sleep 300\n")
     monkeypatch.setenv("SYFT_DEFAULT_JOB_TIMEOUT_SECONDS", "soon")
@@ -1497,6 +1529,7 @@ wait
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum):
     runner = syft_job.create_runner(syftbox, OWNER)
     job = make_job(runner, "long", STOPPABLE_JOB.format(tag=signum))
@@ -1526,6 +1559,7 @@ def test_ctrl_c_or_sigterm_stops_the_job_and_leaves_it_approved(syftbox, signum)
     assert "🔁 Job ds@test.org/long runs again: interrupted, attempt 2 of 3" in sink.text
 
 
+@pytest.mark.slow
 def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     make_job(runner, "waiting", "echo hi", approved=False)
@@ -1564,6 +1598,7 @@ def test_run_prints_the_banner_and_polls_until_stopped(syftbox):
     assert "NEW JOB DETECTED: ds@test.org/waiting" not in reader.text  # reported in the banner
 
 
+@pytest.mark.slow
 def test_run_reports_an_empty_job_directory(syftbox):
     proc = start_runner_process(syftbox, "runner.run()")
     reader = LineReader(proc)
@@ -1586,6 +1621,7 @@ def test_run_refuses_a_bad_timeout_before_polling(runner, monkeypatch):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_job_runs_what_was_approved_whatever_the_submitter_changes_after_the_copy(runner, syftbox):
     go = go_file(syftbox)
     job = make_job(runner, "swapped", f"echo started\n{WAIT_FOR_GO}cat data.txt\nbash step2.sh\n", approved=False)
@@ -1635,6 +1671,7 @@ def test_the_digest_covers_every_file_caches_included(runner, syftbox, capsys):
     assert runner.list_jobs()[0]["status"] == "changed"
 
 
+@pytest.mark.slow
 def test_a_claim_planted_by_the_submitter_cannot_make_a_job_run_twice(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     go = go_file(syftbox)
@@ -1659,6 +1696,7 @@ def test_a_claim_planted_by_the_submitter_cannot_make_a_job_run_twice(syftbox):
     assert counter.read_text() == "run\n"
 
 
+@pytest.mark.slow
 def test_a_job_that_stops_its_runner_cannot_stretch_its_timeout_or_turn_failure_into_success(syftbox, owner):
     job = legacy_job(syftbox, "freezer", "kill -STOP $PPID\nsleep 3\nkill -CONT $PPID\nexit 0\n")
     started = time.monotonic()
@@ -1668,6 +1706,7 @@ def test_a_job_that_stops_its_runner_cannot_stretch_its_timeout_or_turn_failure_
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+@pytest.mark.slow
 def test_a_job_cannot_read_the_runner_or_write_into_its_console(syftbox, owner, isolation):
     job = legacy_job(syftbox, "spy", """
 tr '\\0' '\\n' < /proc/$PPID/environ | grep OPENAI || echo "environ: refused"
@@ -1686,6 +1725,7 @@ grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status
 
 
 @needs_sandbox
+@pytest.mark.slow
 def test_in_the_sandbox_a_job_sees_only_its_own_processes_and_what_it_may_read(syftbox, tmp_path, owner):
     (owner.home / ".ssh").mkdir()
     (owner.home / ".ssh" / "id_ed25519").write_text("owner key")
@@ -1725,6 +1765,7 @@ touch /tmp/mine && echo "tmp: writable"
 
 
 @needs_sandbox
+@pytest.mark.slow
 def test_a_sandboxed_job_reaches_the_network_only_when_the_owner_says_so(syftbox, owner):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -1759,6 +1800,7 @@ mkfifo outputs/fifo
     assert not can(syftbox.resolve(), OTHER, job / "outputs" / "sub" / "r.txt", "read")
 
 
+@pytest.mark.slow
 def test_sandbox_is_refused_where_none_can_be_made(syftbox, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
     syft_job._bwrap.cache_clear()
@@ -1775,6 +1817,7 @@ def test_sandbox_is_refused_where_none_can_be_made(syftbox, tmp_path, monkeypatc
         syft_job._bwrap.cache_clear()
 
 
+@pytest.mark.slow
 def test_the_banner_and_list_say_which_isolation_is_in_force(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     make_job(runner, "ran", "true\n")
@@ -1786,6 +1829,7 @@ def test_the_banner_and_list_say_which_isolation_is_in_force(syftbox):
 
 
 @needs_sandbox
+@pytest.mark.slow
 def test_a_killed_runner_leaves_no_sandboxed_process_behind(syftbox):
     make_job(syft_job.create_runner(syftbox, OWNER), "orphaned", escaping_job("8"))
     proc = start_runner_process(syftbox, "runner.process_approved_jobs()")
@@ -1800,6 +1844,7 @@ def test_a_killed_runner_leaves_no_sandboxed_process_behind(syftbox):
     assert [r["status"] for r in syft_job.create_runner(syftbox, OWNER).list_jobs()] == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_after_a_killed_runner_the_next_one_stops_what_its_job_left_and_runs_it_again(syftbox, tmp_path):
     counter = tmp_path / "count"
     script = f"""
@@ -1878,6 +1923,7 @@ awk '/^CapEff:/ {e=$2} /^CapPrm:/ {p=$2} END {print "init-caps", e, p}' /proc/1/
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+@pytest.mark.slow
 def test_no_process_of_a_job_is_root_or_reaches_the_kernels_settings(syftbox, owner, isolation):
     job = legacy_job(syftbox, "kernel", KERNEL_ATTACK)
     before = Path("/proc/sys/kernel/core_pattern").read_text()
@@ -1923,6 +1969,7 @@ echo end
 @needs_sandbox
 @pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="the seccomp filter is for x86_64 and "
                                                                             "aarch64 only")
+@pytest.mark.slow
 def test_in_the_sandbox_the_kernels_dangerous_calls_and_files_are_closed(syftbox, owner):
     job = legacy_job(syftbox, "syscalls", SECCOMP_ATTACK.replace("python3", JOB_PYTHON))
     result = owner.cli(syftbox, "once", "--isolation", "sandbox")
@@ -1934,6 +1981,7 @@ def test_in_the_sandbox_the_kernels_dangerous_calls_and_files_are_closed(syftbox
 
 @pytest.mark.parametrize("setup", ["flow style", "glob email", "USER", "written before protection", "a folder above"])
 @pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.slow
 def test_a_submitter_written_approval_never_runs(syftbox, owner, setup, strict):
     ds_folder = syftbox / OWNER / "app_data" / "job" / DS
     job = legacy_job(syftbox, "forged", "echo ran > outputs/ran.txt\n", approved=False)
@@ -1956,6 +2004,7 @@ def test_a_submitter_written_approval_never_runs(syftbox, owner, setup, strict):
     assert "Job ds@test.org/forged is not run" in first.stdout + second.stdout
 
 
+@pytest.mark.slow
 def test_under_strict_only_the_approval_kept_in_the_work_dir_counts(syftbox, owner):
     job = legacy_job(syftbox, "forged", "echo ran > outputs/ran.txt\n", approved=False)
     files = {n: hashlib.sha256((job / n).read_bytes()).hexdigest() for n in ("config.yaml", "run.sh")}
@@ -1966,6 +2015,7 @@ def test_under_strict_only_the_approval_kept_in_the_work_dir_counts(syftbox, own
     assert owner.cli(syftbox, "once", "--strict").returncode == 0 and (job / "outputs" / "ran.txt").exists()
 
 
+@pytest.mark.slow
 def test_show_prints_exactly_the_bytes_it_hashed_while_the_submitter_swaps_them(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, console=False)
     job = make_job(runner, "swap", "echo benign\n", approved=False)
@@ -2013,6 +2063,7 @@ HOSTILE_FILES = [
 
 
 @pytest.mark.parametrize("where", ["config", "state", "permission", "legacy markers"])
+@pytest.mark.slow
 def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runner, syftbox, where):
     good, good_results = new_job(runner, "good", "echo fine")
     for i, (_, content) in enumerate(HOSTILE_FILES):  # each in a job of its own, from a submitter of its own
@@ -2045,6 +2096,7 @@ def test_one_hostile_file_stops_one_job_and_no_command_ends_in_a_traceback(runne
         assert len(syft_job.JobClient(SyftJobConfig.from_syftbox_folder(syftbox, f"s{i}@test.org")).jobs) == 1
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_utf8_or_forges_lines_is_shown_escaped(syftbox, owner):
     job_dir = syftbox / OWNER / "app_data" / "job" / DS
     good = legacy_job(syftbox, "good", "echo fine\n")
@@ -2063,6 +2115,7 @@ def test_a_name_that_is_not_utf8_or_forges_lines_is_shown_escaped(syftbox, owner
     assert (good / "stdout.txt").read_text() == "fine\n"
 
 
+@pytest.mark.slow
 def test_a_jobs_escape_sequences_never_reach_the_terminal_raw(syftbox, owner):
     job = legacy_job(syftbox, "osc", "printf 'a\\033]52;c;ZXZpbA==\\007b\\033[2Jc\\302\\233d\\n'\n")
     streamed = owner.cli(syftbox, "once")
@@ -2075,6 +2128,7 @@ def test_a_jobs_escape_sequences_never_reach_the_terminal_raw(syftbox, owner):
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+@pytest.mark.slow
 def test_outputs_cannot_flood_the_owner(syftbox, owner, isolation):
     many = legacy_job(syftbox, "many", "mkdir outputs/d && cd outputs/d && seq 1 300 | xargs touch\n")
     sparse = legacy_job(syftbox, "sparse", "truncate -s 2G outputs/huge.bin && echo small > outputs/small.txt\n")
@@ -2092,6 +2146,7 @@ def test_outputs_cannot_flood_the_owner(syftbox, owner, isolation):
     assert (sparse / "outputs" / "small.txt").exists()
 
 
+@pytest.mark.slow
 def test_credentials_do_not_reach_jobs_unless_named(syftbox, owner):
     job = legacy_job(syftbox, "env", "env | grep -E '^UV_' | sort\n")
     secrets = {"UV_PUBLISH_TOKEN": "pypi-secret", "UV_INDEX_CORP_PASSWORD": "hunter2",
@@ -2105,6 +2160,7 @@ def test_credentials_do_not_reach_jobs_unless_named(syftbox, owner):
     assert "UV_PUBLISH_TOKEN=pypi-secret" in (job / "stdout.txt").read_text()
 
 
+@pytest.mark.slow
 def test_no_silent_downgrade(syftbox, tmp_path, owner):
     refused = owner.cli(syftbox, "once", "--isolation", "none", "--no-network")
     assert refused.returncode == 2 and "needs the sandbox" in refused.stderr and len(refused.stderr.splitlines()) == 1
@@ -2267,6 +2323,7 @@ def job_logs(syftbox: Path, submitter: str, name: str) -> tuple[str, str]:
 
 @needs_sandbox
 @needs_uv
+@pytest.mark.slow
 def test_a_python_job_installs_from_the_owners_index_and_its_code_is_offline(owner, syftbox, tmp_path, package_index):
     env, python = python_job_setup(owner, syftbox, tmp_path, package_index)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -2317,6 +2374,7 @@ print("poisoned", len(hits), "writable", [h for h in hits if "uv-shared" in h or
 
 @needs_sandbox
 @needs_uv
+@pytest.mark.slow
 def test_the_package_cache_serves_later_jobs_and_no_job_can_change_it(owner, syftbox, tmp_path, package_index):
     env, python = python_job_setup(owner, syftbox, tmp_path, package_index)
     port = socket.create_server(("127.0.0.1", 0)).getsockname()[1]
@@ -2344,6 +2402,8 @@ def test_the_package_cache_serves_later_jobs_and_no_job_can_change_it(owner, syf
 @pytest.mark.parametrize("requirement, why", [("git+https://example.org/x.git", "version control system"),
                                               ("pkg @ https://example.org/pkg-1.0.whl", "is a URL"),
                                               ("https://example.org/pkg-1.0.tar.gz", "is a URL"),
+                                              ("evil@http:127.0.0.1:8777\\evil-6.6-py3-none-any.whl?x", "is a URL"),
+                                              ("secret@file:${PWD}root${PWD}secret.whl#x", "is a URL"),
                                               ("../../../etc", "local path outside the submission")])
 def test_a_requirement_that_needs_more_than_the_index_is_refused_before_the_job_runs(syftbox, tmp_path, requirement,
                                                                                      why):
@@ -2356,11 +2416,27 @@ def test_a_requirement_that_needs_more_than_the_index_is_refused_before_the_job_
     runner.approve_job("fetcher")
     assert f"{why}" in runner.describe_job("fetcher")["python_note"]
     [result] = runner.process_approved_jobs(stream_output=False, timeout=60)
-    assert result.status == "failed" and requirement in result.reason and why in result.reason, result
+    assert result.status == "failed" and repr(requirement) in result.reason and why in result.reason, result
     assert f"{requirement!r}" in sink.text and not list(syftbox.rglob("ran"))
 
 
+@pytest.mark.slow
+def test_reading_a_run_sh_for_its_packages_is_linear_and_bounded(tmp_path):
+    (tmp_path / "run.sh").write_text("uv " * 200_000 + "\n" + "uv pip install -r r.txt\n" * 2000)
+    (tmp_path / "r.txt").write_text("".join(f"pkg{i}\n" for i in range(1000)))
+    started = time.monotonic()
+    packages, _ = syft_job._python_plan(str(tmp_path))
+    assert len(packages) == 1000 and time.monotonic() - started < 30  # a hang bound: it took minutes before
+    (tmp_path / "run.sh").write_text("#" * (2 << 20))
+    with pytest.raises(JobError, match="larger than"):
+        syft_job._python_plan(str(tmp_path))
+    (tmp_path / "run.sh").write_text("uv pip install --python 3.12 -i https://x.org/simple numpy 'pandas>=2; python_version"
+                                     " >= \"3.9\"' './local.whl' 'we$ird`word'\n")
+    assert syft_job._python_plan(str(tmp_path))[0] == ["numpy", "pandas>=2; python_version >= \"3.9\""]
+
+
 @needs_sandbox
+@pytest.mark.slow
 def test_a_job_asking_for_a_python_the_owner_lacks_is_told_before_it_runs(syftbox, tmp_path):
     legacy_job(syftbox, "old python", "uv venv --python 3.4\necho after\n")
     sink = Sink()
@@ -2380,7 +2456,7 @@ tcp = socket.create_server(("127.0.0.1", {port}))
 unix = socket.socket(socket.AF_UNIX)
 unix.bind("\\0syft-job-test-{port}")
 unix.listen()
-tcp.settimeout(6)
+tcp.settimeout(2.5)
 try:
     tcp.accept()
     print("someone CONNECTED")
@@ -2390,7 +2466,7 @@ except OSError:
 CALLER_JOB = """
 import socket, time
 reached = []
-deadline = time.time() + 3
+deadline = time.time() + 1
 while time.time() < deadline:
     for family, address in ((socket.AF_INET, ("127.0.0.1", {port})), (socket.AF_UNIX, "\\0syft-job-test-{port}")):
         s = socket.socket(family)
@@ -2406,6 +2482,7 @@ print("reached", sorted(set(reached)))
 
 
 @needs_sandbox
+@pytest.mark.slow
 def test_jobs_running_at_once_cannot_reach_each_other_or_the_owners_loopback(owner, syftbox, tmp_path):
     host = socket.create_server(("127.0.0.1", 0))
     host.setblocking(False)
@@ -2424,6 +2501,7 @@ def test_jobs_running_at_once_cannot_reach_each_other_or_the_owners_loopback(own
 
 @needs_sandbox
 @needs_uv
+@pytest.mark.slow
 def test_a_package_with_no_wheel_installs_only_with_allow_source_builds(syftbox, tmp_path, package_index, monkeypatch):
     if not PYENV_312 and os.geteuid() == 0:
         pytest.skip("no Python 3.12 under ~/.pyenv/versions (CI has one)")
@@ -2451,6 +2529,7 @@ def test_a_package_with_no_wheel_installs_only_with_allow_source_builds(syftbox,
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_n_jobs_run_at_once_each_with_its_own_logs_and_lines(syftbox, tmp_path):
     go = go_file(syftbox)
     runner = syft_job.create_runner(syftbox, OWNER, max_concurrent_jobs=3)
@@ -2481,6 +2560,7 @@ def test_n_jobs_run_at_once_each_with_its_own_logs_and_lines(syftbox, tmp_path):
         [l for l in lines if l and not l.startswith(("[", "🚀", "📁", "✅", "📄", "=", "📋", "❌"))][:3]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_running_job_and_leaves_them_approved(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     for i in range(3):
@@ -2497,6 +2577,7 @@ def test_ctrl_c_stops_every_running_job_and_leaves_them_approved(syftbox):
     assert [r["status"] for r in runner.list_jobs()] == ["interrupted"] * 3  # approved still, run again next
 
 
+@pytest.mark.slow
 def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     log = tmp_path / "ran.log"
@@ -2520,6 +2601,7 @@ def test_several_runners_with_several_jobs_each_run_every_job_exactly_once(syftb
     assert all(r["status"] == "done" for r in runner.list_jobs())
 
 
+@pytest.mark.slow
 def test_a_job_another_runner_finished_since_the_scan_is_not_run_again(syftbox):
     first, second = (syft_job.create_runner(syftbox, OWNER, console=False) for _ in range(2))
     make_job(first, "legacy job", "echo ran\n")
@@ -2529,6 +2611,7 @@ def test_a_job_another_runner_finished_since_the_scan_is_not_run_again(syftbox):
     assert second._process(seen_before, syft_job._RunOptions.make()) == []  # a race CI once hit
 
 
+@pytest.mark.slow
 def test_crash_recovery_takes_over_every_claim_of_a_runner_with_several_jobs_in_every_layout(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     results = []
@@ -2582,6 +2665,8 @@ def slurm_jobs(name_start: str = "syft-job") -> list[str]:
 
 
 @pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsys, isolation):
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation=isolation)
     job = make_job(runner, "on slurm", "echo job=$SLURM_JOB_NAME id=${SLURM_JOB_ID:+set}\npwd\n"
@@ -2604,6 +2689,8 @@ def test_a_job_runs_through_srun_and_its_output_comes_back(slurm, syftbox, capsy
     wait_for(lambda: not slurm_jobs(), 30, "the Slurm job to leave squeue")
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_a_timeout_or_a_cancel_cancels_the_slurm_job(slurm, syftbox, capsys):
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none")
     make_job(runner, "too long", "echo started\nsleep 996.1\n")
@@ -2624,6 +2711,8 @@ def test_a_timeout_or_a_cancel_cancels_the_slurm_job(slurm, syftbox, capsys):
     assert "srun" not in (job / "stderr.txt").read_text()  # srun's messages while it stops stay out
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_slurm_args_come_last_and_slurm_refusals_fail_only_that_job(slurm, syftbox, tmp_path, monkeypatch):
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none",
                                     slurm_args=["--job-name=owner-named", "--partition=nope"])
@@ -2646,6 +2735,8 @@ def test_slurm_args_come_last_and_slurm_refusals_fail_only_that_job(slurm, syftb
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs run as nobody: the tests do not run as root here")
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_what_a_root_owners_job_submits_to_slurm_does_not_outlive_it(slurm, syftbox):
     job = legacy_job(syftbox, "sbatch", "srun id -u; sbatch --job-name=left-by-a-job --wrap 'sleep 300'\n")
     cli("once", "--isolation", "none", *site_args(syftbox))
@@ -2658,6 +2749,8 @@ def test_what_a_root_owners_job_submits_to_slurm_does_not_outlive_it(slurm, syft
         subprocess.run(["scancel", "--name=left-by-a-job"], capture_output=True)
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_several_slurm_jobs_run_at_once(slurm, syftbox):
     go = go_file(syftbox)
     runner = syft_job.create_runner(syftbox, OWNER, launcher="slurm", isolation="none", max_concurrent_jobs=2)
@@ -2836,6 +2929,7 @@ def expected_table(read: tuple, write: tuple) -> dict:
             for name in SUBMISSION + STATUS + LOGS + OUTPUTS for level in ("read", "write")}
 
 
+@pytest.mark.slow
 def test_usual_layout_results_stay_private_until_shared_and_unshare_takes_it_back(runner, syftbox):
     ds_folder_with_usual_permissions(runner, extra_read=["*@company.com"])
     job = finished_job(runner)
@@ -2863,6 +2957,7 @@ def test_usual_layout_results_stay_private_until_shared_and_unshare_takes_it_bac
     assert "test.job/" not in permission_file.read_text()
 
 
+@pytest.mark.slow
 def test_a_glob_character_in_a_job_name_shares_only_that_job(runner, syftbox):
     ds_folder_with_usual_permissions(runner)
     starred = finished_job(runner, "a*b")
@@ -2874,6 +2969,7 @@ def test_a_glob_character_in_a_job_name_shares_only_that_job(runner, syftbox):
     assert not can(root, DS, lookalike / "outputs/result.csv", "read")
 
 
+@pytest.mark.slow
 def test_no_permission_file_layout_shares_only_what_was_shared(runner, syftbox):
     job = finished_job(runner)
     root = syftbox.resolve()
@@ -2916,6 +3012,7 @@ def test_handwritten_file_is_edited_without_loss(runner, syftbox):
     assert can(root, DS, folder / "test.job" / "outputs" / "result.csv", "read")
 
 
+@pytest.mark.slow
 def test_rules_written_by_others_between_two_shares_are_kept(runner, syftbox):
     ds_folder_with_usual_permissions(runner)
     first, second = finished_job(runner, "first"), finished_job(runner, "second")
@@ -3007,6 +3104,7 @@ COMMAND_OPTIONS = {
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_OPTIONS))
+@pytest.mark.slow
 def test_help_of_each_command_explains_its_options(command):
     result = cli(command, "--help", env=cli_env())
     assert result.returncode == 0, result.stderr
@@ -3023,10 +3121,12 @@ def test_help_of_each_command_explains_its_options(command):
     assert command in cli("--help").stdout
 
 
+@pytest.mark.slow
 def test_version_at_the_top_level_and_as_a_command():
     assert cli("--version").stdout.strip() == cli("version").stdout.strip() == f"syft-job {syft_job.__version__}"
 
 
+@pytest.mark.slow
 def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_path):
     assert cli("list", *site_args(syftbox)).returncode == 0
     env = cli_env(SYFTBOX_FOLDER=str(syftbox), SYFTBOX_EMAIL=OWNER)
@@ -3081,6 +3181,7 @@ def test_which_datasite_flags_then_environment_then_client_config(syftbox, tmp_p
     (["once", "--run-as", "no-such-account-here"], "run_as"),
     (["release", "x"], "name the result files to release"),
 ])
+@pytest.mark.slow
 def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
     base = site_args(syftbox)
     if "--syftbox-folder" in args:
@@ -3096,6 +3197,7 @@ def test_user_mistakes_print_one_line_and_exit_2(syftbox, args, message):
     assert sorted(syftbox.rglob("*")) == before  # a mistake creates nothing
 
 
+@pytest.mark.slow
 def test_read_only_commands_create_nothing(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER)
     make_job(runner, "waiting", "echo hi\n", approved=False)
@@ -3108,6 +3210,7 @@ def test_read_only_commands_create_nothing(syftbox, tmp_path):
     assert sorted(syftbox.rglob("*")) == before and not work.exists()
 
 
+@pytest.mark.slow
 def test_show_is_a_review_view_and_approve_digest_guards_the_review(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     script = "#!/bin/bash\necho \"analysis\"\n" + "".join(f"echo step {i}\n" for i in range(1, 9)) + "echo '\x1b[2K'\n"
@@ -3145,6 +3248,7 @@ def test_show_is_a_review_view_and_approve_digest_guards_the_review(syftbox):
         assert field in done, field
 
 
+@pytest.mark.slow
 def test_list_filters_and_json_rows(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     make_job(runner, "ok", "echo fine\n")
@@ -3172,6 +3276,7 @@ def test_list_filters_and_json_rows(syftbox):
     assert re.search(r"^ok\s+ds@test\.org\s+done\s+\S+\s+\S+Z\s+\d+\.\d\d s\s+0\s+logs$", "\n".join(table), re.M)
 
 
+@pytest.mark.slow
 def test_once_exit_status_summary_and_one_line_for_jobs_announced_before(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     make_job(runner, "good job", "echo all good\n", approved=False)
@@ -3188,6 +3293,7 @@ def test_once_exit_status_summary_and_one_line_for_jobs_announced_before(syftbox
     assert third.returncode == 0 and "✅ Processed 1 job(s): 1 succeeded, 0 failed" in third.stdout
 
 
+@pytest.mark.slow
 def test_logs_follow_a_running_job_until_it_ends(syftbox):
     go = go_file(syftbox)
     runner = syft_job.create_runner(syftbox, OWNER)
@@ -3211,6 +3317,7 @@ def test_logs_follow_a_running_job_until_it_ends(syftbox):
     assert cli("logs", "chatty", "--stderr", *site_args(syftbox)).stdout == "oops\n"
 
 
+@pytest.mark.slow
 def test_rerun_runs_a_finished_job_again_with_fresh_results(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     job = make_job(runner, "again", "echo run >> outputs/runs.txt\necho once\n")
@@ -3237,6 +3344,7 @@ def test_a_done_marker_the_submitter_deletes_does_not_run_the_job_again(runner, 
     assert "it already ran for this approval" in capsys.readouterr().out and (job / "done").exists()
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_job_and_all_its_processes_from_another_terminal(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
     job = make_job(runner, "endless", "setsid sleep 997.1 &\nsleep 997.2\n")
@@ -3259,6 +3367,7 @@ def test_cancel_stops_a_running_job_and_all_its_processes_from_another_terminal(
     assert again.returncode == 2 and "not running" in again.stderr
 
 
+@pytest.mark.slow
 def test_delete_removes_one_job_its_results_and_its_rules(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     runner.add_submitter(DS)
@@ -3275,6 +3384,7 @@ def test_delete_removes_one_job_its_results_and_its_rules(syftbox):
     assert [r["name"] for r in runner.list_jobs()] == ["kept"]
 
 
+@pytest.mark.slow
 def test_reset_removes_the_share_rules_it_made_and_asks_first(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     runner.add_submitter(DS)
@@ -3297,6 +3407,7 @@ def test_reset_removes_the_share_rules_it_made_and_asks_first(syftbox):
     assert not can(syftbox, DS, results / "stdout.txt", "read")
 
 
+@pytest.mark.slow
 def test_reset_asks_on_a_terminal_counts_first_and_takes_eof_as_no(syftbox):
     import pty
     runner = syft_job.create_runner(syftbox, OWNER)
@@ -3341,6 +3452,7 @@ def test_a_job_folder_that_cannot_be_read_is_named_and_nothing_is_deleted(syftbo
     assert all(job.exists() for job in jobs)
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER)
     make_job(runner, "long", "".join(f"echo {i}\n" for i in range(3000)))
@@ -3351,6 +3463,7 @@ def test_a_closed_pipe_ends_quietly(syftbox):
     assert result.stdout.startswith("Job:") and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_add_submitter_command(syftbox):
     result = cli("add-submitter", DS, *site_args(syftbox))
     assert result.returncode == 0
@@ -3361,6 +3474,7 @@ def test_add_submitter_command(syftbox):
     assert nowhere.stderr.strip().endswith(f"the datasites there: {OWNER}")
 
 
+@pytest.mark.slow
 def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
     job = make_job(syft_job.create_runner(syftbox, OWNER), "long", STOPPABLE_JOB.format(tag="5"))
     proc = subprocess.Popen([sys.executable, "-m", "syft_job", "once", *site_args(syftbox)],
@@ -3380,6 +3494,7 @@ def test_sigterm_during_once_stops_the_job_and_leaves_it_approved(syftbox):
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+@pytest.mark.slow
 def test_run_command_stops_cleanly_on_sigint_130_or_sigterm_0(syftbox, signum, status):
     proc = subprocess.Popen([sys.executable, "-m", "syft_job", "run", "--poll-interval", "0.1", *site_args(syftbox)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
@@ -3399,6 +3514,7 @@ def test_run_command_stops_cleanly_on_sigint_130_or_sigterm_0(syftbox, signum, s
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
     secret = tmp_path / "owner-secret.txt"
     secret.write_text("0\n")
@@ -3439,6 +3555,7 @@ def test_planted_symlinks_are_never_read_or_followed(runner, tmp_path, capsys):
     assert secret.read_text() == "0\n" and (outside / "keep.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_hostile_names_are_printed_escaped_and_stay_inside(runner, capsys):
     evil = "evil\n✅ Job approved\x1b[2K\u202eexe.txt"
     long_name = "n" * 255
@@ -3463,6 +3580,7 @@ def test_hostile_names_are_printed_escaped_and_stay_inside(runner, capsys):
             runner.share_job_results(bad)
 
 
+@pytest.mark.slow
 def test_hostile_configs_are_refused_without_reading_them_whole(runner, capsys):
     huge = make_job(runner, "huge", "echo never\n")
     with open(huge / "config.yaml", "wb") as f:
@@ -3488,6 +3606,7 @@ def test_a_hostile_tree_is_refused_not_copied_forever(runner, capsys):
     assert result.status == "failed" and "nested deeper than 64" in (job / "stderr.txt").read_text()
 
 
+@pytest.mark.slow
 def test_approval_digest_stops_a_job_changed_after_approval(runner, capsys):
     job = make_job(runner, "reviewed", "echo reviewed\n", approved=False)
     (job / "code").mkdir()
@@ -3511,6 +3630,7 @@ def test_approval_digest_stops_a_job_changed_after_approval(runner, capsys):
     assert (job / "stdout.txt").read_text() == "evil\n"
 
 
+@pytest.mark.slow
 def test_strict_mode_runs_only_jobs_approved_with_a_digest(runner, syftbox, capsys):
     plain = make_job(runner, "plain marker", "echo plain\n")
     digest = make_job(runner, "with digest", "echo digest\n", approved=False)
@@ -3526,6 +3646,7 @@ def test_strict_mode_runs_only_jobs_approved_with_a_digest(runner, syftbox, caps
     assert (plain / "stdout.txt").read_text() == "plain\n"
 
 
+@pytest.mark.slow
 def test_jobs_get_a_minimal_environment_and_what_the_owner_passes(runner, syftbox, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
     monkeypatch.setenv("MY_TOKEN", "token-passed")
@@ -3564,6 +3685,7 @@ def test_log_size_limit_cuts_the_log_and_stops_the_job(syftbox, capsys):
     assert "❌ Job chatty failed: its stdout.txt reached the limit" in out
 
 
+@pytest.mark.slow
 def test_cpu_and_memory_limits_finish_the_job_with_the_reason(syftbox, capsys):
     limited = syft_job.create_runner(syftbox, OWNER, max_cpu_seconds=1, max_memory_mb=500, isolation="none")
     spin = make_job(limited, "spin", "while :; do :; done\n")
@@ -3623,6 +3745,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_on(syftbox):
     prefix = _mount_namespace()
     if prefix is None:
@@ -3645,6 +3768,7 @@ def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_runs_on_its_own_and_ends_with_list_and_show(tmp_path):
     folder = tmp_path / "demo"
     result = cli("demo", "--folder", str(folder), timeout=120)
@@ -3667,6 +3791,7 @@ def test_demo_runs_on_its_own_and_ends_with_list_and_show(tmp_path):
     assert rows["word count"]["duration_s"] is not None and rows["word count"]["started_at"]
 
 
+@pytest.mark.slow
 def test_demo_in_a_temp_folder_by_default(tmp_path):
     result = cli("demo", env=cli_env(TMPDIR=str(tmp_path)), timeout=120)
     assert result.returncode == 0, result.stderr
@@ -3693,6 +3818,7 @@ def fresh_clone(tmp_path) -> Path:
     return clone
 
 
+@pytest.mark.slow
 def test_readme_quick_start_runs(fresh_clone, tmp_path):
     blocks = readme_blocks("Quick start", "sh")
     assert len(blocks) >= 3
@@ -3774,6 +3900,7 @@ def stop_run(proc: subprocess.Popen) -> None:
 
 
 @needs_inotify
+@pytest.mark.slow
 def test_run_hears_of_a_submission_and_an_approval_at_once_whatever_its_poll_interval(syftbox):
     # poll_interval 60 s (and a safety scan every 60 s): anything seen within 20 s was heard, not polled for
     proc, reader = start_run(syftbox)
@@ -3792,6 +3919,7 @@ def test_run_hears_of_a_submission_and_an_approval_at_once_whatever_its_poll_int
 
 
 @needs_inotify
+@pytest.mark.slow
 def test_a_thousand_submissions_synced_at_once_are_all_seen(syftbox):
     proc, reader = start_run(syftbox, "--no-stream")
     try:
@@ -3806,6 +3934,7 @@ def events_of(path: Path) -> list[tuple[str, str, str]]:
     return [(e["event"], e["job"], e["status"]) for e in map(json.loads, path.read_text().splitlines())]
 
 
+@pytest.mark.slow
 def test_on_event_commands_tell_each_event_whoever_made_it(syftbox, tmp_path):
     log = tmp_path / "events.jsonl"
     hook, site = f"cat >> {log}", site_args(syftbox)
@@ -3837,6 +3966,7 @@ def test_on_event_commands_tell_each_event_whoever_made_it(syftbox, tmp_path):
     assert events_of(log)[-1] == ("released", "good", "done")
 
 
+@pytest.mark.slow
 def test_a_failing_or_hanging_on_event_command_is_said_in_one_line_and_stopped(syftbox, monkeypatch):
     monkeypatch.setattr(syft_job, "_HOOK_SECONDS", 0.5)
     for command, said in (("exit 7", "failed with exit status 7"), ("sleep 60", "stopped after 0.5 s")):
@@ -3872,6 +4002,7 @@ def resubmit(syftbox: Path, name: str, script: str, submitter: str = DS, layout:
 
 
 @pytest.mark.parametrize("layout", ["v0", "legacy"])
+@pytest.mark.slow
 def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_is(syftbox, layout):
     site = site_args(syftbox)
     resubmit(syftbox, "weekly 1", "echo weekly report\n", layout=layout)
@@ -3910,6 +4041,7 @@ def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_line_per_event_held_back_rejected_on_receipt_and_logs_of_a_job_never_run(syftbox):
     sink = Sink()
     runner = syft_job.create_runner(syftbox, OWNER, console=sink)
@@ -3929,6 +4061,7 @@ def test_one_line_per_event_held_back_rejected_on_receipt_and_logs_of_a_job_neve
     assert never.returncode == 1 and "ds@test.org/held has not run (it is changed): no log yet" in never.stderr
 
 
+@pytest.mark.slow
 def test_show_prints_the_code_of_a_python_job(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, console=False)
     (syftbox / DS).mkdir()
@@ -3946,6 +4079,7 @@ def test_show_prints_the_code_of_a_python_job(syftbox, tmp_path):
     assert "250: print(250)" in everything and "more lines" not in everything
 
 
+@pytest.mark.slow
 def test_a_job_is_found_as_the_runner_prints_it_with_did_you_mean_and_a_rejection_can_be_undone(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, console=False)
     folder, results = new_job(runner, "count", "echo 3", approve=False)
@@ -3969,6 +4103,7 @@ def test_a_job_is_found_as_the_runner_prints_it_with_did_you_mean_and_a_rejectio
     assert missed.returncode == 2 and "did you mean 'count'?" in missed.stderr
 
 
+@pytest.mark.slow
 def test_list_shows_when_a_running_job_started_and_how_long_it_has_run(syftbox):
     go = go_file(syftbox)
     runner = syft_job.create_runner(syftbox, OWNER, isolation="none")
@@ -3993,6 +4128,7 @@ def test_list_shows_when_a_running_job_started_and_how_long_it_has_run(syftbox):
     assert " s " in cli("list", *site_args(syftbox)).stdout.splitlines()[1] + " "
 
 
+@pytest.mark.slow
 def test_the_data_scientists_view_from_only_what_their_syftbox_holds(syftbox, tmp_path):
     runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
     runner.add_submitter(DS)
@@ -4042,6 +4178,7 @@ def audit_of(syftbox: Path, *args: str) -> subprocess.CompletedProcess:
     return cli("audit", *args, *site_args(syftbox))
 
 
+@pytest.mark.slow
 def test_every_decision_and_run_is_in_an_audit_trail_that_shows_any_edit(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
     new_job(runner, "one", "echo 1 > code/outputs/r.txt")
@@ -4088,6 +4225,7 @@ echo done
 """
 
 
+@pytest.mark.slow
 def test_results_are_checked_shown_and_released_file_by_file(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
     _, results = new_job(runner, "study", RESULTS_JOB)
@@ -4147,6 +4285,7 @@ echo started
 """
 
 
+@pytest.mark.slow
 def test_a_process_that_keeps_forking_away_is_stopped_with_its_job(syftbox, owner):
     marker = f"walker-{owner.kind}-{os.getpid()}"
     legacy_job(syftbox, "walker", WALKER.format(python=JOB_PYTHON, marker=marker))
@@ -4161,6 +4300,7 @@ def test_a_process_that_keeps_forking_away_is_stopped_with_its_job(syftbox, owne
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs run as another account: the tests do not run as root")
+@pytest.mark.slow
 def test_a_dataset_the_jobs_account_cannot_read_is_named_before_any_job_runs(syftbox, tmp_path):
     locked = tmp_path / "locked-dataset"
     locked.mkdir(mode=0o700)
@@ -4182,6 +4322,7 @@ def test_output_checks_are_runner_keywords(syftbox):
         syft_job.create_runner(syftbox, OWNER, output_checks={"min_count": 0})
 
 
+@pytest.mark.slow
 def test_a_job_named_like_a_permission_file_cannot_take_the_place_of_its_submitters_rules(runner, syftbox):
     new_job(runner, "fine", "echo fine")  # (an inbox folder without rules of its own: the file above decides)
     sneaky = runner.job_dir / "inbox" / DS / "syft.pub.yaml"
@@ -4207,6 +4348,7 @@ echo done
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a root owner's jobs each run as a uid of their own; an ordinary "
                                             "owner's jobs run as the owner and can reach each other (README)")
+@pytest.mark.slow
 def test_two_jobs_of_a_root_owner_running_at_once_cannot_reach_each_other_without_the_sandbox(syftbox):
     tag = str(os.getpid())
     go = syftbox.parent / f"go-{tag}"  # (in a folder every run's uid may write)
