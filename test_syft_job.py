@@ -6,6 +6,7 @@ Fast subset only: python3 -m pytest -q test_syft_job.py -m "not slow and not san
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import hashlib
@@ -525,6 +526,7 @@ def test_reader_refuses_what_it_does_not_read_exactly_naming_file_and_line(text,
         syft_job.load_yaml(text, "jobs/config.yaml")
     assert str(caught.value).startswith(f"jobs/config.yaml, line {line}: ")
     assert message in str(caught.value)
+    assert (caught.value.source, caught.value.line) == ("jobs/config.yaml", line)
 
 
 ODD_CHARS = list("abcXYZ019 _-.:#'\"!&*@%`?,[]{}|>\\/\t\n\r~=<") + [
@@ -2330,7 +2332,9 @@ def test_a_python_job_installs_from_the_owners_index_and_its_code_is_offline(own
     listener.setblocking(False)
     submit_python(syftbox, tmp_path, "analysis", python, package_index, listener.getsockname()[1])
     assert owner.cli(syftbox, "approve", "analysis", **env).returncode == 0
-    result = owner.cli(syftbox, "once", "--isolation", "sandbox", **env)
+    with planted_python(tmp_path, python) as ran:  # where uv looks with HOME=/tmp, the jobs' home: never run
+        result = owner.cli(syftbox, "once", "--isolation", "sandbox", **env)
+    assert not ran.exists()
     stdout, stderr = job_logs(syftbox, DS, "analysis")
     assert result.returncode == 0, (result.stdout, result.stderr, stderr)
     assert f"versions 1.0 2.0 3.0 4.0 python {python.replace('.', ' ')}" in stdout, stderr
@@ -2342,6 +2346,22 @@ def test_a_python_job_installs_from_the_owners_index_and_its_code_is_offline(own
     assert {r.rstrip("/").split("/")[2] for r in package_index.requests} <= {"alpha", "beta", "gamma", "delta"}
     shown = owner.cli(syftbox, "show", "analysis", **env).stdout
     assert f"Python:     {python}; packages: alpha, gamma, delta" in shown and re.search(rf"Pythons for jobs: .*\b{python} \(", shown)
+
+
+@contextlib.contextmanager
+def planted_python(tmp_path: Path, version: str):
+    """A "Python" any local user could plant where uv looks for its own when HOME is /tmp."""
+    top, ran = Path("/tmp/.local"), tmp_path / "planted-python-ran"
+    if top.exists():
+        pytest.skip("/tmp/.local exists here: the planted Python cannot be tried")
+    fake = top / "share" / "uv" / "python" / f"cpython-{version}.99-linux-x86_64-gnu" / "bin" / f"python{version}"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\ntouch {ran}\nexec /usr/bin/python3 \"$@\"\n")
+    fake.chmod(0o755)
+    try:
+        yield ran
+    finally:
+        shutil.rmtree(top)
 
 
 def cache_files(root: Path) -> dict[str, str]:
@@ -3761,6 +3781,58 @@ def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_
     assert out.count("read only is not run") <= 1
     assert facts["readonly_files"] == ["approved", "config.yaml", "run.sh"]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The module's shape
+# ---------------------------------------------------------------------------
+
+
+def test_each_section_of_the_module_uses_only_the_sections_above_it():
+    """Read top to bottom, the module never needs what comes later: every name a
+    top-level definition uses (annotations aside: never evaluated) is defined in its
+    own section or one above."""
+    source = (HERE / "syft_job.py").read_text()
+    lines, tree = source.splitlines(), ast.parse(source)
+    banners = [(n + 2, lines[n + 1][2:].split(":")[0]) for n in range(len(lines) - 1)
+               if lines[n].startswith("# ---") and lines[n + 1].startswith("# ") and not lines[n + 1].startswith("# -")]
+    assert [name for _, name in banners] == ["Exceptions", "Console", "Files", "YAML", "Configuration", "Discovery",
+                                             "Claims and approvals", "Sharing", "Isolation", "Execution", "Submission",
+                                             "Runner", "Command line"]
+    section = {}  # top-level name -> the index of its section
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", node)]
+        for name in [getattr(node, "name", None)] + [getattr(t, "id", None) for t in targets]:
+            if name:
+                section.setdefault(name, sum(start <= node.lineno for start, _ in banners) - 1)
+
+    class Uses(ast.NodeVisitor):
+        def __init__(self):
+            self.names = set()
+
+        def visit_Name(self, node):
+            self.names.add(node.id)
+
+        def visit_arg(self, node):  # an annotation
+            pass
+
+        def visit_AnnAssign(self, node):
+            self.visit(node.target)
+            if node.value is not None:
+                self.visit(node.value)
+
+        def visit_FunctionDef(self, node):
+            for part in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d] + node.body:
+                self.visit(part)
+
+    wrong = []
+    for node in tree.body:
+        here = sum(start <= node.lineno for start, _ in banners) - 1
+        uses = Uses()
+        uses.visit(node)
+        wrong += [f"line {node.lineno} uses {name} ({banners[section[name]][1]})" for name in sorted(uses.names)
+                  if section.get(name, -1) > here]
+    assert wrong == []
 
 
 # ---------------------------------------------------------------------------
