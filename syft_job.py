@@ -172,6 +172,7 @@ class _Console:
         if sink is not None and sink is not False and not callable(getattr(sink, "write", None)):
             raise ConfigError(f"console must be None, False or have a write(text) method, got {sink!r}")
         self.sink = sink
+        self.said: dict[str, str] = {}  # job -> the last thing said of it
 
     def write(self, text: str) -> None:
         """Write ``text`` (already escaped); a character the console cannot encode is
@@ -191,6 +192,16 @@ class _Console:
     def say(self, *lines: str) -> None:
         """Write lines of the runner's own, any control character in them escaped."""
         self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
+
+    def say_once(self, key: str, text: str) -> None:
+        """Say ``text`` about ``key`` (a job) unless it was the last thing said of it."""
+        if self.said.get(key) != text:
+            self.said[key] = text
+            self.say(text)
+
+    def forget(self, key: str) -> None:
+        """What was said of ``key`` may be said again."""
+        self.said.pop(key, None)
 
 
 # ---------------------------------------------------------------------------
@@ -2991,6 +3002,552 @@ class _Hooks:
             time.sleep(0.02)
 
 
+_RULE = "=" * 50
+_THIN_RULE = "-" * 50
+
+
+class _HeldBack(Exception):
+    """A job that is not run now (files changed since approval, strict mode, a forged
+    approval, its results folder unusable); said once, looked at again at each poll."""
+
+
+class _CannotRun(Exception):
+    """A job that is finished as failed without running (no run.sh, a bad config)."""
+
+
+class _StopSignals:
+    """The one place where Ctrl+C and SIGTERM become "stop". While active (main thread
+    only, and only for signals that would otherwise raise KeyboardInterrupt or end the
+    process), a signal sets ``requested`` and wakes up whoever waits on ``fd``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum = signal.SIGINT  # which one stopped it (a KeyboardInterrupt is a Ctrl+C)
+        self.fd: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._pair = socket.socketpair()
+        for end in self._pair:
+            end.setblocking(False)
+        self.fd = self._pair[0].fileno()
+        self._old_wakeup = signal.set_wakeup_fd(self._pair[1].fileno())
+        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) is default:
+                self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested, self.signum = True, signum
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a stop is requested."""
+        if self.fd is None:
+            time.sleep(seconds)
+        elif not self.requested:
+            select.select([self.fd], [], [], seconds)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(self._old_wakeup)
+            for end in self._pair:
+                end.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """How a runner runs jobs: SyftJobRunner's keywords (see there), each checked once."""
+
+    isolation: str  # "sandbox" or "none", as resolved
+    why_no_sandbox: str  # for the line said with every round run without one
+    network: bool
+    account: _Account | None  # a root owner's jobs' account (each run gets a uid of its own)
+    runs_as: str  # whom jobs run as, for messages
+    work_dir: Path
+    allow_read: tuple[str, ...]
+    max_concurrent_jobs: int
+    launcher: str | None
+    slurm_args: tuple[str, ...]
+    require_approval_digest: bool
+    env_passthrough: tuple[str, ...]
+    max_memory_mb: float | None
+    max_cpu_seconds: float | None
+    max_log_bytes: int | None
+    max_output_bytes: int
+    max_output_files: int
+    allow_source_builds: bool
+    output_checks: dict
+
+
+class _Executor:
+    """Runs approved jobs, many at once: for each, the whole life of a run (claim,
+    private copy, launch, pump, finish, publish, share)."""
+
+    def __init__(self, config: SyftJobConfig, settings: _Settings, site: _Site, console: _Console,
+                 emit: Callable[..., None], hooks: _Hooks | None) -> None:
+        """:param emit: tells an event (see SyftJobRunner's on_event): ``emit(event, job,
+        status, return_code, reason)``. :param hooks: the on-event commands, if any."""
+        self.config, self.settings, self.site, self.console = config, settings, site, console
+        self.emit, self.hooks = emit, hooks
+        self.abandoned: set[str] = set()  # jobs that could not even be marked finished
+        self.checked_reads = False  # allow_read checked against the jobs' account
+
+    def run_round(self, jobs: list[_Job], options: _RunOptions, stop: _StopSignals | None = None,
+                  watcher: _Watcher | None = None, refresh: Callable[[], list[_Job]] | None = None) -> list[JobResult]:
+        """One round over the approved jobs: start them as places free up, pump them
+        all through one selector, finish each as it ends.
+
+        :param stop: the stop signals of a running loop (else their own, for this round).
+        :param watcher: wakes the round when the job directory changes: ``refresh()``
+            then gives the jobs, and those approved meanwhile join this round.
+        """
+        waiting = self.runnable(jobs, options)
+        results: list[JobResult] = []
+        if not waiting:
+            return results
+        _harden_runner(self.console)
+        if self.settings.isolation == "none":
+            why = self.settings.why_no_sandbox
+            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({why}): they can read and write "
+                             f"whatever their account can (they run as {self.settings.runs_as})")
+        if self.settings.account is not None and not self.checked_reads:
+            self.checked_reads = True
+            for path in self.settings.allow_read:
+                if not self.settings.account.can_reach(path, read=True):
+                    self.console.say(f"⚠️ allow_read {_printable(path)}: jobs run as {self.settings.account.name}, who cannot "
+                                     "read it (give it to a group of that account, or make it readable by all)")
+        with contextlib.ExitStack() as stack:
+            stop = stop or stack.enter_context(_StopSignals())
+            watcher = watcher if watcher is not None and watcher.fd is not None and refresh else None
+            engine = _Engine(stop.fd, watcher and watcher.fd)
+            stack.callback(engine.close)
+            uids: set[int] = set()
+            total = len(waiting)
+            while waiting or engine.runs:
+                while waiting and len(engine.runs) < self.settings.max_concurrent_jobs and not stop.requested:
+                    started = self.start_run(waiting.pop(0), options, header=f"📋 Found {total} job(s) in "
+                                              "approved directory" if not results and not engine.runs else None)
+                    if isinstance(started, _Run):
+                        engine.add(started)
+                        uids |= {started.account.uid} if started.account else set()
+                    elif started is not None:
+                        results.append(started)
+                        self.console.say(_RULE)
+                if not engine.runs:
+                    break
+                engine.pump(engine.next_wait())
+                if self.hooks is not None:
+                    self.hooks.poll()
+                if watcher is not None and watcher.changed():  # jobs approved meanwhile join this round
+                    busy = {job.folder for job in waiting} | {run.job.folder for run in engine.runs}
+                    waiting += [job for job in self.runnable(refresh(), options) if job.folder not in busy]
+                leaders = {run.pgid for run in engine.runs} | (self.hooks.pids() if self.hooks else set())
+                for run in list(engine.runs):
+                    if run.advance(self.settings.isolation == "sandbox", stop.requested, leaders,
+                                   [r.claim.token for r in engine.runs if r is not run]):
+                        engine.remove(run)
+                        result = self.finish_run(run, options)
+                        if result is not None:
+                            results.append(result)
+                            self.console.say(_RULE)
+                _reap_orphans(leaders | (self.hooks.pids() if self.hooks else set()))
+            _cancel_slurm_jobs_of(uids)  # what the runs queued in Slurm themselves, each as its own uid
+            if stop.requested:
+                raise KeyboardInterrupt
+        if results:
+            failed = sum(not r.succeeded for r in results)
+            self.console.say(f"{'❌' if failed else '✅'} Processed {len(results)} job(s): "
+                             f"{len(results) - failed} succeeded, {failed} failed")
+        return results
+
+    def runnable(self, jobs: list[_Job], options: _RunOptions) -> list[_Job]:
+        return [job for job in jobs if job.state in ("approved", "running") and job.folder not in self.abandoned
+                and not {job.name, job.key} & options.skip_job_names]
+
+    def start_run(self, job: _Job, options: _RunOptions, header: str | None) -> _Run | JobResult | None:
+        """Claim a job and start it: a run, a result (it could not run), or None (not
+        run now: another runner has it, or it is held back)."""
+        approved, fingerprint = _approval(job)
+        if self.settings.require_approval_digest:  # only the record out of every submitter's reach counts
+            approved = _approval(job, self.site.path("approvals", job))[0]
+        try:
+            self.check_approval(job, approved, fingerprint)
+            claim = _take_claim(self.site, job, lambda fields: _stop_leftovers(fields, self.console, job.label))
+        except _HeldBack as exc:
+            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
+            return None
+        except (OSError, SyftJobError) as exc:
+            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: cannot claim it: {exc}")
+            return None
+        if claim is None:
+            return None
+        if job.state == "running" and claim.attempt == 1:  # state.yaml says so, but no runner here ran it
+            _release(claim)
+            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: its {STATE_FILE} says it is running, but no "
+                                       f"runner of this machine runs it; if none does: syft-job rerun "
+                                       f"{shlex.quote(job.name)}")
+            return None
+        copy = self.site.path("copies", job, f"-{claim.token[:8]}", create=True)
+        try:
+            if claim.attempt > _MAX_ATTEMPTS:
+                raise _CannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was killed "
+                                 "or the machine stopped while it ran); it is not run again")
+            run = self.launch(job, claim, copy, options, approved, fingerprint)
+        except _HeldBack as exc:  # said once, never as "Executing"
+            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
+            _discard(claim, copy)
+            return None
+        except Exception as exc:  # it cannot run, or a runner-side failure: the job is finished as failed
+            reason = str(exc) if isinstance(exc, _CannotRun) else (
+                f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, _CannotRun):
+                logger.exception("runner error in job %s", job.label)
+            self.say_started(job, claim, header)
+            self.console.say(f"❌ {reason}")
+            return self.finish_unrun(job, claim, copy, reason, fingerprint)
+        self.say_started(job, claim, header)
+        self.console.forget(job.folder)
+        self.emit("started", job, "running")
+        return run
+
+    def say_started(self, job: _Job, claim: _Claim, header: str | None) -> None:
+        if header:
+            self.console.say(header, _RULE)
+        self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
+        if 1 < claim.attempt:
+            self.console.say(f"🔁 Job {job.label} runs again: interrupted, attempt {claim.attempt} of {_MAX_ATTEMPTS}")
+
+    def check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
+        """Hold a job back when it must not run now. :raises _HeldBack: why."""
+        status_file = os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else STATE_FILE)
+        again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
+        if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
+            raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
+                            "rules; a rule this runner does not read exactly counts as a grant): an approval there "
+                            "could be forged")
+        stood = self.site.unprotected_markers().get(status_file) if job.layout == "legacy" else None
+        if stood:
+            st = _or_none(os.lstat, status_file)
+            if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
+                    raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
+                                    f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
+        last = self.site.record(job)
+        if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
+            _quietly(_atomic_write, os.path.join(job.folder, DONE_MARKER), json.dumps(
+                {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
+            raise _HeldBack("it already ran for this approval (its done marker was removed; it is back). "
+                            f"To run it again: syft-job rerun {shlex.quote(job.name)}")
+        if self.settings.require_approval_digest and approved is None:
+            raise _HeldBack("it was approved without a digest of its files, and this runner is strict")
+
+    def launch(self, job: _Job, claim: _Claim, copy: str, options: _RunOptions, approved: dict | None,
+                fingerprint: str) -> _Run:
+        """Copy the submission privately, check it is what was approved, start it."""
+        os.mkdir(copy, 0o700)
+        with _folder(copy) as copy_fd:
+            files = _submission(job, copy_fd)
+        if approved is not None and approved != files:
+            command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
+            raise _HeldBack(f"its files changed after it was approved ({_changes(approved, files)}). "
+                            f"Review it, then approve it again: {_printable(command)}")
+        if files.get(RUN_SCRIPT, "") in ("", "symlink", "not a regular file"):
+            raise _CannotRun(f"job {job.label} has no {RUN_SCRIPT} in {_printable(job.folder)}" if RUN_SCRIPT not in files
+                             else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
+        try:
+            job.read_config()
+            packages, python = _python_plan(copy) if self.settings.isolation == "sandbox" else ([], None)
+        except SyftJobError as exc:
+            raise _CannotRun(f"job {job.label} was not run: {exc}") from None
+        for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
+            if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
+                os.makedirs(os.path.join(copy, folder), exist_ok=True)
+        account = self.settings.account.for_run(claim.token) if self.settings.account else None
+        if account is not None:
+            account.give(copy)
+        try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
+            if job.layout != "legacy":
+                os.makedirs(job.results, exist_ok=True)
+            results_fd = _open_folder(job.results)
+        except (OSError, JobError) as exc:
+            raise _HeldBack(f"cannot use its results folder: {exc}") from None
+        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account, packages=packages,
+                   python=python)
+        no_python = self.no_python(job, python)
+        if no_python:
+            self.console.say(f"⚠️ {no_python}")
+        try:
+            try:
+                _remove_at(results_fd, OUTPUTS_DIR)
+                if job.layout == "legacy":
+                    _remove_at(results_fd, DONE_MARKER)
+                else:
+                    _write_state(job, status="running", completed_at=None, return_code=None)
+            except OSError as exc:
+                raise _HeldBack(f"cannot write its results: {exc}") from None
+            env = _job_environment(self.config, self.settings.env_passthrough, claim.token, self.settings.isolation == "sandbox",
+                                   account, copy)
+            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in self.pythons
+                                                          if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
+            argv = self.command(run, env)
+            run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+            _add_to_claim(claim, pgid=run.pgid, leader_start=_process_start(run.pgid),
+                          slurm_job_name=run.slurm_job_name)
+            # The logs are made while the job starts (its output waits in the pipes).
+            if options.stream_output:
+                run.printer = _LinePrinter(self.console, f"[{self.config.email}][{_printable(job.name)}] ")
+            try:
+                for stream, name, pipe in (("stdout", STDOUT_FILE, run.proc.stdout),
+                                           ("stderr", STDERR_FILE, run.proc.stderr)):
+                    run.outputs[stream] = _Output(pipe.fileno(), _create_at(results_fd, name), stream, run.printer,
+                                                  self.settings.max_log_bytes)
+                run.returncode_fd = _create_at(results_fd, RETURNCODE_FILE)
+                if no_python:
+                    run.outputs["stderr"].write(f"syft-job: {no_python}\n".encode())
+            except OSError as exc:
+                raise _HeldBack(f"cannot write its logs: {exc}") from None
+            run.exit_fd = _exit_fd(run.pgid)
+            self.site.audit("start", job, self.config.email, host=socket.gethostname(), attempt=claim.attempt,
+                             isolation=self.settings.isolation, runs_as=self.settings.runs_as)
+        except BaseException:
+            if run.proc is not None:
+                _signal_group(run.pgid, signal.SIGKILL)
+            run.close()
+            raise
+        return run
+
+    @functools.cached_property
+    def pythons(self) -> list[tuple[str, str]]:
+        """The owner's Pythons that jobs can use (looked for once)."""
+        return _owner_pythons(self.settings.allow_read)
+
+    def no_python(self, job: _Job, python: str | None) -> str | None:
+        """Why a job's ``uv venv --python X`` will find no Python, if it will not."""
+        if not python or not _PYTHON_REQUEST.fullmatch(python) or any(
+                python == version or python.startswith(version + ".") for version, _ in self.pythons):
+            return None
+        return (f"Job {job.label} asks for Python {_printable(python)}, which this machine does not have for jobs "
+                f"(the owner's Pythons: {_pythons_text(self.pythons)})")
+
+    def fetch(self, run: _Run, bash: str, sandbox: Callable[..., list[str]]) -> tuple[list[str], list[str], list[str]]:
+        """How a sandboxed job's packages are fetched before it starts (see "Python jobs"
+        in the Isolation section): the fetch, what bwrap adds, what runs before run.sh."""
+        index = _package_index()
+        settings = {"UV_DEFAULT_INDEX": _URL_CREDENTIALS.sub("://", index), "UV_LINK_MODE": "copy",
+                    **({} if self.settings.network else {"UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"})}
+        if run.packages and self.settings.allow_source_builds:  # a build runs the package's code: in the job's sandbox
+            settings["UV_CACHE_DIR"] = os.path.join(run.copy, ".uv-cache")
+        more = [word for name, value in settings.items() for word in ("--setenv", name, value)]
+        if not run.packages:
+            return [], more, []
+        python = next((f"{prefix}/bin/python{version}" for version, prefix in self.pythons if run.python and (
+            run.python == version or run.python.startswith(version + "."))), None)  # never one uv finds by itself
+        install = [_find_program("env", os.defpath) or "env", f"HOME={os.path.expanduser('~')}",  # not the job's /tmp
+                   _find_program("uv", os.environ.get("PATH", os.defpath)) or "uv", "pip", "install", "--no-config",
+                   "--quiet", "--no-python-downloads", "--default-index", index,
+                   *(["--python", python] if python else []), *run.packages]
+        if self.settings.allow_source_builds:  # into a cache of this run alone, in a sandbox without your data
+            fetch = sandbox(True, data=False) + install + ["--cache-dir", settings["UV_CACHE_DIR"]]
+            return [bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more, []
+        fetch = install + ["--only-binary", ":all:", "--cache-dir", self.package_cache]
+        return ([bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more + ["--ro-bind", self.package_cache,
+                _SHARED_UV_CACHE], [bash, "-c", _LINK_SHARED_CACHE, "syft-job-cache"])
+
+    @functools.cached_property
+    def package_cache(self) -> str:
+        """The package cache every sandboxed job installs from; only the runner writes it."""
+        os.makedirs(self.settings.work_dir / "python-cache", exist_ok=True)
+        os.chmod(self.settings.work_dir / "python-cache", 0o755)  # read by jobs, through the sandbox only
+        return str(self.settings.work_dir / "python-cache")
+
+    @functools.cached_property
+    def seccomp_path(self) -> str | None:
+        """The sandbox's seccomp filter, written once in the runner's state; None where
+        there is none (neither x86_64 nor aarch64)."""
+        program = _seccomp_filter()
+        if program is None:
+            return None
+        return self.site.save("seccomp.bpf", program)
+
+    def command(self, run: _Run, env: dict[str, str]) -> list[str]:
+        """``bash run.sh``, after what comes before it: srun, the sandbox or the switch
+        to the job's account, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
+        bash = _find_program("bash", env["PATH"]) or "bash"
+        limits = []
+        if self.settings.max_memory_mb is not None:
+            limits.append(f"ulimit -v {int(self.settings.max_memory_mb * 1024)}")
+        if self.settings.max_cpu_seconds is not None:  # SIGXCPU at the soft limit, SIGKILL one second later
+            seconds = max(1, int(-(-self.settings.max_cpu_seconds // 1)))
+            limits.append(f"ulimit -S -t {seconds} && ulimit -H -t {seconds + 1}")
+        prefix = [bash, "-c", " && ".join(limits) + ' && exec "$@"', "syft-job-limits"] if limits else []
+        if self.settings.isolation == "sandbox":
+            seccomp = self.seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
+            opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
+            reads = _sandbox_reads(self.settings.allow_read, env["PATH"], self.pythons)
+
+            def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
+                return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
+                                              reads if data else reads[len(self.settings.allow_read):], network, run.account,
+                                              3 if seccomp else None, more)
+            fetch, more, before = self.fetch(run, bash, sandbox)
+            prefix = fetch + sandbox(self.settings.network, more) + prefix + before
+        else:
+            prefix = _switch_to(run.account) + prefix
+        if self.settings.launcher == "slurm":
+            run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
+            minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
+            note_id = '{ printf %s "$SLURM_JOB_ID" > "$0"; } 2>/dev/null; exec "$@"'  # for list and show
+            prefix = ["srun", f"--job-name={run.slurm_job_name}", f"--chdir={run.copy}", f"--time={minutes}",
+                      "--quiet", "--ntasks=1", *self.settings.slurm_args, bash, "-c", note_id,
+                      self.site.path("jobs", run.job, ".slurm"), *prefix]
+        return prefix + [bash, RUN_SCRIPT]
+
+    def finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
+        """Record how a run ended: logs, return code, outputs published, done or failed.
+        None for a run stopped by Ctrl+C: it stays approved."""
+        job, name = run.job, _printable(run.job.name)
+        if run.printer:
+            run.printer.flush_stale(0)
+        if run.slurm_job_name and run.stop_reason:
+            _scancel(f"--name={run.slurm_job_name}")
+        if run.stop_reason == "interrupted":  # its claim stays, as a crashed runner's would: run again, said so
+            run.close()
+            if job.layout != "legacy":
+                _quietly(_write_state, job, status="approved")
+            _held_claims.discard(run.claim.path)
+            _discard(run.claim, run.copy)
+            self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
+            return None
+        code, reason, failure = run.proc.returncode, None, next(
+            (o for o in run.outputs.values() if o.failure is not None), None)
+        stderr = run.outputs["stderr"]
+        if failure is not None:
+            code, reason = -1, f"job {job.label} was stopped: cannot write its {failure.log_name}: " \
+                               f"{failure.failure.strerror or failure.failure}"
+        elif run.stop_reason == "timeout":
+            code, reason = -1, f"it timed out after {run.timeout:g} seconds"
+            for output in run.outputs.values():
+                output.write_line(TIMEOUT_LINE.decode())
+        elif run.stop_reason == "cancelled":
+            code, reason = -1, "cancelled"
+            stderr.write_line("syft_job: cancelled by the data owner\n")
+        elif any(o.cut for o in run.outputs.values()):
+            cut = next(o for o in run.outputs.values() if o.cut)
+            code, reason = -1, f"its {cut.log_name} reached the limit of {self.settings.max_log_bytes} bytes (max_log_bytes), so it was stopped"
+            if not stderr.cut:
+                stderr.write_line(f"syft_job: {reason}\n")
+        elif self.settings.max_cpu_seconds is not None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            reason = f"it used up its CPU time limit of {self.settings.max_cpu_seconds:g} seconds (max_cpu_seconds)"
+        elif self.settings.max_memory_mb is not None and code != 0 and any(s in stderr.tail for s in _OUT_OF_MEMORY):
+            reason = f"it ran out of memory under its limit of {self.settings.max_memory_mb:g} MB (max_memory_mb)"
+        if reason and run.stop_reason is None and failure is None and not stderr.cut:
+            stderr.write_line(f"syft_job: {reason}\n")
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        duration = (run.exited_at or time.monotonic()) - run.started
+        held: list[str] = []
+        try:
+            if failure is not None:
+                raise OSError(failure.failure.errno, reason)
+            _write_all(run.returncode_fd, str(code).encode())
+            notes, held = run.publish(self.settings.max_output_bytes, self.settings.max_output_files)
+            for note in notes:
+                stderr.write_line(f"syft_job: {note}\n")
+        except OSError as exc:
+            reason = reason or f"job {job.label} could not be finished: {exc}"
+        result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
+                           finished, duration, reason)
+        if failure is not None:
+            self.console.say(f"❌ {reason}")
+        marked = self.mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd, held)
+        run.close()
+        if not marked:
+            return result
+        if run.stop_reason == "timeout":
+            self.console.say(f"⏰ Job {name} timed out after {run.timeout:g} seconds (return code -1)")
+        elif run.stop_reason == "cancelled":
+            self.console.say(f"🛑 Job {name} was cancelled (return code -1)")
+        elif reason and failure is None:
+            self.console.say(f"❌ Job {name} failed: {reason} (return code {code})")
+        elif code == 0:
+            self.console.say(f"✅ Job {name} completed successfully", f"📄 Output written to {STDOUT_FILE}")
+        elif failure is None:
+            self.console.say(f"❌ Job {name} failed with return code {code}",
+                             f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
+        if options.share_outputs or options.share_logs:
+            try:
+                self.share_and_report(job, options.share_outputs, options.share_logs)
+            except (OSError, SyftJobError) as exc:
+                self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
+        return result
+
+    def share_and_report(self, job: _Job, share_outputs: bool, share_logs: bool) -> None:
+        if job.state != "finished" and _coarse_state(job.layout, job.folder, job.results) != "finished":
+            raise JobError(f"job {job.label} is not finished yet; there is nothing to share")
+        _share(job, share_outputs, share_logs)
+        self.site.audit("share", job, self.config.email, files=_result_hashes(job, share_outputs, share_logs))
+        what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
+        if what:
+            self.console.say(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
+
+    def mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
+                       results_fd: int | None = None, held_back: Sequence[str] = ()) -> bool:
+        """Write that the job is finished (then it never runs again); its claim becomes
+        the record of the run. False when even that fails (the job is left alone until
+        restart)."""
+        record = {"status": result.status, "return_code": result.return_code, "reason": result.reason,
+                  "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
+                  "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
+                  "duration_s": round(result.duration, 3), "isolation": self.settings.isolation,
+                  "launcher": self.settings.launcher or "local", "slurm_job_id": _slurm_job_id(self.site, job),
+                  "approval": approval, "held_back": list(held_back[:100]),
+                  "held_back_count": len(held_back)}
+        told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}  # to the submitter
+        try:
+            if job.layout != "legacy":
+                _write_state(job, status=result.status, completed_at=record["finished_at"],
+                             return_code=result.return_code, **told)
+            else:
+                with contextlib.ExitStack() as stack:
+                    fd = results_fd if results_fd is not None else stack.enter_context(_folder(job.folder))
+                    done = _create_at(fd, DONE_MARKER)
+                    stack.callback(os.close, done)
+                    _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
+                                                 **told}).encode())
+            record["results"] = _or_none(_result_hashes, job)  # what release checks a file against
+            _add_to_claim(claim, **record)
+            self.site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
+                key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
+            self.emit("finished" if result.succeeded else "failed", job, result.status, result.return_code,
+                       result.reason)
+            _held_claims.discard(claim.path)  # kept: the record of the run
+            return True
+        except (OSError, SyftJobError) as exc:
+            self.console.say(f"❌ Cannot mark job {job.label} as finished ({exc}); skipping it until restart")
+            self.abandoned.add(job.folder)
+            return False
+        finally:
+            _discard(claim, copy)
+
+    def finish_unrun(self, job: _Job, claim: _Claim, copy: str, reason: str, approval: str) -> JobResult:
+        """Finish as failed a job that could not run: the reason goes to its stderr.txt."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        result = JobResult(job.submitter, job.name, "failed", -1, now, now, 0.0, reason)
+        with contextlib.suppress(OSError, SyftJobError):  # no results folder: the record says it all the same
+            os.makedirs(job.results, exist_ok=True)
+            with _folder(job.results) as fd:
+                datasite = str(self.config.get_user_dir(self.config.email))
+                for name, data in ((STDERR_FILE, f"syft_job: {_relative(reason, datasite)}\n"), (RETURNCODE_FILE, "-1")):
+                    fd_out = _create_at(fd, name)
+                    _write_all(fd_out, data.encode())
+                    os.close(fd_out)
+        self.mark_finished(job, claim, copy, result, approval)
+        return result
+
+
 # ---------------------------------------------------------------------------
 # Submission: the data scientist's side, creating jobs and reading them back
 # ---------------------------------------------------------------------------
@@ -3306,62 +3863,6 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
 # Runner
 # ---------------------------------------------------------------------------
 
-_RULE = "=" * 50
-_THIN_RULE = "-" * 50
-
-
-class _HeldBack(Exception):
-    """A job that is not run now (files changed since approval, strict mode, a forged
-    approval, its results folder unusable); said once, looked at again at each poll."""
-
-
-class _CannotRun(Exception):
-    """A job that is finished as failed without running (no run.sh, a bad config)."""
-
-
-class _StopSignals:
-    """The one place where Ctrl+C and SIGTERM become "stop". While active (main thread
-    only, and only for signals that would otherwise raise KeyboardInterrupt or end the
-    process), a signal sets ``requested`` and wakes up whoever waits on ``fd``."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum = signal.SIGINT  # which one stopped it (a KeyboardInterrupt is a Ctrl+C)
-        self.fd: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self._pair = socket.socketpair()
-        for end in self._pair:
-            end.setblocking(False)
-        self.fd = self._pair[0].fileno()
-        self._old_wakeup = signal.set_wakeup_fd(self._pair[1].fileno())
-        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-            if signal.getsignal(signum) is default:
-                self.previous[signum] = signal.signal(signum, self._note)
-        return self
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.requested, self.signum = True, signum
-
-    def wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until a stop is requested."""
-        if self.fd is None:
-            time.sleep(seconds)
-        elif not self.requested:
-            select.select([self.fd], [], [], seconds)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            for signum, handler in self.previous.items():
-                signal.signal(signum, handler)
-            signal.set_wakeup_fd(self._old_wakeup)
-            for end in self._pair:
-                end.close()
-
-
 def _script_preview(path: str, max_lines: int | None = 5, max_bytes: int = 16 * 1024 * 1024) -> str:
     """The lines of a script as bash reads them (only ``\n`` ends a line), control
     characters escaped: what the owner reviews is what runs.
@@ -3411,6 +3912,62 @@ def _config_items(config: dict) -> list[tuple[str, str]]:
             shown = str(value)
         items.append((_printable(str(key)), _printable(shown)))
     return items
+
+
+def _check_settings(config: SyftJobConfig, isolation: str, allow_read: Any, network: bool | None, run_as: str | None,
+                    work_dir: Any, max_concurrent_jobs: int, launcher: str | None, slurm_args: Any,
+                    require_approval_digest: bool, env_passthrough: Any, max_memory_mb: float | None,
+                    max_cpu_seconds: float | None, max_log_bytes: int | None, max_output_bytes: int,
+                    max_output_files: int, output_checks: dict | None, allow_source_builds: bool) -> _Settings:
+    """SyftJobRunner's keywords, checked. :raises ConfigError: naming the one that is wrong."""
+    resolved = _resolve_isolation(isolation)
+    why_no_sandbox = "isolation 'none' was asked for" if isolation == "none" else "bubblewrap is not installed or " \
+        "cannot create namespaces here (Debian/Ubuntu: apt install bubblewrap)"
+    if network is False and resolved != "sandbox":
+        raise ConfigError(f"network=False (--no-network) needs the sandbox, and jobs run without one here ({why_no_sandbox})")
+    account = _job_account(run_as)
+    work = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
+    if work == config.syftbox_folder or config.syftbox_folder in work.parents:
+        raise ConfigError(f"work_dir {work} is inside the SyftBox folder: jobs and submitters could reach it")
+    existing = next(p for p in (work, *work.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"work_dir {work}: {existing} is not a folder this runner can write in")
+    if account and resolved == "none" and not account.can_reach(str(existing)):
+        raise ConfigError(f"work_dir {work}: jobs run as {account.name} in copies inside it, and {account.name} cannot "
+                          f"go through {existing}'s folders; choose one it can (the default for root is /var/lib/syft-job)")
+    if launcher not in (None, "slurm"):
+        raise ConfigError(f"launcher must be None or 'slurm', got {launcher!r}")
+    passthrough = tuple([env_passthrough] if isinstance(env_passthrough, str) else env_passthrough)
+    for name in passthrough:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ConfigError(f"env_passthrough: {name!r} is not an environment variable name")
+    runs_as = f"a uid of their own, with the groups of {account.name}" if account else \
+        f"you ({_printable(os.environ.get('USER') or str(os.getuid()))})"
+    return _Settings(
+        resolved, why_no_sandbox, resolved != "sandbox" if network is None else bool(network), account, runs_as, work,
+        tuple(_readable_path(path, config, work) for path in (
+            [allow_read] if isinstance(allow_read, (str, os.PathLike)) else allow_read)),
+        _positive(max_concurrent_jobs, "max_concurrent_jobs", int), launcher,
+        tuple(map(str, [slurm_args] if isinstance(slurm_args, str) else slurm_args)), bool(require_approval_digest),
+        passthrough, None if max_memory_mb is None else _positive(max_memory_mb, "max_memory_mb"),
+        None if max_cpu_seconds is None else _positive(max_cpu_seconds, "max_cpu_seconds"),
+        None if max_log_bytes is None else _positive(max_log_bytes, "max_log_bytes", int),
+        _positive(max_output_bytes, "max_output_bytes", int), _positive(max_output_files, "max_output_files", int),
+        bool(allow_source_builds), _output_checks(output_checks))
+
+
+def _readable_path(path: str | os.PathLike, config: SyftJobConfig, work_dir: Path) -> str:
+    """An allow_read path, resolved. :raises ConfigError: missing, or holding what
+    jobs must never read: a job tree, the runner's state, the owner's home."""
+    resolved = str(Path(path).expanduser().resolve())
+    if not os.path.exists(resolved):
+        raise ConfigError(f"allow_read: {path} does not exist")
+    trees = [os.path.join(site.path, "app_data", "job") for site in _subfolders(config.syftbox_folder)]
+    for what, folder in [*(("a job tree", tree) for tree in trees), ("the runner's work_dir", str(work_dir)),
+                         ("your home", os.path.expanduser("~"))]:
+        if _within(folder, resolved) or (what != "your home" and _within(resolved, folder)):
+            raise ConfigError(f"allow_read: {path} would let jobs read {what} ({folder}); name a folder of data")
+    return resolved
 
 
 class SyftJobRunner:
@@ -3470,89 +4027,26 @@ class SyftJobRunner:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
-        self.isolation, self._asked = _resolve_isolation(isolation), isolation
-        if network is False and self.isolation != "sandbox":
-            raise ConfigError("network=False (--no-network) needs the sandbox, and jobs run without one here "
-                              f"({self._why_no_sandbox(isolation)})")
-        self.network = self.isolation != "sandbox" if network is None else bool(network)
-        self.allow_source_builds = bool(allow_source_builds)
         if on_event is not None and not callable(on_event) and not isinstance(on_event, str):
             raise ConfigError(f"on_event must be a callable or a shell command, got {on_event!r}")
         self.on_event = on_event
-        self.account = _job_account(run_as)
-        self.work_dir = Path(work_dir).expanduser().resolve() if work_dir else _default_work_dir()
-        if self.work_dir == config.syftbox_folder or config.syftbox_folder in self.work_dir.parents:
-            raise ConfigError(f"work_dir {self.work_dir} is inside the SyftBox folder: jobs and submitters could reach it")
-        existing = next(p for p in (self.work_dir, *self.work_dir.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"work_dir {self.work_dir}: {existing} is not a folder this runner can write in")
-        if self.account and self.isolation == "none" and not self.account.can_reach(str(existing)):
-            raise ConfigError(f"work_dir {self.work_dir}: jobs run as {self.account.name} in copies inside it, and "
-                              f"{self.account.name} cannot go through {existing}'s folders; choose one it can "
-                              "(the default for root is /var/lib/syft-job)")
-        self.allow_read = tuple(self._readable_path(path) for path in (
-            [allow_read] if isinstance(allow_read, (str, os.PathLike)) else allow_read))
-        self.max_concurrent_jobs = _positive(max_concurrent_jobs, "max_concurrent_jobs", int)
-        if launcher not in (None, "slurm"):
-            raise ConfigError(f"launcher must be None or 'slurm', got {launcher!r}")
-        self.launcher, self.slurm_args = launcher, tuple(map(str, [slurm_args] if isinstance(slurm_args, str)
-                                                                   else slurm_args))
-        self.require_approval_digest = bool(require_approval_digest)
-        self.env_passthrough = tuple([env_passthrough] if isinstance(env_passthrough, str) else env_passthrough)
-        for name in self.env_passthrough:
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise ConfigError(f"env_passthrough: {name!r} is not an environment variable name")
-        self.max_memory_mb = None if max_memory_mb is None else _positive(max_memory_mb, "max_memory_mb")
-        self.max_cpu_seconds = None if max_cpu_seconds is None else _positive(max_cpu_seconds, "max_cpu_seconds")
-        self.max_log_bytes = None if max_log_bytes is None else _positive(max_log_bytes, "max_log_bytes", int)
-        self.max_output_bytes = _positive(max_output_bytes, "max_output_bytes", int)
-        self.max_output_files = _positive(max_output_files, "max_output_files", int)
-        self.output_checks = _output_checks(output_checks)
+        self.settings = _check_settings(
+            config, isolation, allow_read, network, run_as, work_dir, max_concurrent_jobs, launcher, slurm_args,
+            require_approval_digest, env_passthrough, max_memory_mb, max_cpu_seconds, max_log_bytes,
+            max_output_bytes, max_output_files, output_checks, allow_source_builds)
         self.job_dir = config.get_job_dir(config.email)
-        self._site = _Site(self.work_dir, self.job_dir)
+        self._site = _Site(self.settings.work_dir, self.job_dir)
         self._scanner = _JobScanner(self.job_dir)
+        self._hooks = _Hooks(on_event, self.console) if isinstance(on_event, str) else None
+        self._executor = _Executor(config, self.settings, self._site, self.console, self._emit, self._hooks)
         self._poked_at = 0
         self._seen: set[str] | None = None  # inbox jobs announced, by anyone running here (seen.json)
         self._protected: set[tuple[bool, str]] = set()  # (legacy?, submitter) whose folders are protected
         self._protected_jobs: set[str] = set()  # legacy job folders given rules of their own
-        self._said: dict[str, str] = {}  # job -> the last thing said about it (said once)
-        self._abandoned: set[str] = set()  # jobs that could not even be marked finished
         self._stop: _StopSignals | None = None  # while run() polls
-        self._checked_reads = False  # allow_read checked against the jobs' account
         self._stopped_by: int | None = None  # the signal that ended run()
-        self._hooks = _Hooks(on_event, self.console) if isinstance(on_event, str) else None
         self._states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
         self._watcher: _Watcher | None = None  # while run() waits on inotify
-
-    def _readable_path(self, path: str | os.PathLike) -> str:
-        """An allow_read path, resolved. :raises ConfigError: missing, or holding what
-        jobs must never read: a job tree, the runner's state, the owner's home."""
-        resolved = str(Path(path).expanduser().resolve())
-        if not os.path.exists(resolved):
-            raise ConfigError(f"allow_read: {path} does not exist")
-        trees = [os.path.join(site.path, "app_data", "job") for site in _subfolders(self.config.syftbox_folder)]
-        for what, folder in [*(("a job tree", tree) for tree in trees), ("the runner's work_dir", str(self.work_dir)),
-                             ("your home", os.path.expanduser("~"))]:
-            if _within(folder, resolved) or (what != "your home" and _within(resolved, folder)):
-                raise ConfigError(f"allow_read: {path} would let jobs read {what} ({folder}); name a folder of data")
-        return resolved
-
-    @property
-    def _runs_as(self) -> str:
-        """Whom jobs run as, for messages."""
-        if self.account:
-            return f"a uid of their own, with the groups of {self.account.name}"
-        return f"you ({_printable(os.environ.get('USER') or str(os.getuid()))})"
-
-    @staticmethod
-    def _why_no_sandbox(isolation: str) -> str:
-        return "isolation 'none' was asked for" if isolation == "none" else "bubblewrap is not installed or cannot " \
-            "create namespaces here (Debian/Ubuntu: apt install bubblewrap)"
-
-    def _say_once(self, key: str, text: str) -> None:
-        if self._said.get(key) != text:
-            self._said[key] = text
-            self.console.say(text)
 
     # -- discovery -----------------------------------------------------------
 
@@ -3569,9 +4063,9 @@ class SyftJobRunner:
                     refused = _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
                     job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
                     if refused:
-                        self._say_once(job.folder, f"🚫 Job {job.label} was rejected on receipt: {refused}")
+                        self.console.say_once(job.folder, f"🚫 Job {job.label} was rejected on receipt: {refused}")
                 if job.state == "broken":
-                    self._say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
+                    self.console.say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
                                                 f"{self._state_problem(job)})")
                 if (job.layout == "legacy", job.submitter) not in self._protected:
                     self._protected.add((job.layout == "legacy", job.submitter))
@@ -3580,7 +4074,7 @@ class SyftJobRunner:
                     self._protected_jobs.add(job.folder)  # a job folder with a syft.pub.yaml of its own
                     self._site.note_protected(_protect(job, own_folder=True))
             except (OSError, SyftJobError) as exc:
-                self._say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
+                self.console.say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
             jobs.append(job)
         self._report_orphaned_reviews(jobs)
         return jobs
@@ -3601,7 +4095,7 @@ class SyftJobRunner:
             for name, folder in self._scanner.folders(path):
                 for results in ([f for _, f in self._scanner.folders(folder)] if name == "v1" else [folder]):
                     if results not in known and os.path.lexists(os.path.join(results, STATE_FILE)):
-                        self._say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
+                        self.console.say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
                                                 "is gone); it is left as it is")
 
     def _emit(self, event: str, job: _Job, status: str, return_code: int | None = None,
@@ -3691,444 +4185,7 @@ class SyftJobRunner:
         """
         options = _RunOptions.make(stream_output, timeout, skip_job_names,
                                    share_outputs_with_submitter, share_logs_with_submitter)
-        return self._process(self._jobs(), options)
-
-    def _process(self, jobs: list[_Job], options: _RunOptions) -> list[JobResult]:
-        """One round over the approved jobs: start them as places free up, pump them
-        all through one selector, finish each as it ends."""
-        waiting = self._runnable(jobs, options)
-        results: list[JobResult] = []
-        if not waiting:
-            return results
-        _harden_runner(self.console)
-        if self.isolation == "none":
-            why = self._why_no_sandbox(self._asked)
-            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({why}): they can read and write "
-                             f"whatever their account can (they run as {self._runs_as})")
-        if self.account is not None and not self._checked_reads:
-            self._checked_reads = True
-            for path in self.allow_read:
-                if not self.account.can_reach(path, read=True):
-                    self.console.say(f"⚠️ allow_read {_printable(path)}: jobs run as {self.account.name}, who cannot "
-                                     "read it (give it to a group of that account, or make it readable by all)")
-        with contextlib.ExitStack() as stack:
-            stop = self._stop or stack.enter_context(_StopSignals())
-            watcher = self._watcher if self._watcher is not None and self._watcher.fd is not None else None
-            engine = _Engine(stop.fd, watcher and watcher.fd)
-            stack.callback(engine.close)
-            uids: set[int] = set()
-            total = len(waiting)
-            while waiting or engine.runs:
-                while waiting and len(engine.runs) < self.max_concurrent_jobs and not stop.requested:
-                    started = self._start_run(waiting.pop(0), options, header=f"📋 Found {total} job(s) in "
-                                              "approved directory" if not results and not engine.runs else None)
-                    if isinstance(started, _Run):
-                        engine.add(started)
-                        uids |= {started.account.uid} if started.account else set()
-                    elif started is not None:
-                        results.append(started)
-                        self.console.say(_RULE)
-                if not engine.runs:
-                    break
-                engine.pump(engine.next_wait())
-                if self._hooks is not None:
-                    self._hooks.poll()
-                if watcher is not None and watcher.changed():  # jobs approved meanwhile join this round
-                    busy = {job.folder for job in waiting} | {run.job.folder for run in engine.runs}
-                    waiting += [job for job in self._runnable(self._poll_jobs(), options) if job.folder not in busy]
-                    watcher.watch(self._watched_folders())
-                leaders = {run.pgid for run in engine.runs} | (self._hooks.pids() if self._hooks else set())
-                for run in list(engine.runs):
-                    if run.advance(self.isolation == "sandbox", stop.requested, leaders,
-                                   [r.claim.token for r in engine.runs if r is not run]):
-                        engine.remove(run)
-                        result = self._finish_run(run, options)
-                        if result is not None:
-                            results.append(result)
-                            self.console.say(_RULE)
-                _reap_orphans(leaders | (self._hooks.pids() if self._hooks else set()))
-            _cancel_slurm_jobs_of(uids)  # what the runs queued in Slurm themselves, each as its own uid
-            if stop.requested:
-                raise KeyboardInterrupt
-        if results:
-            failed = sum(not r.succeeded for r in results)
-            self.console.say(f"{'❌' if failed else '✅'} Processed {len(results)} job(s): "
-                             f"{len(results) - failed} succeeded, {failed} failed")
-        return results
-
-    def _runnable(self, jobs: list[_Job], options: _RunOptions) -> list[_Job]:
-        return [job for job in jobs if job.state in ("approved", "running") and job.folder not in self._abandoned
-                and not {job.name, job.key} & options.skip_job_names]
-
-    def _start_run(self, job: _Job, options: _RunOptions, header: str | None) -> _Run | JobResult | None:
-        """Claim a job and start it: a run, a result (it could not run), or None (not
-        run now: another runner has it, or it is held back)."""
-        approved, fingerprint = _approval(job)
-        if self.require_approval_digest:  # only the record out of every submitter's reach counts
-            approved = _approval(job, self._site.path("approvals", job))[0]
-        try:
-            self._check_approval(job, approved, fingerprint)
-            claim = _take_claim(self._site, job, lambda fields: _stop_leftovers(fields, self.console, job.label))
-        except _HeldBack as exc:
-            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
-            return None
-        except (OSError, SyftJobError) as exc:
-            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: cannot claim it: {exc}")
-            return None
-        if claim is None:
-            return None
-        if job.state == "running" and claim.attempt == 1:  # state.yaml says so, but no runner here ran it
-            _release(claim)
-            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: its {STATE_FILE} says it is running, but no "
-                                       f"runner of this machine runs it; if none does: syft-job rerun "
-                                       f"{shlex.quote(job.name)}")
-            return None
-        copy = self._site.path("copies", job, f"-{claim.token[:8]}", create=True)
-        try:
-            if claim.attempt > _MAX_ATTEMPTS:
-                raise _CannotRun(f"job {job.label} was interrupted {_MAX_ATTEMPTS} times (the runner was killed "
-                                 "or the machine stopped while it ran); it is not run again")
-            run = self._launch(job, claim, copy, options, approved, fingerprint)
-        except _HeldBack as exc:  # said once, never as "Executing"
-            self._say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
-            _discard(claim, copy)
-            return None
-        except Exception as exc:  # it cannot run, or a runner-side failure: the job is finished as failed
-            reason = str(exc) if isinstance(exc, _CannotRun) else (
-                f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
-            if not isinstance(exc, _CannotRun):
-                logger.exception("runner error in job %s", job.label)
-            self._say_started(job, claim, header)
-            self.console.say(f"❌ {reason}")
-            return self._finish_unrun(job, claim, copy, reason, fingerprint)
-        self._say_started(job, claim, header)
-        self._said.pop(job.folder, None)
-        self._emit("started", job, "running")
-        return run
-
-    def _say_started(self, job: _Job, claim: _Claim, header: str | None) -> None:
-        if header:
-            self.console.say(header, _RULE)
-        self.console.say(f"🚀 Executing job: {_printable(job.name)}", f"📁 Job directory: {_printable(job.folder)}")
-        if 1 < claim.attempt:
-            self.console.say(f"🔁 Job {job.label} runs again: interrupted, attempt {claim.attempt} of {_MAX_ATTEMPTS}")
-
-    def _check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
-        """Hold a job back when it must not run now. :raises _HeldBack: why."""
-        status_file = os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else STATE_FILE)
-        again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
-        if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
-            raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
-                            "rules; a rule this runner does not read exactly counts as a grant): an approval there "
-                            "could be forged")
-        stood = self._site.unprotected_markers().get(status_file) if job.layout == "legacy" else None
-        if stood:
-            st = _or_none(os.lstat, status_file)
-            if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
-                    raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
-                                    f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
-        last = self._site.record(job)
-        if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
-            _quietly(_atomic_write, os.path.join(job.folder, DONE_MARKER), json.dumps(
-                {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
-            raise _HeldBack("it already ran for this approval (its done marker was removed; it is back). "
-                            f"To run it again: syft-job rerun {shlex.quote(job.name)}")
-        if self.require_approval_digest and approved is None:
-            raise _HeldBack("it was approved without a digest of its files, and this runner is strict")
-
-    def _launch(self, job: _Job, claim: _Claim, copy: str, options: _RunOptions, approved: dict | None,
-                fingerprint: str) -> _Run:
-        """Copy the submission privately, check it is what was approved, start it."""
-        os.mkdir(copy, 0o700)
-        with _folder(copy) as copy_fd:
-            files = _submission(job, copy_fd)
-        if approved is not None and approved != files:
-            command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
-            raise _HeldBack(f"its files changed after it was approved ({_changes(approved, files)}). "
-                            f"Review it, then approve it again: {_printable(command)}")
-        if files.get(RUN_SCRIPT, "") in ("", "symlink", "not a regular file"):
-            raise _CannotRun(f"job {job.label} has no {RUN_SCRIPT} in {_printable(job.folder)}" if RUN_SCRIPT not in files
-                             else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
-        try:
-            job.read_config()
-            packages, python = _python_plan(copy) if self.isolation == "sandbox" else ([], None)
-        except SyftJobError as exc:
-            raise _CannotRun(f"job {job.label} was not run: {exc}") from None
-        for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
-            if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
-                os.makedirs(os.path.join(copy, folder), exist_ok=True)
-        account = self.account.for_run(claim.token) if self.account else None
-        if account is not None:
-            account.give(copy)
-        try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
-            if job.layout != "legacy":
-                os.makedirs(job.results, exist_ok=True)
-            results_fd = _open_folder(job.results)
-        except (OSError, JobError) as exc:
-            raise _HeldBack(f"cannot use its results folder: {exc}") from None
-        run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account, packages=packages,
-                   python=python)
-        no_python = self._no_python(job, python)
-        if no_python:
-            self.console.say(f"⚠️ {no_python}")
-        try:
-            try:
-                _remove_at(results_fd, OUTPUTS_DIR)
-                if job.layout == "legacy":
-                    _remove_at(results_fd, DONE_MARKER)
-                else:
-                    _write_state(job, status="running", completed_at=None, return_code=None)
-            except OSError as exc:
-                raise _HeldBack(f"cannot write its results: {exc}") from None
-            env = _job_environment(self.config, self.env_passthrough, claim.token, self.isolation == "sandbox",
-                                   account, copy)
-            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in self._pythons
-                                                          if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
-            argv = self._command(run, env)
-            run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, start_new_session=True)
-            _add_to_claim(claim, pgid=run.pgid, leader_start=_process_start(run.pgid),
-                          slurm_job_name=run.slurm_job_name)
-            # The logs are made while the job starts (its output waits in the pipes).
-            if options.stream_output:
-                run.printer = _LinePrinter(self.console, f"[{self.config.email}][{_printable(job.name)}] ")
-            try:
-                for stream, name, pipe in (("stdout", STDOUT_FILE, run.proc.stdout),
-                                           ("stderr", STDERR_FILE, run.proc.stderr)):
-                    run.outputs[stream] = _Output(pipe.fileno(), _create_at(results_fd, name), stream, run.printer,
-                                                  self.max_log_bytes)
-                run.returncode_fd = _create_at(results_fd, RETURNCODE_FILE)
-                if no_python:
-                    run.outputs["stderr"].write(f"syft-job: {no_python}\n".encode())
-            except OSError as exc:
-                raise _HeldBack(f"cannot write its logs: {exc}") from None
-            run.exit_fd = _exit_fd(run.pgid)
-            self._site.audit("start", job, self.config.email, host=socket.gethostname(), attempt=claim.attempt,
-                             isolation=self.isolation, runs_as=self._runs_as)
-        except BaseException:
-            if run.proc is not None:
-                _signal_group(run.pgid, signal.SIGKILL)
-            run.close()
-            raise
-        return run
-
-    @functools.cached_property
-    def _seccomp_path(self) -> str | None:
-        """The sandbox's seccomp filter, written once in the runner's state; None where
-        there is none (neither x86_64 nor aarch64)."""
-        program = _seccomp_filter()
-        if program is None:
-            return None
-        return self._site.save("seccomp.bpf", program)
-
-    @functools.cached_property
-    def _pythons(self) -> list[tuple[str, str]]:
-        """The owner's Pythons that jobs can use (looked for once)."""
-        return _owner_pythons(self.allow_read)
-
-    def _no_python(self, job: _Job, python: str | None) -> str | None:
-        """Why a job's ``uv venv --python X`` will find no Python, if it will not."""
-        if not python or not _PYTHON_REQUEST.fullmatch(python) or any(
-                python == version or python.startswith(version + ".") for version, _ in self._pythons):
-            return None
-        return (f"Job {job.label} asks for Python {_printable(python)}, which this machine does not have for jobs "
-                f"(the owner's Pythons: {_pythons_text(self._pythons)})")
-
-    def _fetch(self, run: _Run, bash: str, sandbox: Callable[..., list[str]]) -> tuple[list[str], list[str], list[str]]:
-        """How a sandboxed job's packages are fetched before it starts (see "Python jobs"
-        in the Isolation section): the fetch, what bwrap adds, what runs before run.sh."""
-        index = _package_index()
-        settings = {"UV_DEFAULT_INDEX": _URL_CREDENTIALS.sub("://", index), "UV_LINK_MODE": "copy",
-                    **({} if self.network else {"UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"})}
-        if run.packages and self.allow_source_builds:  # a build runs the package's code: in the job's sandbox
-            settings["UV_CACHE_DIR"] = os.path.join(run.copy, ".uv-cache")
-        more = [word for name, value in settings.items() for word in ("--setenv", name, value)]
-        if not run.packages:
-            return [], more, []
-        python = next((f"{prefix}/bin/python{version}" for version, prefix in self._pythons if run.python and (
-            run.python == version or run.python.startswith(version + "."))), None)  # never one uv finds by itself
-        install = [_find_program("env", os.defpath) or "env", f"HOME={os.path.expanduser('~')}",  # not the job's /tmp
-                   _find_program("uv", os.environ.get("PATH", os.defpath)) or "uv", "pip", "install", "--no-config",
-                   "--quiet", "--no-python-downloads", "--default-index", index,
-                   *(["--python", python] if python else []), *run.packages]
-        if self.allow_source_builds:  # into a cache of this run alone, in a sandbox without your data
-            fetch = sandbox(True, data=False) + install + ["--cache-dir", settings["UV_CACHE_DIR"]]
-            return [bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more, []
-        fetch = install + ["--only-binary", ":all:", "--cache-dir", self._package_cache]
-        return ([bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more + ["--ro-bind", self._package_cache,
-                _SHARED_UV_CACHE], [bash, "-c", _LINK_SHARED_CACHE, "syft-job-cache"])
-
-    @functools.cached_property
-    def _package_cache(self) -> str:
-        """The package cache every sandboxed job installs from; only the runner writes it."""
-        os.makedirs(self.work_dir / "python-cache", exist_ok=True)
-        os.chmod(self.work_dir / "python-cache", 0o755)  # read by jobs, through the sandbox only
-        return str(self.work_dir / "python-cache")
-
-    def _command(self, run: _Run, env: dict[str, str]) -> list[str]:
-        """``bash run.sh``, after what comes before it: srun, the sandbox or the switch
-        to the job's account, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
-        bash = _find_program("bash", env["PATH"]) or "bash"
-        limits = []
-        if self.max_memory_mb is not None:
-            limits.append(f"ulimit -v {int(self.max_memory_mb * 1024)}")
-        if self.max_cpu_seconds is not None:  # SIGXCPU at the soft limit, SIGKILL one second later
-            seconds = max(1, int(-(-self.max_cpu_seconds // 1)))
-            limits.append(f"ulimit -S -t {seconds} && ulimit -H -t {seconds + 1}")
-        prefix = [bash, "-c", " && ".join(limits) + ' && exec "$@"', "syft-job-limits"] if limits else []
-        if self.isolation == "sandbox":
-            seccomp = self._seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
-            opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
-            reads = _sandbox_reads(self.allow_read, env["PATH"], self._pythons)
-
-            def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
-                return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
-                                              reads if data else reads[len(self.allow_read):], network, run.account,
-                                              3 if seccomp else None, more)
-            fetch, more, before = self._fetch(run, bash, sandbox)
-            prefix = fetch + sandbox(self.network, more) + prefix + before
-        else:
-            prefix = _switch_to(run.account) + prefix
-        if self.launcher == "slurm":
-            run.slurm_job_name = f"syft-job-{run.claim.token[:12]}"
-            minutes = int(-(-run.timeout // 60)) + 1  # the runner's own timeout stops it first
-            note_id = '{ printf %s "$SLURM_JOB_ID" > "$0"; } 2>/dev/null; exec "$@"'  # for list and show
-            prefix = ["srun", f"--job-name={run.slurm_job_name}", f"--chdir={run.copy}", f"--time={minutes}",
-                      "--quiet", "--ntasks=1", *self.slurm_args, bash, "-c", note_id,
-                      self._site.path("jobs", run.job, ".slurm"), *prefix]
-        return prefix + [bash, RUN_SCRIPT]
-
-    def _finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
-        """Record how a run ended: logs, return code, outputs published, done or failed.
-        None for a run stopped by Ctrl+C: it stays approved."""
-        job, name = run.job, _printable(run.job.name)
-        if run.printer:
-            run.printer.flush_stale(0)
-        if run.slurm_job_name and run.stop_reason:
-            _scancel(f"--name={run.slurm_job_name}")
-        if run.stop_reason == "interrupted":  # its claim stays, as a crashed runner's would: run again, said so
-            run.close()
-            if job.layout != "legacy":
-                _quietly(_write_state, job, status="approved")
-            _held_claims.discard(run.claim.path)
-            _discard(run.claim, run.copy)
-            self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
-            return None
-        code, reason, failure = run.proc.returncode, None, next(
-            (o for o in run.outputs.values() if o.failure is not None), None)
-        stderr = run.outputs["stderr"]
-        if failure is not None:
-            code, reason = -1, f"job {job.label} was stopped: cannot write its {failure.log_name}: " \
-                               f"{failure.failure.strerror or failure.failure}"
-        elif run.stop_reason == "timeout":
-            code, reason = -1, f"it timed out after {run.timeout:g} seconds"
-            for output in run.outputs.values():
-                output.write_line(TIMEOUT_LINE.decode())
-        elif run.stop_reason == "cancelled":
-            code, reason = -1, "cancelled"
-            stderr.write_line("syft_job: cancelled by the data owner\n")
-        elif any(o.cut for o in run.outputs.values()):
-            cut = next(o for o in run.outputs.values() if o.cut)
-            code, reason = -1, f"its {cut.log_name} reached the limit of {self.max_log_bytes} bytes (max_log_bytes), so it was stopped"
-            if not stderr.cut:
-                stderr.write_line(f"syft_job: {reason}\n")
-        elif self.max_cpu_seconds is not None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-            reason = f"it used up its CPU time limit of {self.max_cpu_seconds:g} seconds (max_cpu_seconds)"
-        elif self.max_memory_mb is not None and code != 0 and any(s in stderr.tail for s in _OUT_OF_MEMORY):
-            reason = f"it ran out of memory under its limit of {self.max_memory_mb:g} MB (max_memory_mb)"
-        if reason and run.stop_reason is None and failure is None and not stderr.cut:
-            stderr.write_line(f"syft_job: {reason}\n")
-        finished = datetime.datetime.now(datetime.timezone.utc)
-        duration = (run.exited_at or time.monotonic()) - run.started
-        held: list[str] = []
-        try:
-            if failure is not None:
-                raise OSError(failure.failure.errno, reason)
-            _write_all(run.returncode_fd, str(code).encode())
-            notes, held = run.publish(self.max_output_bytes, self.max_output_files)
-            for note in notes:
-                stderr.write_line(f"syft_job: {note}\n")
-        except OSError as exc:
-            reason = reason or f"job {job.label} could not be finished: {exc}"
-        result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
-                           finished, duration, reason)
-        if failure is not None:
-            self.console.say(f"❌ {reason}")
-        marked = self._mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd, held)
-        run.close()
-        if not marked:
-            return result
-        if run.stop_reason == "timeout":
-            self.console.say(f"⏰ Job {name} timed out after {run.timeout:g} seconds (return code -1)")
-        elif run.stop_reason == "cancelled":
-            self.console.say(f"🛑 Job {name} was cancelled (return code -1)")
-        elif reason and failure is None:
-            self.console.say(f"❌ Job {name} failed: {reason} (return code {code})")
-        elif code == 0:
-            self.console.say(f"✅ Job {name} completed successfully", f"📄 Output written to {STDOUT_FILE}")
-        elif failure is None:
-            self.console.say(f"❌ Job {name} failed with return code {code}",
-                             f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
-        if options.share_outputs or options.share_logs:
-            try:
-                self._share_and_report(job, options.share_outputs, options.share_logs)
-            except (OSError, SyftJobError) as exc:
-                self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
-        return result
-
-    def _mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
-                       results_fd: int | None = None, held_back: Sequence[str] = ()) -> bool:
-        """Write that the job is finished (then it never runs again); its claim becomes
-        the record of the run. False when even that fails (the job is left alone until
-        restart)."""
-        record = {"status": result.status, "return_code": result.return_code, "reason": result.reason,
-                  "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
-                  "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
-                  "duration_s": round(result.duration, 3), "isolation": self.isolation,
-                  "launcher": self.launcher or "local", "slurm_job_id": _slurm_job_id(self._site, job),
-                  "approval": approval, "held_back": list(held_back[:100]),
-                  "held_back_count": len(held_back)}
-        told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}  # to the submitter
-        try:
-            if job.layout != "legacy":
-                _write_state(job, status=result.status, completed_at=record["finished_at"],
-                             return_code=result.return_code, **told)
-            else:
-                with contextlib.ExitStack() as stack:
-                    fd = results_fd if results_fd is not None else stack.enter_context(_folder(job.folder))
-                    done = _create_at(fd, DONE_MARKER)
-                    stack.callback(os.close, done)
-                    _write_all(done, json.dumps({**{k: record[k] for k in ("status", "return_code", "finished_at")},
-                                                 **told}).encode())
-            record["results"] = _or_none(_result_hashes, job)  # what release checks a file against
-            _add_to_claim(claim, **record)
-            self._site.audit("finish", job, self.config.email, host=socket.gethostname(), **{
-                key: record[key] for key in ("status", "return_code", "reason", "duration_s", "isolation")})
-            self._emit("finished" if result.succeeded else "failed", job, result.status, result.return_code,
-                       result.reason)
-            _held_claims.discard(claim.path)  # kept: the record of the run
-            return True
-        except (OSError, SyftJobError) as exc:
-            self.console.say(f"❌ Cannot mark job {job.label} as finished ({exc}); skipping it until restart")
-            self._abandoned.add(job.folder)
-            return False
-        finally:
-            _discard(claim, copy)
-
-    def _finish_unrun(self, job: _Job, claim: _Claim, copy: str, reason: str, approval: str) -> JobResult:
-        """Finish as failed a job that could not run: the reason goes to its stderr.txt."""
-        now = datetime.datetime.now(datetime.timezone.utc)
-        result = JobResult(job.submitter, job.name, "failed", -1, now, now, 0.0, reason)
-        with contextlib.suppress(OSError, SyftJobError):  # no results folder: the record says it all the same
-            os.makedirs(job.results, exist_ok=True)
-            with _folder(job.results) as fd:
-                datasite = str(self.config.get_user_dir(self.config.email))
-                for name, data in ((STDERR_FILE, f"syft_job: {_relative(reason, datasite)}\n"), (RETURNCODE_FILE, "-1")):
-                    fd_out = _create_at(fd, name)
-                    _write_all(fd_out, data.encode())
-                    os.close(fd_out)
-        self._mark_finished(job, claim, copy, result, approval)
-        return result
+        return self._executor.run_round(self._jobs(), options)
 
     # -- review ----------------------------------------------------------------
 
@@ -4208,7 +4265,7 @@ class SyftJobRunner:
         if job.layout != "legacy":
             _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
                          approval_method=method, review_reason=reason)
-        self._said.pop(job.folder, None)
+        self.console.forget(job.folder)
         self._site.audit("approve", job, self.config.email, digest=recorded, reason=reason, method=method)
         self._site.poke()
         return recorded
@@ -4264,7 +4321,7 @@ class SyftJobRunner:
                 if self._states is not None:
                     self._states[job.folder] = "approved"
         except (OSError, SyftJobError) as exc:
-            self._say_once(job.folder, f"⚠️ Cannot approve {job.label} as trusted code: {exc}")
+            self.console.say_once(job.folder, f"⚠️ Cannot approve {job.label} as trusted code: {exc}")
 
     def reject_job(self, job_name: str, reason: str, user: str | None = None) -> None:
         """Reject a job, with the reason its submitter will read; no runner of ours ever
@@ -4375,16 +4432,7 @@ class SyftJobRunner:
         :param user: the submitter; None searches every submitter's folder.
         :raises JobNotFoundError: no such job. :raises JobError: several, or not finished.
         """
-        self._share_and_report(self._find_job(job_name, user), share_outputs, share_logs)
-
-    def _share_and_report(self, job: _Job, share_outputs: bool, share_logs: bool) -> None:
-        if job.state != "finished" and _coarse_state(job.layout, job.folder, job.results) != "finished":
-            raise JobError(f"job {job.label} is not finished yet; there is nothing to share")
-        _share(job, share_outputs, share_logs)
-        self._site.audit("share", job, self.config.email, files=_result_hashes(job, share_outputs, share_logs))
-        what = " and ".join(w for w, on in (("outputs", share_outputs), ("logs", share_logs)) if on)
-        if what:
-            self.console.say(f"🔓 Shared {what} of {job.label} with {_printable(job.submitter)}")
+        self._executor.share_and_report(self._find_job(job_name, user), share_outputs, share_logs)
 
     def unshare_job_results(self, job_name: str, user: str | None = None) -> None:
         """Take back what :meth:`share_job_results` gave: the submitter reads the job's
@@ -4456,7 +4504,7 @@ class SyftJobRunner:
                 "duration_s": record.get("duration_s") if finished else None, "return_code": code,
                 "reason": (record.get("reason") if finished else None) or reason,
                 "shared": _what_is_shared(job, self.config.syftbox_folder, self.config.email) if finished else [],
-                "isolation": record.get("isolation") if finished else self.isolation, "slurm_job_id": slurm_id,
+                "isolation": record.get("isolation") if finished else self.settings.isolation, "slurm_job_id": slurm_id,
                 "folder": job.folder, "results": job.results}
 
     def describe_job(self, job_name: str, user: str | None = None, output_checks: dict | None = None) -> dict:
@@ -4482,7 +4530,7 @@ class SyftJobRunner:
                 config = f"❌ {exc}".replace(copy, job.folder)
             try:
                 packages, python = _python_plan(copy)
-                python_note = self._no_python(job, python)
+                python_note = self._executor.no_python(job, python)
             except JobError as exc:
                 packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
         approval = _read_json(_approval_path(job)) or {}
@@ -4497,7 +4545,7 @@ class SyftJobRunner:
                 "digest": _digest(files), "code_digest": _code_digest(files), "approved_by": approval.get("approved_by"),
                 "approval_method": approval.get("approval_method") or ("manual" if approval.get("approved_at") else None),
                 "packages": packages,
-                "python": python, "python_note": python_note, "pythons": [f"{v} ({p})" for v, p in self._pythons],
+                "python": python, "python_note": python_note, "pythons": [f"{v} ({p})" for v, p in self._executor.pythons],
                 "approved_at": approval.get("approved_at"),
                 "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
                 "changes": _changes(approved, files) if approved is not None else None}
@@ -4505,7 +4553,7 @@ class SyftJobRunner:
     def _results(self, job: _Job, record: dict, overrides: dict | None) -> list[dict]:
         """The checked reports of a finished job's result files, each flagged
         ``changed-after-run`` when it no longer has the sha256 recorded at its end."""
-        checks = {**self.output_checks, **_output_checks(overrides)} if overrides else self.output_checks
+        checks = {**self.settings.output_checks, **_output_checks(overrides)} if overrides else self.settings.output_checks
         recorded = record.get("results") if isinstance(record.get("results"), dict) else {}
         reports = _result_reports(job, checks)
         for report in reports:
@@ -4640,7 +4688,15 @@ class SyftJobRunner:
     def _poll(self, options: _RunOptions) -> None:
         """One look at the job directory: tell what is new (approving trusted code), run
         what is approved."""
-        self._process(self._poll_jobs(), options)
+        self._executor.run_round(self._poll_jobs(), options, self._stop, self._watcher, self._refresh)
+
+    def _refresh(self) -> list[_Job]:
+        """The jobs now, for a round under way: news told, trusted code approved, the
+        folders watched kept up to date."""
+        jobs = self._poll_jobs()
+        if self._watcher is not None:
+            self._watcher.watch(self._watched_folders())
+        return jobs
 
     def _poll_jobs(self) -> list[_Job]:
         """The jobs, after telling what is new and approving trusted code."""
@@ -4684,16 +4740,16 @@ class SyftJobRunner:
 
     def _print_banner(self) -> None:
         filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
-        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if self.network else "no network") + ")"
+        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if self.settings.network else "no network") + ")"
         self.console.say(
             f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
             f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
-            f"🛡️ Isolation: {sandbox if self.isolation == 'sandbox' else 'none'}; jobs run as {self._runs_as}",
-            *([f"⚠️ Jobs run without a sandbox ({self._why_no_sandbox(self._asked)})"] if self.isolation == "none"
+            f"🛡️ Isolation: {sandbox if self.settings.isolation == 'sandbox' else 'none'}; jobs run as {self.settings.runs_as}",
+            *([f"⚠️ Jobs run without a sandbox ({self.settings.why_no_sandbox})"] if self.settings.isolation == "none"
               else []),
-            f"🐍 Pythons for jobs: {_pythons_text(self._pythons)}",
-            *([f"⚙️ Jobs at once: {self.max_concurrent_jobs}"] if self.max_concurrent_jobs > 1 else []),
-            *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.slurm_args)})"] if self.launcher else []),
+            f"🐍 Pythons for jobs: {_pythons_text(self._executor.pythons)}",
+            *([f"⚙️ Jobs at once: {self.settings.max_concurrent_jobs}"] if self.settings.max_concurrent_jobs > 1 else []),
+            *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.settings.slurm_args)})"] if self.settings.launcher else []),
             "⏹️ Press Ctrl+C to stop", _RULE)
         jobs = self._jobs()
         if not jobs:
@@ -4746,17 +4802,25 @@ class SyftJobRunner:
             *(f"- {status}: {len(of_status)} jobs deleted" for status, of_status in by_status.items() if of_status))
 
 
-def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5,
-                  **settings: Any) -> SyftJobRunner:
-    """Build a runner for the datasite of ``email`` in a SyftBox folder.
-
-    :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
-    :param email: the data owner's email.
-    :param poll_interval: seconds between polls in ``run()``.
-    :param settings: the keywords of :class:`SyftJobRunner` (``console``,
-        ``isolation``, ``max_concurrent_jobs``, ``launcher``, ...).
-    """
-    return SyftJobRunner(SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval, **settings)
+def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5, *,
+                  console: Any = None, isolation: str = "auto", allow_read: Sequence[str | os.PathLike] = (),
+                  network: bool | None = None, run_as: str | None = None, work_dir: str | os.PathLike | None = None,
+                  max_concurrent_jobs: int = 1, launcher: str | None = None, slurm_args: Sequence[str] = (),
+                  require_approval_digest: bool = False, env_passthrough: Sequence[str] = (),
+                  max_memory_mb: float | None = None, max_cpu_seconds: float | None = None,
+                  max_log_bytes: int | None = 1 << 30, max_output_bytes: int = 1 << 30, max_output_files: int = 10_000,
+                  output_checks: dict | None = None, allow_source_builds: bool = False,
+                  on_event: Callable[[dict], Any] | str | None = None) -> SyftJobRunner:
+    """Build a runner for the datasite of ``email`` in a SyftBox folder (``~`` is
+    expanded); every other keyword is :class:`SyftJobRunner`'s."""
+    return SyftJobRunner(
+        SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval, console=console,
+        isolation=isolation, allow_read=allow_read, network=network, run_as=run_as, work_dir=work_dir,
+        max_concurrent_jobs=max_concurrent_jobs, launcher=launcher, slurm_args=slurm_args,
+        require_approval_digest=require_approval_digest, env_passthrough=env_passthrough, max_memory_mb=max_memory_mb,
+        max_cpu_seconds=max_cpu_seconds, max_log_bytes=max_log_bytes, max_output_bytes=max_output_bytes,
+        max_output_files=max_output_files, output_checks=output_checks, allow_source_builds=allow_source_builds,
+        on_event=on_event)
 
 
 # ---------------------------------------------------------------------------
@@ -5172,7 +5236,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
     print("1️⃣  The data scientist submitted 3 jobs. The runner sees them:\n")
     runner.check_for_new_jobs()
-    print(f"\n2️⃣  The owner approves two of them and runs them (isolation: {runner.isolation}):\n")
+    print(f"\n2️⃣  The owner approves two of them and runs them (isolation: {runner.settings.isolation}):\n")
     for name in ("word count", "missing file"):
         runner.approve_job(name, _DEMO_SUBMITTER, reason="reviewed in the demo")
     runner.process_approved_jobs(stream_output=True, timeout=60, share_outputs_with_submitter=True,
