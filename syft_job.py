@@ -3109,17 +3109,7 @@ class _Executor:
         results: list[JobResult] = []
         if not waiting:
             return results
-        _harden_runner(self.console)
-        if self.settings.isolation == "none":
-            why = self.settings.why_no_sandbox
-            self.console.say(f"⚠️ Running {len(waiting)} job(s) without a sandbox ({why}): they can read and write "
-                             f"whatever their account can (they run as {self.settings.runs_as})")
-        if self.settings.account is not None and not self.checked_reads:
-            self.checked_reads = True
-            for path in self.settings.allow_read:
-                if not self.settings.account.can_reach(path, read=True):
-                    self.console.say(f"⚠️ allow_read {_printable(path)}: jobs run as {self.settings.account.name}, who cannot "
-                                     "read it (give it to a group of that account, or make it readable by all)")
+        self.warn(len(waiting))
         with contextlib.ExitStack() as stack:
             stop = stop or stack.enter_context(_StopSignals())
             watcher = watcher if watcher is not None and watcher.fd is not None and refresh else None
@@ -3163,6 +3153,20 @@ class _Executor:
             self.console.say(f"{'❌' if failed else '✅'} Processed {len(results)} job(s): "
                              f"{len(results) - failed} succeeded, {failed} failed")
         return results
+
+    def warn(self, count: int) -> None:
+        """Before a round: what the owner must know of how its ``count`` jobs run."""
+        _harden_runner(self.console)
+        settings = self.settings
+        if settings.isolation == "none":
+            self.console.say(f"⚠️ Running {count} job(s) without a sandbox ({settings.why_no_sandbox}): they can read "
+                             f"and write whatever their account can (they run as {settings.runs_as})")
+        if settings.account is not None and not self.checked_reads:
+            self.checked_reads = True
+            for path in settings.allow_read:
+                if not settings.account.can_reach(path, read=True):
+                    self.console.say(f"⚠️ allow_read {_printable(path)}: jobs run as {settings.account.name}, who "
+                                     "cannot read it (give it to a group of that account, or make it readable by all)")
 
     def runnable(self, jobs: list[_Job], options: _RunOptions) -> list[_Job]:
         return [job for job in jobs if job.state in ("approved", "running") and job.folder not in self.abandoned
@@ -3279,6 +3283,13 @@ class _Executor:
         no_python = self.no_python(job, python)
         if no_python:
             self.console.say(f"⚠️ {no_python}")
+        self.begin(run, options, no_python)
+        return run
+
+    def begin(self, run: _Run, options: _RunOptions, note: str | None) -> None:
+        """Start a run's process, with its logs (``note`` first in stderr.txt); on any
+        failure nothing of it is left running."""
+        job, claim, copy, account, results_fd = run.job, run.claim, run.copy, run.account, run.results_fd
         try:
             try:
                 _remove_at(results_fd, OUTPUTS_DIR)
@@ -3306,8 +3317,8 @@ class _Executor:
                     run.outputs[stream] = _Output(pipe.fileno(), _create_at(results_fd, name), stream, run.printer,
                                                   self.settings.max_log_bytes)
                 run.returncode_fd = _create_at(results_fd, RETURNCODE_FILE)
-                if no_python:
-                    run.outputs["stderr"].write(f"syft-job: {no_python}\n".encode())
+                if note:
+                    run.outputs["stderr"].write(f"syft-job: {note}\n".encode())
             except OSError as exc:
                 raise _HeldBack(f"cannot write its logs: {exc}") from None
             run.exit_fd = _exit_fd(run.pgid)
@@ -3318,7 +3329,6 @@ class _Executor:
                 _signal_group(run.pgid, signal.SIGKILL)
             run.close()
             raise
-        return run
 
     @functools.cached_property
     def pythons(self) -> list[tuple[str, str]]:
@@ -3409,7 +3419,7 @@ class _Executor:
     def finish_run(self, run: _Run, options: _RunOptions) -> JobResult | None:
         """Record how a run ended: logs, return code, outputs published, done or failed.
         None for a run stopped by Ctrl+C: it stays approved."""
-        job, name = run.job, _printable(run.job.name)
+        job = run.job
         if run.printer:
             run.printer.flush_stale(0)
         if run.slurm_job_name and run.stop_reason:
@@ -3422,8 +3432,40 @@ class _Executor:
             _discard(run.claim, run.copy)
             self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
             return None
-        code, reason, failure = run.proc.returncode, None, next(
-            (o for o in run.outputs.values() if o.failure is not None), None)
+        code, reason, failure = self.outcome(run)
+        stderr = run.outputs["stderr"]
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        duration = (run.exited_at or time.monotonic()) - run.started
+        held: list[str] = []
+        try:
+            if failure is not None:
+                raise OSError(failure.failure.errno, reason)
+            _write_all(run.returncode_fd, str(code).encode())
+            notes, held = run.publish(self.settings.max_output_bytes, self.settings.max_output_files)
+            for note in notes:
+                stderr.write_line(f"syft_job: {note}\n")
+        except OSError as exc:
+            reason = reason or f"job {job.label} could not be finished: {exc}"
+        result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
+                           finished, duration, reason)
+        if failure is not None:
+            self.console.say(f"❌ {reason}")
+        marked = self.mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd, held)
+        run.close()
+        if marked:
+            self.say_finished(run, result, failure is not None)
+        if marked and (options.share_outputs or options.share_logs):
+            try:
+                self.share_and_report(job, options.share_outputs, options.share_logs)
+            except (OSError, SyftJobError) as exc:
+                self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
+        return result
+
+    def outcome(self, run: _Run) -> tuple[int, str | None, _Output | None]:
+        """How a run ended: its return code, why (None: it ended by itself), and the log
+        that could not be written (if one could not); the reason is noted in stderr.txt."""
+        job, code, reason = run.job, run.proc.returncode, None
+        failure = next((o for o in run.outputs.values() if o.failure is not None), None)
         stderr = run.outputs["stderr"]
         if failure is not None:
             code, reason = -1, f"job {job.label} was stopped: cannot write its {failure.log_name}: " \
@@ -3446,43 +3488,21 @@ class _Executor:
             reason = f"it ran out of memory under its limit of {self.settings.max_memory_mb:g} MB (max_memory_mb)"
         if reason and run.stop_reason is None and failure is None and not stderr.cut:
             stderr.write_line(f"syft_job: {reason}\n")
-        finished = datetime.datetime.now(datetime.timezone.utc)
-        duration = (run.exited_at or time.monotonic()) - run.started
-        held: list[str] = []
-        try:
-            if failure is not None:
-                raise OSError(failure.failure.errno, reason)
-            _write_all(run.returncode_fd, str(code).encode())
-            notes, held = run.publish(self.settings.max_output_bytes, self.settings.max_output_files)
-            for note in notes:
-                stderr.write_line(f"syft_job: {note}\n")
-        except OSError as exc:
-            reason = reason or f"job {job.label} could not be finished: {exc}"
-        result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
-                           finished, duration, reason)
-        if failure is not None:
-            self.console.say(f"❌ {reason}")
-        marked = self.mark_finished(job, run.claim, run.copy, result, run.approval, run.results_fd, held)
-        run.close()
-        if not marked:
-            return result
+        return code, reason, failure
+
+    def say_finished(self, run: _Run, result: JobResult, failed_to_log: bool) -> None:
+        name, code, reason = _printable(run.job.name), result.return_code, result.reason
         if run.stop_reason == "timeout":
             self.console.say(f"⏰ Job {name} timed out after {run.timeout:g} seconds (return code -1)")
         elif run.stop_reason == "cancelled":
             self.console.say(f"🛑 Job {name} was cancelled (return code -1)")
-        elif reason and failure is None:
+        elif reason and not failed_to_log:
             self.console.say(f"❌ Job {name} failed: {reason} (return code {code})")
         elif code == 0:
             self.console.say(f"✅ Job {name} completed successfully", f"📄 Output written to {STDOUT_FILE}")
-        elif failure is None:
+        elif not failed_to_log:
             self.console.say(f"❌ Job {name} failed with return code {code}",
                              f"📄 Output written to {STDOUT_FILE} and {STDERR_FILE}")
-        if options.share_outputs or options.share_logs:
-            try:
-                self.share_and_report(job, options.share_outputs, options.share_logs)
-            except (OSError, SyftJobError) as exc:
-                self.console.say(f"❌ Could not share the results of {job.label}: {exc}")
-        return result
 
     def share_and_report(self, job: _Job, share_outputs: bool, share_logs: bool) -> None:
         if job.state != "finished" and _coarse_state(job.layout, job.folder, job.results) != "finished":
