@@ -43,7 +43,9 @@ machine, and SyftBox syncs the folder between them)::
 ``create_runner(..., console=False)`` keeps the runner quiet; any object with a
 ``write(text)`` method receives its lines instead of standard output.
 
-From the shell: ``python -m syft_job --help``.
+From the shell: ``python -m syft_job --help``. The file is read top to bottom: its
+sections, each using only those above it, are listed in README.md ("How the module is
+organised").
 """
 
 from __future__ import annotations
