@@ -959,12 +959,28 @@ class _RunOptions:
 # what the submitter writes): "inbox", "approved", "running", "finished", "rejected",
 # "unreceived" (inbox/review layouts: no state.yaml yet) or "broken" (a state.yaml
 # that cannot be read). The words people see (STATUSES) come from it, the claims and
-# the recorded return code (see _live_status).
+# the recorded return code (see _status).
 
 _STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", "received_at", "rejected_at",
                "rejected_by", "return_code", "review_reason", "status")
+# A job's status has three vocabularies. state.yaml (upstream's words, and the legacy
+# layout's markers read as them: no marker "pending", approved, done, rejected) gives a
+# coarse state (_Job.state, what a scan needs: is there anything to run?) and a status
+# (STATUSES: what list, show, the banner's counts and JobInfo say), which _status
+# decides, closer for the owner: running or interrupted, approved or changed.
+#   state.yaml       _Job.state                      STATUSES
+#   received         inbox ("unreceived": no file)   inbox
+#   pending          inbox ("broken": unusable)      inbox
+#   approved         approved                        approved, changed
+#   running          running                         running, interrupted
+#   done, failed     finished                        done, failed
+#   rejected         rejected                        rejected
+# A run stopped by the runner (_Run.stop_reason: timeout, cancelled, log, interrupted)
+# is failed with that reason, or, interrupted, approved again.
 _STATE_STATUSES = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
                    "done": "finished", "failed": "finished", "rejected": "rejected"}
+_STATUS_OF_WORD = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
+                   "done": "done", "failed": "failed", "rejected": "rejected"}
 _MAX_STATE_BYTES = 64 * 1024
 _FULL_SCAN_SECONDS = 60.0
 _SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
@@ -1568,26 +1584,63 @@ def _changes(approved: dict[str, str], now: dict[str, str]) -> str | None:
     return "; ".join(changes) or None
 
 
-def _live_status(job: _Job, site: _Site) -> str:
-    """The job's status word (STATUSES): "running" only while a live runner has it,
-    "interrupted" when its runner died, "changed" when its files no longer match the
-    digest approved."""
-    if job.state == "finished" and job.layout != "legacy":
-        state = _or_none(_read_state, job.results)
-        if state is not None:
-            return state.get("status", "done")
-    if job.state == "finished":
-        record = _read_json(os.path.join(job.folder, DONE_MARKER)) or {}  # ours holds the return code
-        code = record["return_code"] if "return_code" in record else _returncode(job)
-        return "done" if code in (0, None) else "failed"
-    if job.state in ("inbox", "unreceived", "rejected", "broken"):
-        return "rejected" if job.state == "rejected" else "inbox"
+@dataclasses.dataclass(frozen=True)
+class _Status:
+    """Where a job is: a word of STATUSES, and for a finished or rejected job its return
+    code and the reason given."""
+
+    status: str
+    return_code: int | None = None
+    reason: str | None = None
+
+
+def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | None] | None = None) -> _Status:
+    """The one place a job's status is decided (see _STATE_STATUSES for the words).
+
+    :param read: gives a file of the job's results (a marker, in the legacy layout) as
+        text, None where there is none or the viewer may not read it; default: all.
+    :param site: the runner's state, for the owner's closer look: "running" only while
+        a live runner has it, "interrupted" when its runner died, "changed" when its
+        files differ from what was approved, and the run's own record.
+    """
+    read = read or (lambda name: (_or_none(_read_file, os.path.join(job.results, name), 16 << 20, truncate=True)
+                                  or b"").decode("utf-8", "replace") if os.path.lexists(os.path.join(job.results, name))
+                    else None)
+    if job.layout == "legacy":
+        marked = {marker: read(marker) for marker in (REJECTED_MARKER, DONE_MARKER, APPROVED_MARKER)}
+        if marked[REJECTED_MARKER] is not None:
+            return _Status("rejected", None, marked[REJECTED_MARKER].strip() or None)
+        record = _or_none(json.loads, marked[DONE_MARKER] or "{}") if marked[DONE_MARKER] is not None else None
+        word = "done" if record is not None else "approved" if marked[APPROVED_MARKER] is not None else "pending"
+        state = record if isinstance(record, dict) else {}
+    else:
+        state = _or_none(load_yaml, read(STATE_FILE) or "{}")
+        state = state if isinstance(state, dict) else {}
+        word = state.get("status") if isinstance(state.get("status"), str) else "pending"
+        word = word if word in _STATE_STATUSES else "pending"
+    status = _STATUS_OF_WORD[word]
+    code, reason = state.get("return_code"), state.get("review_reason") or state.get("rejection_reason")
+    record = site.record(job) if site is not None else {}
+    if status in ("approved", "running") and site is not None:
+        status = _claimed_status(job, site, status, record)
+    if status in ("done", "failed"):  # the runner's record, where there is one, knows best
+        finished = record if "finished_at" in record else {}
+        code = finished.get("return_code", code)
+        if code is None:
+            code = _or_none(int, read(RETURNCODE_FILE) or "")
+        if job.layout == "legacy":  # the done marker says finished; the return code says how
+            status = "done" if code in (0, None) else "failed"
+        reason = finished.get("reason") or reason
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    return _Status(status, code if status in ("done", "failed") else None, None if reason is None else str(reason))
+
+
+def _claimed_status(job: _Job, site: _Site, status: str, record: dict) -> str:
+    """An approved or running job, looked at closer: running, interrupted, changed or approved."""
     claim = site.path("jobs", job)
-    claimed = os.path.lexists(claim)
-    fields = _read_json(claim) if claimed else None
-    if claimed and (fields is None or "finished_at" not in fields):
-        return "interrupted" if _claim_is_stale(claim, fields) else "running"
-    if job.state == "running":
+    if os.path.lexists(claim) and "finished_at" not in record:
+        return "interrupted" if _claim_is_stale(claim, record or None) else "running"
+    if status == "running":
         return "interrupted"
     approved = _approval(job)[0]
     current = _or_none(_submission, job) if approved is not None else None
@@ -1597,10 +1650,6 @@ def _live_status(job: _Job, site: _Site) -> str:
 def _slurm_job_id(site: _Site, job: _Job) -> int | None:
     """The Slurm job id of the job's run through srun, which notes it (None otherwise)."""
     return _read_int(site.path("jobs", job, ".slurm"))
-
-
-def _returncode(job: _Job) -> int | None:
-    return _read_int(os.path.join(job.results, RETURNCODE_FILE))
 
 
 def _read_int(path: str) -> int | None:
@@ -3845,26 +3894,7 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
         data = _or_none(_read_file, path, 16 * 1024 * 1024, truncate=True)
         return None if data is None else data.decode("utf-8", "replace")
 
-    status, reason, return_code = "inbox", None, None
-    if job.layout != "legacy":
-        state = _or_none(load_yaml, readable(STATE_FILE) or "{}")
-        state = state if isinstance(state, dict) else {}
-        status = state.get("status") if isinstance(state.get("status"), str) else None
-        status = {"received": "inbox", "pending": "inbox"}.get(status, status or "inbox")
-        reason = state.get("review_reason") or state.get("rejection_reason")
-        reason = None if reason is None else str(reason)
-        return_code = state.get("return_code")
-    elif (rejected := readable(REJECTED_MARKER)) is not None:
-        status, reason = "rejected", rejected.strip() or None
-    elif (done := readable(DONE_MARKER)) is not None:
-        record = _or_none(json.loads, done or "{}")
-        record = record if isinstance(record, dict) else {}
-        return_code, reason = record.get("return_code"), record.get("review_reason")
-        if return_code is None:
-            return_code = _or_none(int, readable(RETURNCODE_FILE) or "")
-        status = "done" if return_code in (0, None) else "failed"
-    elif readable(APPROVED_MARKER) is not None:
-        status = "approved"
+    status, return_code, reason = dataclasses.astuple(_status(job, read=readable))
     outputs = os.path.join(job.results, OUTPUTS_DIR)
     files = sorted(p for p in Path(outputs).rglob("*") if p.is_file() and p.name != PERMISSION_FILE) \
         if os.path.isdir(outputs) and not os.path.islink(outputs) else []
@@ -3875,7 +3905,7 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
         when = datetime.datetime.fromisoformat(str(submitted).replace("Z", "+00:00")).timestamp()
     except (SyftJobError, ValueError, OverflowError):
         submitted, when = None, os.lstat(job.folder).st_mtime
-    return JobInfo(job.name, owner, job.submitter, status, reason, return_code if isinstance(return_code, int) else None,
+    return JobInfo(job.name, owner, job.submitter, status, reason, return_code,
                    readable(STDOUT_FILE), readable(STDERR_FILE), released if shared else None,
                    None if submitted is None else str(submitted), job.layout,
                    Path(job.folder), when)
@@ -4257,7 +4287,7 @@ class SyftJobRunner:
         if job.state == "unreceived":
             _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
             job = self._find_job(job_name, job.submitter)
-        status = _live_status(job, self._site)
+        status = _status(job, self._site).status
         if status not in ("inbox", "approved", "changed", "interrupted"):
             hints = {"done": "to run it again: syft-job rerun", "failed": "to run it again: syft-job rerun",
                      "rejected": "to review it again: syft-job reopen"}
@@ -4354,7 +4384,7 @@ class SyftJobRunner:
         if not isinstance(reason, str) or not reason.strip():
             raise JobError("a rejection needs a reason, for the data scientist")
         job = self._find_job(job_name, user)
-        status = _live_status(job, self._site)
+        status = _status(job, self._site).status
         if status not in ("inbox", "approved", "changed", "rejected"):
             raise JobError(f"job {job.label} is {status}; only a job waiting to run can be rejected")
         if job.layout == "legacy":
@@ -4374,7 +4404,7 @@ class SyftJobRunner:
         :raises JobError: the job is not rejected.
         """
         job = self._find_job(job_name, user)
-        status = _live_status(job, self._site)
+        status = _status(job, self._site).status
         if status != "rejected":
             raise JobError(f"job {job.label} is {status}, not rejected; only a rejected job can be reopened")
         if job.layout == "legacy":
@@ -4390,7 +4420,7 @@ class SyftJobRunner:
         :raises JobError: the job is not finished.
         """
         job = self._find_job(job_name, user)
-        status = _live_status(job, self._site)
+        status = _status(job, self._site).status
         if status not in ("done", "failed", "interrupted"):
             raise JobError(f"job {job.label} is {status}; only a finished job can run again")
         for name in (*_LOG_FILES, OUTPUTS_DIR, DONE_MARKER if job.layout == "legacy" else None):
@@ -4410,15 +4440,15 @@ class SyftJobRunner:
         :raises JobError: it is not running.
         """
         job = self._find_job(job_name, user)
-        status = _live_status(job, self._site)
+        status = _status(job, self._site).status
         if status != "running":
             raise JobError(f"job {job.label} is {status}, not running")
         Path(self._site.path("jobs", job, ".cancel", create=True)).touch()
         self._site.audit("cancel", job, self.config.email)
         deadline = time.monotonic() + wait
-        while _live_status(job, self._site) == "running" and time.monotonic() < deadline:
+        while _status(job, self._site).status == "running" and time.monotonic() < deadline:
             time.sleep(0.1)
-        return _live_status(self._find_job(job_name, job.submitter), self._site)
+        return _status(self._find_job(job_name, job.submitter), self._site).status
 
     def add_submitter(self, email: str) -> Path:
         """Let ``email`` submit jobs here: its folders, with syft.pub.yaml files that let
@@ -4493,24 +4523,14 @@ class SyftJobRunner:
         return rows
 
     def _row(self, job: _Job) -> dict:
-        record, state = self._site.record(job), {}
+        record = self._site.record(job)
         state = (_or_none(_read_state, job.results) if job.layout != "legacy" else None) or {}
         try:
             submitted = job.read_config().get("submitted_at")
         except SyftJobError:
             submitted = None
-        status = _live_status(job, self._site)
-        finished = status in ("done", "failed")
-        code = (record or state).get("return_code") if finished else None
-        code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        if finished and code is None:
-            code = _returncode(job)
-        reason = state.get("review_reason") or state.get("rejection_reason")
-        reason = None if reason is None else str(reason)
-        if job.layout == "legacy" and status == "rejected":
-            text = _or_none(_read_file, os.path.join(job.folder, REJECTED_MARKER), 64 * 1024)
-            reason = reason if text is None else text.decode("utf-8", "replace").strip()
-        running = status == "running"
+        status, code, reason = dataclasses.astuple(_status(job, self._site))
+        finished, running = status in ("done", "failed"), status == "running"
         started = record.get({"done": "started_at", "failed": "started_at", "running": "claimed_at"}.get(status, ""))
         elapsed = None
         if running and isinstance(started, str):
@@ -4523,8 +4543,7 @@ class SyftJobRunner:
                 "submitted_at": None if submitted is None else str(submitted), "started_at": started,
                 "elapsed_s": None if elapsed is None else round(elapsed, 3),
                 "finished_at": (record.get("finished_at") or state.get("completed_at")) if finished else None,
-                "duration_s": record.get("duration_s") if finished else None, "return_code": code,
-                "reason": (record.get("reason") if finished else None) or reason,
+                "duration_s": record.get("duration_s") if finished else None, "return_code": code, "reason": reason,
                 "shared": _what_is_shared(job, self.config.syftbox_folder, self.config.email) if finished else [],
                 "isolation": record.get("isolation") if finished else self.settings.isolation, "slurm_job_id": slurm_id,
                 "folder": job.folder, "results": job.results}
@@ -4596,7 +4615,7 @@ class SyftJobRunner:
         :returns: the paths released. :raises JobError: an unknown path, or not finished.
         """
         job = self._find_job(job_name, user)
-        if _live_status(job, self._site) not in ("done", "failed"):
+        if _status(job, self._site).status not in ("done", "failed"):
             raise JobError(f"job {job.label} is not finished yet; there is nothing to release")
         reports = {r["path"]: r for r in self._results(job, self._site.record(job), output_checks)}
         unknown = [p for p in paths or () if p not in reports]
@@ -4611,7 +4630,7 @@ class SyftJobRunner:
             _grant_files(job, released)
             self._site.audit("release", job, self.config.email, reason=reason,
                              files={p: reports[p]["sha256"] for p in released})
-            self._emit("released", job, _live_status(job, self._site), reason=reason)
+            self._emit("released", job, _status(job, self._site).status, reason=reason)
         for path, flags in held.items():
             why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
                 f"flagged {', '.join(flags)}: name it, or release --all"
@@ -4633,7 +4652,7 @@ class SyftJobRunner:
         position, identity = 0, None
         while True:
             now = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
-            running = follow and _live_status(now, self._site) in ("running", "approved")
+            running = follow and _status(now, self._site).status in ("running", "approved")
             current = _file_identity(path)
             if current and current[0] != identity:  # a new run: from its start
                 position, identity = 0, current[0]
@@ -4650,7 +4669,7 @@ class SyftJobRunner:
     def delete_job(self, job_name: str, user: str | None = None) -> None:
         """Delete one job: its submission, its results, its share rules, its records."""
         job = self._find_job(job_name, user)
-        if _live_status(job, self._site) == "running":
+        if _status(job, self._site).status == "running":
             raise JobError(f"job {job.label} is running; cancel it first")
         self._delete(job)
         self._site.audit("delete", job, self.config.email)
@@ -4798,7 +4817,7 @@ class SyftJobRunner:
             is deleted).
         """
         jobs = _JobScanner(self.job_dir).scan()
-        statuses = {job.folder: _live_status(job, self._site) for job in jobs}
+        statuses = {job.folder: _status(job, self._site).status for job in jobs}
         running = [job.label for job in jobs if statuses[job.folder] == "running"]
         if running:
             raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; stop it before a reset")
@@ -5071,7 +5090,7 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner._find_job(args.job, args.user)
     if not args.follow and not os.path.lexists(os.path.join(job.results, STDERR_FILE if args.stderr else STDOUT_FILE)):
-        print(f"syft-job logs: {job.label} has not run (it is {_live_status(job, runner._site)}): no log yet",
+        print(f"syft-job logs: {job.label} has not run (it is {_status(job, runner._site).status}): no log yet",
               file=sys.stderr)
         return 1
     decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may be cut between two chunks
