@@ -1610,9 +1610,10 @@ def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | No
         marked = {marker: read(marker) for marker in (REJECTED_MARKER, DONE_MARKER, APPROVED_MARKER)}
         if marked[REJECTED_MARKER] is not None:
             return _Status("rejected", None, marked[REJECTED_MARKER].strip() or None)
-        record = _or_none(json.loads, marked[DONE_MARKER] or "{}") if marked[DONE_MARKER] is not None else None
-        word = "done" if record is not None else "approved" if marked[APPROVED_MARKER] is not None else "pending"
-        state = record if isinstance(record, dict) else {}
+        word, state = ("approved" if marked[APPROVED_MARKER] is not None else "pending"), {}
+        if marked[DONE_MARKER] is not None:
+            record = _or_none(json.loads, marked[DONE_MARKER] or "{}")
+            word, state = "done", record if isinstance(record, dict) else {}
     else:
         state = _or_none(load_yaml, read(STATE_FILE) or "{}")
         state = state if isinstance(state, dict) else {}
