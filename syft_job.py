@@ -2355,7 +2355,7 @@ def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network
         if not any(folder == top or folder.startswith(top + "/") for top in system + mounts):
             argv += ["--perms", "0755", "--dir", folder]
     argv += ["--ro-bind", str(syftbox), str(syftbox)] if syftbox else []
-    for site in _subfolders(syftbox) if syftbox else ():  # every job tree, with other jobs and their results, stays out of reach
+    for site in _subfolders(syftbox) if syftbox else ():  # every job tree (other jobs, their results) out of reach
         if os.path.isdir(os.path.join(site.path, "app_data", "job")):
             argv += ["--tmpfs", os.path.join(site.path, "app_data", "job")]
     for path in reads:
@@ -2415,7 +2415,8 @@ def _owner_pythons(allow_read: Sequence[str]) -> list[tuple[str, str]]:
     """The owner's Pythons, as (X.Y, the folder holding bin/pythonX.Y): uv's, pyenv's,
     conda's and mamba's, the system's, and those in allow_read."""
     home = os.path.expanduser("~")
-    uv = os.environ.get("UV_PYTHON_INSTALL_DIR") or (os.environ.get("XDG_DATA_HOME") or f"{home}/.local/share") + "/uv/python"
+    data = os.environ.get("XDG_DATA_HOME") or f"{home}/.local/share"
+    uv = os.environ.get("UV_PYTHON_INSTALL_DIR") or f"{data}/uv/python"
     pyenv = os.environ.get("PYENV_ROOT") or f"{home}/.pyenv"
     condas = [os.environ.get(name, "") for name in ("CONDA_PREFIX", "MAMBA_ROOT_PREFIX")] + [
         f"{home}/{name}" for name in ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "micromamba", ".conda")]
@@ -2769,7 +2770,8 @@ class _Output:
     def write_line(self, line: str) -> None:
         """Add a line of the runner's own, on a line of its own (not on the console)."""
         self.printer = None
-        _quietly(self.write, (b"" if self.tail.endswith(b"\n") else b"\n") + line.encode())  # a full disk: the log just ends
+        start = b"" if self.tail.endswith(b"\n") else b"\n"
+        _quietly(self.write, start + line.encode())  # a full disk: the log just ends
 
 
 @dataclasses.dataclass(eq=False)
@@ -3351,7 +3353,8 @@ class _Executor:
                     _write_state(job, status="running", completed_at=None, return_code=None)
             except OSError as exc:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
-            env = _job_environment(self.config, self.settings.env_passthrough, claim.token, self.settings.isolation == "sandbox",
+            settings = self.settings
+            env = _job_environment(self.config, settings.env_passthrough, claim.token, settings.isolation == "sandbox",
                                    account, copy)
             env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in self.pythons
                                                           if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
@@ -3453,7 +3456,8 @@ class _Executor:
 
             def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
                 return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
-                                              reads if data else reads[len(self.settings.allow_read):], network, run.account,
+                                              reads if data else reads[len(self.settings.allow_read):], network,
+                                              run.account,
                                               3 if seccomp else None, more)
             fetch, more, before = self.fetch(run, bash, sandbox)
             prefix = fetch + sandbox(self.settings.network, more) + prefix + before
@@ -3531,7 +3535,8 @@ class _Executor:
             stderr.write_line("syft_job: cancelled by the data owner\n")
         elif any(o.cut for o in run.outputs.values()):
             cut = next(o for o in run.outputs.values() if o.cut)
-            code, reason = -1, f"its {cut.log_name} reached the limit of {self.settings.max_log_bytes} bytes (max_log_bytes), so it was stopped"
+            code, reason = -1, (f"its {cut.log_name} reached the limit of {self.settings.max_log_bytes} bytes "
+                                "(max_log_bytes), so it was stopped")
             if not stderr.cut:
                 stderr.write_line(f"syft_job: {reason}\n")
         elif self.settings.max_cpu_seconds is not None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
@@ -4595,7 +4600,10 @@ class SyftJobRunner:
     def _results(self, job: _Job, record: dict, overrides: dict | None) -> list[dict]:
         """The checked reports of a finished job's result files, each flagged
         ``changed-after-run`` when it no longer has the sha256 recorded at its end."""
-        checks = {**self.settings.output_checks, **_output_checks(overrides)} if overrides else self.settings.output_checks
+        checks = self.settings.output_checks
+        if overrides:  # what is named; the rest stays the runner's
+            checked = _output_checks(overrides)
+            checks = {**checks, **{name: checked[name] for name in overrides}}
         recorded = record.get("results") if isinstance(record.get("results"), dict) else {}
         reports = _result_reports(job, checks)
         for report in reports:
@@ -4781,17 +4789,18 @@ class SyftJobRunner:
         return folders + self._scanner.open
 
     def _print_banner(self) -> None:
+        settings = self.settings
         filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
-        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if self.settings.network else "no network") + ")"
+        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if settings.network else "no network") + ")"
+        srun = "".join(" " + arg for arg in settings.slurm_args)
         self.console.say(
             f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
             f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
-            f"🛡️ Isolation: {sandbox if self.settings.isolation == 'sandbox' else 'none'}; jobs run as {self.settings.runs_as}",
-            *([f"⚠️ Jobs run without a sandbox ({self.settings.why_no_sandbox})"] if self.settings.isolation == "none"
-              else []),
+            f"🛡️ Isolation: {sandbox if settings.isolation == 'sandbox' else 'none'}; jobs run as {settings.runs_as}",
+            *([f"⚠️ Jobs run without a sandbox ({settings.why_no_sandbox})"] if settings.isolation == "none" else []),
             f"🐍 Pythons for jobs: {_pythons_text(self._executor.pythons)}",
-            *([f"⚙️ Jobs at once: {self.settings.max_concurrent_jobs}"] if self.settings.max_concurrent_jobs > 1 else []),
-            *([f"🖥️ Launcher: slurm (srun{''.join(' ' + arg for arg in self.settings.slurm_args)})"] if self.settings.launcher else []),
+            *([f"⚙️ Jobs at once: {settings.max_concurrent_jobs}"] if settings.max_concurrent_jobs > 1 else []),
+            *([f"🖥️ Launcher: slurm (srun{srun})"] if settings.launcher else []),
             "⏹️ Press Ctrl+C to stop", _RULE)
         jobs = self._jobs()
         if not jobs:

@@ -4390,6 +4390,12 @@ def test_output_checks_are_runner_keywords(syftbox):
     runner = syft_job.create_runner(syftbox, OWNER, output_checks={"min_count": 5, "allowed_types": [".CSV"]})
     assert runner.settings.output_checks["min_count"] == 5 and runner.settings.output_checks["allowed_types"] == [".csv"]
     assert runner.settings.output_checks["max_rows"] == 5000
+    make_job(runner, "counts", "printf 'area,count\\nnorth,7\\n' > outputs/counts.csv\n")
+    syft_job.create_runner(syftbox, OWNER, isolation="none", console=False).process_approved_jobs()
+    for overrides, flagged in (({}, False), ({"max_rows": 100}, False), ({"min_count": 8}, True)):
+        [csv] = [r for r in runner.describe_job("counts", output_checks=overrides)["results"]
+                 if r["path"] == "outputs/counts.csv"]
+        assert ("small-count" in csv["flags"]) is flagged, (overrides, csv)  # the owner's 5 holds unless named
     with pytest.raises(ConfigError, match="output_checks: 'max_cells' is none of"):
         syft_job.create_runner(syftbox, OWNER, output_checks={"max_cells": 3})
     with pytest.raises(ConfigError, match="min_count must be a positive"):
