@@ -4054,6 +4054,12 @@ def test_a_failing_or_hanging_on_event_command_is_said_in_one_line_and_stopped(s
         assert said in sink.text and sink.text.count("on-event command") == 2  # started and finished/done: each said
     with pytest.raises(ConfigError, match="on_event"):
         syft_job.create_runner(syftbox, OWNER, on_event=42)
+    hooks = syft_job._Hooks("sleep 30", syft_job._Console(False))
+    for n in range(6):
+        hooks.add({"event": "started", "job": f"j{n}", "submitter": DS})
+    assert (len(hooks.running), len(hooks.waiting)) == (4, 2)  # at most 4 at once; the others wait their turn
+    hooks.close()  # each stopped after its 0.5 s
+    assert not hooks.running and not hooks.waiting
 
 
 def test_an_on_event_callable_gets_each_event_and_its_failure_is_one_line(syftbox):
