@@ -2187,7 +2187,8 @@ def test_a_reason_shown_to_the_submitter_names_no_local_path(runner, syftbox):
 # (a real uv from pip; a real package index: http.server on 127.0.0.1, PEP 503 layout)
 # ---------------------------------------------------------------------------
 
-UV = shutil.which("uv") or next((str(p) for p in [Path(sys.executable).parent / "uv"] if p.exists()), None)
+# The uv pip installed beside this Python (the README's test command does), else one on PATH.
+UV = next((str(p) for p in [Path(sys.executable).parent / "uv"] if p.exists()), None) or shutil.which("uv")
 needs_uv = pytest.mark.skipif(not UV, reason="uv is not installed in this Python (pip install uv): the tests of "
                                              "Python jobs need a real one")
 # A pyenv Python 3.12, which submit_python_job's run.sh asks for (`uv venv --python 3.12`).
