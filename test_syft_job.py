@@ -2455,6 +2455,30 @@ def test_reading_a_run_sh_for_its_packages_is_linear_and_bounded(tmp_path):
     assert syft_job._python_plan(str(tmp_path))[0] == ["numpy", "pandas>=2; python_version >= \"3.9\""]
 
 
+def test_the_owners_index_and_pythons_are_found_where_their_tools_keep_them(tmp_path, monkeypatch):
+    for name in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL", "PIP_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "pip.conf").write_text("[global]\nindex-url = https://pip.example/simple\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))
+    assert syft_job._package_index() == "https://pip.example/simple"
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pip-env.example/simple")
+    assert syft_job._package_index() == "https://pip-env.example/simple"
+    monkeypatch.setenv("UV_INDEX_URL", "https://uv.example/simple")
+    assert syft_job._package_index() == "https://uv.example/simple"
+    places = (("uv-pythons/cpython-3.12.4-linux-x86_64-gnu", "3.12"), ("pyenv/versions/3.10.2", "3.10"),
+              ("miniconda3/envs/analysis", "3.11"), ("data/tools", "3.9"))
+    for prefix, version in places:
+        python = tmp_path / prefix / "bin" / f"python{version}"
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv-pythons"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    found = syft_job._owner_pythons([str(tmp_path / "data" / "tools")])
+    assert all((version, str(tmp_path / prefix)) in found for prefix, version in places), found
+
+
 @needs_sandbox
 @pytest.mark.slow
 def test_a_job_asking_for_a_python_the_owner_lacks_is_told_before_it_runs(syftbox, tmp_path):
@@ -4080,6 +4104,25 @@ def test_an_on_event_callable_gets_each_event_and_its_failure_is_one_line(syftbo
 
 def resubmit(syftbox: Path, name: str, script: str, submitter: str = DS, layout: str = "v0") -> Path:
     return client_for(syftbox, layout, email=submitter).submit_bash_job(OWNER, script, job_name=name)
+
+
+@pytest.mark.slow
+def test_trust_through_the_api(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
+    resubmit(syftbox, "nightly 1", "echo model\n")
+    runner.check_for_new_jobs()
+    digest = runner.describe_job("nightly 1")["code_digest"]
+    runner.trust(DS.upper(), digest)  # an email is matched without regard to case
+    assert runner.trusted() == {DS: [digest]}
+    resubmit(syftbox, "nightly 2", "echo model\n")
+    assert runner.check_for_new_jobs() == [f"{DS}/nightly 2"]
+    assert runner.describe_job("nightly 2")["approval_method"] == "auto"
+    [result] = runner.process_approved_jobs(stream_output=False)
+    assert (result.name, result.status) == ("nightly 2", "done")
+    runner.untrust(DS, digest)
+    assert runner.trusted() == {}
+    with pytest.raises(JobError, match="whole code digest"):
+        runner.trust(DS, digest[:40])
 
 
 @pytest.mark.parametrize("layout", ["v0", "legacy"])
