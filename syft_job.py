@@ -2387,7 +2387,9 @@ _LINK_SHARED_CACHE = (f'mkdir -p {_JOB_UV_CACHE} && for b in {_SHARED_UV_CACHE}/
 # A fetch before the job: "${@:1:$0}" fetches (into a scratch folder, from /: never the
 # submission's folder, where a planted .venv would be run), the rest is the job.
 _FETCH_THEN_RUN = ('t=$(mktemp -d) || exit; (umask 022 && cd / && exec "${@:1:$0}" --target "$t") >&2; rc=$?; '
-                   'rm -rf "$t"; [ "$rc" = 0 ] || exit "$rc"; shift "$0"; exec "$@"')
+                   'rm -rf "$t"; [ "$rc" = 0 ] || { echo "syft_job: the runner could not fetch the packages this job '
+                   'installs from the package index (uv said why above); its code did not run" >&2; exit "$rc"; }; '
+                   'shift "$0"; exec "$@"')
 _PYTHON_REQUEST = re.compile(r"\d+\.\d+(\.\d+)?")
 _MAX_PLAN_BYTES = 1 << 20  # a run.sh or requirements file read for the packages it installs
 # A requirement of PEP 508 without a URL: a name, extras, versions, markers.
@@ -3013,7 +3015,7 @@ class _Hooks:
     def __init__(self, command: str, console: _Console) -> None:
         self.command, self.console = command, console
         self.waiting: list[dict] = []
-        self.running: list[tuple[subprocess.Popen, float, str]] = []  # (process, started, what for)
+        self.running: list[tuple[subprocess.Popen, float, str, Any]] = []  # (process, started, what for, its stderr)
 
     def add(self, event: dict) -> None:
         self.waiting.append(event)
@@ -3022,7 +3024,7 @@ class _Hooks:
     def poll(self) -> None:
         """Reap what ended, stop what hangs, start what waits."""
         now = time.monotonic()
-        for proc, started, what in list(self.running):
+        for proc, started, what, errors in list(self.running):
             if proc.poll() is None and now - started < _HOOK_SECONDS:
                 continue
             if proc.returncode is None:
@@ -3030,24 +3032,29 @@ class _Hooks:
                 proc.wait()
                 self.console.say(f"⚠️ The on-event command was stopped after {_HOOK_SECONDS:g} s ({what})")
             elif proc.returncode:
-                self.console.say(f"⚠️ The on-event command failed with exit status {proc.returncode} ({what})")
-            self.running.remove((proc, started, what))
+                errors.seek(0)
+                said = errors.read()[-500:].decode("utf-8", "replace").strip().splitlines()[-1:]
+                self.console.say(f"⚠️ The on-event command failed with exit status {proc.returncode} ({what})"
+                                 + "".join(f": {line}" for line in said))
+            errors.close()
+            self.running.remove((proc, started, what, errors))
         while self.waiting and len(self.running) < _HOOKS_AT_ONCE:
             event = self.waiting.pop(0)
             what = f"{event['event']}: {_printable(event['submitter'])}/{_printable(event['job'])}"
             try:
+                errors = tempfile.TemporaryFile()  # its last line goes into the one line said of a failure
                 proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, start_new_session=True)
+                                        stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
             except OSError as exc:
                 self.console.say(f"⚠️ The on-event command could not start ({what}): {exc}")
                 continue
             _quietly(proc.stdin.write, json.dumps(event).encode() + b"\n")  # a command that reads nothing
             _quietly(proc.stdin.close)
-            self.running.append((proc, now, what))
+            self.running.append((proc, now, what, errors))
 
     def pids(self) -> set[int]:
         """The commands running: children of the runner, but never a job's leftovers."""
-        return {proc.pid for proc, _, _ in self.running}
+        return {entry[0].pid for entry in self.running}
 
     def close(self) -> None:
         """Let the commands started or waiting finish (each within its time)."""
@@ -4941,6 +4948,10 @@ def _runner(args: argparse.Namespace) -> SyftJobRunner:
         raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
                           f"{', '.join(sites) or 'none'}")
     settings = {key: value for key, value in vars(args).items() if key in _RUNNER_KEYWORDS and value is not None}
+    if "on_event" in settings:
+        if len(settings["on_event"]) > 1:
+            raise _UsageError("give --on-event once: one command gets every event (a script can run several)")
+        settings["on_event"] = settings["on_event"][0]
     return SyftJobRunner(config, **settings)
 
 
@@ -4997,8 +5008,6 @@ def _cmd_once(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     results = runner.process_approved_jobs(**_run_arguments(args))
     if not results:
         runner.console.say("📭 No approved jobs to run")
-    if runner._hooks is not None:  # the events' commands finish (each within its time) before we exit
-        runner._hooks.close()
     return 1 if any(not r.succeeded for r in results) else 0
 
 
@@ -5330,8 +5339,9 @@ _RUNNER_FLAGS = (
                                                    "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),
     ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N",
                                                     help="publish at most N files of a job's outputs/ (default: 10000)")),
-    ("--on-event", "on_event", dict(metavar="CMD", help="run this shell command for each event (submitted, approved, "
-                                    "rejected, started, finished, failed, released), the event as JSON on its stdin")),
+    ("--on-event", "on_event", dict(action="append", metavar="CMD", help="run this shell command for each event "
+                                    "(submitted, approved, rejected, started, finished, failed, released), the event "
+                                    "as JSON on its stdin; once (a script can run several)")),
     ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
     ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
     ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
@@ -5436,8 +5446,8 @@ def _add_decision_commands(command: Callable[..., argparse.ArgumentParser], data
     release.add_argument("paths", nargs="*", metavar="PATH", help="stdout.txt, stderr.txt, outputs/... (from show)")
     release.add_argument("--all", action="store_true", help="every result file, the flagged ones too")
     release.add_argument("--reason", metavar="TEXT", help="why, for the audit trail")
-    release.add_argument("--on-event", dest="on_event", metavar="CMD", help="run this shell command for the release "
-                                                                          "event (see run --on-event)")
+    release.add_argument("--on-event", dest="on_event", action="append", metavar="CMD",
+                         help="run this shell command for the release event (see run --on-event)")
     trust = command("trust", "approve by itself a submitter's code you reviewed, each time it is sent again", datasite)
     trust.add_argument("submitter", nargs="?", metavar="SUBMITTER", help="the data scientist's email")
     trust.add_argument("--digest", metavar="HEX", help="the job's code digest, as show prints it")
@@ -5476,7 +5486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _cmd_demo(args)
-        return _COMMANDS[args.command](_runner(args), args)
+        runner = _runner(args)
+        try:
+            return _COMMANDS[args.command](runner, args)
+        finally:
+            if runner._hooks is not None:  # the events' commands finish (each within its time) before we exit
+                runner._hooks.close()
     except BrokenPipeError:  # `syft-job show JOB | head -1`: the reader has gone; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

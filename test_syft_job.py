@@ -4063,6 +4063,11 @@ def test_on_event_commands_tell_each_event_whoever_made_it(syftbox, tmp_path):
     assert [r["return_code"] for r in records if r["event"] == "failed"] == [3]
     assert cli("release", "good", "--all", "--on-event", hook, *site).returncode == 0
     assert events_of(log)[-1] == ("released", "good", "done")
+    failing = cli("release", "good", "--all", "--on-event", "echo no mail server >&2; exit 3", *site)
+    assert "⚠️ The on-event command failed with exit status 3 (released: ds@test.org/good): no mail server" \
+        in failing.stdout, failing.stdout + failing.stderr
+    twice = cli("once", "--on-event", hook, "--on-event", hook, *site)
+    assert twice.returncode == 2 and "give --on-event once" in twice.stderr
 
 
 @pytest.mark.slow
