@@ -986,13 +986,68 @@ _FULL_SCAN_SECONDS = 60.0
 _SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
 
 
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """One protocol syft-job has shipped (LAYOUTS): where its jobs are, where the owner's
+    side of a job is written and how its state is recorded. What differs between
+    protocols is asked of these objects; a new protocol is one more of them."""
+
+    name: str
+    level: str | None  # its folder inside inbox/<submitter>/ and review/<submitter>/ ("v1"), if any
+    markers: bool  # state in marker files in the job's own folder (0.1.24), not review/.../state.yaml
+    versioned: bool  # its state.yaml and config.yaml carry canonical_name and version (0.1.40)
+
+    def paths(self, job_dir: str | os.PathLike, submitter: str, name: str) -> tuple[Path, Path]:
+        """``(submission folder, results folder)`` of a job."""
+        if self.markers:
+            folder = Path(job_dir) / submitter / name
+            return folder, folder
+        level = (self.level,) if self.level else ()
+        return Path(job_dir, "inbox", submitter, *level, name), Path(job_dir, "review", submitter, *level, name)
+
+    @property
+    def status_file(self) -> str:
+        """The file that says a job is approved, in its results folder."""
+        return APPROVED_MARKER if self.markers else STATE_FILE
+
+    @property
+    def approval_file(self) -> str:
+        """Where the digest of an approval is kept, in the results folder."""
+        return APPROVED_MARKER if self.markers else _APPROVAL_FILE
+
+    @property
+    def runner_names(self) -> frozenset[str]:
+        """Names at the top of a submission that the owner and the runner write: never part of it."""
+        return _RUNNER_NAMES if self.markers else frozenset({PERMISSION_FILE})
+
+    @property
+    def output_folders(self) -> tuple[str, ...]:
+        """Where a job writes its outputs (code/outputs/ too, where code runs in code/)."""
+        return (OUTPUTS_DIR,) if self.markers else (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}")
+
+    def rules(self, results: str, name: str) -> tuple[str, str]:
+        """The syft.pub.yaml that governs a job's results (review/<submitter>/'s, above
+        any level), and the prefix of the job's patterns in it."""
+        if self.markers:  # its own folder's file, if it has one, else its submitter folder's
+            if os.path.lexists(os.path.join(results, PERMISSION_FILE)):
+                return os.path.join(results, PERMISSION_FILE), ""
+            return os.path.join(os.path.dirname(results), PERMISSION_FILE), _glob_escape(name) + "/"
+        above = os.path.dirname(os.path.dirname(results) if self.level else results)
+        return os.path.join(above, PERMISSION_FILE), (f"{self.level}/" if self.level else "") + _glob_escape(name) + "/"
+
+
+_LAYOUTS = {layout.name: layout for layout in (_Layout("legacy", None, True, False), _Layout("v0", None, False, False),
+                                              _Layout("v1", "v1", False, True))}
+_LEVELS = frozenset(layout.level for layout in _LAYOUTS.values() if layout.level)
+
+
 def _job_paths(job_dir: str | os.PathLike, layout: str, submitter: str, name: str) -> tuple[Path, Path]:
     """``(submission folder, results folder)`` of a job in ``layout``."""
-    if layout == "legacy":
-        folder = Path(job_dir) / submitter / name
-        return folder, folder
-    level = ("v1",) if layout == "v1" else ()
-    return (Path(job_dir, "inbox", submitter, *level, name), Path(job_dir, "review", submitter, *level, name))
+    return _LAYOUTS[layout].paths(job_dir, submitter, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1007,6 +1062,10 @@ class _Job:
     state: str
 
     @property
+    def protocol(self) -> _Layout:
+        return _LAYOUTS[self.layout]
+
+    @property
     def key(self) -> str:
         """``submitter/name``, as jobs are addressed (``skip_job_names``, messages)."""
         return f"{self.submitter}/{self.name}"
@@ -1014,7 +1073,7 @@ class _Job:
     @property
     def label(self) -> str:
         """The key, safe to print (a name may hold control characters)."""
-        return _printable(self.key) + ("" if self.layout == "legacy" else f" ({self.layout})")
+        return _printable(self.key) + ("" if self.protocol.markers else f" ({self.layout})")
 
     @functools.cached_property
     def digest_key(self) -> str:
@@ -1054,14 +1113,14 @@ def _write_state(job: _Job, **changes: Any) -> None:
     state.update(changes)
     for key, value in (("canonical_name", "JobState"), ("version", "1")):
         state.pop(key, None)
-        if job.layout == "v1":
+        if job.protocol.versioned:
             state[key] = value
     os.makedirs(job.results, exist_ok=True)
     _atomic_write(os.path.join(job.results, STATE_FILE), dump_yaml(state).encode("utf-8"))
 
 
 def _coarse_state(layout: str, folder: str, results: str) -> str:
-    if layout == "legacy":
+    if _LAYOUTS[layout].markers:
         for marker, state in ((REJECTED_MARKER, "rejected"), (DONE_MARKER, "finished"), (APPROVED_MARKER, "approved")):
             if os.path.lexists(os.path.join(folder, marker)):
                 return state
@@ -1534,7 +1593,7 @@ def _submission(job: _Job, copy_to: int | None = None) -> dict[str, str]:
     folder but the owner's and the runner's (legacy markers, logs, outputs/), read
     through file descriptors, links never followed. With ``copy_to`` (an open folder),
     also copied there: what is copied is exactly what was hashed."""
-    top = _RUNNER_NAMES if job.layout == "legacy" else {PERMISSION_FILE}
+    top = job.protocol.runner_names
     with _folder(job.folder) as fd:
         return _copy_tree(fd, copy_to, lambda rel: rel in top)
 
@@ -1551,7 +1610,7 @@ def _code_digest(files: dict[str, str]) -> str:
 
 
 def _approval_path(job: _Job) -> str:
-    return os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else _APPROVAL_FILE)
+    return os.path.join(job.results, job.protocol.approval_file)
 
 
 def _approval(job: _Job, path: str | None = None) -> tuple[dict[str, str] | None, str]:
@@ -1606,7 +1665,7 @@ def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | No
     read = read or (lambda name: (_or_none(_read_file, os.path.join(job.results, name), 16 << 20, truncate=True)
                                   or b"").decode("utf-8", "replace") if os.path.lexists(os.path.join(job.results, name))
                     else None)
-    if job.layout == "legacy":
+    if job.protocol.markers:
         marked = {marker: read(marker) for marker in (REJECTED_MARKER, DONE_MARKER, APPROVED_MARKER)}
         if marked[REJECTED_MARKER] is not None:
             return _Status("rejected", None, marked[REJECTED_MARKER].strip() or None)
@@ -1629,7 +1688,7 @@ def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | No
         code = finished.get("return_code", code)
         if code is None:
             code = _or_none(int, read(RETURNCODE_FILE) or "")
-        if job.layout == "legacy":  # the done marker says finished; the return code says how
+        if job.protocol.markers:  # the done marker says finished; the return code says how
             status = "done" if code in (0, None) else "failed"
         reason = finished.get("reason") or reason
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
@@ -1682,10 +1741,6 @@ _MAX_PERMISSION_BYTES = 16 * 1024 * 1024
 # header). A submitter's file grows with every shared job; reading it again for each
 # job would cost more and more as jobs pile up.
 _permission_files: dict[str, tuple[tuple[int, int, int] | None, dict, str]] = {}
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -1874,24 +1929,20 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
 def _governing_file(job: _Job) -> tuple[str, str]:
     """The syft.pub.yaml that decides access to a job's results, and the pattern
     prefix that addresses the job in it."""
-    if job.layout != "legacy":  # review/<submitter>/syft.pub.yaml, above the v1/ level
-        folder = os.path.dirname(job.results) if job.layout == "v0" else os.path.dirname(os.path.dirname(job.results))
-        return os.path.join(folder, PERMISSION_FILE), ("v1/" if job.layout == "v1" else "") + _glob_escape(job.name) + "/"
-    if os.path.lexists(os.path.join(job.folder, PERMISSION_FILE)):
-        return os.path.join(job.folder, PERMISSION_FILE), ""
-    return os.path.join(os.path.dirname(job.folder), PERMISSION_FILE), _glob_escape(job.name) + "/"
+    return job.protocol.rules(job.results, job.name)
 
 
-def _protections(layout: str, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
+def _protections(layout: _Layout, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
     """The rules that keep a submitter's results private and let it see its status.
 
     :param prefix: ``"*/"`` in a submitter's folder, ``""`` in a job's own folder.
     """
-    if layout == "legacy":
+    if layout.markers:
         return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
             (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
-    return [(level + n, [], []) for level in ("*/", "v1/*/") for n in _PRIVATE_NAMES] + [
-        (level + STATE_FILE, [submitter], []) for level in ("*/", "v1/*/")]
+    levels = ["*/", *(f"{other.level}/*/" for other in _LAYOUTS.values() if other.level)]  # one file for them all
+    return [(level + n, [], []) for level in levels for n in _PRIVATE_NAMES] + [
+        (level + STATE_FILE, [submitter], []) for level in levels]
 
 
 def _protect(job: _Job, own_folder: bool = False) -> str | None:
@@ -1902,14 +1953,14 @@ def _protect(job: _Job, own_folder: bool = False) -> str | None:
 
     :returns: the file, when it changed (the submitter could write there until now).
     """
-    if job.layout != "legacy":
+    if not job.protocol.markers:
         path, prefix = _governing_file(job)[0], "*/"
     else:
         path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
         prefix = "" if own_folder else "*/"
         if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
             return None
-    return path if _edit_permissions(path, job.submitter, _protections(job.layout, job.submitter, prefix)) else None
+    return path if _edit_permissions(path, job.submitter, _protections(job.protocol, job.submitter, prefix)) else None
 
 
 def _may_write_somewhere(path: str, user: str) -> bool:
@@ -1941,8 +1992,8 @@ def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False)
         patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
     if patterns and (not undo or os.path.lexists(path)):
         wanted = [] if undo else [(p, [job.submitter], []) for p in patterns]
-        if not undo and job.layout != "legacy":
-            wanted += _protections(job.layout, job.submitter)
+        if not undo and not job.protocol.markers:
+            wanted += _protections(job.protocol, job.submitter)
         _edit_permissions(path, job.submitter, wanted, patterns if undo else ())
 
 
@@ -1963,7 +2014,7 @@ def _grant_files(job: _Job, paths: Sequence[str]) -> None:
         paths = [p for p in paths if not p.startswith(f"{OUTPUTS_DIR}/")]
     if paths:
         _edit_permissions(path, job.submitter, [(prefix + _glob_escape(p), [job.submitter], []) for p in paths] + (
-            _protections(job.layout, job.submitter) if job.layout != "legacy" else []))
+            _protections(job.protocol, job.submitter) if not job.protocol.markers else []))
 
 
 def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
@@ -2904,7 +2955,7 @@ class _Run:
 
         target = os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.results_fd)
         try:
-            for source in (OUTPUTS_DIR, *([f"{CODE_DIR}/{OUTPUTS_DIR}"] if self.job.layout != "legacy" else [])):
+            for source in self.job.protocol.output_folders:
                 path = os.path.join(self.copy, source)
                 if not os.path.isdir(path) or os.path.islink(path):
                     continue
@@ -3288,20 +3339,20 @@ class _Executor:
 
     def check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
         """Hold a job back when it must not run now. :raises _HeldBack: why."""
-        status_file = os.path.join(job.results, APPROVED_MARKER if job.layout == "legacy" else STATE_FILE)
+        status_file = os.path.join(job.results, job.protocol.status_file)
         again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
         if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
             raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
                             "rules; a rule this runner does not read exactly counts as a grant): an approval there "
                             "could be forged")
-        stood = self.site.unprotected_markers().get(status_file) if job.layout == "legacy" else None
+        stood = self.site.unprotected_markers().get(status_file) if job.protocol.markers else None
         if stood:
             st = _or_none(os.lstat, status_file)
             if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
                     raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
                                     f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
         last = self.site.record(job)
-        if job.layout == "legacy" and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
+        if job.protocol.markers and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
             _quietly(_atomic_write, os.path.join(job.folder, DONE_MARKER), json.dumps(
                 {k: last.get(k) for k in ("status", "return_code", "finished_at")}).encode(), durable=False)
             raise _HeldBack("it already ran for this approval (its done marker was removed; it is back). "
@@ -3327,14 +3378,14 @@ class _Executor:
             packages, python = _python_plan(copy) if self.settings.isolation == "sandbox" else ([], None)
         except SyftJobError as exc:
             raise _CannotRun(f"job {job.label} was not run: {exc}") from None
-        for folder in (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}" if job.layout != "legacy" else None):
-            if folder and os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
+        for folder in job.protocol.output_folders:
+            if os.path.isdir(os.path.dirname(os.path.join(copy, folder))):
                 os.makedirs(os.path.join(copy, folder), exist_ok=True)
         account = self.settings.account.for_run(claim.token) if self.settings.account else None
         if account is not None:
             account.give(copy)
         try:  # what the owner and the runner own of the job: a folder that cannot take it holds the job back
-            if job.layout != "legacy":
+            if not job.protocol.markers:
                 os.makedirs(job.results, exist_ok=True)
             results_fd = _open_folder(job.results)
         except (OSError, JobError) as exc:
@@ -3354,7 +3405,7 @@ class _Executor:
         try:
             try:
                 _remove_at(results_fd, OUTPUTS_DIR)
-                if job.layout == "legacy":
+                if job.protocol.markers:
                     _remove_at(results_fd, DONE_MARKER)
                 else:
                     _write_state(job, status="running", completed_at=None, return_code=None)
@@ -3489,7 +3540,7 @@ class _Executor:
             _scancel(f"--name={run.slurm_job_name}")
         if run.stop_reason == "interrupted":  # its claim stays, as a crashed runner's would: run again, said so
             run.close()
-            if job.layout != "legacy":
+            if not job.protocol.markers:
                 _quietly(_write_state, job, status="approved")
             _held_claims.discard(run.claim.path)
             _discard(run.claim, run.copy)
@@ -3591,7 +3642,7 @@ class _Executor:
                   "held_back_count": len(held_back)}
         told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}  # to the submitter
         try:
-            if job.layout != "legacy":
+            if not job.protocol.markers:
                 _write_state(job, status=result.status, completed_at=record["finished_at"],
                              return_code=result.return_code, **told)
             else:
@@ -3647,7 +3698,7 @@ def _double_quoted(word: str) -> str:
     return shlex.quote(word) if re.search(r'["$`\\\n!]', word) else f'"{word}"'
 
 
-def _python_run_script(layout: str, entry: str, project_dir: str | None, has_pyproject: bool,
+def _python_run_script(layout: _Layout, entry: str, project_dir: str | None, has_pyproject: bool,
                        packages: Sequence[str]) -> str:
     """The run.sh of a Python job, exactly as each layout's client writes it.
 
@@ -3658,7 +3709,7 @@ def _python_run_script(layout: str, entry: str, project_dir: str | None, has_pyp
     """
     install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
     lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
-    if layout != "legacy":
+    if not layout.markers:
         lines += [f"cd {CODE_DIR}", f"uv venv --python {_PYTHON_VERSION}", "source .venv/bin/activate",
                   *([f"uv sync --python {_PYTHON_VERSION}"] if has_pyproject else []), *install,
                   "export PYTHONPATH=.:${PYTHONPATH:-}"]
@@ -3714,7 +3765,7 @@ class JobClient:
         :returns: the new job folder.
         """
         layout = self._layout_for(user)
-        if layout == "legacy":
+        if layout.markers:
             script = ("" if script.startswith("#!") else "#!/bin/bash\n") + script + (
                 "" if script.endswith("\n") else "\n")
             return self._create_job(user, job_name, layout, script, {}, lambda folder: None)
@@ -3747,7 +3798,7 @@ class JobClient:
         packages = list(dict.fromkeys([*base_packages, *dependencies]))
         if source.is_dir():
             entry = _folder_entrypoint(source, entrypoint)
-            project = _check_folder_name(source.name, "code folder name") if layout == "legacy" else None
+            project = _check_folder_name(source.name, "code folder name") if layout.markers else None
             where = project if project is not None else CODE_DIR
 
             def copy(folder: Path) -> None:
@@ -3756,19 +3807,19 @@ class JobClient:
             entry, project = _check_folder_name(source.name, "code file name"), None
 
             def copy(folder: Path) -> None:
-                if layout != "legacy":
+                if not layout.markers:
                     (folder / CODE_DIR).mkdir()
-                shutil.copy2(source, folder / ("" if layout == "legacy" else CODE_DIR) / entry)
+                shutil.copy2(source, folder / ("" if layout.markers else CODE_DIR) / entry)
         else:
             raise JobError(f"code not found: {source}" if not source.exists()
                            else f"{source} is not a .py file: submit a Python script, or a folder of code")
-        if layout == "legacy" and (project or entry) in _RUNNER_NAMES | {CONFIG_FILE, RUN_SCRIPT}:
+        if (project or entry) in layout.runner_names | {CONFIG_FILE, RUN_SCRIPT}:
             raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
         has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
         script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
                                     packages)
         extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
-        if layout == "legacy":
+        if layout.markers:
             extra.update(entry_point=entry, dependencies=dependencies)
         else:
             extra.update(entrypoint=entry, dependencies=packages,
@@ -3777,27 +3828,29 @@ class JobClient:
                          if source.is_dir() else [entry])
         return self._create_job(user, job_name, layout, script, extra, copy)
 
-    def _layout_for(self, owner: str) -> str:
-        """The layout to submit to ``owner`` in: the one its job folder already uses."""
+    def _layout_for(self, owner: str) -> _Layout:
+        """The layout to submit to ``owner`` in: the one its job folder already uses,
+        else v0, which every current owner's client reads."""
         job_dir = self.config.get_job_dir(owner)
         if self.layout is not None:
-            return self.layout
-        if (job_dir / "inbox" / self.config.email / "v1").is_dir():
-            return "v1"
+            return _LAYOUTS[self.layout]
+        for layout in _LAYOUTS.values():
+            if layout.level and (job_dir / "inbox" / self.config.email / layout.level).is_dir():
+                return layout
         if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
                 and (job_dir / self.config.email).is_dir():
-            return "legacy"
-        return "v0"
+            return next(layout for layout in _LAYOUTS.values() if layout.markers)
+        return _LAYOUTS["v0"]
 
-    def _create_job(self, user: str, job_name: str, layout: str, script: str, extra: dict,
+    def _create_job(self, user: str, job_name: str, layout: _Layout, script: str, extra: dict,
                     copy_code: Callable[[Path], None]) -> Path:
         """Make the job folder; config.yaml comes last, so a runner never sees half a job."""
         name = _check_folder_name(job_name or f"Job - {secrets.token_hex(4)}", "job name")
-        if layout != "legacy" and _VERSION_FOLDER.match(name):
+        if not layout.markers and _VERSION_FOLDER.match(name):
             raise JobError(f"the job name {name!r} is reserved for protocol folders (v1, v2, ...); rename it")
         if not self.config.get_user_dir(user).is_dir():
             raise JobError(f"no datasite for {user} in {self.config.syftbox_folder} (is the SyftBox folder synced?)")
-        folder = _job_paths(self.config.get_job_dir(user), layout, self.config.email, name)[0]
+        folder = layout.paths(self.config.get_job_dir(user), self.config.email, name)[0]
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             folder.mkdir()
@@ -3806,14 +3859,14 @@ class JobClient:
         try:
             copy_code(folder)
             _atomic_write(folder / RUN_SCRIPT, script.encode("utf-8"), mode=0o755)
-            if layout == "legacy":
+            if layout.markers:
                 config = {"name": name, "submitted_by": self.config.email,
                           "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra}
             else:
                 config = {"name": name, "type": "bash", "submitted_at": _utc_now(), "entrypoint": None,
                           "dependencies": [], "files": [], "is_folder_submission": False, "code_path": None,
                           "job_type": "local", "datasets": None, "headers": {}, **extra}
-                if layout == "v1":
+                if layout.versioned:
                     config.update(canonical_name="JobSubmissionMetadata", version="1")
             _atomic_write(folder / CONFIG_FILE, dump_yaml(config).encode("utf-8"))
         except BaseException:
@@ -4132,10 +4185,10 @@ class SyftJobRunner:
                 if job.state == "broken":
                     self.console.say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
                                                 f"{self._state_problem(job)})")
-                if (job.layout == "legacy", job.submitter) not in self._protected:
-                    self._protected.add((job.layout == "legacy", job.submitter))
+                if (job.protocol.markers, job.submitter) not in self._protected:
+                    self._protected.add((job.protocol.markers, job.submitter))
                     self._site.note_protected(_protect(job))
-                if job.layout == "legacy" and job.state == "inbox" and job.folder not in self._protected_jobs:
+                if job.protocol.markers and job.state == "inbox" and job.folder not in self._protected_jobs:
                     self._protected_jobs.add(job.folder)  # a job folder with a syft.pub.yaml of its own
                     self._site.note_protected(_protect(job, own_folder=True))
             except (OSError, SyftJobError) as exc:
@@ -4158,7 +4211,7 @@ class SyftJobRunner:
         review = os.path.join(self.job_dir, "review")
         for submitter, path in self._scanner.folders(review):
             for name, folder in self._scanner.folders(path):
-                for results in ([f for _, f in self._scanner.folders(folder)] if name == "v1" else [folder]):
+                for results in ([f for _, f in self._scanner.folders(folder)] if name in _LEVELS else [folder]):
                     if results not in known and os.path.lexists(os.path.join(results, STATE_FILE)):
                         self.console.say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
                                                 "is gone); it is left as it is")
@@ -4327,7 +4380,7 @@ class SyftJobRunner:
         data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
         _atomic_write(self._site.path("approvals", job, create=True), data, 0o600)  # what --strict trusts
         _atomic_write(_approval_path(job), data)
-        if job.layout != "legacy":
+        if not job.protocol.markers:
             _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
                          approval_method=method, review_reason=reason)
         self.console.forget(job.folder)
@@ -4400,7 +4453,7 @@ class SyftJobRunner:
         status = _status(job, self._site).status
         if status not in ("inbox", "approved", "changed", "rejected"):
             raise JobError(f"job {job.label} is {status}; only a job waiting to run can be rejected")
-        if job.layout == "legacy":
+        if job.protocol.markers:
             _atomic_write(os.path.join(job.folder, REJECTED_MARKER), reason.strip().encode() + b"\n")
             _remove_path(os.path.join(job.folder, APPROVED_MARKER))
         else:
@@ -4420,7 +4473,7 @@ class SyftJobRunner:
         status = _status(job, self._site).status
         if status != "rejected":
             raise JobError(f"job {job.label} is {status}, not rejected; only a rejected job can be reopened")
-        if job.layout == "legacy":
+        if job.protocol.markers:
             _remove_path(os.path.join(job.folder, REJECTED_MARKER))
         else:
             _write_state(job, status="pending", rejected_by=None, rejected_at=None, review_reason=None)
@@ -4436,10 +4489,10 @@ class SyftJobRunner:
         status = _status(job, self._site).status
         if status not in ("done", "failed", "interrupted"):
             raise JobError(f"job {job.label} is {status}; only a finished job can run again")
-        for name in (*_LOG_FILES, OUTPUTS_DIR, DONE_MARKER if job.layout == "legacy" else None):
+        for name in (*_LOG_FILES, OUTPUTS_DIR, DONE_MARKER if job.protocol.markers else None):
             if name:
                 _remove_path(os.path.join(job.results, name))
-        if job.layout != "legacy":
+        if not job.protocol.markers:
             _write_state(job, status="approved", completed_at=None, return_code=None)
         self._site.audit("rerun", job, self.config.email)
         self._forget(job, "jobs")
@@ -4475,10 +4528,10 @@ class SyftJobRunner:
         legacy = [entry for entry in _subfolders(self.job_dir) if entry.name not in _LAYOUT_FOLDERS]
         folders = []
         if legacy and not any(os.path.isdir(self.job_dir / f) for f in ("inbox", "review")):
-            folders.append((self.job_dir / email, [("**", [], [email])] + _protections("legacy", email)))
+            folders.append((self.job_dir / email, [("**", [], [email])] + _protections(_LAYOUTS["legacy"], email)))
         else:
             folders += [(self.job_dir / "inbox" / email, [("**", [], [email])]),
-                        (self.job_dir / "review" / email, _protections("v0", email))]
+                        (self.job_dir / "review" / email, _protections(_LAYOUTS["v0"], email))]
         for folder, rules in folders:
             folder.mkdir(parents=True, exist_ok=True)
             _edit_permissions(str(folder / PERMISSION_FILE), email, rules)
@@ -4537,7 +4590,7 @@ class SyftJobRunner:
 
     def _row(self, job: _Job) -> dict:
         record = self._site.record(job)
-        state = (_or_none(_read_state, job.results) if job.layout != "legacy" else None) or {}
+        state = (_or_none(_read_state, job.results) if not job.protocol.markers else None) or {}
         try:
             submitted = job.read_config().get("submitted_at")
         except SyftJobError:
@@ -4588,7 +4641,7 @@ class SyftJobRunner:
             except JobError as exc:
                 packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
         approval = _read_json(_approval_path(job)) or {}
-        if job.layout != "legacy":
+        if not job.protocol.markers:
             approval = {**approval, **{k: v for k, v in (_or_none(_read_state, job.results) or {}).items()
                                        if k in ("approved_by", "approved_at", "approval_method") and v}}
         approved = _approval(job)[0]
@@ -4792,7 +4845,7 @@ class SyftJobRunner:
                    *(entry.path for entry in _subfolders(top))]
         for root in (inbox, review):
             for submitter in _subfolders(root):
-                folders += [submitter.path, os.path.join(submitter.path, "v1")]
+                folders += [submitter.path, *(os.path.join(submitter.path, level) for level in _LEVELS)]
         return folders + self._scanner.open
 
     def _print_banner(self) -> None:
