@@ -572,18 +572,16 @@ class _YamlReader:
         self.depth += 1  # an error ends the whole read: no need to count back down then
         if self.depth > _MAX_YAML_DEPTH:
             raise self.error(f"nested deeper than {_MAX_YAML_DEPTH} levels", self.i)
-        if self.is_item(self.i, indent):
-            value = self.collection(indent, [])
-        elif self.key(self.i, indent):
-            value = self.collection(indent, {})
+        item = self.is_item(self.i, indent)
+        if item or self.key(self.i, indent):
+            value = self.collection(indent, [] if item else {})
         else:
             value = self.inline(self.i, indent, indent - 1)
         self.depth -= 1
         return value
 
     def collection(self, indent: int, result: Any) -> Any:
-        """The ``- item`` lines (``result`` a list) or ``key: value`` lines (a dict) at
-        column ``indent``; each value is inline, or a block on the lines below."""
+        """The ``- item`` (``result`` a list) or ``key: value`` lines at ``indent``; values inline or below."""
         is_list = isinstance(result, list)
         while True:
             n = self.next()
@@ -738,9 +736,7 @@ class _YamlReader:
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
     """Read a YAML document of the subset SyftBox's files use (a JSON document too),
-    giving what PyYAML gives.
-    :param text: the document.
-    :param source: the file name to put in error messages.
+    giving what PyYAML gives. :param text: the document. :param source: its file's name.
     :raises YAMLError: for anything outside the subset, naming ``source`` and the line.
     """
     if re.match(r"\s*\{\s*\S", text):
@@ -748,9 +744,8 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
             if not _FLOAT.match(number):
                 raise ValueError(number)
             return float(number)
-        value = _or_none(json.loads, text, parse_float=yaml_float, parse_constant=yaml_float)
-        if value is not None:  # else not JSON, or nested too deep: read as YAML
-            return value
+        if (value := _or_none(json.loads, text, parse_float=yaml_float, parse_constant=yaml_float)) is not None:
+            return value  # else not JSON, or nested too deep: read as YAML
     return _YamlReader(text, source).read()
 
 
@@ -983,6 +978,7 @@ _STATUS_OF_WORD = {"received": "inbox", "pending": "inbox", "approved": "approve
                    "done": "done", "failed": "failed", "rejected": "rejected"}
 _MAX_STATE_BYTES = 64 * 1024
 _FULL_SCAN_SECONDS = 60.0
+_WATCHED_FULL_SCAN_SECONDS = 600.0  # with inotify: a change not told (a coarse clock, NFS) is seen this late
 _SETTLED_NS = 1_000_000_000  # a folder changed this recently may change again unseen
 
 
@@ -1158,6 +1154,7 @@ class _JobScanner:
         self.final: dict[str, _Job] = {}  # submission folder -> its job, once finished or rejected
         self.open: list[str] = []  # the last scan's folders of jobs not finished (and their results)
         self.full_scan_at = 0.0
+        self.full_scan_every = _FULL_SCAN_SECONDS  # longer while inotify tells of every change
 
     def forget(self) -> None:
         self.full_scan_at = 0.0
@@ -1168,7 +1165,7 @@ class _JobScanner:
         if time.monotonic() >= self.full_scan_at:
             self.listings.clear()
             self.final.clear()
-            self.full_scan_at = time.monotonic() + _FULL_SCAN_SECONDS
+            self.full_scan_at = time.monotonic() + self.full_scan_every
         found = []
         for entry in _subfolders(self.job_dir):
             if entry.name not in _LAYOUT_FOLDERS:
@@ -2489,13 +2486,14 @@ def _pythons_text(pythons: Sequence[tuple[str, str]]) -> str:
     return ", ".join(f"{version} ({_printable(prefix)})" for version, prefix in pythons) or "none"
 
 
-def _python_plan(copy: str) -> tuple[list[str], str | None]:
-    """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), and
-    the Python it asks uv for. :raises JobError: a requirement that needs more than the
+def _python_plan(copy: str) -> tuple[list[str], str | None, bool]:
+    """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), the
+    Python it asks uv for, and whether it runs Python or uv at all (only then are the
+    owner's Pythons mounted). :raises JobError: a requirement that needs more than the
     package index, named; a run.sh or requirements file over _MAX_PLAN_BYTES."""
     packages, python, cwd, read = [], None, copy, set()
     if not os.path.lexists(os.path.join(copy, RUN_SCRIPT)):
-        return [], None
+        return [], None, False
     script = _read_file(os.path.join(copy, RUN_SCRIPT), _MAX_PLAN_BYTES).decode("utf-8", "replace")
     for line in script.splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
@@ -2514,7 +2512,7 @@ def _python_plan(copy: str) -> tuple[list[str], str | None]:
                 python = command[command.index("--python") + 1]
             elif command[:3] == ["uv", "pip", "install"]:
                 packages += _requirements(command[3:], cwd, copy, read)
-    return list(dict.fromkeys(packages)), python
+    return list(dict.fromkeys(packages)), python, bool(re.search(r"\b(python|uv)", script))
 
 
 def _requirements(words: Sequence[str], cwd: str, copy: str, read: set[str]) -> list[str]:
@@ -2852,6 +2850,7 @@ class _Run:
     slurm_job_name: str | None = None
     packages: list[str] = dataclasses.field(default_factory=list)  # fetched for it before it starts
     python: str | None = None  # the Python its run.sh asks uv for
+    pythons: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # the owner's, mounted for it
 
     @property
     def pgid(self) -> int:
@@ -3375,7 +3374,7 @@ class _Executor:
                              else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
         try:
             job.read_config()
-            packages, python = _python_plan(copy) if self.settings.isolation == "sandbox" else ([], None)
+            packages, python, uses_python = _python_plan(copy) if self.settings.isolation == "sandbox" else ([], None, False)
         except SyftJobError as exc:
             raise _CannotRun(f"job {job.label} was not run: {exc}") from None
         for folder in job.protocol.output_folders:
@@ -3391,7 +3390,7 @@ class _Executor:
         except (OSError, JobError) as exc:
             raise _HeldBack(f"cannot use its results folder: {exc}") from None
         run = _Run(job, claim, options.timeout, results_fd, copy, fingerprint, account, packages=packages,
-                   python=python)
+                   python=python, pythons=self.pythons if uses_python else [])
         no_python = self.no_python(job, python)
         if no_python:
             self.console.say(f"⚠️ {no_python}")
@@ -3414,7 +3413,7 @@ class _Executor:
             settings = self.settings
             env = _job_environment(self.config, settings.env_passthrough, claim.token, settings.isolation == "sandbox",
                                    account, copy)
-            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in self.pythons
+            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in run.pythons
                                                           if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
             argv = self.command(run, env)
             run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -3459,7 +3458,7 @@ class _Executor:
     def fetch(self, run: _Run, bash: str, sandbox: Callable[..., list[str]]) -> tuple[list[str], list[str], list[str]]:
         """How a sandboxed job's packages are fetched before it starts (see "Python jobs"
         in the Isolation section): the fetch, what bwrap adds, what runs before run.sh."""
-        index = _package_index()
+        index = self.index
         settings = {"UV_DEFAULT_INDEX": _URL_CREDENTIALS.sub("://", index), "UV_LINK_MODE": "copy",
                     **({} if self.settings.network else {"UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"})}
         if run.packages and self.settings.allow_source_builds:  # a build runs the package's code: in the job's sandbox
@@ -3479,6 +3478,11 @@ class _Executor:
         fetch = install + ["--only-binary", ":all:", "--cache-dir", self.package_cache]
         return ([bash, "-c", _FETCH_THEN_RUN, str(len(fetch)), *fetch], more + ["--ro-bind", self.package_cache,
                 _SHARED_UV_CACHE], [bash, "-c", _LINK_SHARED_CACHE, "syft-job-cache"])
+
+    @functools.cached_property
+    def index(self) -> str:
+        """The owner's package index, looked for once."""
+        return _package_index()
 
     @functools.cached_property
     def package_cache(self) -> str:
@@ -3510,7 +3514,7 @@ class _Executor:
         if self.settings.isolation == "sandbox":
             seccomp = self.seccomp_path  # bwrap reads it from fd 3, opened by bash, so srun passes no fd
             opener = [bash, "-c", 'exec "$@" 3<"$0"', seccomp] if seccomp else []
-            reads = _sandbox_reads(self.settings.allow_read, env["PATH"], self.pythons)
+            reads = _sandbox_reads(self.settings.allow_read, env["PATH"], run.pythons)
 
             def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
                 return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
@@ -4636,7 +4640,7 @@ class SyftJobRunner:
             except SyftJobError as exc:
                 config = f"❌ {exc}".replace(copy, job.folder)
             try:
-                packages, python = _python_plan(copy)
+                packages, python, _ = _python_plan(copy)
                 python_note = self._executor.no_python(job, python)
             except JobError as exc:
                 packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
@@ -4773,6 +4777,8 @@ class SyftJobRunner:
                                    share_outputs_with_submitter, share_logs_with_submitter)
         with _StopSignals() as self._stop:
             self._watcher = _Watcher() if self._stop.fd is not None else None
+            if self._watcher is not None and self._watcher.fd is not None:
+                self._scanner.full_scan_every = _WATCHED_FULL_SCAN_SECONDS
             try:
                 self._print_banner()
                 while not self._stop.requested:

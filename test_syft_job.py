@@ -2445,7 +2445,7 @@ def test_reading_a_run_sh_for_its_packages_is_linear_and_bounded(tmp_path):
     (tmp_path / "run.sh").write_text("uv " * 200_000 + "\n" + "uv pip install -r r.txt\n" * 2000)
     (tmp_path / "r.txt").write_text("".join(f"pkg{i}\n" for i in range(1000)))
     started = time.monotonic()
-    packages, _ = syft_job._python_plan(str(tmp_path))
+    packages, _, _ = syft_job._python_plan(str(tmp_path))
     assert len(packages) == 1000 and time.monotonic() - started < 30  # a hang bound: it took minutes before
     (tmp_path / "run.sh").write_text("#" * (2 << 20))
     with pytest.raises(JobError, match="larger than"):
