@@ -3055,6 +3055,8 @@ class _Engine:
 
 _HOOKS_AT_ONCE, _HOOK_SECONDS = 4, 10.0
 _SAFETY_SCAN_SECONDS = 30.0  # with inotify, a full look this often all the same (a missed event, NFS)
+_EVENT_GAP_SECONDS = 0.05  # events closer than this wake the runner once
+_MAX_WATCHED_JOBS = 4096  # folders of unfinished jobs watched (a submitter could make more)
 
 
 class _Hooks:
@@ -4838,8 +4840,10 @@ class SyftJobRunner:
             ready = select.select([stop.fd, watcher.fd], [], [], max(seconds, 0))[0]
             if self._hooks is not None:
                 self._hooks.poll()
-            if watcher.fd in ready and watcher.changed():
-                return
+            if watcher.fd in ready:
+                stop.wait(_EVENT_GAP_SECONDS)  # a burst of events (a sync, a busy submitter) is one poll
+                if watcher.changed():
+                    return
 
     def _watched_folders(self) -> list[str]:
         """Where a change means news: the job directory, its submitters' and protocols'
@@ -4852,7 +4856,7 @@ class SyftJobRunner:
         for root in (inbox, review):
             for submitter in _subfolders(root):
                 folders += [submitter.path, *(os.path.join(submitter.path, level) for level in _LEVELS)]
-        return folders + self._scanner.open
+        return folders + self._scanner.open[:_MAX_WATCHED_JOBS]  # past that: the safety scan sees them
 
     def _print_banner(self) -> None:
         settings = self.settings
