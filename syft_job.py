@@ -1041,11 +1041,6 @@ _LAYOUTS = {layout.name: layout for layout in (_Layout("legacy", None, True, Fal
 _LEVELS = frozenset(layout.level for layout in _LAYOUTS.values() if layout.level)
 
 
-def _job_paths(job_dir: str | os.PathLike, layout: str, submitter: str, name: str) -> tuple[Path, Path]:
-    """``(submission folder, results folder)`` of a job in ``layout``."""
-    return _LAYOUTS[layout].paths(job_dir, submitter, name)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Job:
     """One job: where it was submitted, where its results go, and its coarse state."""
@@ -1186,7 +1181,8 @@ class _JobScanner:
             return None
         job = self.final.get(folder)
         if job is None and os.path.isfile(os.path.join(folder, CONFIG_FILE)):
-            results = folder if layout == "legacy" else str(_job_paths(self.job_dir, layout, submitter, name)[1])
+            protocol = _LAYOUTS[layout]
+            results = folder if protocol.markers else str(protocol.paths(self.job_dir, submitter, name)[1])
             job = _Job(layout, submitter, name, folder, results, _coarse_state(layout, folder, results))
             if job.state in ("finished", "rejected"):
                 self.final[folder] = job
@@ -2661,12 +2657,12 @@ def _cancel_slurm_jobs_of(uids: set[int]) -> None:
 # Execution: many jobs, one selector; output pumped as bytes
 # ---------------------------------------------------------------------------
 #
-# A job is started by the runner (SyftJobRunner._start_run: claim, private copy, logs,
-# the process), then pumped here (_Engine: one selector holds every running job's
-# pipes and exit descriptors; _Run.advance stops what must stop), and finished by the
-# runner (_finish_run: return code, outputs published, state). Timeouts and stops are
-# measured here, on the runner's side: a job that stops its runner (kill -STOP
-# $PPID) cannot stretch its time or turn a failure into success.
+# A job's whole life is here: _Executor claims it, makes its private copy and logs,
+# starts it (start, launch, begin), pumps it with the others (_Engine: one selector
+# holds every running job's pipes and exit descriptors; _Run.advance stops what must
+# stop) and finishes it (finish_run: return code, outputs published, state, shared).
+# Timeouts and stops are measured here, on the runner's side: a job that stops its
+# runner (kill -STOP $PPID) cannot stretch its time or turn a failure into success.
 
 TIMEOUT_LINE = b"--- PROCESS TIMED OUT ---\n"
 _LOG_CUT_LINE = "--- LOG CUT: it reached the limit of {limit} bytes (max_log_bytes); the job was stopped ---\n"
