@@ -2418,26 +2418,33 @@ def test_the_package_cache_serves_later_jobs_and_no_job_can_change_it(owner, syf
     assert cache_files(work / "python-cache") == before
 
 
+REFUSED_REQUIREMENTS = [("git+https://example.org/x.git", "version control system"),
+                        ("pkg @ https://example.org/pkg-1.0.whl", "is a URL"),
+                        ("https://example.org/pkg-1.0.tar.gz", "is a URL"),
+                        ("evil@http:127.0.0.1:8777\\evil-6.6-py3-none-any.whl?x", "is a URL"),
+                        ("secret@file:${PWD}root${PWD}secret.whl#x", "is a URL"),
+                        ("../../../etc", "local path outside the submission")]
+
+
 @needs_sandbox
-@pytest.mark.parametrize("requirement, why", [("git+https://example.org/x.git", "version control system"),
-                                              ("pkg @ https://example.org/pkg-1.0.whl", "is a URL"),
-                                              ("https://example.org/pkg-1.0.tar.gz", "is a URL"),
-                                              ("evil@http:127.0.0.1:8777\\evil-6.6-py3-none-any.whl?x", "is a URL"),
-                                              ("secret@file:${PWD}root${PWD}secret.whl#x", "is a URL"),
-                                              ("../../../etc", "local path outside the submission")])
-def test_a_requirement_that_needs_more_than_the_index_is_refused_before_the_job_runs(syftbox, tmp_path, requirement,
-                                                                                     why):
+@pytest.mark.slow
+def test_a_requirement_that_needs_more_than_the_index_is_refused_before_the_job_runs(owner, syftbox, tmp_path):
     code = tmp_path / "main.py"
     code.write_text("open('outputs/ran', 'w')\n")
-    client_for(syftbox).submit_python_job(OWNER, code, job_name="fetcher", dependencies=["numpy", requirement],
-                                          base_packages=[])
-    sink = Sink()
-    runner = syft_job.create_runner(syftbox, OWNER, console=sink, isolation="sandbox")
-    runner.approve_job("fetcher")
-    assert f"{why}" in runner.describe_job("fetcher")["python_note"]
-    [result] = runner.process_approved_jobs(stream_output=False, timeout=60)
-    assert result.status == "failed" and repr(requirement) in result.reason and why in result.reason, result
-    assert f"{requirement!r}" in sink.text and not list(syftbox.rglob("ran"))
+    for n, (requirement, _) in enumerate(REFUSED_REQUIREMENTS):
+        client_for(syftbox).submit_python_job(OWNER, code, job_name=f"fetcher {n}", base_packages=[],
+                                              dependencies=["numpy", requirement])
+        assert owner.cli(syftbox, "approve", f"fetcher {n}").returncode == 0
+    shown = owner.cli(syftbox, "show", "fetcher 0").stdout
+    assert "⚠️ it is not run in the sandbox: its requirement 'git+https://example.org/x.git' points at a version " \
+           "control system" in shown, shown
+    result = owner.cli(syftbox, "once", "--isolation", "sandbox", "--no-stream")
+    assert result.returncode == 1 and not list(syftbox.rglob("ran"))
+    rows = {row["name"]: row for row in json.loads(owner.cli(syftbox, "list", "--json").stdout)}
+    for n, (requirement, why) in enumerate(REFUSED_REQUIREMENTS):
+        reason = rows[f"fetcher {n}"]["reason"]
+        assert rows[f"fetcher {n}"]["status"] == "failed" and repr(requirement) in reason and why in reason, reason
+        assert repr(requirement) in result.stdout
 
 
 @pytest.mark.slow
@@ -4131,24 +4138,23 @@ def test_trust_through_the_api(syftbox):
         runner.trust(DS, digest[:40])
 
 
-@pytest.mark.parametrize("layout", ["v0", "legacy"])
+@pytest.mark.parametrize("owner, layout", [("root", "v0"), ("user", "legacy")], indirect=["owner"])
 @pytest.mark.slow
-def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_is(syftbox, layout):
-    site = site_args(syftbox)
+def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_is(owner, syftbox, layout):
     resubmit(syftbox, "weekly 1", "echo weekly report\n", layout=layout)
-    assert "NEW JOB DETECTED: ds@test.org/weekly 1" in cli("once", *site).stdout  # reviewed before the trust
-    shown = cli("show", "weekly 1", *site).stdout
+    assert "NEW JOB DETECTED: ds@test.org/weekly 1" in owner.cli(syftbox, "once").stdout  # reviewed before the trust
+    shown = owner.cli(syftbox, "show", "weekly 1").stdout
     digest = re.search(r"^code digest: ([0-9a-f]{64})", shown, re.M).group(1)
     assert f"syft-job trust {DS} --digest {digest}" in shown
-    assert cli("trust", DS, "--digest", digest[:20], *site).returncode == 2  # the whole digest, or nothing
-    assert cli("trust", DS, "--digest", digest, *site).returncode == 0
-    assert f"{DS}  {digest}" in cli("trust", "--list", *site).stdout
+    assert owner.cli(syftbox, "trust", DS, "--digest", digest[:20]).returncode == 2  # the whole digest, or nothing
+    assert owner.cli(syftbox, "trust", DS, "--digest", digest).returncode == 0
+    assert f"{DS}  {digest}" in owner.cli(syftbox, "trust", "--list").stdout
     resubmit(syftbox, "weekly 2", "echo weekly report\n", layout=layout)  # the same code, a new submission
     resubmit(syftbox, "weekly 2", "echo weekly report\n", submitter=OTHER, layout=layout)  # another submitter
     resubmit(syftbox, "weekly 3", "echo weekly report; cat /etc/passwd\n", layout=layout)  # other code
-    result = cli("once", "--isolation", "none", *site)
+    result = owner.cli(syftbox, "once", "--isolation", "none")
     assert re.search(r"Job ds@test.org/weekly 2( \(v0\))? approved by itself: you trust its code", result.stdout)
-    rows = {(r["submitter"], r["name"]): r["status"] for r in json.loads(cli("list", "--json", *site).stdout)}
+    rows = {(r["submitter"], r["name"]): r["status"] for r in json.loads(owner.cli(syftbox, "list", "--json").stdout)}
     assert rows == {(DS, "weekly 1"): "inbox", (DS, "weekly 2"): "done", (OTHER, "weekly 2"): "inbox",
                     (DS, "weekly 3"): "inbox"}
     job = syft_job.create_runner(syftbox, OWNER)._find_job("weekly 2", DS)
@@ -4156,14 +4162,14 @@ def test_trusted_code_from_its_submitter_is_approved_by_itself_and_nothing_else_
         assert syft_job._read_state(job.results)["approval_method"] == "auto"
     else:
         assert json.loads((Path(job.folder) / "approved").read_text())["approval_method"] == "auto"
-    audit = json.loads(cli("audit", "--json", *site).stdout)
+    audit = json.loads(owner.cli(syftbox, "audit", "--json").stdout)
     assert [(e["event"], e.get("method")) for e in audit if e["job"] == f"{DS}/weekly 2"][0] == ("approve", "auto")
-    assert "(by itself: trusted code)" in cli("show", "weekly 2", "--user", DS, *site).stdout
-    assert cli("untrust", DS, "--digest", digest, *site).returncode == 0
+    assert "(by itself: trusted code)" in owner.cli(syftbox, "show", "weekly 2", "--user", DS).stdout
+    assert owner.cli(syftbox, "untrust", DS, "--digest", digest).returncode == 0
     resubmit(syftbox, "weekly 4", "echo weekly report\n", layout=layout)
-    cli("once", "--isolation", "none", *site)
-    assert cli("show", "weekly 4", *site).stdout.count("Status:     inbox") == 1
-    assert cli("untrust", DS, "--digest", digest, *site).returncode == 2  # not trusted any more: said, exit 2
+    owner.cli(syftbox, "once", "--isolation", "none")
+    assert owner.cli(syftbox, "show", "weekly 4").stdout.count("Status:     inbox") == 1
+    assert owner.cli(syftbox, "untrust", DS, "--digest", digest).returncode == 2  # not trusted any more: said, exit 2
 
 
 # ---------------------------------------------------------------------------
