@@ -1147,7 +1147,7 @@ class _JobScanner:
         self.job_dir = str(job_dir)
         self.listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}  # folder -> (mtime, its folders)
         self.final: dict[str, _Job] = {}  # submission folder -> its job, once finished or rejected
-        self.open: list[str] = []  # the last scan's folders of jobs not finished (and their results)
+        self.open: list[tuple[str, str]] = []  # the last scan's (submitter, folder) of jobs not finished, results too
         self.full_scan_at = 0.0
         self.full_scan_every = _FULL_SCAN_SECONDS  # longer while inotify tells of every change
 
@@ -1172,8 +1172,8 @@ class _JobScanner:
                 elif not _VERSION_FOLDER.match(name):
                     found.append(("v0", submitter.name, name, path))
         jobs = {path: self.job(layout, submitter, name, path) for layout, submitter, name, path in found}
-        self.open = [folder for path, job in jobs.items() if path not in self.final
-                     for folder in ([path, job.results] if job else [path])]  # a job without config.yaml yet, too
+        self.open = [(submitter, folder) for _, submitter, _, path in found if path not in self.final
+                     for folder in ([path, jobs[path].results] if jobs[path] else [path])]  # no config.yaml yet, too
         return [job for job in jobs.values() if job is not None]
 
     def job(self, layout: str, submitter: str, name: str, folder: str) -> _Job | None:
@@ -1209,9 +1209,9 @@ class _Watcher:
     then polls. Any event means "scan again"; which one does not matter, so a queue
     overflow is just one more event."""
 
-    # attrib, close_write, moved_from, moved_to, create, delete, delete_self (not modify: logs
-    # growing are no news); only folders, never through a symlink
-    _MASK = 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000000 | 0x2000000
+    # attrib, close_write, moved_from, moved_to, create, delete, delete_self, move_self (not
+    # modify: logs growing are no news); only folders, never through a symlink
+    _MASK = 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x1000000 | 0x2000000
 
     def __init__(self) -> None:
         self.fd: int | None = None
@@ -1223,14 +1223,15 @@ class _Watcher:
             self.fd = fd if fd >= 0 else None
 
     def watch(self, folders: Iterable[str]) -> bool:
-        """Watch exactly ``folders`` (the others are let go); whether any is new, when
-        the caller must look once more: it may have changed before it was watched."""
+        """Watch exactly ``folders`` (the others are let go); whether any is newly
+        watched (new, or another folder under its name since a rename), when the caller
+        must look once more: it may have changed before it was watched."""
         wanted, added = set(folders), False
         for folder in set(self.watched) - wanted:
             self._libc.inotify_rm_watch(self.fd, self.watched.pop(folder))
-        for folder in wanted - set(self.watched):
+        for folder in wanted:
             descriptor = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), self._MASK)
-            if descriptor >= 0:
+            if descriptor >= 0 and self.watched.get(folder) != descriptor:
                 self.watched[folder], added = descriptor, True
         return added
 
@@ -3049,10 +3050,10 @@ class _Engine:
         self.selector.close()
 
 
-_HOOKS_AT_ONCE, _HOOK_SECONDS = 4, 10.0
+_HOOKS_AT_ONCE, _HOOK_SECONDS, _HOOKS_WAITING = 4, 10.0, 1000
 _SAFETY_SCAN_SECONDS = 30.0  # with inotify, a full look this often all the same (a missed event, NFS)
 _EVENT_GAP_SECONDS = 0.05  # events closer than this wake the runner once
-_MAX_WATCHED_JOBS = 4096  # folders of unfinished jobs watched (a submitter could make more)
+_MAX_WATCHED_PER_SUBMITTER = 512  # folders of a submitter's unfinished jobs watched (they could make more)
 
 
 class _Hooks:
@@ -3066,6 +3067,10 @@ class _Hooks:
         self.running: list[tuple[subprocess.Popen, float, str, Any]] = []  # (process, started, what for, its stderr)
 
     def add(self, event: dict) -> None:
+        if len(self.waiting) >= _HOOKS_WAITING:  # a flood of submissions: the oldest news goes
+            self.console.say_once("on-event", f"⚠️ More than {_HOOKS_WAITING} events wait for the on-event command; "
+                                              "the oldest are not told")
+            self.waiting.pop(0)
         self.waiting.append(event)
         self.poll()
 
@@ -3080,8 +3085,8 @@ class _Hooks:
                 proc.wait()
                 self.console.say(f"⚠️ The on-event command was stopped after {_HOOK_SECONDS:g} s ({what})")
             elif proc.returncode:
-                errors.seek(0)
-                said = errors.read()[-500:].decode("utf-8", "replace").strip().splitlines()[-1:]
+                errors.seek(max(0, os.fstat(errors.fileno()).st_size - 500))
+                said = errors.read(500).decode("utf-8", "replace").strip().splitlines()[-1:]
                 self.console.say(f"⚠️ The on-event command failed with exit status {proc.returncode} ({what})"
                                  + "".join(f": {line}" for line in said))
             errors.close()
@@ -3089,15 +3094,17 @@ class _Hooks:
         while self.waiting and len(self.running) < _HOOKS_AT_ONCE:
             event = self.waiting.pop(0)
             what = f"{event['event']}: {_printable(event['submitter'])}/{_printable(event['job'])}"
-            try:
-                errors = tempfile.TemporaryFile()  # its last line goes into the one line said of a failure
-                proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+            errors = tempfile.TemporaryFile()  # its last line goes into the one line said of a failure
+            try:  # the event from a file, not a pipe: a command that reads nothing never blocks the runner
+                with tempfile.TemporaryFile() as told:
+                    told.write(json.dumps(event).encode() + b"\n")
+                    told.seek(0)
+                    proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=told, stdout=subprocess.DEVNULL,
+                                            stderr=errors, start_new_session=True)
             except OSError as exc:
+                errors.close()
                 self.console.say(f"⚠️ The on-event command could not start ({what}): {exc}")
                 continue
-            _quietly(proc.stdin.write, json.dumps(event).encode() + b"\n")  # a command that reads nothing
-            _quietly(proc.stdin.close)
             self.running.append((proc, now, what, errors))
 
     def pids(self) -> set[int]:
@@ -3105,8 +3112,13 @@ class _Hooks:
         return {entry[0].pid for entry in self.running}
 
     def close(self) -> None:
-        """Let the commands started or waiting finish (each within its time)."""
+        """Let the commands started finish (each within its time), and those waiting
+        start for as long as that takes: the rest are said, not told."""
+        deadline = time.monotonic() + _HOOK_SECONDS
         while self.running or self.waiting:
+            if self.waiting and time.monotonic() >= deadline:
+                self.console.say(f"⚠️ {len(self.waiting)} event(s) not told to the on-event command: the runner stopped")
+                self.waiting.clear()
             self.poll()
             time.sleep(0.02)
 
@@ -4167,6 +4179,7 @@ class SyftJobRunner:
         self._stopped_by: int | None = None  # the signal that ended run()
         self._states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
         self._watcher: _Watcher | None = None  # while run() waits on inotify
+        self._scan_seconds = 0.0  # what the last poll's scan took
 
     # -- discovery -----------------------------------------------------------
 
@@ -4224,7 +4237,7 @@ class SyftJobRunner:
         if self.on_event is None:
             return
         record = {"event": event, "job": job.name, "submitter": job.submitter, "status": status,
-                  "return_code": return_code, "reason": reason, "at": _utc_now()}
+                  "return_code": return_code, "reason": None if reason is None else reason[:2000], "at": _utc_now()}
         if self._hooks is not None:
             self._hooks.add(record)
             return
@@ -4257,8 +4270,8 @@ class SyftJobRunner:
             self._print_job(job)
             seen.add(self._seen_key(job))
             self._emit("submitted", job, "inbox")
-            if job.submitter.lower() in trusted:
-                self._approve_if_trusted(job, trusted[job.submitter.lower()])
+            if job.submitter in trusted:  # exactly: KIM@ or a look-alike K is another folder, another person
+                self._approve_if_trusted(job, trusted[job.submitter])
         if new:
             current = {self._seen_key(job) for job in jobs}
             _quietly(self._site.save, "seen.json", json.dumps(sorted(seen & current)).encode())
@@ -4427,7 +4440,7 @@ class SyftJobRunner:
             raise JobError(f"{_printable(submitter)!r} is not a submitter's email")
         if not re.fullmatch(r"[0-9a-f]{64}", digest.strip().lower()):
             raise JobError(f"give the whole code digest that show printed (64 hex digits), not {_printable(digest)!r}")
-        return submitter.strip().lower(), digest.strip().lower()
+        return submitter.strip(), digest.strip().lower()
 
     def _approve_if_trusted(self, job: _Job, digests: list[str]) -> None:
         """Approve a new job whose code the owner trusts from its submitter."""
@@ -4802,7 +4815,10 @@ class SyftJobRunner:
     def _poll(self, options: _RunOptions) -> None:
         """One look at the job directory: tell what is new (approving trusted code), run
         what is approved."""
-        self._executor.run_round(self._poll_jobs(), options, self._stop, self._watcher, self._refresh)
+        started = time.monotonic()
+        jobs = self._poll_jobs()
+        self._scan_seconds = time.monotonic() - started
+        self._executor.run_round(jobs, options, self._stop, self._watcher, self._refresh)
 
     def _refresh(self) -> list[_Job]:
         """The jobs now, for a round under way: news told, trusted code approved, the
@@ -4836,8 +4852,8 @@ class SyftJobRunner:
             ready = select.select([stop.fd, watcher.fd], [], [], max(seconds, 0))[0]
             if self._hooks is not None:
                 self._hooks.poll()
-            if watcher.fd in ready:
-                stop.wait(_EVENT_GAP_SECONDS)  # a burst of events (a sync, a busy submitter) is one poll
+            if watcher.fd in ready:  # a burst of events (a sync, a busy submitter) is one poll; polls take at most ~20%
+                stop.wait(min(max(_EVENT_GAP_SECONDS, 4 * self._scan_seconds), 2.0))
                 if watcher.changed():
                     return
 
@@ -4852,7 +4868,12 @@ class SyftJobRunner:
         for root in (inbox, review):
             for submitter in _subfolders(root):
                 folders += [submitter.path, *(os.path.join(submitter.path, level) for level in _LEVELS)]
-        return folders + self._scanner.open[:_MAX_WATCHED_JOBS]  # past that: the safety scan sees them
+        watched: dict[str, int] = {}  # by submitter: one with thousands of jobs cannot crowd the others out
+        for submitter, folder in self._scanner.open:
+            watched[submitter] = watched.get(submitter, 0) + 1
+            if watched[submitter] <= _MAX_WATCHED_PER_SUBMITTER:  # past that: the safety scan sees them
+                folders.append(folder)
+        return folders
 
     def _print_banner(self) -> None:
         settings = self.settings

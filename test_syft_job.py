@@ -4034,6 +4034,17 @@ def test_a_thousand_submissions_synced_at_once_are_all_seen(syftbox):
         stop_run(proc)
 
 
+def test_a_submitter_with_thousands_of_pending_jobs_cannot_crowd_out_anothers_watch(syftbox):
+    runner = syft_job.create_runner(syftbox, OWNER, console=False, isolation="none")
+    for n in range(600):
+        legacy_job(syftbox, f"pending {n:03d}", "true\n", submitter="aaa@test.org", approved=False)
+    mine = legacy_job(syftbox, "mine", "true\n", submitter="zzz@test.org", approved=False)
+    runner._jobs()
+    watched = runner._watched_folders()
+    assert str(mine) in watched
+    assert len([f for f in watched if "aaa@test.org/pending" in f]) == syft_job._MAX_WATCHED_PER_SUBMITTER
+
+
 def events_of(path: Path) -> list[tuple[str, str, str]]:
     """The events noted, in the order they happened (the commands run at once, so they
     may append in another)."""
@@ -4093,8 +4104,10 @@ def test_a_failing_or_hanging_on_event_command_is_said_in_one_line_and_stopped(s
     with pytest.raises(ConfigError, match="on_event"):
         syft_job.create_runner(syftbox, OWNER, on_event=42)
     hooks = syft_job._Hooks("sleep 30", syft_job._Console(False))
-    for n in range(6):
-        hooks.add({"event": "started", "job": f"j{n}", "submitter": DS})
+    started = time.monotonic()
+    for n in range(6):  # a command that never reads a big event (200 kB) holds nothing up: it gets a file
+        hooks.add({"event": "started", "job": f"j{n}", "submitter": DS, "reason": "x" * 200_000})
+    assert time.monotonic() - started < 20  # a hang bound: a pipe would have blocked the runner for good
     assert (len(hooks.running), len(hooks.waiting)) == (4, 2)  # at most 4 at once; the others wait their turn
     hooks.close()  # each stopped after its 0.5 s
     assert not hooks.running and not hooks.waiting
@@ -4125,7 +4138,7 @@ def test_trust_through_the_api(syftbox):
     resubmit(syftbox, "nightly 1", "echo model\n")
     runner.check_for_new_jobs()
     digest = runner.describe_job("nightly 1")["code_digest"]
-    runner.trust(DS.upper(), digest)  # an email is matched without regard to case
+    runner.trust(DS, digest)
     assert runner.trusted() == {DS: [digest]}
     resubmit(syftbox, "nightly 2", "echo model\n")
     assert runner.check_for_new_jobs() == [f"{DS}/nightly 2"]
@@ -4134,6 +4147,10 @@ def test_trust_through_the_api(syftbox):
     assert (result.name, result.status) == ("nightly 2", "done")
     runner.untrust(DS, digest)
     assert runner.trusted() == {}
+    runner.trust(DS.upper(), digest)  # another folder, maybe another person: exactly the submitter, or nothing
+    resubmit(syftbox, "nightly 3", "echo model\n")
+    runner.check_for_new_jobs()
+    assert runner.describe_job("nightly 3")["status"] == "inbox"
     with pytest.raises(JobError, match="whole code digest"):
         runner.trust(DS, digest[:40])
 
