@@ -2360,6 +2360,27 @@ def _find_program(name: str, search_path: str) -> str | None:
     return shutil.which(name, path=search_path)
 
 
+@functools.lru_cache(maxsize=1)
+def _system_mounts() -> tuple[str, ...]:
+    """bwrap's arguments for what every sandbox holds of the system (looked at once):
+    /proc's read-only and hidden parts, the system's folders read-only."""
+    argv: list[str] = []
+    for path in ("/proc/" + name for name in _PROC_READ_ONLY):
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    for path in ("/proc/" + name for name in _PROC_HIDDEN):
+        if os.path.isdir(path):
+            argv += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.exists(path):
+            argv += ["--ro-bind", "/dev/null", path]
+    for path in ("/" + name for name in _SYSTEM_FOLDERS):
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    return tuple(argv)
+
+
 def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network: bool, account: _Account | None,
                   seccomp_fd: int | None, more: Sequence[str] = ()) -> list[str]:
     """bwrap's arguments for a job that runs in ``copy`` (see the section comment).
@@ -2379,20 +2400,8 @@ def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network
         argv.append("--unshare-net")
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    for path in ("/proc/" + name for name in _PROC_READ_ONLY):
-        if os.path.exists(path):
-            argv += ["--ro-bind", path, path]
-    for path in ("/proc/" + name for name in _PROC_HIDDEN):
-        if os.path.isdir(path):
-            argv += ["--tmpfs", path, "--remount-ro", path]
-        elif os.path.exists(path):
-            argv += ["--ro-bind", "/dev/null", path]
+    argv += _system_mounts()
     system = ["/" + name for name in _SYSTEM_FOLDERS]
-    for path in system:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
     mounts = [*([str(syftbox)] if syftbox else []), *reads, copy]
     # bubblewrap makes the folders on the way to a mount point, root's with mode 0700: here they are 0755 first
     ancestors = {str(parent) for path in mounts for parent in Path(path).parents}

@@ -215,7 +215,7 @@ def floor_noop_sandbox(root: Path) -> float:
     import syft_job
     site = Site(root)
     job = make_job(site.job_dir, "noop", "true\n")
-    argv = syft_job._sandbox_argv(str(job), site.folder, (), True, syft_job._job_account(None), None)
+    argv = syft_job._sandbox_argv(str(job), site.folder, (), False, syft_job._job_account(None), None)  # no network, the default
     return bash_alone(job, 200, stdout_file=False, prefix=tuple(argv))
 
 
