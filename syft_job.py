@@ -972,10 +972,10 @@ _STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", 
 #   rejected         rejected                        rejected
 # A run stopped by the runner (_Run.stop_reason: timeout, cancelled, log, interrupted)
 # is failed with that reason, or, interrupted, approved again.
-_STATE_STATUSES = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
-                   "done": "finished", "failed": "finished", "rejected": "rejected"}
 _STATUS_OF_WORD = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
                    "done": "done", "failed": "failed", "rejected": "rejected"}
+_STATE_STATUSES = {word: "finished" if status in ("done", "failed") else status
+                   for word, status in _STATUS_OF_WORD.items()}
 _MAX_STATE_BYTES = 64 * 1024
 _FULL_SCAN_SECONDS = 60.0
 _WATCHED_FULL_SCAN_SECONDS = 600.0  # with inotify: a change not told (a coarse clock, NFS) is seen this late
