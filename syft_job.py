@@ -4111,49 +4111,446 @@ def _readable_path(path: str | os.PathLike, config: SyftJobConfig, work_dir: Pat
     return resolved
 
 
+def _job_named(job_dir: Path, job_name: str, user: str | None = None) -> _Job:
+    """The one job named ``job_name`` (of ``user``, or of any submitter), in any layout.
+    It may be written as the runner prints it: ``submitter/name``, escaped, with its
+    layout after it (``ds@x.io/count (v1)``)."""
+    name, layout = job_name, None
+    match = re.fullmatch(r"(.+) \((v0|v1)\)", name) if isinstance(name, str) else None
+    if match:
+        name, layout = match.groups()
+    submitter, _, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if rest and _EMAIL_RE.match(submitter) and user in (None, submitter):
+        name, user = rest, submitter
+    _check_folder_name(name, "job name")
+    if user is not None:
+        _check_email(user)
+    scanned = _JobScanner(job_dir).scan()
+    jobs = [job for job in scanned if name in (job.name, _printable(job.name))
+            and user in (None, job.submitter) and layout in (None, job.layout)]
+    if not jobs:
+        where = f"from {user}" if user else "from any submitter"
+        close = difflib.get_close_matches(name, sorted({_printable(job.name) for job in scanned}), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise JobNotFoundError(f"no job named {_printable(repr(job_name))} {where} in {job_dir}{hint}")
+    if len(jobs) > 1:
+        raise JobError(f"several jobs are named {_printable(repr(job_name))}: "
+                       f"{', '.join(job.label for job in jobs)}; pass user=... (--user)")
+    return jobs[0]
+
+
+def _job_in(job: _Job, site: _Site, statuses: Sequence[str], why: str) -> str:
+    """The job's status, if it is one of ``statuses``. :raises JobError: naming the job, its
+    status and ``why``."""
+    status = _status(job, site).status
+    if status not in statuses:
+        raise JobError(f"job {job.label} is {status}{why}")
+    return status
+
+
+def _state_problem(job: _Job) -> str:
+    """Why a job's state.yaml cannot be used."""
+    try:
+        _read_state(job.results)
+    except (OSError, SyftJobError) as exc:
+        return str(exc)
+    return "unknown"
+
+
+def _orphaned_reviews(scanner: _JobScanner, job_dir: Path, jobs: list[_Job]) -> Iterator[str]:
+    """The review/ folders with a state.yaml whose submission is gone from inbox/."""
+    known = {job.results for job in jobs}
+    for _, path in scanner.folders(os.path.join(job_dir, "review")):
+        for name, folder in scanner.folders(path):
+            for results in ([f for _, f in scanner.folders(folder)] if name in _LEVELS else [folder]):
+                if results not in known and os.path.lexists(os.path.join(results, STATE_FILE)):
+                    yield results
+
+
+def _seen_key(job: _Job) -> str:
+    """A job's identity for announcements: a submission made again is new again."""
+    st = _or_none(os.lstat, job.folder)
+    return f"{job.layout}/{job.key}" + (f"/{st.st_ino}" if st else "")
+
+
+def _announcement(job: _Job) -> list[str]:
+    """What the owner reads of a new job: where it is, its script and its settings."""
+    try:
+        config = [f"{key}: {value}" for key, value in _config_items(job.read_config())]
+    except SyftJobError as exc:
+        config = [f"❌ {exc}"]
+    return [f"🔔 NEW JOB DETECTED: {job.label}", f"📁 Location: {_printable(job.folder)}", "📝 Script preview:",
+            _script_preview(os.path.join(job.folder, RUN_SCRIPT)), "⚙️ Config:", *config, _THIN_RULE]
+
+
+def _record_approval(site: _Site, owner: str, job: _Job, files: dict[str, str], reason: str | None,
+                     method: str) -> str:
+    """Record the approval of exactly ``files`` ("manual", or "auto": trusted code); its digest."""
+    now, recorded = _utc_now(), _digest(files)
+    record = {"approved_by": owner, "approved_at": now, "digest": recorded, "files": files, "approval_method": method}
+    if reason:
+        record["review_reason"] = reason
+    data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+    _atomic_write(site.path("approvals", job, create=True), data, 0o600)  # what --strict trusts
+    _atomic_write(_approval_path(job), data)
+    if not job.protocol.markers:
+        _write_state(job, status="approved", approved_by=owner, approved_at=now, approval_method=method,
+                     review_reason=reason)
+    site.audit("approve", job, owner, digest=recorded, reason=reason, method=method)
+    site.poke()
+    return recorded
+
+
+class _Trust:
+    """The code digests the owner trusts, by submitter: work_dir/trust.json, out of every
+    submitter's reach. A submitter is matched exactly (KIM@, or a look-alike K, is another
+    folder and another person)."""
+
+    def __init__(self, site: _Site) -> None:
+        self.site = site
+
+    def load(self) -> dict[str, list[str]]:
+        trusted = _read_json(str(self.site.root / "trust.json"))
+        return {k: [d for d in v if isinstance(d, str)] for k, v in trusted.items() if isinstance(v, list)} \
+            if isinstance(trusted, dict) else {}
+
+    def change(self, submitter: str, digest: str, trust: bool) -> None:
+        """:raises JobError: not an email, not a whole sha256, or untrusting what is not trusted."""
+        if not _EMAIL_RE.match(submitter.strip()):
+            raise JobError(f"{_printable(submitter)!r} is not a submitter's email")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest.strip().lower()):
+            raise JobError(f"give the whole code digest that show printed (64 hex digits), not {_printable(digest)!r}")
+        submitter, digest = submitter.strip(), digest.strip().lower()
+        trusted = self.load()
+        digests = trusted.setdefault(submitter, [])
+        if not trust and digest not in digests:
+            raise JobError(f"the code digest {digest} is not trusted for {_printable(submitter)}")
+        digests[:] = [d for d in digests if d != digest] + ([digest] if trust else [])
+        self.site.save("trust.json", json.dumps({k: v for k, v in trusted.items() if v}, indent=1,
+                                                sort_keys=True).encode())
+
+
+class _Events:
+    """What happens to jobs, told to ``on_event``: a callable (a failure is said in one
+    line, and forgotten), or a shell command run by _Hooks."""
+
+    def __init__(self, on_event: Callable[[dict], Any] | str | None, console: _Console, site: _Site) -> None:
+        if on_event is not None and not callable(on_event) and not isinstance(on_event, str):
+            raise ConfigError(f"on_event must be a callable or a shell command, got {on_event!r}")
+        self.on_event, self.console, self.site = on_event, console, site
+        self.hooks = _Hooks(on_event, console) if isinstance(on_event, str) else None
+        self.states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
+
+    def emit(self, event: str, job: _Job, status: str, return_code: int | None = None,
+             reason: str | None = None) -> None:
+        if self.on_event is None:
+            return
+        record = {"event": event, "job": job.name, "submitter": job.submitter, "status": status,
+                  "return_code": return_code, "reason": None if reason is None else reason[:2000], "at": _utc_now()}
+        if self.hooks is not None:
+            self.hooks.add(record)
+            return
+        try:
+            self.on_event(record)
+        except Exception as exc:
+            self.console.say(f"⚠️ on_event failed for {event} of {job.label}: {type(exc).__name__}: {exc}")
+
+    def note_decisions(self, jobs: list[_Job]) -> None:
+        """Tell of the approvals and rejections made since the last poll, by whoever."""
+        if self.states is not None:
+            for job in jobs:
+                if job.state in ("approved", "rejected") and self.states.get(job.folder) != job.state:
+                    self.emit(job.state, job, job.state, reason=_status(job, self.site).reason)
+        self.states = {job.folder: job.state for job in jobs}
+
+
+def _job_row(job: _Job, site: _Site, config: SyftJobConfig, isolation: str) -> dict:
+    """A job as a row of :meth:`SyftJobRunner.list_jobs`."""
+    record = site.record(job)
+    state = (_or_none(_read_state, job.results) if not job.protocol.markers else None) or {}
+    try:
+        submitted = job.read_config().get("submitted_at")
+    except SyftJobError:
+        submitted = None
+    status, code, reason = dataclasses.astuple(_status(job, site))
+    finished, running = status in ("done", "failed"), status == "running"
+    started = record.get({"done": "started_at", "failed": "started_at", "running": "claimed_at"}.get(status, ""))
+    elapsed = None
+    if running and isinstance(started, str):
+        since = _or_none(datetime.datetime.fromisoformat, started.replace("Z", "+00:00"))
+        elapsed = None if since is None else time.time() - since.timestamp()
+    slurm_id = record.get("slurm_job_id") if finished else None
+    if running:
+        slurm_id = _slurm_job_id(site, job)
+    return {"submitter": job.submitter, "name": job.name, "layout": job.layout, "status": status,
+            "submitted_at": None if submitted is None else str(submitted), "started_at": started,
+            "elapsed_s": None if elapsed is None else round(elapsed, 3),
+            "finished_at": (record.get("finished_at") or state.get("completed_at")) if finished else None,
+            "duration_s": record.get("duration_s") if finished else None, "return_code": code, "reason": reason,
+            "shared": _what_is_shared(job, config.syftbox_folder, config.email) if finished else [],
+            "isolation": record.get("isolation") if finished else isolation, "slurm_job_id": slurm_id,
+            "folder": job.folder, "results": job.results}
+
+
+def _checked_results(job: _Job, record: dict, checks: dict, overrides: dict | None) -> list[dict]:
+    """The checked reports of a finished job's result files, each flagged
+    ``changed-after-run`` when it no longer has the sha256 recorded at its end.
+
+    :param overrides: checks named here replace the runner's (``checks``).
+    """
+    if overrides:
+        checked = _output_checks(overrides)
+        checks = {**checks, **{name: checked[name] for name in overrides}}
+    recorded = record.get("results") if isinstance(record.get("results"), dict) else {}
+    reports = _result_reports(job, checks)
+    for report in reports:
+        if recorded.get(report["path"]) != report["sha256"]:
+            report["flags"].append("changed-after-run")
+    return reports
+
+
+def _review_copy(job: _Job, executor: _Executor) -> dict:
+    """What describe_job shows of a submission, from one private copy of it: each file read
+    once, so what is shown is what was hashed."""
+    with tempfile.TemporaryDirectory(prefix="syft-job-review-") as copy:
+        with _folder(copy) as fd:
+            files = _submission(job, fd)
+        sizes = {rel: os.lstat(os.path.join(copy, rel)).st_size if os.path.lexists(os.path.join(copy, rel)) else 0
+                 for rel in files}
+        code = {rel: _script_preview(os.path.join(copy, rel), None, 1 << 20) for rel in files
+                if rel not in (RUN_SCRIPT, CONFIG_FILE) and _is_text(os.path.join(copy, rel))}
+        kind = files.get(RUN_SCRIPT, "")
+        run_sh = f"❌ {RUN_SCRIPT} is a {kind}; it never runs" if kind in ("symlink", "not a regular file") \
+            else _script_preview(os.path.join(copy, RUN_SCRIPT), None)
+        try:
+            config: Any = dataclasses.replace(job, folder=copy).read_config()
+        except SyftJobError as exc:
+            config = f"❌ {exc}".replace(copy, job.folder)
+        try:
+            packages, python, _ = _python_plan(copy)
+            python_note = executor.no_python(job, python)
+        except JobError as exc:
+            packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
+    return {"run_sh": run_sh, "config": config, "code": code, "digest": _digest(files),
+            "code_digest": _code_digest(files), "packages": packages, "python": python, "python_note": python_note,
+            "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
+            "submitted": files}
+
+
+def _approval_shown(job: _Job) -> dict:
+    """Who approved a job, when and how, from its approval record and its state.yaml."""
+    approval = _read_json(_approval_path(job)) or {}
+    if not job.protocol.markers:
+        approval = {**approval, **{k: v for k, v in (_or_none(_read_state, job.results) or {}).items()
+                                   if k in ("approved_by", "approved_at", "approval_method") and v}}
+    return {"approved_by": approval.get("approved_by"), "approved_at": approval.get("approved_at"),
+            "approval_method": approval.get("approval_method") or ("manual" if approval.get("approved_at") else None)}
+
+
+def _to_release(job: _Job, reports: dict[str, dict], paths: Sequence[str] | None,
+             include_flagged: bool) -> tuple[list[str], dict[str, list[str]]]:
+    """Which result files to release, and which are held back with their flags.
+    :raises JobError: a path that is not a result of the job."""
+    unknown = [p for p in paths or () if p not in reports]
+    if unknown:
+        raise JobError(f"job {job.label} has no result {', '.join(map(repr, unknown))}; its results: "
+                       f"{', '.join(reports) or 'none'}")
+    chosen = [r for r in reports.values() if (paths is None and (include_flagged or not r["flags"]))
+              or r["path"] in (paths or ())]
+    released = [r["path"] for r in chosen if "changed-after-run" not in r["flags"]]
+    held = {p: r["flags"] for p, r in reports.items() if p not in released and (paths is None or p in paths)}
+    return released, held
+
+
+def _release_lines(job: _Job, reports: dict[str, dict], released: list[str], held: dict[str, list[str]]) -> list[str]:
+    """What the owner is told of a release."""
+    lines = []
+    for path, flags in held.items():
+        why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
+            f"flagged {', '.join(flags)}: name it, or release --all"
+        lines.append(f"⚠️ Not released: {_printable(path)} of {job.label} ({why})")
+    lines += [f"⚑ {_printable(path)}: {', '.join(reports[path]['flags'])} (released: you named it)"
+              for path in released if reports[path]["flags"]]
+    if released:
+        lines.append(f"🔓 Released {len(released)} file(s) of {job.label} to {_printable(job.submitter)}: "
+                     + ", ".join(_printable(p) for p in released))
+    return lines
+
+
+def _follow(job: _Job, site: _Site, path: str, follow: bool) -> Iterator[bytes]:
+    """A job's log at ``path``, in chunks; with ``follow``, more as the job writes it, until
+    the job ends (a new run is read from its start)."""
+    position, identity = 0, None
+    while True:
+        now = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
+        running = follow and _status(now, site).status in ("running", "approved")
+        current = _file_identity(path)
+        if current and current[0] != identity:
+            position, identity = 0, current[0]
+        with contextlib.suppress(SyftJobError, OSError):  # not there yet, or gone: look again
+            with os.fdopen(_open_regular(path), "rb") as f:
+                f.seek(position)
+                for chunk in iter(lambda: f.read(_READ_SIZE), b""):
+                    position += len(chunk)
+                    yield chunk
+        if not running:
+            return
+        time.sleep(0.2)
+
+
+def _watched_folders(config: SyftJobConfig, site: _Site, scanner: _JobScanner) -> list[str]:
+    """Where a change means news: the job directory, its submitters' and protocols'
+    folders, every job not finished (and where its state is written), the runner's
+    own state (commands poke it)."""
+    job_dir = config.get_job_dir(config.email)
+    datasite = config.get_user_dir(config.email)
+    folders = [str(datasite), str(datasite / "app_data"), str(job_dir), str(site.root),
+               *(entry.path for entry in _subfolders(job_dir))]
+    for root in (job_dir / "inbox", job_dir / "review"):
+        for submitter in _subfolders(root):
+            folders += [submitter.path, *(os.path.join(submitter.path, level) for level in _LEVELS)]
+    watched: dict[str, int] = {}  # by submitter: one with thousands of jobs cannot crowd the others out
+    for submitter, folder in scanner.open:
+        watched[submitter] = watched.get(submitter, 0) + 1
+        if watched[submitter] <= _MAX_WATCHED_PER_SUBMITTER:  # past that: the safety scan sees them
+            folders.append(folder)
+    return folders
+
+
+def _banner(runner: SyftJobRunner) -> list[str]:
+    """The lines run() starts with: what runs jobs here, and how."""
+    settings = runner.settings
+    filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
+    sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if settings.network else "no network") + ")"
+    srun = "".join(" " + arg for arg in settings.slurm_args)
+    return [f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {runner.config.email}",
+            f"📂 Job directory: {runner.job_dir}", f"⏱️ Poll interval: {runner.poll_interval:g} seconds",
+            f"🛡️ Isolation: {sandbox if settings.isolation == 'sandbox' else 'none'}; jobs run as {settings.runs_as}",
+            *([f"⚠️ Jobs run without a sandbox ({settings.why_no_sandbox})"] if settings.isolation == "none" else []),
+            f"🐍 Pythons for jobs: {_pythons_text(runner._executor.pythons)}",
+            *([f"⚙️ Jobs at once: {settings.max_concurrent_jobs}"] if settings.max_concurrent_jobs > 1 else []),
+            *([f"🖥️ Launcher: slurm (srun{srun})"] if settings.launcher else []),
+            "⏹️ Press Ctrl+C to stop", _RULE]
+
+
+def _existing_jobs(jobs: list[_Job]) -> list[str]:
+    """What run() says of the jobs it finds at its start."""
+    if not jobs:
+        return ["📭 No existing jobs found"]
+    states = [{"unreceived": "inbox", "broken": "inbox"}.get(job.state, job.state) for job in jobs]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("inbox", "approved", "running", "finished", "rejected")
+                       if states.count(s) or s != "rejected")
+    return [f"📋 Found {len(jobs)} existing job(s): {counts}",
+            *(f"- {job.label} (waiting for review)" for job in jobs if job.state == "inbox")]
+
+
+def _reset_lines(job_dir: Path, owner: str, by_status: dict[str, list[_Job]], count: int) -> tuple[list[str], list[str]]:
+    """What reset_all_jobs says before deleting, and after."""
+    before = [f"🔄 RESETTING ALL JOBS for {owner}", f"📁 Target directory: {job_dir}"]
+    for status, of_status in by_status.items():
+        if of_status:
+            before += [f"📋 Found {len(of_status)} jobs in {status}:", *(f"- {job.label}" for job in of_status)]
+    before += [f"⚠️ WARNING: This will permanently delete {count} jobs!", "This action cannot be undone.",
+               f"🗑️ Deleting {count} jobs and their share rules in {job_dir}"]
+    after = ["✅ Job reset completed successfully!", "📊 Summary:", f"- Deleted {count} jobs total",
+             *(f"- {status}: {len(of_status)} jobs deleted" for status, of_status in by_status.items() if of_status)]
+    return before, after
+
+
+def _files_to_approve(job: _Job, digest: str | None) -> dict[str, str]:
+    """The submitted files and their sha256, if they still hash to ``digest`` (when given).
+    :raises JobError: a digest that is not one, or that no longer matches."""
+    given = None if digest is None else digest.strip().lower()
+    if given is not None and not re.fullmatch(r"[0-9a-f]{32,64}", given):
+        raise JobError(f"job {job.label} was not approved: give the whole digest that show printed (64 hex "
+                       f"digits; a prefix shorter than 32 is cheap to collide), not {_printable(digest)!r}")
+    files = _submission(job)
+    recorded = _digest(files)
+    if given is not None and not recorded.startswith(given):
+        raise JobError(f"job {job.label} was not approved: the digest {given} does not match its files, which "
+                       f"hash to {recorded}; look again (syft-job show)")
+    return files
+
+
+def _submitter_folders(job_dir: Path, email: str) -> list[tuple[Path, list]]:
+    """The folders a new submitter submits into and reads from, with their rules: today's
+    inbox/review, or the legacy folder where the job directory holds only legacy ones."""
+    legacy = [entry for entry in _subfolders(job_dir) if entry.name not in _LAYOUT_FOLDERS]
+    if legacy and not any(os.path.isdir(job_dir / f) for f in ("inbox", "review")):
+        return [(job_dir / email, [("**", [], [email])] + _protections(_LAYOUTS["legacy"], email))]
+    return [(job_dir / "inbox" / email, [("**", [], [email])]),
+            (job_dir / "review" / email, _protections(_LAYOUTS["v0"], email))]
+
+
+class _Intake:
+    """What each scan of the job directory brings in: new inbox/review jobs received
+    (refused when malformed), submitters' folders and legacy job folders protected, a
+    broken state.yaml or a review folder without its submission said once."""
+
+    def __init__(self, config: SyftJobConfig, site: _Site, console: _Console) -> None:
+        self.config, self.site, self.console = config, site, console
+        self.job_dir = config.get_job_dir(config.email)
+        self.scanner = _JobScanner(self.job_dir)
+        self.poked_at = 0
+        self.protected: set[tuple[bool, str]] = set()  # (markers?, submitter) whose folders are protected
+        self.protected_jobs: set[str] = set()  # legacy job folders given rules of their own
+
+    def jobs(self) -> list[_Job]:
+        if self.site.poked_at() != self.poked_at:  # a command changed a job by hand
+            self.poked_at = self.site.poked_at()
+            self.scanner.forget()
+        jobs = [self._take_in(job) for job in self.scanner.scan()]
+        for results in _orphaned_reviews(self.scanner, self.job_dir, jobs):
+            self.console.say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission is gone); "
+                                           "it is left as it is")
+        return jobs
+
+    def _take_in(self, job: _Job) -> _Job:
+        try:
+            if job.state == "unreceived":
+                refused = _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
+                job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
+                if refused:
+                    self.console.say_once(job.folder, f"🚫 Job {job.label} was rejected on receipt: {refused}")
+            if job.state == "broken":
+                self.console.say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
+                                                   f"{_state_problem(job)})")
+            if (job.protocol.markers, job.submitter) not in self.protected:
+                self.protected.add((job.protocol.markers, job.submitter))
+                self.site.note_protected(_protect(job))
+            if job.protocol.markers and job.state == "inbox" and job.folder not in self.protected_jobs:
+                self.protected_jobs.add(job.folder)  # a job folder with a syft.pub.yaml of its own
+                self.site.note_protected(_protect(job, own_folder=True))
+        except (OSError, SyftJobError) as exc:
+            self.console.say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
+        return job
+
+
+def _jobs_to_reset(job_dir: Path, site: _Site) -> tuple[list[_Job], dict[str, list[_Job]]]:
+    """Every job, and the jobs by status. :raises SyftJobError: a job runs, or a job
+    folder cannot be read (a reset deletes all or nothing)."""
+    jobs = _JobScanner(job_dir).scan()
+    statuses = {job.folder: _status(job, site).status for job in jobs}
+    running = [job.label for job in jobs if statuses[job.folder] == "running"]
+    if running:
+        raise SyftJobError(f"a runner is running {', '.join(running)} in {job_dir}; stop it before a reset")
+    for job in jobs:
+        try:
+            with os.scandir(job.folder):
+                pass
+        except OSError as exc:
+            raise SyftJobError(f"cannot read the job folder {_printable(job.folder)} ({exc.strerror}); "
+                               "nothing was deleted") from None
+    return jobs, {s: [job for job in jobs if statuses[job.folder] == s] for s in STATUSES}
+
+
 class SyftJobRunner:
     """Watches an owner's job directory, runs approved jobs and shares their results.
 
     :param config: the owner's configuration.
     :param poll_interval: seconds between two polls in :meth:`run`.
-    :param console: where the runner's lines go: None is standard output, any object
-        with ``write(text)`` receives them, False prints nothing.
-    :param isolation: ``"auto"`` (a sandbox where bubblewrap can make one), ``"sandbox"``
-        (refuse to start without one) or ``"none"``; see the Isolation section.
-    :param allow_read: paths a sandboxed job may also read (the owner's datasets); never
-        one holding a job tree, the work_dir or the owner's home.
-    :param network: True: sandboxed jobs reach the network (and everything listening on
-        this machine's loopback). Default False in the sandbox: each job has only a
-        loopback of its own (refused without the sandbox, which alone can take it away).
-    :param allow_source_builds: Python packages without a binary wheel for the job may be
-        built, which runs their code (see the Isolation section's "Python jobs").
-    :param on_event: called with a dict for each event (``submitted``, ``approved``,
-        ``rejected``, ``started``, ``finished``, ``failed``, ``released``; keys ``event``,
-        ``job``, ``submitter``, ``status``, ``return_code``, ``reason``, ``at``); a string
-        is a shell command, run in the background with the dict as JSON on its stdin.
-    :param run_as: when the runner is root, the account jobs run as (default
-        ``"nobody"``); refused when it is not root (jobs then run as the owner).
-    :param work_dir: the runner's private state (claims, run records, working copies),
-        outside the SyftBox folder; default $XDG_STATE_HOME/syft-job, else
-        ~/.local/state/syft-job (/var/lib/syft-job for root).
-    :param max_concurrent_jobs: how many jobs run at once.
-    :param launcher: None, or ``"slurm"``: each job runs through ``srun``.
-    :param slurm_args: more ``srun`` arguments, last on its line (``--partition=gpu``).
-    :param require_approval_digest: strict mode: run only jobs approved through this
-        module (:meth:`approve_job`) whose files have not changed since. Otherwise an
-        empty ``approved`` marker, or a state.yaml approved by another client, is enough.
-    :param env_passthrough: names of environment variables that jobs also get. Jobs
-        otherwise get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the
-        SyftBox variables.
-    :param max_memory_mb: address space limit of each process of a job.
-    :param max_cpu_seconds: CPU time limit of each process of a job.
-    :param max_log_bytes: size limit of each log (default 1 GiB; None: none); a job that
-        writes more is stopped.
-    :param max_output_bytes: what one job may publish from outputs/, counting each file
-        at its apparent size; files past it are held back, and named in stderr.txt.
-    :param max_output_files: how many files one job may publish from outputs/.
-    :param output_checks: thresholds of the checks of results before release:
-        ``{"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [...]}``.
+    The other keywords (the settings: isolation, network, limits, ...) are those of
+    :func:`create_runner`, which says what each one does.
     """
 
     def __init__(self, config: SyftJobConfig, poll_interval: float = 5, *, console: Any = None,
@@ -4168,100 +4565,31 @@ class SyftJobRunner:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
-        if on_event is not None and not callable(on_event) and not isinstance(on_event, str):
-            raise ConfigError(f"on_event must be a callable or a shell command, got {on_event!r}")
-        self.on_event = on_event
         self.settings = _check_settings(
             config, isolation, allow_read, network, run_as, work_dir, max_concurrent_jobs, launcher, slurm_args,
             require_approval_digest, env_passthrough, max_memory_mb, max_cpu_seconds, max_log_bytes,
             max_output_bytes, max_output_files, output_checks, allow_source_builds)
         self.job_dir = config.get_job_dir(config.email)
         self._site = _Site(self.settings.work_dir, self.job_dir)
-        self._scanner = _JobScanner(self.job_dir)
-        self._hooks = _Hooks(on_event, self.console) if isinstance(on_event, str) else None
-        self._executor = _Executor(config, self.settings, self._site, self.console, self._emit, self._hooks)
-        self._poked_at = 0
+        self._intake = _Intake(config, self._site, self.console)
+        self._scanner = self._intake.scanner
+        self._events = _Events(on_event, self.console, self._site)
+        self._hooks = self._events.hooks
+        self._trust = _Trust(self._site)
+        self._executor = _Executor(config, self.settings, self._site, self.console, self._events.emit, self._hooks)
         self._seen: set[str] | None = None  # inbox jobs announced, by anyone running here (seen.json)
-        self._protected: set[tuple[bool, str]] = set()  # (legacy?, submitter) whose folders are protected
-        self._protected_jobs: set[str] = set()  # legacy job folders given rules of their own
         self._stop: _StopSignals | None = None  # while run() polls
         self._stopped_by: int | None = None  # the signal that ended run()
-        self._states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
         self._watcher: _Watcher | None = None  # while run() waits on inotify
         self._scan_seconds = 0.0  # what the last poll's scan took
 
-    # -- discovery -----------------------------------------------------------
+    def _find_job(self, job_name: str, user: str | None = None) -> _Job:
+        return _job_named(self.job_dir, job_name, user)
+
+    # -- announcements ---------------------------------------------------------
 
     def _jobs(self) -> list[_Job]:
-        """One scan of the job directory (a poll makes one and passes it on): new
-        inbox/review jobs are received, submitters' results protected."""
-        if self._site.poked_at() != self._poked_at:  # a command changed a job by hand
-            self._poked_at = self._site.poked_at()
-            self._scanner.forget()
-        jobs = []
-        for job in self._scanner.scan():
-            try:
-                if job.state == "unreceived":
-                    refused = _receive(job, self.config.email, str(self.config.get_user_dir(self.config.email)))
-                    job = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
-                    if refused:
-                        self.console.say_once(job.folder, f"🚫 Job {job.label} was rejected on receipt: {refused}")
-                if job.state == "broken":
-                    self.console.say_once(job.results, f"⚠️ Job {job.label} is not run: its {STATE_FILE} cannot be used ("
-                                                f"{self._state_problem(job)})")
-                if (job.protocol.markers, job.submitter) not in self._protected:
-                    self._protected.add((job.protocol.markers, job.submitter))
-                    self._site.note_protected(_protect(job))
-                if job.protocol.markers and job.state == "inbox" and job.folder not in self._protected_jobs:
-                    self._protected_jobs.add(job.folder)  # a job folder with a syft.pub.yaml of its own
-                    self._site.note_protected(_protect(job, own_folder=True))
-            except (OSError, SyftJobError) as exc:
-                self.console.say_once(job.folder, f"⚠️ Cannot receive or protect {job.label}: {exc}")
-            jobs.append(job)
-        self._report_orphaned_reviews(jobs)
-        return jobs
-
-    @staticmethod
-    def _state_problem(job: _Job) -> str:
-        try:
-            _read_state(job.results)
-        except (OSError, SyftJobError) as exc:
-            return str(exc)
-        return "unknown"
-
-    def _report_orphaned_reviews(self, jobs: list[_Job]) -> None:
-        """Say once of each review/ folder whose submission is gone from inbox/."""
-        known = {job.results for job in jobs}
-        review = os.path.join(self.job_dir, "review")
-        for submitter, path in self._scanner.folders(review):
-            for name, folder in self._scanner.folders(path):
-                for results in ([f for _, f in self._scanner.folders(folder)] if name in _LEVELS else [folder]):
-                    if results not in known and os.path.lexists(os.path.join(results, STATE_FILE)):
-                        self.console.say_once(results, f"⚠️ {_printable(results)} has no job in inbox/ (the submission "
-                                                "is gone); it is left as it is")
-
-    def _emit(self, event: str, job: _Job, status: str, return_code: int | None = None,
-              reason: str | None = None) -> None:
-        """Tell ``on_event`` (a failing callable is said in one line, and forgotten)."""
-        if self.on_event is None:
-            return
-        record = {"event": event, "job": job.name, "submitter": job.submitter, "status": status,
-                  "return_code": return_code, "reason": None if reason is None else reason[:2000], "at": _utc_now()}
-        if self._hooks is not None:
-            self._hooks.add(record)
-            return
-        try:
-            self.on_event(record)
-        except Exception as exc:
-            self.console.say(f"⚠️ on_event failed for {event} of {job.label}: {type(exc).__name__}: {exc}")
-
-    def _note_decisions(self, jobs: list[_Job]) -> None:
-        """Tell of the approvals and rejections made since the last poll, by whoever."""
-        if self._states is not None:
-            for job in jobs:
-                if job.state in ("approved", "rejected") and self._states.get(job.folder) != job.state:
-                    self._emit(job.state, job, job.state, reason=self._row(job)["reason"])
-        self._states = {job.folder: job.state for job in jobs}
+        return self._intake.jobs()  # one scan of the job directory: a poll makes one and passes it on
 
     def check_for_new_jobs(self) -> list[str]:
         """Print every inbox job not announced before, with its script and config. Jobs
@@ -4273,16 +4601,16 @@ class SyftJobRunner:
 
     def _announce(self, jobs: list[_Job]) -> list[str]:
         seen = self._seen_jobs()
-        new = [job for job in jobs if job.state == "inbox" and self._seen_key(job) not in seen]
+        new = [job for job in jobs if job.state == "inbox" and _seen_key(job) not in seen]
         trusted = self.trusted()
         for job in new:
-            self._print_job(job)
-            seen.add(self._seen_key(job))
-            self._emit("submitted", job, "inbox")
-            if job.submitter in trusted:  # exactly: KIM@ or a look-alike K is another folder, another person
+            self.console.say(*_announcement(job))
+            seen.add(_seen_key(job))
+            self._events.emit("submitted", job, "inbox")
+            if job.submitter in trusted:
                 self._approve_if_trusted(job, trusted[job.submitter])
         if new:
-            current = {self._seen_key(job) for job in jobs}
+            current = {_seen_key(job) for job in jobs}
             _quietly(self._site.save, "seen.json", json.dumps(sorted(seen & current)).encode())
         return [job.key for job in new]
 
@@ -4292,21 +4620,20 @@ class SyftJobRunner:
             self._seen = {key for key in seen if isinstance(key, str)} if isinstance(seen, list) else set()
         return self._seen
 
-    @staticmethod
-    def _seen_key(job: _Job) -> str:
-        """A job's identity for announcements: a submission made again is new again."""
-        st = _or_none(os.lstat, job.folder)
-        return f"{job.layout}/{job.key}" + (f"/{st.st_ino}" if st else "")
-
-    def _print_job(self, job: _Job) -> None:
-        say = self.console.say
-        say(f"🔔 NEW JOB DETECTED: {job.label}", f"📁 Location: {_printable(job.folder)}", "📝 Script preview:",
-            _script_preview(os.path.join(job.folder, RUN_SCRIPT)), "⚙️ Config:")
+    def _approve_if_trusted(self, job: _Job, digests: list[str]) -> None:
+        """Approve a new job whose code the owner trusts from its submitter."""
         try:
-            say(*(f"{key}: {value}" for key, value in _config_items(job.read_config())))
-        except SyftJobError as exc:
-            say(f"❌ {exc}")
-        say(_THIN_RULE)
+            files = _submission(job)
+            if _code_digest(files) in digests:
+                _record_approval(self._site, self.config.email, job, files, "trusted code: approved by itself", "auto")
+                self.console.forget(job.folder)
+                self.console.say(f"✅ Job {job.label} approved by itself: you trust its code from "
+                                 f"{_printable(job.submitter)} (code digest {_code_digest(files)})")
+                self._events.emit("approved", job, "approved", reason="trusted code")
+                if self._events.states is not None:
+                    self._events.states[job.folder] = "approved"
+        except (OSError, SyftJobError) as exc:
+            self.console.say_once(job.folder, f"⚠️ Cannot approve {job.label} as trusted code: {exc}")
 
     # -- execution -----------------------------------------------------------
 
@@ -4331,33 +4658,6 @@ class SyftJobRunner:
 
     # -- review ----------------------------------------------------------------
 
-    def _find_job(self, job_name: str, user: str | None = None) -> _Job:
-        """The one job named ``job_name`` (of ``user``, or of any submitter), in any layout.
-        It may be written as the runner prints it: ``submitter/name``, escaped, with its
-        layout after it (``ds@x.io/count (v1)``)."""
-        name, layout = job_name, None
-        match = re.fullmatch(r"(.+) \((v0|v1)\)", name) if isinstance(name, str) else None
-        if match:
-            name, layout = match.groups()
-        submitter, _, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
-        if rest and _EMAIL_RE.match(submitter) and user in (None, submitter):
-            name, user = rest, submitter
-        _check_folder_name(name, "job name")
-        if user is not None:
-            _check_email(user)
-        scanned = _JobScanner(self.job_dir).scan()
-        jobs = [job for job in scanned if name in (job.name, _printable(job.name))
-                and user in (None, job.submitter) and layout in (None, job.layout)]
-        if not jobs:
-            where = f"from {user}" if user else "from any submitter"
-            close = difflib.get_close_matches(name, sorted({_printable(job.name) for job in scanned}), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise JobNotFoundError(f"no job named {_printable(repr(job_name))} {where} in {self.job_dir}{hint}")
-        if len(jobs) > 1:
-            raise JobError(f"several jobs are named {_printable(repr(job_name))}: "
-                           f"{', '.join(job.label for job in jobs)}; pass user=... (--user)")
-        return jobs[0]
-
     def approve_job(self, job_name: str, user: str | None = None, reason: str | None = None,
                     digest: str | None = None) -> str:
         """Approve a job (again, after a change): the sha256 of each submitted file is
@@ -4379,104 +4679,36 @@ class SyftJobRunner:
             job = self._find_job(job_name, job.submitter)
         status = _status(job, self._site).status
         if status not in ("inbox", "approved", "changed", "interrupted"):
-            hints = {"done": "to run it again: syft-job rerun", "failed": "to run it again: syft-job rerun",
-                     "rejected": "to review it again: syft-job reopen"}
-            hint = f"; {hints[status]} {shlex.quote(job.name)}" if status in hints else ""
-            raise JobError(f"job {job.label} is {status}{hint}")
-        given = None if digest is None else digest.strip().lower()
-        if given is not None and not re.fullmatch(r"[0-9a-f]{32,64}", given):
-            raise JobError(f"job {job.label} was not approved: give the whole digest that show printed (64 hex "
-                           f"digits; a prefix shorter than 32 is cheap to collide), not {_printable(digest)!r}")
-        files = _submission(job)
-        recorded = _digest(files)
-        if given is not None and not recorded.startswith(given):
-            raise JobError(f"job {job.label} was not approved: the digest {given} does not match its files, which "
-                           f"hash to {recorded}; look again (syft-job show)")
-        return self._approve(job, files, reason, "manual")
-
-    def _approve(self, job: _Job, files: dict[str, str], reason: str | None, method: str) -> str:
-        """Record the approval of exactly ``files`` ("manual", or "auto": trusted code)."""
-        now, recorded = _utc_now(), _digest(files)
-        record = {"approved_by": self.config.email, "approved_at": now, "digest": recorded, "files": files,
-                  "approval_method": method}
-        if reason:
-            record["review_reason"] = reason
-        data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
-        _atomic_write(self._site.path("approvals", job, create=True), data, 0o600)  # what --strict trusts
-        _atomic_write(_approval_path(job), data)
-        if not job.protocol.markers:
-            _write_state(job, status="approved", approved_by=self.config.email, approved_at=now,
-                         approval_method=method, review_reason=reason)
+            hint = {"done": "to run it again: syft-job rerun", "failed": "to run it again: syft-job rerun",
+                    "rejected": "to review it again: syft-job reopen"}.get(status)
+            raise JobError(f"job {job.label} is {status}" + (f"; {hint} {shlex.quote(job.name)}" if hint else ""))
+        files = _files_to_approve(job, digest)
         self.console.forget(job.folder)
-        self._site.audit("approve", job, self.config.email, digest=recorded, reason=reason, method=method)
-        self._site.poke()
-        return recorded
-
-    # -- trusted code --------------------------------------------------------
+        return _record_approval(self._site, self.config.email, job, files, reason, "manual")
 
     def trust(self, submitter: str, digest: str) -> None:
         """Approve by itself every later submission of ``submitter`` whose code digest
         (``describe_job()["code_digest"]``, ``show``) is ``digest``: the same reviewed
-        code, sent again. Kept in work_dir, out of every submitter's reach.
-
-        :raises JobError: not a whole sha256, or not an email.
-        """
-        submitter, digest = self._trust_key(submitter, digest)
-        trusted = self.trusted()
-        if digest not in trusted.setdefault(submitter, []):
-            trusted[submitter].append(digest)
-        self._site.save("trust.json", json.dumps(trusted, indent=1, sort_keys=True).encode())
+        code, sent again. :raises JobError: not a whole sha256, or not an email."""
+        self._trust.change(submitter, digest, trust=True)
 
     def untrust(self, submitter: str, digest: str) -> None:
         """Stop approving ``submitter``'s code with this digest by itself.
         :raises JobError: it was not trusted."""
-        submitter, digest = self._trust_key(submitter, digest)
-        trusted = self.trusted()
-        if digest not in trusted.get(submitter, []):
-            raise JobError(f"the code digest {digest} is not trusted for {_printable(submitter)}")
-        trusted[submitter].remove(digest)
-        self._site.save("trust.json", json.dumps({k: v for k, v in trusted.items() if v}, indent=1).encode())
+        self._trust.change(submitter, digest, trust=False)
 
     def trusted(self) -> dict[str, list[str]]:
         """The code digests trusted, by submitter."""
-        trusted = _read_json(str(self._site.root / "trust.json"))
-        return {k: [d for d in v if isinstance(d, str)] for k, v in trusted.items() if isinstance(v, list)} \
-            if isinstance(trusted, dict) else {}
-
-    @staticmethod
-    def _trust_key(submitter: str, digest: str) -> tuple[str, str]:
-        if not _EMAIL_RE.match(submitter.strip()):
-            raise JobError(f"{_printable(submitter)!r} is not a submitter's email")
-        if not re.fullmatch(r"[0-9a-f]{64}", digest.strip().lower()):
-            raise JobError(f"give the whole code digest that show printed (64 hex digits), not {_printable(digest)!r}")
-        return submitter.strip(), digest.strip().lower()
-
-    def _approve_if_trusted(self, job: _Job, digests: list[str]) -> None:
-        """Approve a new job whose code the owner trusts from its submitter."""
-        try:
-            files = _submission(job)
-            if _code_digest(files) in digests:
-                self._approve(job, files, "trusted code: approved by itself", "auto")
-                self.console.say(f"✅ Job {job.label} approved by itself: you trust its code from "
-                                 f"{_printable(job.submitter)} (code digest {_code_digest(files)})")
-                self._emit("approved", job, "approved", reason="trusted code")
-                if self._states is not None:
-                    self._states[job.folder] = "approved"
-        except (OSError, SyftJobError) as exc:
-            self.console.say_once(job.folder, f"⚠️ Cannot approve {job.label} as trusted code: {exc}")
+        return self._trust.load()
 
     def reject_job(self, job_name: str, reason: str, user: str | None = None) -> None:
         """Reject a job, with the reason its submitter will read; no runner of ours ever
-        runs it. (Legacy layout: a ``rejected`` file holding the reason.)
-
-        :raises JobError: no reason, or the job already ran or runs.
-        """
+        runs it. :raises JobError: no reason, or the job already ran or runs."""
         if not isinstance(reason, str) or not reason.strip():
             raise JobError("a rejection needs a reason, for the data scientist")
         job = self._find_job(job_name, user)
-        status = _status(job, self._site).status
-        if status not in ("inbox", "approved", "changed", "rejected"):
-            raise JobError(f"job {job.label} is {status}; only a job waiting to run can be rejected")
+        _job_in(job, self._site, ("inbox", "approved", "changed", "rejected"),
+                "; only a job waiting to run can be rejected")
         if job.protocol.markers:
             _atomic_write(os.path.join(job.folder, REJECTED_MARKER), reason.strip().encode() + b"\n")
             _remove_path(os.path.join(job.folder, APPROVED_MARKER))
@@ -4489,14 +4721,9 @@ class SyftJobRunner:
 
     def reopen_job(self, job_name: str, user: str | None = None) -> None:
         """Put a rejected job back in the inbox, to be reviewed again: its rejection and
-        reason are cleared (and recorded in the audit trail).
-
-        :raises JobError: the job is not rejected.
-        """
+        reason are cleared (and recorded in the audit trail). :raises JobError: not rejected."""
         job = self._find_job(job_name, user)
-        status = _status(job, self._site).status
-        if status != "rejected":
-            raise JobError(f"job {job.label} is {status}, not rejected; only a rejected job can be reopened")
+        _job_in(job, self._site, ("rejected",), ", not rejected; only a rejected job can be reopened")
         if job.protocol.markers:
             _remove_path(os.path.join(job.folder, REJECTED_MARKER))
         else:
@@ -4506,13 +4733,9 @@ class SyftJobRunner:
 
     def rerun_job(self, job_name: str, user: str | None = None) -> None:
         """Run a finished job again at the next poll; its old results are replaced.
-
-        :raises JobError: the job is not finished.
-        """
+        :raises JobError: the job is not finished."""
         job = self._find_job(job_name, user)
-        status = _status(job, self._site).status
-        if status not in ("done", "failed", "interrupted"):
-            raise JobError(f"job {job.label} is {status}; only a finished job can run again")
+        _job_in(job, self._site, ("done", "failed", "interrupted"), "; only a finished job can run again")
         for name in (*_LOG_FILES, OUTPUTS_DIR, DONE_MARKER if job.protocol.markers else None):
             if name:
                 _remove_path(os.path.join(job.results, name))
@@ -4530,9 +4753,7 @@ class SyftJobRunner:
         :raises JobError: it is not running.
         """
         job = self._find_job(job_name, user)
-        status = _status(job, self._site).status
-        if status != "running":
-            raise JobError(f"job {job.label} is {status}, not running")
+        _job_in(job, self._site, ("running",), ", not running")
         Path(self._site.path("jobs", job, ".cancel", create=True)).touch()
         self._site.audit("cancel", job, self.config.email)
         deadline = time.monotonic() + wait
@@ -4542,27 +4763,17 @@ class SyftJobRunner:
 
     def add_submitter(self, email: str) -> Path:
         """Let ``email`` submit jobs here: its folders, with syft.pub.yaml files that let
-        it submit and read its status, and keep results private until shared. The
-        inbox/review layout of today's clients, and the legacy folder as well where the
-        job directory already holds legacy submitters.
+        it submit and read its status, and keep results private until shared.
 
         :returns: the folder it submits into.
         """
         email = _check_email(email)
-        legacy = [entry for entry in _subfolders(self.job_dir) if entry.name not in _LAYOUT_FOLDERS]
-        folders = []
-        if legacy and not any(os.path.isdir(self.job_dir / f) for f in ("inbox", "review")):
-            folders.append((self.job_dir / email, [("**", [], [email])] + _protections(_LAYOUTS["legacy"], email)))
-        else:
-            folders += [(self.job_dir / "inbox" / email, [("**", [], [email])]),
-                        (self.job_dir / "review" / email, _protections(_LAYOUTS["v0"], email))]
+        folders = _submitter_folders(self.job_dir, email)
         for folder, rules in folders:
             folder.mkdir(parents=True, exist_ok=True)
             _edit_permissions(str(folder / PERMISSION_FILE), email, rules)
-        self._protected.update((folder.parent.name not in _LAYOUT_FOLDERS, email) for folder, _ in folders)
+        self._intake.protected.update((folder.parent.name not in _LAYOUT_FOLDERS, email) for folder, _ in folders)
         return folders[0][0]
-
-    # -- sharing -------------------------------------------------------------
 
     def share_job_results(self, job_name: str, share_outputs: bool = True, share_logs: bool = True,
                           user: str | None = None) -> None:
@@ -4583,118 +4794,6 @@ class SyftJobRunner:
         _share(job, True, True, undo=True)
         self._site.audit("unshare", job, self.config.email)
 
-    # -- what there is ---------------------------------------------------------
-
-    def audit_trail(self, job_name: str | None = None, user: str | None = None) -> tuple[list[dict], str | None]:
-        """Every decision and run, oldest first (``audit.jsonl`` in the work dir), and
-        None if the trail checks out, else what was edited, removed or reordered.
-
-        :param job_name: only this job's lines (a name, or ``submitter/name``).
-        :param user: only the lines of this submitter's jobs, or made by this user.
-        """
-        entries, problem = self._site.audit_lines()
-        keep = [e for e in entries if isinstance(e, dict) and job_name in (None, e.get("job"),
-                                                                           str(e.get("job")).partition("/")[2])
-                and user in (None, e.get("by"), str(e.get("job")).partition("/")[0])]
-        return keep, problem
-
-    def list_jobs(self, status: str | None = None, submitter: str | None = None) -> list[dict]:
-        """Every job, as JSON-ready rows: submitter, name, layout, status (STATUSES),
-        submitted_at, started_at, finished_at, duration_s, return_code, reason, shared,
-        isolation. Reads only; creates nothing."""
-        if status is not None and status not in STATUSES:
-            raise JobError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        rows = []
-        for job in _JobScanner(self.job_dir).scan():
-            if submitter in (None, job.submitter):
-                row = self._row(job)
-                if status in (None, row["status"]):
-                    rows.append(row)
-        return rows
-
-    def _row(self, job: _Job) -> dict:
-        record = self._site.record(job)
-        state = (_or_none(_read_state, job.results) if not job.protocol.markers else None) or {}
-        try:
-            submitted = job.read_config().get("submitted_at")
-        except SyftJobError:
-            submitted = None
-        status, code, reason = dataclasses.astuple(_status(job, self._site))
-        finished, running = status in ("done", "failed"), status == "running"
-        started = record.get({"done": "started_at", "failed": "started_at", "running": "claimed_at"}.get(status, ""))
-        elapsed = None
-        if running and isinstance(started, str):
-            since = _or_none(datetime.datetime.fromisoformat, started.replace("Z", "+00:00"))
-            elapsed = None if since is None else time.time() - since.timestamp()
-        slurm_id = record.get("slurm_job_id") if finished else None
-        if running:
-            slurm_id = _slurm_job_id(self._site, job)
-        return {"submitter": job.submitter, "name": job.name, "layout": job.layout, "status": status,
-                "submitted_at": None if submitted is None else str(submitted), "started_at": started,
-                "elapsed_s": None if elapsed is None else round(elapsed, 3),
-                "finished_at": (record.get("finished_at") or state.get("completed_at")) if finished else None,
-                "duration_s": record.get("duration_s") if finished else None, "return_code": code, "reason": reason,
-                "shared": _what_is_shared(job, self.config.syftbox_folder, self.config.email) if finished else [],
-                "isolation": record.get("isolation") if finished else self.settings.isolation, "slurm_job_id": slurm_id,
-                "folder": job.folder, "results": job.results}
-
-    def describe_job(self, job_name: str, user: str | None = None, output_checks: dict | None = None) -> dict:
-        """Everything the owner needs to review a job: its row (see :meth:`list_jobs`),
-        the whole run.sh, its config, every submitted file with size and sha256, the
-        submission ``digest`` (for ``approve_job(digest=...)``), who approved it when,
-        and what changed since."""
-        job = self._find_job(job_name, user)
-        row = self._row(job)
-        with tempfile.TemporaryDirectory(prefix="syft-job-review-") as copy:
-            with _folder(copy) as fd:  # each file read once: what is shown is what was hashed
-                files = _submission(job, fd)
-            sizes = {rel: os.lstat(os.path.join(copy, rel)).st_size if os.path.lexists(os.path.join(copy, rel)) else 0
-                     for rel in files}
-            code = {rel: _script_preview(os.path.join(copy, rel), None, 1 << 20) for rel in files
-                    if rel not in (RUN_SCRIPT, CONFIG_FILE) and _is_text(os.path.join(copy, rel))}
-            kind = files.get(RUN_SCRIPT, "")
-            run_sh = f"❌ {RUN_SCRIPT} is a {kind}; it never runs" if kind in ("symlink", "not a regular file") \
-                else _script_preview(os.path.join(copy, RUN_SCRIPT), None)
-            try:
-                config: Any = dataclasses.replace(job, folder=copy).read_config()
-            except SyftJobError as exc:
-                config = f"❌ {exc}".replace(copy, job.folder)
-            try:
-                packages, python, _ = _python_plan(copy)
-                python_note = self._executor.no_python(job, python)
-            except JobError as exc:
-                packages, python, python_note = [], None, f"it is not run in the sandbox: {exc}"
-        approval = _read_json(_approval_path(job)) or {}
-        if not job.protocol.markers:
-            approval = {**approval, **{k: v for k, v in (_or_none(_read_state, job.results) or {}).items()
-                                       if k in ("approved_by", "approved_at", "approval_method") and v}}
-        approved = _approval(job)[0]
-        record = self._site.record(job)
-        results = self._results(job, record, output_checks) if row["status"] in ("done", "failed") else []
-        return {**row, "run_sh": run_sh, "config": config, "code": code, "results": results,
-                "files": [{"path": rel, "size": sizes[rel], "sha256": sha} for rel, sha in files.items()],
-                "digest": _digest(files), "code_digest": _code_digest(files), "approved_by": approval.get("approved_by"),
-                "approval_method": approval.get("approval_method") or ("manual" if approval.get("approved_at") else None),
-                "packages": packages,
-                "python": python, "python_note": python_note, "pythons": [f"{v} ({p})" for v, p in self._executor.pythons],
-                "approved_at": approval.get("approved_at"),
-                "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
-                "changes": _changes(approved, files) if approved is not None else None}
-
-    def _results(self, job: _Job, record: dict, overrides: dict | None) -> list[dict]:
-        """The checked reports of a finished job's result files, each flagged
-        ``changed-after-run`` when it no longer has the sha256 recorded at its end."""
-        checks = self.settings.output_checks
-        if overrides:  # what is named; the rest stays the runner's
-            checked = _output_checks(overrides)
-            checks = {**checks, **{name: checked[name] for name in overrides}}
-        recorded = record.get("results") if isinstance(record.get("results"), dict) else {}
-        reports = _result_reports(job, checks)
-        for report in reports:
-            if recorded.get(report["path"]) != report["sha256"]:
-                report["flags"].append("changed-after-run")
-        return reports
-
     def release_results(self, job_name: str, paths: Sequence[str] | None = None, user: str | None = None,
                         reason: str | None = None, include_flagged: bool = False,
                         output_checks: dict | None = None) -> list[str]:
@@ -4710,54 +4809,16 @@ class SyftJobRunner:
         job = self._find_job(job_name, user)
         if _status(job, self._site).status not in ("done", "failed"):
             raise JobError(f"job {job.label} is not finished yet; there is nothing to release")
-        reports = {r["path"]: r for r in self._results(job, self._site.record(job), output_checks)}
-        unknown = [p for p in paths or () if p not in reports]
-        if unknown:
-            raise JobError(f"job {job.label} has no result {', '.join(map(repr, unknown))}; its results: "
-                           f"{', '.join(reports) or 'none'}")
-        chosen = [r for r in reports.values() if (paths is None and (include_flagged or not r["flags"]))
-                  or r["path"] in (paths or ())]
-        released = [r["path"] for r in chosen if "changed-after-run" not in r["flags"]]
-        held = {p: r["flags"] for p, r in reports.items() if p not in released and (paths is None or p in paths)}
+        checked = _checked_results(job, self._site.record(job), self.settings.output_checks, output_checks)
+        reports = {report["path"]: report for report in checked}
+        released, held = _to_release(job, reports, paths, include_flagged)
         if released:
             _grant_files(job, released)
             self._site.audit("release", job, self.config.email, reason=reason,
                              files={p: reports[p]["sha256"] for p in released})
-            self._emit("released", job, _status(job, self._site).status, reason=reason)
-        for path, flags in held.items():
-            why = "changed after the run: not what was checked" if "changed-after-run" in flags else \
-                f"flagged {', '.join(flags)}: name it, or release --all"
-            self.console.say(f"⚠️ Not released: {_printable(path)} of {job.label} ({why})")
-        for path in released:
-            if reports[path]["flags"]:
-                self.console.say(f"⚑ {_printable(path)}: {', '.join(reports[path]['flags'])} (released: you named it)")
-        if released:
-            self.console.say(f"🔓 Released {len(released)} file(s) of {job.label} to {_printable(job.submitter)}: "
-                             + ", ".join(_printable(p) for p in released))
+            self._events.emit("released", job, _status(job, self._site).status, reason=reason)
+        self.console.say(*_release_lines(job, reports, released, held))
         return released
-
-    def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
-                   follow: bool = False) -> Iterator[bytes]:
-        """A job's stdout.txt (or stderr.txt), in chunks; with ``follow``, more as the job
-        writes it, until the job ends."""
-        job = self._find_job(job_name, user)
-        path = os.path.join(job.results, STDERR_FILE if stderr else STDOUT_FILE)
-        position, identity = 0, None
-        while True:
-            now = dataclasses.replace(job, state=_coarse_state(job.layout, job.folder, job.results))
-            running = follow and _status(now, self._site).status in ("running", "approved")
-            current = _file_identity(path)
-            if current and current[0] != identity:  # a new run: from its start
-                position, identity = 0, current[0]
-            with contextlib.suppress(SyftJobError, OSError):  # not there yet, or gone: look again
-                with os.fdopen(_open_regular(path), "rb") as f:
-                    f.seek(position)
-                    for chunk in iter(lambda: f.read(_READ_SIZE), b""):
-                        position += len(chunk)
-                        yield chunk
-            if not running:
-                return
-            time.sleep(0.2)
 
     def delete_job(self, job_name: str, user: str | None = None) -> None:
         """Delete one job: its submission, its results, its share rules, its records."""
@@ -4781,6 +4842,70 @@ class SyftJobRunner:
             _quietly(os.unlink, self._site.path(kind, job))
         self._site.poke()
 
+    def reset_all_jobs(self) -> None:
+        """Delete every job of every submitter, with the share rules this runner wrote
+        for them. Submitter folders and their syft.pub.yaml stay, so submitters can
+        still submit. Cannot be undone.
+
+        :raises SyftJobError: a job runs, or a job folder cannot be read (then nothing
+            is deleted).
+        """
+        jobs, by_status = _jobs_to_reset(self.job_dir, self._site)
+        before, after = _reset_lines(self.job_dir, self.config.email, by_status, len(jobs))
+        self.console.say(*before)
+        for job in jobs:
+            self._delete(job)
+            self._site.audit("reset", job, self.config.email)
+        self.console.say(*after)
+
+    # -- queries ---------------------------------------------------------------
+
+    def audit_trail(self, job_name: str | None = None, user: str | None = None) -> tuple[list[dict], str | None]:
+        """Every decision and run, oldest first (``audit.jsonl`` in the work dir), and
+        None if the trail checks out, else what was edited, removed or reordered.
+
+        :param job_name: only this job's lines (a name, or ``submitter/name``).
+        :param user: only the lines of this submitter's jobs, or made by this user.
+        """
+        entries, problem = self._site.audit_lines()
+        keep = [e for e in entries if isinstance(e, dict) and job_name in (None, e.get("job"),
+                                                                           str(e.get("job")).partition("/")[2])
+                and user in (None, e.get("by"), str(e.get("job")).partition("/")[0])]
+        return keep, problem
+
+    def list_jobs(self, status: str | None = None, submitter: str | None = None) -> list[dict]:
+        """Every job, as JSON-ready rows: submitter, name, layout, status (STATUSES),
+        submitted_at, started_at, finished_at, duration_s, return_code, reason, shared,
+        isolation. Reads only; creates nothing."""
+        if status is not None and status not in STATUSES:
+            raise JobError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        rows = (_job_row(job, self._site, self.config, self.settings.isolation)
+                for job in _JobScanner(self.job_dir).scan() if submitter in (None, job.submitter))
+        return [row for row in rows if status in (None, row["status"])]
+
+    def describe_job(self, job_name: str, user: str | None = None, output_checks: dict | None = None) -> dict:
+        """Everything the owner needs to review a job: its row (see :meth:`list_jobs`),
+        the whole run.sh, its config, every submitted file with size and sha256, the
+        submission ``digest`` (for ``approve_job(digest=...)``), who approved it when,
+        and what changed since."""
+        job = self._find_job(job_name, user)
+        row = _job_row(job, self._site, self.config, self.settings.isolation)
+        shown = _review_copy(job, self._executor)
+        approved, record = _approval(job)[0], self._site.record(job)
+        results = _checked_results(job, record, self.settings.output_checks, output_checks) \
+            if row["status"] in ("done", "failed") else []
+        return {**row, **shown, **_approval_shown(job), "results": results,
+                "pythons": [f"{v} ({p})" for v, p in self._executor.pythons],
+                "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
+                "changes": _changes(approved, shown.pop("submitted")) if approved is not None else None}
+
+    def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
+                   follow: bool = False) -> Iterator[bytes]:
+        """A job's stdout.txt (or stderr.txt), in chunks; with ``follow``, more as the job
+        writes it, until the job ends."""
+        job = self._find_job(job_name, user)
+        return _follow(job, self._site, os.path.join(job.results, STDERR_FILE if stderr else STDOUT_FILE), follow)
+
     # -- the loop ------------------------------------------------------------
 
     def run(self, stream_output: bool = True, timeout: float | None = None,
@@ -4800,7 +4925,10 @@ class SyftJobRunner:
             if self._watcher is not None and self._watcher.fd is not None:
                 self._scanner.full_scan_every = _WATCHED_FULL_SCAN_SECONDS
             try:
-                self._print_banner()
+                self.console.say(*_banner(self))
+                jobs = self._jobs()
+                self.console.say(*_existing_jobs(jobs))
+                self._seen_jobs().update(_seen_key(job) for job in jobs if job.state == "inbox")
                 while not self._stop.requested:
                     try:
                         self._poll(options)
@@ -4834,16 +4962,16 @@ class SyftJobRunner:
         folders watched kept up to date."""
         jobs = self._poll_jobs()
         if self._watcher is not None:
-            self._watcher.watch(self._watched_folders())
+            self._watcher.watch(_watched_folders(self.config, self._site, self._scanner))
         return jobs
 
     def _poll_jobs(self) -> list[_Job]:
         """The jobs, after telling what is new and approving trusted code."""
         jobs = self._jobs()
-        self._note_decisions(jobs)
+        self._events.note_decisions(jobs)
         if self._announce(jobs):  # trusted code among the new jobs is approved now, and runs now
             jobs = self._jobs()
-            self._note_decisions(jobs)
+            self._events.note_decisions(jobs)
         return jobs
 
     def _wait_for_news(self) -> None:
@@ -4853,7 +4981,7 @@ class SyftJobRunner:
         watcher, stop = self._watcher, self._stop
         if watcher is None or watcher.fd is None:
             return stop.wait(self.poll_interval)
-        if watcher.watch(self._watched_folders()):
+        if watcher.watch(_watched_folders(self.config, self._site, self._scanner)):
             return  # a folder just watched may have changed before: look once more
         deadline = time.monotonic() + max(self.poll_interval, _SAFETY_SCAN_SECONDS)
         while not stop.requested and time.monotonic() < deadline:
@@ -4866,88 +4994,6 @@ class SyftJobRunner:
                 if watcher.changed():
                     return
 
-    def _watched_folders(self) -> list[str]:
-        """Where a change means news: the job directory, its submitters' and protocols'
-        folders, every job not finished (and where its state is written), the runner's
-        own state (commands poke it)."""
-        top, inbox, review = str(self.job_dir), str(self.job_dir / "inbox"), str(self.job_dir / "review")
-        datasite = self.config.get_user_dir(self.config.email)
-        folders = [str(datasite), str(datasite / "app_data"), top, str(self._site.root),
-                   *(entry.path for entry in _subfolders(top))]
-        for root in (inbox, review):
-            for submitter in _subfolders(root):
-                folders += [submitter.path, *(os.path.join(submitter.path, level) for level in _LEVELS)]
-        watched: dict[str, int] = {}  # by submitter: one with thousands of jobs cannot crowd the others out
-        for submitter, folder in self._scanner.open:
-            watched[submitter] = watched.get(submitter, 0) + 1
-            if watched[submitter] <= _MAX_WATCHED_PER_SUBMITTER:  # past that: the safety scan sees them
-                folders.append(folder)
-        return folders
-
-    def _print_banner(self) -> None:
-        settings = self.settings
-        filtered = "seccomp filter" if _seccomp_filter() else f"no seccomp filter on {os.uname().machine}"
-        sandbox = f"sandbox (bubblewrap, {filtered}, " + ("network on" if settings.network else "no network") + ")"
-        srun = "".join(" " + arg for arg in settings.slurm_args)
-        self.console.say(
-            f"🚀 SyftJob Runner started: version: {__version__}", f"👤 Monitoring jobs for: {self.config.email}",
-            f"📂 Job directory: {self.job_dir}", f"⏱️ Poll interval: {self.poll_interval:g} seconds",
-            f"🛡️ Isolation: {sandbox if settings.isolation == 'sandbox' else 'none'}; jobs run as {settings.runs_as}",
-            *([f"⚠️ Jobs run without a sandbox ({settings.why_no_sandbox})"] if settings.isolation == "none" else []),
-            f"🐍 Pythons for jobs: {_pythons_text(self._executor.pythons)}",
-            *([f"⚙️ Jobs at once: {settings.max_concurrent_jobs}"] if settings.max_concurrent_jobs > 1 else []),
-            *([f"🖥️ Launcher: slurm (srun{srun})"] if settings.launcher else []),
-            "⏹️ Press Ctrl+C to stop", _RULE)
-        jobs = self._jobs()
-        if not jobs:
-            self.console.say("📭 No existing jobs found")
-            return
-        states = [{"unreceived": "inbox", "broken": "inbox"}.get(job.state, job.state) for job in jobs]
-        counts = ", ".join(f"{states.count(s)} {s}" for s in ("inbox", "approved", "running", "finished", "rejected")
-                           if states.count(s) or s != "rejected")
-        self.console.say(f"📋 Found {len(jobs)} existing job(s): {counts}")
-        seen = self._seen_jobs()
-        for job in jobs:
-            if job.state == "inbox":
-                self.console.say(f"- {job.label} (waiting for review)")
-                seen.add(self._seen_key(job))
-
-    # -- reset ---------------------------------------------------------------
-
-    def reset_all_jobs(self) -> None:
-        """Delete every job of every submitter, with the share rules this runner wrote
-        for them. Submitter folders and their syft.pub.yaml stay, so submitters can
-        still submit. Cannot be undone.
-
-        :raises SyftJobError: a job runs, or a job folder cannot be read (then nothing
-            is deleted).
-        """
-        jobs = _JobScanner(self.job_dir).scan()
-        statuses = {job.folder: _status(job, self._site).status for job in jobs}
-        running = [job.label for job in jobs if statuses[job.folder] == "running"]
-        if running:
-            raise SyftJobError(f"a runner is running {', '.join(running)} in {self.job_dir}; stop it before a reset")
-        for job in jobs:
-            try:
-                with os.scandir(job.folder):
-                    pass
-            except OSError as exc:
-                raise SyftJobError(f"cannot read the job folder {_printable(job.folder)} ({exc.strerror}); "
-                                   "nothing was deleted") from None
-        say = self.console.say
-        say(f"🔄 RESETTING ALL JOBS for {self.config.email}", f"📁 Target directory: {self.job_dir}")
-        by_status = {s: [job for job in jobs if statuses[job.folder] == s] for s in STATUSES}
-        for status, of_status in by_status.items():
-            if of_status:
-                say(f"📋 Found {len(of_status)} jobs in {status}:", *(f"- {job.label}" for job in of_status))
-        say(f"⚠️ WARNING: This will permanently delete {len(jobs)} jobs!", "This action cannot be undone.",
-            f"🗑️ Deleting {len(jobs)} jobs and their share rules in {self.job_dir}")
-        for job in jobs:
-            self._delete(job)
-            self._site.audit("reset", job, self.config.email)
-        say("✅ Job reset completed successfully!", "📊 Summary:", f"- Deleted {len(jobs)} jobs total",
-            *(f"- {status}: {len(of_status)} jobs deleted" for status, of_status in by_status.items() if of_status))
-
 
 def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_interval: float = 5, *,
                   console: Any = None, isolation: str = "auto", allow_read: Sequence[str | os.PathLike] = (),
@@ -4958,8 +5004,49 @@ def create_runner(syftbox_folder_path: str | os.PathLike, email: str, poll_inter
                   max_log_bytes: int | None = 1 << 30, max_output_bytes: int = 1 << 30, max_output_files: int = 10_000,
                   output_checks: dict | None = None, allow_source_builds: bool = False,
                   on_event: Callable[[dict], Any] | str | None = None) -> SyftJobRunner:
-    """Build a runner for the datasite of ``email`` in a SyftBox folder (``~`` is
-    expanded); every other keyword is :class:`SyftJobRunner`'s."""
+    """Build a :class:`SyftJobRunner` for the datasite of ``email`` in a SyftBox folder
+    (``~`` is expanded).
+
+    :param poll_interval: seconds between two polls in :meth:`SyftJobRunner.run`.
+    :param console: where the runner's lines go: None is standard output, any object
+        with ``write(text)`` receives them, False prints nothing.
+    :param isolation: ``"auto"`` (a sandbox where bubblewrap can make one), ``"sandbox"``
+        (refuse to start without one) or ``"none"``; see the Isolation section.
+    :param allow_read: paths a sandboxed job may also read (the owner's datasets); never
+        one holding a job tree, the work_dir or the owner's home.
+    :param network: True: sandboxed jobs reach the network (and everything listening on
+        this machine's loopback). Default False in the sandbox: each job has only a
+        loopback of its own (refused without the sandbox, which alone can take it away).
+    :param allow_source_builds: Python packages without a binary wheel for the job may be
+        built, which runs their code (see the Isolation section's "Python jobs").
+    :param on_event: called with a dict for each event (``submitted``, ``approved``,
+        ``rejected``, ``started``, ``finished``, ``failed``, ``released``; keys ``event``,
+        ``job``, ``submitter``, ``status``, ``return_code``, ``reason``, ``at``); a string
+        is a shell command, run in the background with the dict as JSON on its stdin.
+    :param run_as: when the runner is root, the account jobs run as (default
+        ``"nobody"``); refused when it is not root (jobs then run as the owner).
+    :param work_dir: the runner's private state (claims, run records, working copies),
+        outside the SyftBox folder; default $XDG_STATE_HOME/syft-job, else
+        ~/.local/state/syft-job (/var/lib/syft-job for root).
+    :param max_concurrent_jobs: how many jobs run at once.
+    :param launcher: None, or ``"slurm"``: each job runs through ``srun``.
+    :param slurm_args: more ``srun`` arguments, last on its line (``--partition=gpu``).
+    :param require_approval_digest: strict mode: run only jobs approved through this
+        module (:meth:`SyftJobRunner.approve_job`) whose files have not changed since. Otherwise an
+        empty ``approved`` marker, or a state.yaml approved by another client, is enough.
+    :param env_passthrough: names of environment variables that jobs also get. Jobs
+        otherwise get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the
+        SyftBox variables.
+    :param max_memory_mb: address space limit of each process of a job.
+    :param max_cpu_seconds: CPU time limit of each process of a job.
+    :param max_log_bytes: size limit of each log (default 1 GiB; None: none); a job that
+        writes more is stopped.
+    :param max_output_bytes: what one job may publish from outputs/, counting each file
+        at its apparent size; files past it are held back, and named in stderr.txt.
+    :param max_output_files: how many files one job may publish from outputs/.
+    :param output_checks: thresholds of the checks of results before release:
+        ``{"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [...]}``.
+    """
     return SyftJobRunner(
         SyftJobConfig.from_syftbox_folder(syftbox_folder_path, email), poll_interval, console=console,
         isolation=isolation, allow_read=allow_read, network=network, run_as=run_as, work_dir=work_dir,

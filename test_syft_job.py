@@ -4040,7 +4040,7 @@ def test_a_submitter_with_thousands_of_pending_jobs_cannot_crowd_out_anothers_wa
         legacy_job(syftbox, f"pending {n:03d}", "true\n", submitter="aaa@test.org", approved=False)
     mine = legacy_job(syftbox, "mine", "true\n", submitter="zzz@test.org", approved=False)
     runner._jobs()
-    watched = runner._watched_folders()
+    watched = syft_job._watched_folders(runner.config, runner._site, runner._scanner)
     assert str(mine) in watched
     assert len([f for f in watched if "aaa@test.org/pending" in f]) == syft_job._MAX_WATCHED_PER_SUBMITTER
 
