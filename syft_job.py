@@ -1113,12 +1113,10 @@ def _subfolders(path: str | os.PathLike) -> list[os.DirEntry]:
 
 
 class _JobScanner:
-    """Finds the jobs of a job directory in every layout, poll after poll, without
-    looking again at what cannot have changed: a folder with the same modification time
-    holds the same job folders (once that time is _SETTLED_NS old: times are stamped
-    coarsely), and a finished or rejected job stays so: 10,000 finished jobs cost a few
-    listings, not 20,000 ``stat`` calls. All is looked at again every
-    _FULL_SCAN_SECONDS, and after ``forget()``."""
+    """Finds the jobs of a job directory in every layout, poll after poll, looking again
+    only at what can have changed: a folder's listing is kept while its mtime stays (once
+    _SETTLED_NS old: times are coarse), a finished or rejected job stays so. All is looked
+    at again every _FULL_SCAN_SECONDS, and after ``forget()``."""
 
     def __init__(self, job_dir: str | os.PathLike) -> None:
         self.job_dir = str(job_dir)
@@ -1339,10 +1337,9 @@ class _Site:
             self.save("protected.json", json.dumps({**self.unprotected_markers(), **found}).encode())
 
     def audit(self, event: str, job: _Job, by: str, **fields: Any) -> None:
-        """Append a decision or a run, by whom and when, to ``audit.jsonl``, with ``prev``,
-        the sha256 of the line before, so that a line edited, removed or moved shows.
-        Locked while the last line is read and the new one appended: runners in several
-        processes never mix their lines."""
+        """Append a decision or a run, by whom and when, to ``audit.jsonl``, with ``prev``, the
+        sha256 of the line before, so that a line edited, removed or moved shows. Locked:
+        runners in several processes never mix their lines."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.root / "audit.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o600)
         try:
@@ -1510,8 +1507,7 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
 
 
 def _add_to_claim(claim: _Claim, **fields: Any) -> None:
-    """Note the started run (its process group, ...) for whoever takes the claim over
-    after a crash."""
+    """Note the started run (its process group, ...) for whoever takes the claim over."""
     with contextlib.suppress(OSError):  # a full disk: the job runs all the same
         fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
         try:
@@ -1598,13 +1594,12 @@ class _Status:
 
 
 def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | None] | None = None) -> _Status:
-    """The one place a job's status is decided (see _STATE_STATUSES for the words).
+    """The one place a job's status is decided (see the Discovery section's comment).
 
-    :param read: gives a file of the job's results (a marker, in the legacy layout) as
-        text, None where there is none or the viewer may not read it; default: all.
-    :param site: the runner's state, for the owner's closer look: "running" only while
-        a live runner has it, "interrupted" when its runner died, "changed" when its
-        files differ from what was approved, and the run's own record.
+    :param read: gives a file of the job's results as text, None where there is none or
+        the viewer may not read it; default: all.
+    :param site: the runner's state, for the owner's closer look: "running" only while a
+        live runner has it, "interrupted", "changed", and the run's own record.
     """
     read = read or (lambda name: (_or_none(_read_file, os.path.join(job.results, name), 16 << 20, truncate=True)
                                   or b"").decode("utf-8", "replace") if os.path.lexists(os.path.join(job.results, name))
