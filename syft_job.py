@@ -950,19 +950,12 @@ class _RunOptions:
 # Discovery: what jobs exist, in every layout, and in which state
 # ---------------------------------------------------------------------------
 #
-# A job's coarse state, read from what the owner and the runner write (never from
-# what the submitter writes): "inbox", "approved", "running", "finished", "rejected",
-# "unreceived" (inbox/review layouts: no state.yaml yet) or "broken" (a state.yaml
-# that cannot be read). The words people see (STATUSES) come from it, the claims and
-# the recorded return code (see _status).
-
-_STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", "received_at", "rejected_at",
-               "rejected_by", "return_code", "review_reason", "status")
-# A job's status has three vocabularies. state.yaml (upstream's words, and the legacy
-# layout's markers read as them: no marker "pending", approved, done, rejected) gives a
-# coarse state (_Job.state, what a scan needs: is there anything to run?) and a status
-# (STATUSES: what list, show, the banner's counts and JobInfo say), which _status
-# decides, closer for the owner: running or interrupted, approved or changed.
+# A job's state is read from what the owner and the runner write, never from what the
+# submitter writes. state.yaml (upstream's words; the legacy layout's markers read as
+# them: no marker "pending", approved, done, rejected) gives a coarse state (_Job.state:
+# is there anything to run?) and a status (STATUSES: what list, show, the banner's
+# counts and JobInfo say), which _status decides, closer for the owner from the claims
+# and the recorded return code: running or interrupted, approved or changed.
 #   state.yaml       _Job.state                      STATUSES
 #   received         inbox ("unreceived": no file)   inbox
 #   pending          inbox ("broken": unusable)      inbox
@@ -972,6 +965,9 @@ _STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", 
 #   rejected         rejected                        rejected
 # A run stopped by the runner (_Run.stop_reason: timeout, cancelled, log, interrupted)
 # is failed with that reason, or, interrupted, approved again.
+
+_STATE_KEYS = ("approval_method", "approved_at", "approved_by", "completed_at", "received_at", "rejected_at",
+               "rejected_by", "return_code", "review_reason", "status")
 _STATUS_OF_WORD = {"received": "inbox", "pending": "inbox", "approved": "approved", "running": "running",
                    "done": "done", "failed": "failed", "rejected": "rejected"}
 _STATE_STATUSES = {word: "finished" if status in ("done", "failed") else status
@@ -989,8 +985,7 @@ def _glob_escape(name: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class _Layout:
     """One protocol syft-job has shipped (LAYOUTS): where its jobs are, where the owner's
-    side of a job is written and how its state is recorded. What differs between
-    protocols is asked of these objects; a new protocol is one more of them."""
+    side is written, how state is recorded. A new protocol is one more of these."""
 
     name: str
     level: str | None  # its folder inside inbox/<submitter>/ and review/<submitter>/ ("v1"), if any
@@ -1000,34 +995,29 @@ class _Layout:
     def paths(self, job_dir: str | os.PathLike, submitter: str, name: str) -> tuple[Path, Path]:
         """``(submission folder, results folder)`` of a job."""
         if self.markers:
-            folder = Path(job_dir) / submitter / name
-            return folder, folder
+            return Path(job_dir, submitter, name), Path(job_dir, submitter, name)
         level = (self.level,) if self.level else ()
         return Path(job_dir, "inbox", submitter, *level, name), Path(job_dir, "review", submitter, *level, name)
 
     @property
-    def status_file(self) -> str:
-        """The file that says a job is approved, in its results folder."""
+    def status_file(self) -> str:  # in the results folder: says the job is approved
         return APPROVED_MARKER if self.markers else STATE_FILE
 
     @property
-    def approval_file(self) -> str:
-        """Where the digest of an approval is kept, in the results folder."""
+    def approval_file(self) -> str:  # in the results folder: the digest of an approval
         return APPROVED_MARKER if self.markers else _APPROVAL_FILE
 
     @property
-    def runner_names(self) -> frozenset[str]:
-        """Names at the top of a submission that the owner and the runner write: never part of it."""
+    def runner_names(self) -> frozenset[str]:  # at the top of a submission, written by the owner and the runner
         return _RUNNER_NAMES if self.markers else frozenset({PERMISSION_FILE})
 
     @property
-    def output_folders(self) -> tuple[str, ...]:
-        """Where a job writes its outputs (code/outputs/ too, where code runs in code/)."""
+    def output_folders(self) -> tuple[str, ...]:  # code/outputs/ too, where code runs in code/
         return (OUTPUTS_DIR,) if self.markers else (OUTPUTS_DIR, f"{CODE_DIR}/{OUTPUTS_DIR}")
 
     def rules(self, results: str, name: str) -> tuple[str, str]:
-        """The syft.pub.yaml that governs a job's results (review/<submitter>/'s, above
-        any level), and the prefix of the job's patterns in it."""
+        """The syft.pub.yaml governing a job's results (review/<submitter>/'s, above any
+        level), and the prefix of the job's patterns in it."""
         if self.markers:  # its own folder's file, if it has one, else its submitter folder's
             if os.path.lexists(os.path.join(results, PERMISSION_FILE)):
                 return os.path.join(results, PERMISSION_FILE), ""
@@ -1057,25 +1047,19 @@ class _Job:
         return _LAYOUTS[self.layout]
 
     @property
-    def key(self) -> str:
-        """``submitter/name``, as jobs are addressed (``skip_job_names``, messages)."""
+    def key(self) -> str:  # as jobs are addressed (skip_job_names, messages)
         return f"{self.submitter}/{self.name}"
 
     @property
-    def label(self) -> str:
-        """The key, safe to print (a name may hold control characters)."""
+    def label(self) -> str:  # the key, safe to print (a name may hold control characters)
         return _printable(self.key) + ("" if self.protocol.markers else f" ({self.layout})")
 
     @functools.cached_property
-    def digest_key(self) -> str:
-        """A file name for this job in the runner's private state."""
+    def digest_key(self) -> str:  # its file name in the runner's private state
         return hashlib.sha256(self.results.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
     def read_config(self) -> dict:
-        """The job's config.yaml as a mapping.
-
-        :raises SyftJobError: a symlink, too large, not UTF-8, not YAML, not a mapping.
-        """
+        """:raises SyftJobError: config.yaml a symlink, too large, not UTF-8, not YAML, not a mapping."""
         path = os.path.join(self.folder, CONFIG_FILE)
         value = load_yaml(_read_text(path, _MAX_CONFIG_BYTES), path)
         if not isinstance(value, (dict, type(None))):
@@ -1084,8 +1068,7 @@ class _Job:
 
 
 def _read_state(results: str) -> dict | None:
-    """A job's state.yaml (None when there is none). :raises SyftJobError: unreadable,
-    or not a state (an unknown status)."""
+    """A job's state.yaml, or None. :raises SyftJobError: unreadable, or an unknown status."""
     path = os.path.join(results, STATE_FILE)
     if not os.path.lexists(path):
         return None
@@ -1099,13 +1082,10 @@ def _read_state(results: str) -> dict | None:
 def _write_state(job: _Job, **changes: Any) -> None:
     """Update a job's state.yaml as syft-job 0.1.39 and 0.1.40 write it: every key,
     nulls included, times in UTC with a Z; ``canonical_name``/``version`` under v1/."""
-    state = dict.fromkeys(_STATE_KEYS)
-    state.update(_or_none(_read_state, job.results) or {})
-    state.update(changes)
-    for key, value in (("canonical_name", "JobState"), ("version", "1")):
-        state.pop(key, None)
-        if job.protocol.versioned:
-            state[key] = value
+    state = {**dict.fromkeys(_STATE_KEYS), **(_or_none(_read_state, job.results) or {}), **changes}
+    state = {key: value for key, value in state.items() if key not in ("canonical_name", "version")}
+    if job.protocol.versioned:
+        state.update(canonical_name="JobState", version="1")
     os.makedirs(job.results, exist_ok=True)
     _atomic_write(os.path.join(job.results, STATE_FILE), dump_yaml(state).encode("utf-8"))
 
@@ -1133,15 +1113,10 @@ def _subfolders(path: str | os.PathLike) -> list[os.DirEntry]:
 
 
 class _JobScanner:
-    """Finds the jobs of a job directory in every layout, poll after poll, without
-    looking again at what cannot have changed: a folder whose modification time is the
-    same holds the same job folders, and a finished or rejected job stays so. A poll
-    over 10,000 finished jobs so lists folders instead of making 20,000 ``stat`` calls.
-    Everything is looked at again every _FULL_SCAN_SECONDS, and after ``forget()``.
-
-    A folder is trusted by its modification time only once that time is _SETTLED_NS
-    old: file systems stamp times coarsely, and two changes in one tick look as one.
-    """
+    """Finds the jobs of a job directory in every layout, poll after poll, looking again
+    only at what can have changed: a folder's listing is kept while its mtime stays (once
+    _SETTLED_NS old: times are coarse), a finished or rejected job stays so. All is looked
+    at again every _FULL_SCAN_SECONDS, and after ``forget()``."""
 
     def __init__(self, job_dir: str | os.PathLike) -> None:
         self.job_dir = str(job_dir)
@@ -1204,10 +1179,9 @@ class _JobScanner:
 
 
 class _Watcher:
-    """Wakes a running runner as soon as something changes in the folders it names
-    (Linux inotify, through ctypes). ``fd`` is None where there is no inotify: the runner
-    then polls. Any event means "scan again"; which one does not matter, so a queue
-    overflow is just one more event."""
+    """Wakes a running runner when something changes in the folders it names (Linux
+    inotify, through ctypes; ``fd`` None without it: the runner polls). Any event, a
+    queue overflow too, means "scan again"."""
 
     # attrib, close_write, moved_from, moved_to, create, delete, delete_self, move_self (not
     # modify: logs growing are no news); only folders, never through a symlink
@@ -1223,9 +1197,8 @@ class _Watcher:
             self.fd = fd if fd >= 0 else None
 
     def watch(self, folders: Iterable[str]) -> bool:
-        """Watch exactly ``folders`` (the others are let go); whether any is newly
-        watched (new, or another folder under its name since a rename), when the caller
-        must look once more: it may have changed before it was watched."""
+        """Watch exactly ``folders``; whether any is newly watched (new, or another
+        folder under its name since a rename): it may have changed before, look once more."""
         wanted, added = set(folders), False
         for folder in set(self.watched) - wanted:
             self._libc.inotify_rm_watch(self.fd, self.watched.pop(folder))
@@ -1236,7 +1209,7 @@ class _Watcher:
         return added
 
     def changed(self) -> bool:
-        """Whether anything happened since the last call (the events are read and dropped)."""
+        """Whether anything happened since the last call (the events are dropped)."""
         happened = False
         with contextlib.suppress(BlockingIOError):  # every event read
             while os.read(self.fd, 1 << 16):
@@ -1258,18 +1231,16 @@ def _kind(entry: os.DirEntry) -> str:
 
 def _receive(job: _Job, owner: str, datasite: str) -> str | None:
     """Give a new inbox/review job its first state, as upstream's owner client does:
-    ``pending``, or ``rejected`` with the reason when the submission is malformed (it
-    must hold exactly code/, run.sh and config.yaml); the reason names paths relative
-    to the ``datasite``, never the owner's own folders.
+    ``pending``, or ``rejected`` when malformed (not exactly code/, run.sh, config.yaml).
 
-    :returns: the reason it was rejected, or None.
+    :returns: why it was rejected (paths relative to ``datasite``, never the owner's
+        own folders), or None.
     """
+    problem = None
     try:
         with os.scandir(job.folder) as entries:
             kinds = {e.name: _kind(e) for e in entries if e.name != PERMISSION_FILE}
-        expected = {CODE_DIR: "folder", RUN_SCRIPT: "file", CONFIG_FILE: "file"}
-        problem = None
-        if kinds != expected:
+        if kinds != {CODE_DIR: "folder", RUN_SCRIPT: "file", CONFIG_FILE: "file"}:
             held = [_printable(name) + "/" * (kind == "folder") for name, kind in sorted(kinds.items())]
             problem = ("the submission must hold exactly code/, run.sh and config.yaml (regular files and a folder); "
                        f"it holds {', '.join(held)}")
@@ -1324,8 +1295,7 @@ class _Site:
         self.made: set[str] = set()  # folders made already
 
     def path(self, kind: str, job: _Job, suffix: str = ".json", create: bool = False) -> str:
-        """The file of ``kind`` ("jobs", "copies") for ``job``; with ``create``, its
-        folder is made (reading creates nothing)."""
+        """The file of ``kind`` ("jobs", "copies") for ``job``; its folder made only with ``create``."""
         folder = f"{self.root}/{kind}"
         if create and folder not in self.made:
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -1340,7 +1310,7 @@ class _Site:
         return _read_json(self.path("jobs", job)) or {}
 
     def save(self, name: str, data: bytes) -> str:
-        """Replace the file ``name`` of this state with ``data``; its path."""
+        """Replace the file ``name`` of this state with ``data``; returns its path."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         _atomic_write(self.root / name, data, 0o600, durable=False)
         return str(self.root / name)
@@ -1350,9 +1320,9 @@ class _Site:
         self.save("poke", b"")
 
     def unprotected_markers(self) -> dict[str, list[int]]:
-        """The legacy ``approved`` markers that stood when this runner first kept their
-        submitter from writing them: ``{path: [inode, mtime_ns]}``. Any of them may be
-        forged; one the owner writes again is another file."""
+        """``{path: [inode, mtime_ns]}`` of the legacy ``approved`` markers that stood when
+        this runner first kept their submitter from writing them: any may be forged (one
+        the owner writes again is another file)."""
         return _read_json(str(self.root / "protected.json")) or {}
 
     def note_protected(self, path: str | None) -> None:
@@ -1360,20 +1330,16 @@ class _Site:
         runner changed nothing) as they are now, after the change."""
         if path is None:
             return
-        found = {}
-        for marker in (os.path.join(os.path.dirname(path), APPROVED_MARKER),
-                       *(os.path.join(job.path, APPROVED_MARKER) for job in _subfolders(os.path.dirname(path)))):
-            st = _or_none(os.lstat, marker)
-            if st is not None:
-                found[marker] = [st.st_ino, st.st_mtime_ns]
+        folder = os.path.dirname(path)
+        markers = [os.path.join(f, APPROVED_MARKER) for f in (folder, *(e.path for e in _subfolders(folder)))]
+        found = {m: [st.st_ino, st.st_mtime_ns] for m in markers if (st := _or_none(os.lstat, m)) is not None}
         if found:
             self.save("protected.json", json.dumps({**self.unprotected_markers(), **found}).encode())
 
     def audit(self, event: str, job: _Job, by: str, **fields: Any) -> None:
-        """Append one line to ``audit.jsonl``: a decision or a run, who made it and when,
-        with ``prev``, the sha256 of the line before it, so that a line edited, removed
-        or reordered shows. The file is locked while its last line is read and the new
-        one appended: runners in several processes never mix their lines."""
+        """Append a decision or a run, by whom and when, to ``audit.jsonl``, with ``prev``, the
+        sha256 of the line before, so that a line edited, removed or moved shows. Locked:
+        runners in several processes never mix their lines."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.root / "audit.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o600)
         try:
@@ -1389,8 +1355,7 @@ class _Site:
             os.close(fd)
 
     def audit_lines(self) -> tuple[list[dict], str | None]:
-        """The audit trail, and what is wrong with it (None: every line is as written,
-        none removed, none moved)."""
+        """The audit trail, and what is wrong with it (None: every line as written, in place)."""
         if not os.path.lexists(self.root / "audit.jsonl"):
             gone = os.path.lexists(self.root / "audit.head")  # it was there: someone removed it
             return [], "audit.jsonl was removed (its last line's hash is still there)" if gone else None
@@ -1405,10 +1370,9 @@ class _Site:
                                  else "line 1 was edited, or a line before it removed")
             prev = hashlib.sha256(line).hexdigest()
         head = _or_none(_read_file, self.root / "audit.head", 64)
-        if head is not None:
-            if prev != head.decode() or not data.endswith(b"\n"):
-                return entries, (f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
-                                 if entries else "every line was removed")
+        if head is not None and (prev != head.decode() or not data.endswith(b"\n")):
+            return entries, (f"line {len(entries)}, the last, was edited or cut, or lines after it removed"
+                             if entries else "every line was removed")
         return entries, None
 
     def poked_at(self) -> int:
@@ -1425,14 +1389,13 @@ class _Claim:
     token: str  # in the job's environment: finds every process of this run
 
     @property
-    def cancel_path(self) -> str:
-        """Where ``syft-job cancel`` asks for this run to stop (``jobs/<job>.cancel``)."""
+    def cancel_path(self) -> str:  # jobs/<job>.cancel: where `syft-job cancel` asks this run to stop
         return self.path[:-len(".json")] + ".cancel"
 
 
 def _read_json(path: str) -> dict | None:
-    """A JSON object from a file of ours (or JSON lines, later ones adding to the
-    first, as a claim grows); None when missing or unreadable."""
+    """A JSON object from a file of ours (or JSON lines, each adding to the one before,
+    as a claim grows); None when missing or unreadable."""
     try:
         data = _read_file(path, _MAX_RECORD_BYTES)
         whole = _or_none(json.loads, data or b"{}")
@@ -1447,22 +1410,14 @@ def _read_json(path: str) -> dict | None:
 
 
 def _read_proc(path: str) -> bytes:
-    """A /proc file, whole (they report a size of 0). :raises OSError:"""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
+    """A /proc file, whole (read to the end: they report a size of 0). :raises OSError:"""
+    with open(path, "rb", buffering=0) as file:
+        return file.read()
 
 
 def _proc_stat(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp,
-    session, ...); None without /proc or when the process is gone."""
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...); None
+    without /proc or when the process is gone."""
     try:
         fields = _read_proc(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
@@ -1484,30 +1439,29 @@ def _own_start(pid: int) -> str | None:
 
 def _claim_is_stale(path: str, fields: dict | None) -> bool:
     """Whether the runner that wrote a claim is gone. An unreadable claim is being
-    written right now, unless it is older than a few seconds (a crash mid-write); a
-    claim from another host (a shared work_dir) cannot be judged from here."""
+    written now, unless older than a few seconds (a crash mid-write); one from another
+    host (a shared work_dir) cannot be judged from here."""
     if fields is None:
         st = _or_none(os.lstat, path)
         return st is not None and time.time() - st.st_mtime > 10
-    pid = fields.get("pid")
     if fields.get("host") != socket.gethostname():
         return False
+    pid = fields.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return path not in _held_claims
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except PermissionError:  # alive, another account's
         pass
     recorded = fields.get("pid_start")
     return recorded is not None and _process_start(pid) not in (None, recorded)
 
 
 def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) -> _Claim | None:
-    """Claim a job for this runner; None when another live runner has it. The record
-    of a finished run is replaced; a stale claim is taken over, after
-    ``stop_leftovers(its fields)``."""
+    """Claim a job for this runner; None when another live runner has it. The record of a
+    finished run is replaced; a stale claim is taken over, after ``stop_leftovers(its fields)``."""
     path = site.path("jobs", job, create=True)
     attempt = 1
     if os.path.lexists(path):
@@ -1527,7 +1481,7 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
                 _quietly(os.link, stale, path)
                 return None
             if fields and not finished:
-                attempt = fields.get("attempt", 0) + 1 if isinstance(fields.get("attempt"), int) else 2
+                attempt = fields["attempt"] + 1 if isinstance(fields.get("attempt"), int) else 2
                 stop_leftovers(fields)
         finally:
             os.unlink(stale)
@@ -1537,11 +1491,10 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
     _held_claims.add(path)  # before the file exists: a thread of this process may look
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    except FileExistsError:
+    except BaseException as exc:
         _held_claims.discard(path)
-        return None
-    except BaseException:
-        _held_claims.discard(path)
+        if isinstance(exc, FileExistsError):
+            return None
         raise
     try:
         _write_all(fd, (json.dumps(fields) + "\n").encode())
@@ -1554,8 +1507,7 @@ def _take_claim(site: _Site, job: _Job, stop_leftovers: Callable[[dict], None]) 
 
 
 def _add_to_claim(claim: _Claim, **fields: Any) -> None:
-    """Note the started run (its process group, ...) for whoever takes the claim over
-    after a crash. Best effort: on a full disk the job runs all the same."""
+    """Note the started run (its process group, ...) for whoever takes the claim over."""
     with contextlib.suppress(OSError):  # a full disk: the job runs all the same
         fd = os.open(claim.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
         try:
@@ -1571,8 +1523,7 @@ def _release(claim: _Claim) -> None:
 
 
 def _discard(claim: _Claim, copy: str) -> None:
-    """Remove the private copy and give the claim up (and any cancel request, and the
-    Slurm job id noted by srun)."""
+    """Remove the private copy, give the claim up, and any cancel request and Slurm job id."""
     for note in (claim.cancel_path, claim.path[:-len(".json")] + ".slurm"):
         _quietly(os.unlink, note)
     _release(claim)
@@ -1583,10 +1534,9 @@ def _discard(claim: _Claim, copy: str) -> None:
 
 
 def _submission(job: _Job, copy_to: int | None = None) -> dict[str, str]:
-    """What the submitter sent: ``{relative path: sha256}`` of every file of the job
-    folder but the owner's and the runner's (legacy markers, logs, outputs/), read
-    through file descriptors, links never followed. With ``copy_to`` (an open folder),
-    also copied there: what is copied is exactly what was hashed."""
+    """What the submitter sent: ``{relative path: sha256}`` of every file of the job folder
+    but the owner's and the runner's, links never followed. With ``copy_to`` (an open
+    folder), also copied there: what is copied is exactly what was hashed."""
     top = job.protocol.runner_names
     with _folder(job.folder) as fd:
         return _copy_tree(fd, copy_to, lambda rel: rel in top)
@@ -1598,8 +1548,7 @@ def _digest(files: dict[str, str]) -> str:
 
 
 def _code_digest(files: dict[str, str]) -> str:
-    """The digest of a submission's code: every file but config.yaml, whose name and time
-    change with each submission (what ``trust`` compares)."""
+    """The digest of all but config.yaml, which changes with each submission (what ``trust`` compares)."""
     return _digest({rel: sha for rel, sha in files.items() if rel != CONFIG_FILE})
 
 
@@ -1608,11 +1557,9 @@ def _approval_path(job: _Job) -> str:
 
 
 def _approval(job: _Job, path: str | None = None) -> tuple[dict[str, str] | None, str]:
-    """``(the submission recorded at approval, the approval's fingerprint)``. The files
-    are None for an approval without a record (an empty ``approved``, a state.yaml
-    approved by another client). The fingerprint identifies the owner's approval of a
-    legacy job: a job finished for this approval never runs again, even if its
-    ``done`` marker disappears.
+    """``(the submission recorded at approval, the approval's fingerprint)``. The files are
+    None without a record (an empty ``approved``, another client's approval). A legacy
+    job finished for this fingerprint never runs again, even if its ``done`` marker goes.
 
     :param path: the record to read; default the one beside the job's state.
     """
@@ -1639,8 +1586,7 @@ def _changes(approved: dict[str, str], now: dict[str, str]) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class _Status:
-    """Where a job is: a word of STATUSES, and for a finished or rejected job its return
-    code and the reason given."""
+    """A word of STATUSES, and for a finished or rejected job its return code and reason."""
 
     status: str
     return_code: int | None = None
@@ -1648,13 +1594,12 @@ class _Status:
 
 
 def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | None] | None = None) -> _Status:
-    """The one place a job's status is decided (see _STATE_STATUSES for the words).
+    """The one place a job's status is decided (see the Discovery section's comment).
 
-    :param read: gives a file of the job's results (a marker, in the legacy layout) as
-        text, None where there is none or the viewer may not read it; default: all.
-    :param site: the runner's state, for the owner's closer look: "running" only while
-        a live runner has it, "interrupted" when its runner died, "changed" when its
-        files differ from what was approved, and the run's own record.
+    :param read: gives a file of the job's results as text, None where there is none or
+        the viewer may not read it; default: all.
+    :param site: the runner's state, for the owner's closer look: "running" only while a
+        live runner has it, "interrupted", "changed", and the run's own record.
     """
     read = read or (lambda name: (_or_none(_read_file, os.path.join(job.results, name), 16 << 20, truncate=True)
                                   or b"").decode("utf-8", "replace") if os.path.lexists(os.path.join(job.results, name))
@@ -1670,8 +1615,8 @@ def _status(job: _Job, site: _Site | None = None, read: Callable[[str], str | No
     else:
         state = _or_none(load_yaml, read(STATE_FILE) or "{}")
         state = state if isinstance(state, dict) else {}
-        word = state.get("status") if isinstance(state.get("status"), str) else "pending"
-        word = word if word in _STATE_STATUSES else "pending"
+        word = state.get("status")
+        word = word if isinstance(word, str) and word in _STATE_STATUSES else "pending"
     status = _STATUS_OF_WORD[word]
     code, reason = state.get("return_code"), state.get("review_reason") or state.get("rejection_reason")
     record = site.record(job) if site is not None else {}
@@ -1703,12 +1648,7 @@ def _claimed_status(job: _Job, site: _Site, status: str, record: dict) -> str:
 
 def _slurm_job_id(site: _Site, job: _Job) -> int | None:
     """The Slurm job id of the job's run through srun, which notes it (None otherwise)."""
-    return _read_int(site.path("jobs", job, ".slurm"))
-
-
-def _read_int(path: str) -> int | None:
-    """A small file holding a whole number (a return code, a Slurm job id), or None."""
-    return _or_none(int, _or_none(_read_file, path, 64) or b"")
+    return _or_none(int, _or_none(_read_file, site.path("jobs", job, ".slurm"), 64) or b"")
 
 
 # ---------------------------------------------------------------------------
