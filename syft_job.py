@@ -1761,7 +1761,6 @@ def _glob(pattern: str) -> re.Pattern:
 def _rank(pattern: str) -> tuple:
     """SyftBox's specificity, higher first: a template, literal segments, wildcard segments, fewer ``**``,
     more segments."""
-
     segments = pattern.split("/")
     literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
     return ("{{.UserEmail}}" in pattern, sum(literal),
@@ -1926,14 +1925,11 @@ def _protect(job: _Job, own_folder: bool = False) -> str | None:
     else:
         path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
         prefix = "" if own_folder else "*/"
-        if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
+        if not os.path.isfile(path) or os.path.islink(path) or not any(
+                _grants(name, job.submitter, True) for rule in _load_permissions(path)[0]["rules"]
+                for level in ("write", "admin") for name in _access(rule, level)):
             return None
     return path if _edit_permissions(path, job.submitter, _protections(job.protocol, job.submitter, prefix)) else None
-
-
-def _may_write_somewhere(path: str, user: str) -> bool:
-    return any(_grants(name, user, True) for rule in _load_permissions(path)[0]["rules"]
-               for level in ("write", "admin") for name in _access(rule, level))
 
 
 def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False) -> None:
@@ -1988,9 +1984,9 @@ def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[s
     return hashes
 
 
-# Output checking before results leave the datasite, as trusted research environments
-# do it (OpenSAFELY's job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell
-# counts under 10). A flag is a reason to look, and to name the file to release it.
+# Output checking before results leave the datasite, as trusted research environments do it (OpenSAFELY's
+# job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell counts under 10). A flag is a reason
+# to look, and to name the file to release it.
 _OUTPUT_CHECKS = {"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [
     ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".pdf", ".txt", ".log", ".json", ".md"]}
 _IDENTIFIER_COLUMN = re.compile(r"(?:id|.+_id|e-?mail|.*name|nhs_?number|ssn|dob|date_of_birth|birth_?date|address"
@@ -2041,11 +2037,7 @@ def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
             digest.update(block)
             size, lines, last = size + len(block), lines + block.count(b"\n"), block[-1:]
             head += block[:max(0, 65536 - len(head))]
-            if text:
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError:
-                    text = False
+            text = text and _or_none(decoder.decode, block) is not None  # None: not UTF-8
     finally:
         os.close(fd)
     text = text and b"\0" not in head and decoder.getstate()[0] == b""
@@ -2084,7 +2076,6 @@ def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, fla
 
 def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
     """What the submitter can read of a job's results: "logs", "outputs", "N output(s)" released one by one."""
-
     shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
               if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
     path, prefix = _governing_file(job)
@@ -2208,10 +2199,9 @@ def _switch_to(account: _Account | None) -> list[str]:
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-# The seccomp filter's system calls: x86_64 from <asm/unistd_64.h>, aarch64 from
-# <asm-generic/unistd.h>. Each fails with EPERM, but clone and unshare only when they
-# make a user namespace, and clone3 with ENOSYS (its flags are out of the filter's
-# sight; glibc then falls back to clone). Docker's default profile refuses these too.
+# The seccomp filter's system calls: x86_64 from <asm/unistd_64.h>, aarch64 from <asm-generic/unistd.h>.
+# Each fails with EPERM, but clone and unshare only when they make a user namespace, and clone3 with ENOSYS
+# (its flags are out of the filter's sight; glibc then falls back to clone). Docker's profile refuses these too.
 _SYSCALLS_X86_64 = dict(
     ptrace=101, process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248, request_key=249, bpf=321,
     perf_event_open=298, userfaultfd=323, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
@@ -2232,10 +2222,9 @@ _SYSCALLS_AARCH64 = dict(
 
 
 def _seccomp_filter() -> bytes | None:
-    """The sandbox's seccomp filter, a classic-BPF program (``struct sock_filter[]``) for ``bwrap --seccomp
-    FD``; None on machines other than x86_64 and aarch64. Laid out so that every jump is short: the
-    architecture (a foreign ABI gets EPERM for everything), x32 calls refused on x86_64, one ``jeq nr; ret
-    EPERM`` pair per refused call, clone3, then clone/unshare with CLONE_NEWUSER in their flags."""
+    """The sandbox's seccomp filter (classic BPF, ``struct sock_filter[]``) for ``bwrap --seccomp FD``; None
+    on machines other than x86_64 and aarch64. Every jump is short: the architecture (a foreign ABI gets EPERM),
+    x32 refused, a ``jeq nr; ret EPERM`` pair per call, clone3, then clone/unshare with CLONE_NEWUSER."""
     machine = os.uname().machine
     if machine not in ("x86_64", "aarch64"):
         return None
@@ -2498,7 +2487,6 @@ def _requirement(word: str, cwd: str, copy: str) -> bool:
 
 def _processes() -> dict[int, tuple[int, int, int]] | None:
     """Every process that runs (zombies left out): pid -> (parent, group, session); None without /proc."""
-
     names = _or_none(os.listdir, "/proc")
     if names is None:
         return None
@@ -2513,10 +2501,8 @@ def _carries(pid: int, token: str) -> bool:
 
 def _children() -> set[int]:
     """This process's children, zombies included (/proc; empty without it)."""
-    children: set[int] = set()
-    for task in _or_none(os.listdir, "/proc/self/task") or ():
-        children.update(int(pid) for pid in (_or_none(_read_proc, f"/proc/self/task/{task}/children") or b"").split())
-    return children
+    return {int(pid) for task in _or_none(os.listdir, "/proc/self/task") or ()
+            for pid in (_or_none(_read_proc, f"/proc/self/task/{task}/children") or b"").split()}
 
 
 def _job_processes(pgid: int, token: str, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
@@ -2578,7 +2564,6 @@ def _scancel(*selectors: str) -> None:
 
 def _cancel_slurm_jobs_of(uids: set[int]) -> None:
     """Cancel the Slurm jobs that runs queued themselves, found by their uids (one ``squeue`` a round)."""
-
     if uids and shutil.which("squeue"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):  # no Slurm now: nothing of theirs to cancel
             queue = subprocess.run(["squeue", "-h", "-o", "%i %U"], capture_output=True, text=True, timeout=30).stdout
