@@ -1738,8 +1738,7 @@ _NEVER = re.compile(r"(?!)")
 
 @functools.lru_cache(maxsize=4096)
 def _glob(pattern: str) -> re.Pattern:
-    """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any number of segments,
-    ``[...]``, ``{a,b}``, ``\\`` escapes. One that is not a pattern (``[z-a]``) matches nothing."""
+    """A SyftBox pattern as a regex (``*``, ``?``, ``**``, ``[...]``, ``{a,b}``, ``\\``); ``[z-a]`` matches nothing."""
     out = []
     for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
         if not part or (part == "*" and out[-1:] == ["[^/]*"]):
@@ -1759,8 +1758,7 @@ def _glob(pattern: str) -> re.Pattern:
 
 
 def _rank(pattern: str) -> tuple:
-    """SyftBox's specificity, higher first: a template, literal segments, wildcard segments, fewer ``**``,
-    more segments."""
+    """SyftBox's specificity, higher first: template, literal segments, wildcard segments, fewer ``**``, length."""
     segments = pattern.split("/")
     literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
     return ("{{.UserEmail}}" in pattern, sum(literal),
@@ -1799,11 +1797,10 @@ def _load_permissions(path: str) -> tuple[dict, str]:
 
 
 def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
-    """Whether SyftBox lets ``user`` ``level`` ("read", "write", "admin") the file ``path`` in ``owner``'s
-    datasite (a syft.pub.yaml itself needs admin). Reading is judged as SyftBox does (the nearest file; an
-    unreadable one grants nothing). Writing fails closed, since a wrong "no" would trust a forged approval:
-    an unreadable permission file, a rule or name this module does not read exactly (a glob in an email,
-    USER, a template), or a grant in any syft.pub.yaml on the way down, not only the nearest, is a "may"."""
+    """Whether ``user`` may ``level`` ``path`` in ``owner``'s datasite (a syft.pub.yaml needs admin). Reading is
+    judged as SyftBox does (the nearest file; an unreadable one grants nothing). Writing fails closed, since a
+    wrong "no" would trust a forged approval: an unreadable permission file, a rule or name not read exactly
+    (a glob in an email, USER, a template), or a grant in any syft.pub.yaml on the way down is a "may"."""
     if user == owner:
         return True
     cautious = level != "read"
@@ -1840,8 +1837,7 @@ _PLAIN_GRANTEE = re.compile(r"(?:\*|(?:\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+)\Z")
 
 
 def _grants(name: Any, user: str, cautious: bool) -> bool:
-    """Whether a name in an access list grants to ``user`` (anyone, the user, the user's domain);
-    ``cautious``: also any name this module does not read exactly."""
+    """Whether a name in an access list grants to ``user``; ``cautious``: also any name not read exactly."""
     return name in ("*", user, "*@" + user.partition("@")[2]) or (
         cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
 
@@ -1857,10 +1853,9 @@ def _understood(rule: Any) -> bool:
 
 def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
                       unshare: Sequence[str] = ()) -> bool:
-    """Bring the syft.pub.yaml ``path`` (created if missing, replaced atomically, under a lock) up to date:
-    every ``(pattern, readers, writers)`` of ``wanted`` is there (a rule that has the pattern already only
-    gets the users added), and ``submitter`` reads none of the ``unshare`` patterns (a rule left with nobody
-    goes). Other rules are kept. Returns whether the file changed."""
+    """Bring the syft.pub.yaml ``path`` up to date, atomically and under a lock: each ``(pattern, readers,
+    writers)`` of ``wanted`` is there (users added to a rule with that pattern), ``submitter`` reads none of
+    the ``unshare`` patterns (a rule left with nobody goes), other rules are kept. Whether it changed."""
     with _folder(os.path.dirname(path)) as fd:
         _quietly(fcntl.flock, fd, fcntl.LOCK_EX)  # a file system without locks: go on unlocked
         if os.path.islink(path):
@@ -1905,8 +1900,7 @@ def _governing_file(job: _Job) -> tuple[str, str]:
 
 
 def _protections(layout: _Layout, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
-    """The rules that keep a submitter's results private and let it see its status; ``prefix``:
-    ``"*/"`` in a submitter's folder, ``""`` in a job's own folder."""
+    """The rules keeping a submitter's results private and its status readable; ``prefix`` "" in a job's own folder."""
     if layout.markers:
         return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
             (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
@@ -1916,10 +1910,9 @@ def _protections(layout: _Layout, submitter: str, prefix: str = "*/") -> list[tu
 
 
 def _protect(job: _Job, own_folder: bool = False) -> str | None:
-    """Add the protections to the syft.pub.yaml of the job's submitter folder (review/ or legacy), or with
-    ``own_folder``, of a legacy job folder. A legacy file is edited only if it exists (with none, the file
-    above decides, and the owner's own files are not ours to edit) and lets the submitter write (else
-    nothing is needed). Returns the file when it changed (the submitter could write there until now)."""
+    """Add the protections to the syft.pub.yaml of the job's submitter folder or (``own_folder``) legacy job
+    folder; a legacy one only if it exists (the owner's own files are not ours to edit) and lets the submitter
+    write (else nothing is needed). The file, if it changed (the submitter could write there until now)."""
     if not job.protocol.markers:
         path, prefix = _governing_file(job)[0], "*/"
     else:
@@ -2006,8 +1999,7 @@ def _output_checks(overrides: dict | None) -> dict:
 
 
 def _result_reports(job: _Job, checks: dict) -> list[dict]:
-    """The checked report of every result file of a job: its logs, then each regular file under outputs/,
-    folders walked by descriptor, links never followed (a planted link is not a result)."""
+    """The report of a job's logs, then of each regular file under outputs/ (walked by fd, links never followed)."""
     reports: list[dict] = []
 
     def check(folder_fd: int, name: str, rel: str) -> None:
@@ -2026,8 +2018,7 @@ def _result_reports(job: _Job, checks: dict) -> list[dict]:
 
 
 def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
-    """One result file as the owner reviews it before releasing it: size, sha256, UTF-8 or not, lines, first
-    lines (escaped), a CSV's shape, the checks' flags. Read once (a CSV small enough to release: twice)."""
+    """One result file as the owner reviews it before release, with the checks' flags (one read; a small CSV: two)."""
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
     size = lines = 0
     head, last, text = b"", b"\n", True
@@ -2128,8 +2119,7 @@ class _Account:
     groups: tuple[int, ...]
 
     def can_reach(self, path: str, read: bool = False) -> bool:
-        """Whether this account can go through every folder down to ``path`` (and with ``read`` read it),
-        judged by the permission bits."""
+        """Whether this account can go through every folder to ``path`` (and, with ``read``, read it): mode bits."""
         parts = Path(path).parts
         for depth in range(1, len(parts) + 1):
             try:
@@ -2268,9 +2258,8 @@ def _resolve_isolation(mode: str) -> str:
 
 
 def _harden_runner(console: _Console) -> None:
-    """Once per process, before its first job: not dumpable (jobs cannot read its
-    /proc files: environment, memory, file descriptors) and a subreaper (a job's
-    orphans become its children, so they can be found and stopped)."""
+    """Once per process: not dumpable (jobs cannot read its /proc files: environment, memory, descriptors)
+    and a subreaper (a job's orphans become its children, so they can be found and stopped)."""
     if _hardened:
         return
     _hardened.append(True)
@@ -2286,15 +2275,13 @@ def _harden_runner(console: _Console) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _find_program(name: str, search_path: str) -> str | None:
-    """Where ``name`` is on ``search_path`` (a PATH value), looked up once: starting a
-    plain "bash" makes the child try each PATH entry in turn, for every job."""
+    """``shutil.which``, once: a plain "bash" would make every job's child try each PATH entry in turn."""
     return shutil.which(name, path=search_path)
 
 
 @functools.lru_cache(maxsize=1)
 def _system_mounts() -> tuple[str, ...]:
-    """bwrap's arguments for what every sandbox holds of the system (looked at once):
-    /proc's read-only and hidden parts, the system's folders read-only."""
+    """bwrap's arguments, looked at once, for /proc's read-only and hidden parts and the system's folders."""
     argv: list[str] = []
     for path in ("/proc/" + name for name in _PROC_READ_ONLY):
         if os.path.exists(path):
@@ -2314,10 +2301,9 @@ def _system_mounts() -> tuple[str, ...]:
 
 def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network: bool, account: _Account | None,
                   seccomp_fd: int | None, more: Sequence[str] = ()) -> list[str]:
-    """bwrap's arguments for a job that runs in ``copy`` (see the section comment): ``syftbox`` readable
-    but for its job trees (None: hidden), ``reads`` more (allow_read, uv, its Pythons), as ``account`` (a
-    root owner's, switched to inside), the seccomp filter read from ``seccomp_fd``, and ``more`` of
-    bwrap's arguments (settings, the package cache)."""
+    """bwrap's arguments for a job in ``copy`` (see the section comment): ``syftbox`` readable but for its job
+    trees (None: hidden), ``reads`` too, as ``account`` (switched to inside), the seccomp filter read from
+    ``seccomp_fd``, and ``more`` of bwrap's arguments (settings, the package cache)."""
     argv = [_bwrap(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
             "--perms", "1777", "--tmpfs", "/tmp"]
@@ -2345,8 +2331,7 @@ def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network
 
 
 def _sandbox_reads(allow_read: Sequence[str], search_path: str, pythons: Sequence[tuple[str, str]]) -> list[str]:
-    """What a sandboxed job may read besides the system: allow_read, uv, the owner's
-    Pythons, the DNS settings."""
+    """What a sandboxed job may read besides the system: allow_read, uv, the owner's Pythons, DNS settings."""
     uv = _find_program("uv", search_path)
     return [*allow_read, *([uv] if uv else []), *(prefix for _, prefix in pythons),
             os.path.realpath("/etc/resolv.conf")]
@@ -2447,9 +2432,8 @@ def _python_plan(copy: str) -> tuple[list[str], str | None, bool]:
 
 
 def _requirements(words: Sequence[str], cwd: str, copy: str, read: set[str]) -> list[str]:
-    """The packages to fetch from the index that ``uv pip install`` words name, ``-r`` files read (each
-    once, into ``read``). The rest that is allowed (a local path inside the submission, a word that is not
-    a requirement) is left to the job's own uv, offline."""
+    """The packages to fetch that ``uv pip install`` words name, ``-r`` files read (each once, into ``read``).
+    The rest that is allowed (a local path inside the submission) is left to the job's own uv, offline."""
     named, words, i = [], list(words), 0
     while i < len(words):
         word, i = words[i], i + 1
@@ -2506,9 +2490,8 @@ def _children() -> set[int]:
 
 
 def _job_processes(pgid: int, token: str, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
-    """Every process of a run still running: its process group, what carries its token, orphans adopted by
-    this runner (a job leader of none, in a session of their own, carrying no other run's token), and their
-    descendants."""
+    """Every process of a run still running: its group, what carries its token, orphans adopted by this
+    runner (a job leader of none, in a session of their own, with no other run's token), their descendants."""
     if not _signal_group(pgid, 0) and not (_children() - leaders):
         return set()  # the usual case, found without reading /proc
     table = _processes() or {}
@@ -2542,8 +2525,7 @@ def _signal_group(pgid: int, signum: int) -> bool:
 
 
 def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
-    """Stop what an interrupted run left running: every process that carries its token,
-    its process group if its leader is still the same process, its Slurm job."""
+    """Stop what an interrupted run left: what carries its token, its group if the same leader, its Slurm job."""
     pgid, token, table = fields.get("pgid"), fields.get("token"), _processes() or {}
     victims = {pid for pid in table if isinstance(token, str) and _carries(pid, token)}
     if isinstance(pgid, int) and pgid > 1 and _process_start(pgid) == fields.get("leader_start") is not None:
