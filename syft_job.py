@@ -1867,8 +1867,8 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
         for pattern, read, write in wanted:
             rule = by_pattern.get(pattern)
             if rule is None:
-                rule = by_pattern[pattern] = {"pattern": pattern, "access": {"admin": [], "read": list(read),
-                                                                             "write": list(write)}}
+                access = {"admin": [], "read": list(read), "write": list(write)}
+                rule = by_pattern[pattern] = {"pattern": pattern, "access": access}
                 added.append(rule)
                 continue
             for level, users in (("read", read), ("write", write)):
