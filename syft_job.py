@@ -1655,41 +1655,36 @@ def _slurm_job_id(site: _Site, job: _Job) -> int | None:
 # Sharing: SyftBox permissions, judged and written, private until the owner shares
 # ---------------------------------------------------------------------------
 #
-# For a path, SyftBox uses only the nearest syft.pub.yaml above it (a terminal one
-# ends the way down), and in it the most specific matching pattern. A submitter's
-# folder usually grants it write (inbox, legacy) or read (review) on "**"; the runner
-# adds more specific rules to the same file:
+# For a path, SyftBox uses only the nearest syft.pub.yaml above it (a terminal one ends the way
+# down), and in it the most specific matching pattern: a literal path beats "*/...", which beats "**",
+# under both of SyftBox's engines. A submitter's folder usually grants it write (inbox, legacy) or read
+# (review) on "**"; the runner adds more specific rules to the same file:
 #
 #   legacy <submitter>/:  */stdout.txt, */stderr.txt, */returncode.txt, */outputs/**  nobody
 #                         */approved, */done, */rejected        read: the submitter
 #   review/<submitter>/:  the same logs and outputs/**, under */ and v1/*/       nobody
 #                         */state.yaml, v1/*/state.yaml           read: the submitter
 #   when shared:          <job>/stdout.txt ... <job>/outputs/**   read: the submitter
-#
-# A literal path beats "*/...", which beats "**", under both of SyftBox's engines.
 
 _LEVELS = ("read", "write", "admin")  # each includes the ones before it
 _PRIVATE_NAMES = (*_LOG_FILES, f"{OUTPUTS_DIR}/**")
 _MAX_PERMISSION_BYTES = 16 * 1024 * 1024
-# The syft.pub.yaml files this process last read or wrote, by path: (identity, data,
-# header). A submitter's file grows with every shared job; reading it again for each
-# job would cost more and more as jobs pile up.
+# The syft.pub.yaml files this process last read or wrote, by path: (identity, data, header).
+# A submitter's file grows with every shared job: reading it again for each job would cost more and more.
 _permission_files: dict[str, tuple[tuple[int, int, int] | None, dict, str]] = {}
+_GLOB_PARTS = {"**/": "(?:[^/]+/)*", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+_NEVER = re.compile(r"(?!)")
 
 
 @functools.lru_cache(maxsize=4096)
 def _glob(pattern: str) -> re.Pattern:
-    """A SyftBox pattern as a regex: ``*`` and ``?`` inside one segment, ``**`` any
-    number of segments, ``[...]``, ``{a,b}``, ``\\`` escapes. One that is not a pattern
-    (``[z-a]``) matches nothing (and is not understood: see _understood)."""
+    """A SyftBox pattern as a regex (``*``, ``?``, ``**``, ``[...]``, ``{a,b}``, ``\\``); ``[z-a]`` matches nothing."""
     out = []
     for part in re.split(r"(\*\*/|\*\*$|\\.|\*|\?|\[[^\]]*\]|\{[^}]*\})", pattern):
-        if part in ("**/", "**"):
-            out.append("(?:[^/]+/)*" if part == "**/" else ".*")
-        elif not part or (part == "*" and out[-1:] == ["[^/]*"]):
+        if not part or (part == "*" and out[-1:] == ["[^/]*"]):
             continue  # "***x" is "*x": a run of stars would backtrack without end
-        elif part in ("*", "?"):
-            out.append("[^/]*" if part == "*" else "[^/]")
+        if part in _GLOB_PARTS:
+            out.append(_GLOB_PARTS[part])
         elif part[:1] == "[":
             out.append("[" + part[1:-1].replace("!", "^", 1) + "]")
         elif part[:1] == "{":
@@ -1702,21 +1697,12 @@ def _glob(pattern: str) -> re.Pattern:
         return _NEVER
 
 
-_NEVER = re.compile(r"(?!)")
-
-
 def _rank(pattern: str) -> tuple:
-    """SyftBox's specificity, higher first: a template, literal segments, wildcard
-    segments, fewer ``**``, more segments."""
+    """SyftBox's specificity, higher first: template, literal segments, wildcard segments, fewer ``**``, length."""
     segments = pattern.split("/")
     literal = [not re.search(r"(?<!\\)[*?\[\]{}]", s) for s in segments]
     return ("{{.UserEmail}}" in pattern, sum(literal),
             sum(1 for s, lit in zip(segments, literal) if not lit and s != "**"), -segments.count("**"), len(segments))
-
-
-def _grantees(user: str) -> tuple[str, str, str]:
-    """The names in a rule that grant to ``user``: anyone, the user, the user's domain."""
-    return "*", user, "*@" + user.partition("@")[2]
 
 
 def _access(rule: Any, level: str) -> list:
@@ -1751,13 +1737,10 @@ def _load_permissions(path: str) -> tuple[dict, str]:
 
 
 def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: str) -> bool:
-    """Whether SyftBox's rules let ``user`` ``level`` ("read", "write", "admin") the
-    file ``path`` in ``owner``'s datasite. The owner may everything; a syft.pub.yaml
-    itself needs admin. Reading is judged as SyftBox judges it (the nearest file; an
-    unreadable one grants nothing). Writing is judged failing closed, since a wrong
-    "no" would trust a forged approval: an unreadable permission file, a rule or name
-    this module does not read exactly (a glob in an email, USER, a template), or a
-    grant in any syft.pub.yaml on the way down, not only the nearest, counts as "may"."""
+    """Whether ``user`` may ``level`` ``path`` in ``owner``'s datasite (a syft.pub.yaml needs admin). Reading is
+    judged as SyftBox does (the nearest file; an unreadable one grants nothing). Writing fails closed, since a
+    wrong "no" would trust a forged approval: an unreadable permission file, a rule or name not read exactly
+    (a glob in an email, USER, a template), or a grant in any syft.pub.yaml on the way down is a "may"."""
     if user == owner:
         return True
     cautious = level != "read"
@@ -1794,14 +1777,13 @@ _PLAIN_GRANTEE = re.compile(r"(?:\*|(?:\*@)?[^*?\[\]{}\s@]+@[^*?\[\]{}\s@]+)\Z")
 
 
 def _grants(name: Any, user: str, cautious: bool) -> bool:
-    """Whether a name in an access list grants to ``user``; ``cautious``: also any
-    name this module does not read exactly."""
-    return name in _grantees(user) or (cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
+    """Whether a name in an access list grants to ``user``; ``cautious``: also any name not read exactly."""
+    return name in ("*", user, "*@" + user.partition("@")[2]) or (
+        cautious and not (isinstance(name, str) and _PLAIN_GRANTEE.match(name)))
 
 
 def _understood(rule: Any) -> bool:
-    """A rule of the shape SyftBox writes: a pattern (no template but the user's email),
-    and a list of names per level."""
+    """A rule of the shape SyftBox writes: a pattern (no template but the user's email), a list per level."""
     if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str):
         return False
     access, pattern = rule.get("access"), rule["pattern"].replace("{{.UserEmail}}", "")
@@ -1809,21 +1791,12 @@ def _understood(rule: Any) -> bool:
         isinstance(access.get(level) or [], list) for level in _LEVELS)
 
 
-def _rule(pattern: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> dict:
-    return {"pattern": pattern, "access": {"admin": [], "read": list(read), "write": list(write)}}
-
-
 def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
                       unshare: Sequence[str] = ()) -> bool:
-    """Bring one syft.pub.yaml up to date: every ``(pattern, readers, writers)`` of
-    ``wanted`` is there (a rule that has the pattern already only gets the users
-    added), and ``submitter`` reads none of the ``unshare`` patterns (a rule left with
-    nobody goes). Other rules are kept. Returns whether the file changed.
-
-    :param path: the file (created if missing, replaced atomically, under a lock).
-    """
-    folder = os.path.dirname(path)
-    with _folder(folder) as fd:
+    """Bring the syft.pub.yaml ``path`` up to date, atomically and under a lock: each ``(pattern, readers,
+    writers)`` of ``wanted`` is there (users added to a rule with that pattern), ``submitter`` reads none of
+    the ``unshare`` patterns (a rule left with nobody goes), other rules are kept. Whether it changed."""
+    with _folder(os.path.dirname(path)) as fd:
         _quietly(fcntl.flock, fd, fcntl.LOCK_EX)  # a file system without locks: go on unlocked
         if os.path.islink(path):
             raise JobError(f"{_printable(path)}: is a symlink; refusing to edit permissions through it")
@@ -1834,7 +1807,8 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
         for pattern, read, write in wanted:
             rule = by_pattern.get(pattern)
             if rule is None:
-                rule = by_pattern[pattern] = _rule(pattern, read, write)
+                access = {"admin": [], "read": list(read), "write": list(write)}
+                rule = by_pattern[pattern] = {"pattern": pattern, "access": access}
                 added.append(rule)
                 continue
             for level, users in (("read", read), ("write", write)):
@@ -1861,16 +1835,12 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
 
 
 def _governing_file(job: _Job) -> tuple[str, str]:
-    """The syft.pub.yaml that decides access to a job's results, and the pattern
-    prefix that addresses the job in it."""
+    """The syft.pub.yaml that decides access to a job's results, and the prefix of the job's patterns in it."""
     return job.protocol.rules(job.results, job.name)
 
 
 def _protections(layout: _Layout, submitter: str, prefix: str = "*/") -> list[tuple[str, list, list]]:
-    """The rules that keep a submitter's results private and let it see its status.
-
-    :param prefix: ``"*/"`` in a submitter's folder, ``""`` in a job's own folder.
-    """
+    """The rules keeping a submitter's results private and its status readable; ``prefix`` "" in a job's own folder."""
     if layout.markers:
         return [(prefix + n, [], []) for n in _PRIVATE_NAMES] + [
             (prefix + n, [submitter], []) for n in (APPROVED_MARKER, DONE_MARKER, REJECTED_MARKER)]
@@ -1880,48 +1850,35 @@ def _protections(layout: _Layout, submitter: str, prefix: str = "*/") -> list[tu
 
 
 def _protect(job: _Job, own_folder: bool = False) -> str | None:
-    """Add the protections to the syft.pub.yaml of the job's submitter folder (review/
-    or legacy), or with ``own_folder``, of a legacy job folder. A legacy file is edited
-    only if it exists (with none, the file above decides, and the owner's own files are
-    not ours to edit) and lets the submitter write (else nothing is needed).
-
-    :returns: the file, when it changed (the submitter could write there until now).
-    """
+    """Add the protections to the syft.pub.yaml of the job's submitter folder or (``own_folder``) legacy job
+    folder; a legacy one only if it exists (the owner's own files are not ours to edit) and lets the submitter
+    write (else nothing is needed). The file, if it changed (the submitter could write there until now)."""
     if not job.protocol.markers:
         path, prefix = _governing_file(job)[0], "*/"
     else:
         path = os.path.join(job.folder if own_folder else os.path.dirname(job.folder), PERMISSION_FILE)
         prefix = "" if own_folder else "*/"
-        if not os.path.isfile(path) or os.path.islink(path) or not _may_write_somewhere(path, job.submitter):
+        if not os.path.isfile(path) or os.path.islink(path) or not any(
+                _grants(name, job.submitter, True) for rule in _load_permissions(path)[0]["rules"]
+                for level in ("write", "admin") for name in _access(rule, level)):
             return None
     return path if _edit_permissions(path, job.submitter, _protections(job.protocol, job.submitter, prefix)) else None
 
 
-def _may_write_somewhere(path: str, user: str) -> bool:
-    return any(_grants(name, user, True) for rule in _load_permissions(path)[0]["rules"]
-               for level in ("write", "admin") for name in _access(rule, level))
-
-
-def _shared_patterns(job: _Job, outputs: bool, logs: bool) -> list[str]:
-    prefix = _governing_file(job)[1]
-    return [prefix + n for n in _LOG_FILES if logs] + [f"{prefix}{OUTPUTS_DIR}/**"] * outputs
-
-
 def _share(job: _Job, share_outputs: bool, share_logs: bool, undo: bool = False) -> None:
-    """Grant (or, with ``undo``, take back) the submitter's read access to a finished
-    job's outputs and/or logs."""
+    """Grant (or with ``undo`` take back) the submitter's read access to a finished job's outputs and/or logs."""
     outputs = os.path.join(job.results, OUTPUTS_DIR)
     if share_outputs and not undo and os.path.lexists(outputs) and (os.path.islink(outputs) or not os.path.isdir(outputs)):
         raise JobError(f"the {OUTPUTS_DIR}/ of job {job.label} is not a folder (the job replaced it with a symlink "
                        "or a file?); nothing shared")
-    patterns = _shared_patterns(job, False, share_logs)
+    path, prefix = _governing_file(job)
+    patterns = [prefix + n for n in _LOG_FILES if share_logs]
     own = os.path.join(outputs, PERMISSION_FILE)
     if share_outputs and os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for it
         _edit_permissions(own, job.submitter, [] if undo else [("**", [job.submitter], [])],
                           _patterns_in(own, "") if undo else ())
     elif share_outputs:
-        patterns += _shared_patterns(job, True, False)
-    path, prefix = _governing_file(job)
+        patterns.append(f"{prefix}{OUTPUTS_DIR}/**")
     if undo and os.path.lexists(path):  # the files released one by one too
         patterns += [p for p in _patterns_in(path, prefix) if p[len(prefix):].startswith((f"{OUTPUTS_DIR}/", *_LOG_FILES))]
     if patterns and (not undo or os.path.lexists(path)):
@@ -1938,8 +1895,7 @@ def _patterns_in(path: str, prefix: str) -> list[str]:
 
 
 def _grant_files(job: _Job, paths: Sequence[str]) -> None:
-    """Let the submitter read exactly these result files (``stdout.txt``,
-    ``outputs/table.csv``): a rule for each, in the file that decides for it."""
+    """Let the submitter read exactly these result files (``stdout.txt``, ``outputs/table.csv``)."""
     path, prefix = _governing_file(job)
     own = os.path.join(job.results, OUTPUTS_DIR, PERMISSION_FILE)
     if os.path.lexists(own):  # a file in outputs/ (other tools write one) decides for what is under it
@@ -1952,23 +1908,18 @@ def _grant_files(job: _Job, paths: Sequence[str]) -> None:
 
 
 def _result_hashes(job: _Job, outputs: bool = True, logs: bool = True) -> dict[str, str]:
-    """``{path in the results: sha256}`` of a finished job's logs and outputs (what a
-    share or a release gives), read through file descriptors."""
-    hashes = {}
+    """``{path in the results: sha256}`` of a finished job's logs and outputs, read through file descriptors."""
     with _folder(job.results) as fd:
-        for name in _LOG_FILES if logs else ():
-            sha = _or_none(_copy_file, fd, name, None)
-            if sha is not None:
-                hashes[name] = sha
+        hashes = {name: sha for name in (_LOG_FILES if logs else ()) if (sha := _or_none(_copy_file, fd, name, None))}
         if outputs and os.path.isdir(os.path.join(job.results, OUTPUTS_DIR)):
             with contextlib.suppress(OSError, SyftJobError), _folder(os.path.join(job.results, OUTPUTS_DIR)) as out:  # gone
                 hashes.update((f"{OUTPUTS_DIR}/{rel}", sha) for rel, sha in _copy_tree(out, None).items())
     return hashes
 
 
-# Output checking before results leave the datasite, as trusted research environments
-# do it (OpenSAFELY's job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell
-# counts under 10). A flag is a reason to look, and to name the file to release it.
+# Output checking before results leave the datasite, as trusted research environments do it (OpenSAFELY's
+# job runner: the file types, 16 MB, 5,000 CSV rows; SACRO/ACRO: cell counts under 10). A flag is a reason
+# to look, and to name the file to release it.
 _OUTPUT_CHECKS = {"min_count": 10, "max_rows": 5000, "max_file_mb": 16, "allowed_types": [
     ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".pdf", ".txt", ".log", ".json", ".md"]}
 _IDENTIFIER_COLUMN = re.compile(r"(?:id|.+_id|e-?mail|.*name|nhs_?number|ssn|dob|date_of_birth|birth_?date|address"
@@ -1988,9 +1939,7 @@ def _output_checks(overrides: dict | None) -> dict:
 
 
 def _result_reports(job: _Job, checks: dict) -> list[dict]:
-    """The checked report (see _check_result) of every result file of a job: its logs,
-    then each regular file under outputs/, folders walked by descriptor, links never
-    followed (a planted link is not a result)."""
+    """The report of a job's logs, then of each regular file under outputs/ (walked by fd, links never followed)."""
     reports: list[dict] = []
 
     def check(folder_fd: int, name: str, rel: str) -> None:
@@ -2009,27 +1958,17 @@ def _result_reports(job: _Job, checks: dict) -> list[dict]:
 
 
 def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
-    """One result file as the owner reviews it before releasing it: its size, sha256,
-    whether it is UTF-8 text, its lines, its first lines (escaped), for a CSV its rows,
-    columns and header, and the flags of the checks. One read; a CSV small enough to
-    release is read a second time, for its cells."""
+    """One result file as the owner reviews it before release, with the checks' flags (one read; a small CSV: two)."""
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
     size = lines = 0
     head, last, text = b"", b"\n", True
     fd = _open_regular(name, dir_fd)
     try:
-        while True:
-            block = os.read(fd, 1 << 20)
-            if not block:
-                break
+        for block in iter(functools.partial(os.read, fd, 1 << 20), b""):
             digest.update(block)
             size, lines, last = size + len(block), lines + block.count(b"\n"), block[-1:]
             head += block[:max(0, 65536 - len(head))]
-            if text:
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError:
-                    text = False
+            text = text and _or_none(decoder.decode, block) is not None  # None: not UTF-8
     finally:
         os.close(fd)
     text = text and b"\0" not in head and decoder.getstate()[0] == b""
@@ -2047,8 +1986,7 @@ def _check_result(dir_fd: int, name: str, rel: str, checks: dict) -> dict:
 
 
 def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, flags: list[str]) -> dict:
-    """A CSV's rows, columns and header; flags many rows, identifier columns and small
-    counts (cells read only in a file small enough to release)."""
+    """A CSV's shape; flags many rows, identifier columns and small counts (cells read only if ``small``)."""
     fd = _open_regular(rel, dir_fd)
     with open(fd, encoding="utf-8", newline="", errors="replace") as file:
         reader = csv.reader(file)
@@ -2068,8 +2006,7 @@ def _check_csv(dir_fd: int, rel: str, lines: int, small: bool, checks: dict, fla
 
 
 def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
-    """What the submitter can read of a job's results: "logs", "outputs", or "N
-    output(s)" released one by one."""
+    """What the submitter can read of a job's results: "logs", "outputs", "N output(s)" released one by one."""
     shared = [what for what, name in (("logs", STDOUT_FILE), ("outputs", f"{OUTPUTS_DIR}/f"))
               if _may(syftbox, owner, job.submitter, os.path.join(job.results, name), "read")]
     path, prefix = _governing_file(job)
@@ -2084,26 +2021,23 @@ def _what_is_shared(job: _Job, syftbox: Path, owner: str) -> list[str]:
 # Isolation: what a running job can reach
 # ---------------------------------------------------------------------------
 #
-# Every job runs in a private copy of what was approved, in a process group of its
-# own, with a run token in its environment, and never as root: a root owner's jobs run
-# as an unprivileged account (run_as, default "nobody"; util-linux's setpriv switches
-# to it, with no capabilities and no way to gain any), other owners' jobs as the owner.
-# On top of that:
+# Every job runs in a private copy of what was approved, in a process group of its own, with a run
+# token in its environment, and never as root: a root owner's jobs run as an unprivileged account
+# (run_as, default "nobody"; util-linux's setpriv switches to it, with no capabilities and no way to
+# gain any), other owners' jobs as the owner. On top of that:
 #
-#   sandbox  (bubblewrap) its own PID namespace, so every process it makes dies with
-#            it; no capabilities; a seccomp filter (x86_64, aarch64) refuses ptrace,
-#            keyrings, bpf, kernel modules, mounts and new user namespaces; /proc/sys
-#            and the like read-only, /proc/kcore and the like hidden, no /sys; writes
-#            only to its copy and a private /tmp; reads the system, the SyftBox folder
-#            without any app_data/job tree (the owner's datasets in <owner>/private/
-#            stay readable), uv and its Pythons, and what allow_read adds; never the
-#            owner's home or the runner's state. With network=False, only loopback.
+#   sandbox  (bubblewrap) its own PID namespace, so every process it makes dies with it; no
+#            capabilities; a seccomp filter (x86_64, aarch64) refuses ptrace, keyrings, bpf, kernel
+#            modules, mounts and new user namespaces; /proc/sys and the like read-only, /proc/kcore
+#            and the like hidden, no /sys; writes only to its copy and a private /tmp; reads the
+#            system, the SyftBox folder without any app_data/job tree (the owner's datasets in
+#            <owner>/private/ stay readable), uv and its Pythons, and what allow_read adds; never
+#            the owner's home or the runner's state. With network=False, only loopback.
 #   none     no sandbox: it runs with the rights of its account.
 #
-# Always, on Linux: the runner cannot be read through /proc by its jobs (it is not
-# dumpable), and orphans are adopted by the runner (a subreaper) and stopped with
-# their job, found by the run token. The kernel is the host's: a kernel bug is the
-# sandbox's limit.
+# Always, on Linux: the runner cannot be read through /proc by its jobs (it is not dumpable), and
+# orphans are adopted by the runner (a subreaper) and stopped with their job, found by the run
+# token. The kernel is the host's: a kernel bug is the sandbox's limit.
 
 _SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
 # Docker's read-only and masked /proc paths (moby oci/defaults.go); /sys is not mounted.
@@ -2125,21 +2059,15 @@ class _Account:
     groups: tuple[int, ...]
 
     def can_reach(self, path: str, read: bool = False) -> bool:
-        """Whether this account can go through every folder down to ``path`` (and, with
-        ``read``, read it), judged by the permission bits."""
+        """Whether this account can go through every folder to ``path`` (and, with ``read``, read it): mode bits."""
         parts = Path(path).parts
         for depth in range(1, len(parts) + 1):
             try:
                 st = os.stat(os.path.join(*parts[:depth]))
             except OSError:
                 return False
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if depth < len(parts):
-                need = 1  # search
-            elif read:
-                need = 5 if is_dir else 4
-            else:
-                need = 1 if is_dir else 0
+            # x (1) to go through a folder; at the end, r (4) to read it, and x too if it is a folder
+            need = (4 * read + stat.S_ISDIR(st.st_mode)) if depth == len(parts) else 1
             if st.st_uid == self.uid:
                 bits = st.st_mode >> 6
             elif st.st_gid in (self.gid, *self.groups):
@@ -2201,10 +2129,9 @@ def _switch_to(account: _Account | None) -> list[str]:
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-# The seccomp filter's system calls: x86_64 from <asm/unistd_64.h>, aarch64 from
-# <asm-generic/unistd.h>. Each fails with EPERM, but clone and unshare only when they
-# make a user namespace, and clone3 with ENOSYS (its flags are out of the filter's
-# sight; glibc then falls back to clone). Docker's default profile refuses these too.
+# The seccomp filter's system calls: x86_64 from <asm/unistd_64.h>, aarch64 from <asm-generic/unistd.h>.
+# Each fails with EPERM, but clone and unshare only when they make a user namespace, and clone3 with ENOSYS
+# (its flags are out of the filter's sight; glibc then falls back to clone). Docker's profile refuses these too.
 _SYSCALLS_X86_64 = dict(
     ptrace=101, process_vm_readv=310, process_vm_writev=311, keyctl=250, add_key=248, request_key=249, bpf=321,
     perf_event_open=298, userfaultfd=323, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
@@ -2225,13 +2152,9 @@ _SYSCALLS_AARCH64 = dict(
 
 
 def _seccomp_filter() -> bytes | None:
-    """The sandbox's seccomp filter, a classic-BPF program (``struct sock_filter[]``)
-    for ``bwrap --seccomp FD``; None on machines other than x86_64 and aarch64.
-
-    Laid out so that every jump is short: the architecture (a foreign ABI gets EPERM
-    for everything), x32 calls refused on x86_64, one ``jeq nr; ret EPERM`` pair per
-    refused call, clone3, then clone/unshare with CLONE_NEWUSER in their flags.
-    """
+    """The sandbox's seccomp filter (classic BPF, ``struct sock_filter[]``) for ``bwrap --seccomp FD``; None
+    on machines other than x86_64 and aarch64. Every jump is short: the architecture (a foreign ABI gets EPERM),
+    x32 refused, a ``jeq nr; ret EPERM`` pair per call, clone3, then clone/unshare with CLONE_NEWUSER."""
     machine = os.uname().machine
     if machine not in ("x86_64", "aarch64"):
         return None
@@ -2263,9 +2186,7 @@ def _bwrap() -> str | None:
 
 def _resolve_isolation(mode: str) -> str:
     """"sandbox" or "none", for the ``isolation`` the owner asked for.
-
-    :raises ConfigError: an unknown mode, or "sandbox" where none can be made.
-    """
+    :raises ConfigError: an unknown mode, or "sandbox" where none can be made."""
     if mode not in ISOLATION_MODES:
         raise ConfigError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {mode!r}")
     if mode == "none" or (mode == "auto" and _bwrap() is None):
@@ -2277,9 +2198,8 @@ def _resolve_isolation(mode: str) -> str:
 
 
 def _harden_runner(console: _Console) -> None:
-    """Once per process, before its first job: not dumpable (jobs cannot read its
-    /proc files: environment, memory, file descriptors) and a subreaper (a job's
-    orphans become its children, so they can be found and stopped)."""
+    """Once per process: not dumpable (jobs cannot read its /proc files: environment, memory, descriptors)
+    and a subreaper (a job's orphans become its children, so they can be found and stopped)."""
     if _hardened:
         return
     _hardened.append(True)
@@ -2295,15 +2215,13 @@ def _harden_runner(console: _Console) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _find_program(name: str, search_path: str) -> str | None:
-    """Where ``name`` is on ``search_path`` (a PATH value), looked up once: starting a
-    plain "bash" makes the child try each PATH entry in turn, for every job."""
+    """``shutil.which``, once: a plain "bash" would make every job's child try each PATH entry in turn."""
     return shutil.which(name, path=search_path)
 
 
 @functools.lru_cache(maxsize=1)
 def _system_mounts() -> tuple[str, ...]:
-    """bwrap's arguments for what every sandbox holds of the system (looked at once):
-    /proc's read-only and hidden parts, the system's folders read-only."""
+    """bwrap's arguments, looked at once, for /proc's read-only and hidden parts and the system's folders."""
     argv: list[str] = []
     for path in ("/proc/" + name for name in _PROC_READ_ONLY):
         if os.path.exists(path):
@@ -2323,14 +2241,9 @@ def _system_mounts() -> tuple[str, ...]:
 
 def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network: bool, account: _Account | None,
                   seccomp_fd: int | None, more: Sequence[str] = ()) -> list[str]:
-    """bwrap's arguments for a job that runs in ``copy`` (see the section comment).
-
-    :param syftbox: the SyftBox folder, readable but for its job trees (None: hidden).
-    :param reads: more paths the job may read: allow_read, uv and its Pythons.
-    :param account: the account it runs as (a root owner's), switched to inside.
-    :param seccomp_fd: the file descriptor bwrap reads the seccomp filter from.
-    :param more: more of bwrap's arguments (settings, the package cache).
-    """
+    """bwrap's arguments for a job in ``copy`` (see the section comment): ``syftbox`` readable but for its job
+    trees (None: hidden), ``reads`` too, as ``account`` (switched to inside), the seccomp filter read from
+    ``seccomp_fd``, and ``more`` of bwrap's arguments (settings, the package cache)."""
     argv = [_bwrap(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
             "--perms", "1777", "--tmpfs", "/tmp"]
@@ -2358,19 +2271,17 @@ def _sandbox_argv(copy: str, syftbox: Path | None, reads: Sequence[str], network
 
 
 def _sandbox_reads(allow_read: Sequence[str], search_path: str, pythons: Sequence[tuple[str, str]]) -> list[str]:
-    """What a sandboxed job may read besides the system: allow_read, uv, the owner's
-    Pythons, the DNS settings."""
+    """What a sandboxed job may read besides the system: allow_read, uv, the owner's Pythons, DNS settings."""
     uv = _find_program("uv", search_path)
     return [*allow_read, *([uv] if uv else []), *(prefix for _, prefix in pythons),
             os.path.realpath("/etc/resolv.conf")]
 
 
-# Python jobs in the sandbox. The job's code is offline, so what its run.sh installs
-# with `uv pip install` is fetched before it starts, by the runner: uv, outside the
-# sandbox, binary wheels only (a wheel is unpacked, never run), from the owner's index,
-# into a cache in work_dir that only the runner writes. The job's own uv then installs
-# offline from that cache, bound read-only under a private one in its /tmp. With
-# allow_source_builds, building runs a package's code: the fetch then runs in the
+# Python jobs in the sandbox. The job's code is offline, so what its run.sh installs with `uv pip
+# install` is fetched before it starts, by the runner: uv, outside the sandbox, binary wheels only (a
+# wheel is unpacked, never run), from the owner's index, into a cache in work_dir that only the runner
+# writes. The job's own uv then installs offline from that cache, bound read-only under a private one
+# in its /tmp. With allow_source_builds, building runs a package's code: the fetch then runs in the
 # job's sandbox (network on, the job's account) into a cache of that run alone.
 _PYPI = "https://pypi.org/simple"
 _JOB_UV_CACHE, _SHARED_UV_CACHE = "/tmp/uv-cache", "/tmp/uv-shared"
@@ -2433,10 +2344,9 @@ def _pythons_text(pythons: Sequence[tuple[str, str]]) -> str:
 
 
 def _python_plan(copy: str) -> tuple[list[str], str | None, bool]:
-    """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), the
-    Python it asks uv for, and whether it runs Python or uv at all (only then are the
-    owner's Pythons mounted). :raises JobError: a requirement that needs more than the
-    package index, named; a run.sh or requirements file over _MAX_PLAN_BYTES."""
+    """What a job's run.sh installs with ``uv pip install`` (and its ``-r`` files), the Python it asks uv
+    for, and whether it runs Python or uv at all (only then are the owner's Pythons mounted).
+    :raises JobError: a requirement that needs more than the package index; a file over _MAX_PLAN_BYTES."""
     packages, python, cwd, read = [], None, copy, set()
     if not os.path.lexists(os.path.join(copy, RUN_SCRIPT)):
         return [], None, False
@@ -2462,10 +2372,8 @@ def _python_plan(copy: str) -> tuple[list[str], str | None, bool]:
 
 
 def _requirements(words: Sequence[str], cwd: str, copy: str, read: set[str]) -> list[str]:
-    """The packages that ``uv pip install`` words name, ``-r`` files read (each once,
-    into ``read``), to fetch from the index. What is neither a package nor a requirement
-    that needs more than the index (a local path inside the submission, a word that is
-    not a requirement) is left to the job's own uv, offline."""
+    """The packages to fetch that ``uv pip install`` words name, ``-r`` files read (each once, into ``read``).
+    The rest that is allowed (a local path inside the submission) is left to the job's own uv, offline."""
     named, words, i = [], list(words), 0
     while i < len(words):
         word, i = words[i], i + 1
@@ -2486,8 +2394,8 @@ def _requirements(words: Sequence[str], cwd: str, copy: str, read: set[str]) -> 
 
 
 def _requirement(word: str, cwd: str, copy: str) -> bool:
-    """Whether ``word`` is a package to fetch from the index (a name, extras, versions,
-    markers). :raises JobError: a requirement that needs more than the index."""
+    """Whether ``word`` is a package to fetch from the index (a name, extras, versions, markers).
+    :raises JobError: a requirement that needs more than the index."""
     if re.match(r"(git|hg|svn|bzr)\+", word, re.I) or re.search(r"@\s*(git|hg|svn|bzr)\+", word, re.I):
         raise JobError(f"its requirement {_printable(word[:200])!r} points at a version control system; only "
                        "packages from the package index can be installed offline")
@@ -2502,40 +2410,28 @@ def _requirement(word: str, cwd: str, copy: str) -> bool:
 
 
 def _processes() -> dict[int, tuple[int, int, int]] | None:
-    """Every process that runs (zombies left out): pid -> (parent, group, session), from
-    /proc; None without /proc."""
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
+    """Every process that runs (zombies left out): pid -> (parent, group, session); None without /proc."""
+    names = _or_none(os.listdir, "/proc")
+    if names is None:
         return None
-    table = {}
-    for pid in pids:
-        fields = _proc_stat(pid)
-        if fields and fields[0] != b"Z":
-            table[int(pid)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
+    return {int(pid): (int(fields[1]), int(fields[2]), int(fields[3])) for pid in names
+            if pid.isdigit() and (fields := _proc_stat(pid)) and fields[0] != b"Z"}
 
 
 def _carries(pid: int, token: str) -> bool:
     """Whether a process has this run token in its environment."""
-    try:
-        return f"{_JOB_ENV_VAR}={token}\0".encode() in _read_proc(f"/proc/{pid}/environ")
-    except OSError:
-        return False
+    return f"{_JOB_ENV_VAR}={token}\0".encode() in (_or_none(_read_proc, f"/proc/{pid}/environ") or b"")
 
 
 def _children() -> set[int]:
     """This process's children, zombies included (/proc; empty without it)."""
-    children: set[int] = set()
-    for task in _or_none(os.listdir, "/proc/self/task") or ():
-        children.update(int(pid) for pid in (_or_none(_read_proc, f"/proc/self/task/{task}/children") or b"").split())
-    return children
+    return {int(pid) for task in _or_none(os.listdir, "/proc/self/task") or ()
+            for pid in (_or_none(_read_proc, f"/proc/self/task/{task}/children") or b"").split()}
 
 
 def _job_processes(pgid: int, token: str, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
-    """Every process of a run still running: its process group, what carries its
-    token, orphans adopted by this runner (a job leader of none, in a session of their
-    own, carrying no other run's token), and their descendants."""
+    """Every process of a run still running: its group, what carries its token, orphans adopted by this
+    runner (a job leader of none, in a session of their own, with no other run's token), their descendants."""
     if not _signal_group(pgid, 0) and not (_children() - leaders):
         return set()  # the usual case, found without reading /proc
     table = _processes() or {}
@@ -2551,8 +2447,7 @@ def _job_processes(pgid: int, token: str, leaders: set[int], other_tokens: Seque
 
 
 def _reap_orphans(leaders: set[int]) -> None:
-    """Collect the adopted orphans that ended (zombie children of this runner that it
-    did not start itself: they are in a session of their own)."""
+    """Collect the adopted orphans that ended (zombie children of this runner in a session of their own)."""
     my_session = os.getsid(0)
     for pid in _children() - leaders:
         fields = _proc_stat(pid)
@@ -2570,8 +2465,7 @@ def _signal_group(pgid: int, signum: int) -> bool:
 
 
 def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
-    """Stop what an interrupted run left running: every process that carries its token,
-    its process group if its leader is still the same process, its Slurm job."""
+    """Stop what an interrupted run left: what carries its token, its group if the same leader, its Slurm job."""
     pgid, token, table = fields.get("pgid"), fields.get("token"), _processes() or {}
     victims = {pid for pid in table if isinstance(token, str) and _carries(pid, token)}
     if isinstance(pgid, int) and pgid > 1 and _process_start(pgid) == fields.get("leader_start") is not None:
@@ -2585,15 +2479,13 @@ def _stop_leftovers(fields: dict, console: _Console, label: str) -> None:
 
 
 def _scancel(*selectors: str) -> None:
-    """Cancel Slurm jobs: ``--name=NAME`` or job ids (best effort: ``scancel`` may be
-    missing here)."""
+    """Cancel Slurm jobs: ``--name=NAME`` or job ids (best effort: ``scancel`` may be missing here)."""
     if shutil.which("scancel"):
         _quietly(subprocess.run, ["scancel", *selectors], capture_output=True, timeout=30)
 
 
 def _cancel_slurm_jobs_of(uids: set[int]) -> None:
-    """Cancel the Slurm jobs that runs queued themselves, found by their uids (one
-    ``squeue`` for a whole round)."""
+    """Cancel the Slurm jobs that runs queued themselves, found by their uids (one ``squeue`` a round)."""
     if uids and shutil.which("squeue"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):  # no Slurm now: nothing of theirs to cancel
             queue = subprocess.run(["squeue", "-h", "-o", "%i %U"], capture_output=True, text=True, timeout=30).stdout
