@@ -1666,7 +1666,8 @@ def _slurm_job_id(site: _Site, job: _Job) -> int | None:
 #                         */state.yaml, v1/*/state.yaml           read: the submitter
 #   when shared:          <job>/stdout.txt ... <job>/outputs/**   read: the submitter
 
-_LEVELS = ("read", "write", "admin")  # each includes the ones before it
+_ACCESS_LEVELS = ("read", "write", "admin")  # each includes the ones before it
+_GRANTING = {level: _ACCESS_LEVELS[i:] for i, level in enumerate(_ACCESS_LEVELS)}  # the levels giving each
 _PRIVATE_NAMES = (*_LOG_FILES, f"{OUTPUTS_DIR}/**")
 _MAX_PERMISSION_BYTES = 16 * 1024 * 1024
 # The syft.pub.yaml files this process last read or wrote, by path: (identity, data, header).
@@ -1767,7 +1768,7 @@ def _may(syftbox: str | os.PathLike, owner: str, user: str, path: str, level: st
         rules = [r for r in data["rules"] if isinstance(r, dict) and isinstance(r.get("pattern"), str)
                  and _glob(r["pattern"].replace("{{.UserEmail}}", user)).match(target)]
         best = max(rules, key=lambda r: _rank(r["pattern"]), default=None)  # max keeps the first of equals
-        if best is not None and any(_grants(name, user, cautious) for higher in _LEVELS[_LEVELS.index(level):]
+        if best is not None and any(_grants(name, user, cautious) for higher in _GRANTING[level]
                                     for name in _access(best, higher)):
             return True
     return False
@@ -1788,7 +1789,7 @@ def _understood(rule: Any) -> bool:
         return False
     access, pattern = rule.get("access"), rule["pattern"].replace("{{.UserEmail}}", "")
     return "{{" not in pattern and _glob(pattern) is not _NEVER and isinstance(access, dict) and all(
-        isinstance(access.get(level) or [], list) for level in _LEVELS)
+        isinstance(access.get(level) or [], list) for level in _ACCESS_LEVELS)
 
 
 def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
@@ -1812,7 +1813,7 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
                 added.append(rule)
                 continue
             for level, users in (("read", read), ("write", write)):
-                missing = [u for u in users if not any(u in _access(rule, lvl) for lvl in _LEVELS[_LEVELS.index(level):])]
+                missing = [u for u in users if not any(u in _access(rule, lvl) for lvl in _GRANTING[level])]
                 if missing:
                     rule["access"] = {**(rule.get("access") if isinstance(rule.get("access"), dict) else {}),
                                       level: _access(rule, level) + missing}
@@ -1821,7 +1822,7 @@ def _edit_permissions(path: str, submitter: str, wanted: Sequence[tuple[str, Seq
             rule = by_pattern.get(pattern)
             if rule is not None and submitter in _access(rule, "read"):
                 rule["access"] = {**rule["access"], "read": [u for u in _access(rule, "read") if u != submitter]}
-                if not any(_access(rule, level) for level in _LEVELS):
+                if not any(_access(rule, level) for level in _ACCESS_LEVELS):
                     data["rules"].remove(rule)
                 changed = True
         if added:  # specific rules first, as people write them; the order does not change their meaning

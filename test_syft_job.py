@@ -3822,8 +3822,8 @@ def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_
 
 def test_each_section_of_the_module_uses_only_the_sections_above_it():
     """Read top to bottom, the module never needs what comes later: every name a
-    top-level definition uses (annotations aside: never evaluated) is defined in its
-    own section or one above."""
+    top-level definition uses (annotations aside: never evaluated) is defined once, in
+    its own section or one above."""
     source = (HERE / "syft_job.py").read_text()
     lines, tree = source.splitlines(), ast.parse(source)
     banners = [(n + 2, lines[n + 1][2:].split(":")[0]) for n in range(len(lines) - 1)
@@ -3831,12 +3831,14 @@ def test_each_section_of_the_module_uses_only_the_sections_above_it():
     assert [name for _, name in banners] == ["Exceptions", "Console", "Files", "YAML", "Configuration", "Discovery",
                                              "Claims and approvals", "Sharing", "Isolation", "Execution", "Submission",
                                              "Runner", "Command line"]
-    section = {}  # top-level name -> the index of its section
+    section, bound_twice = {}, []  # top-level name -> the index of its section
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", node)]
         for name in [getattr(node, "name", None)] + [getattr(t, "id", None) for t in targets]:
             if name:
+                bound_twice += [f"{name} (line {node.lineno})"] if name in section else []
                 section.setdefault(name, sum(start <= node.lineno for start, _ in banners) - 1)
+    assert bound_twice == []  # a second definition silently replaces the first for every section
 
     class Uses(ast.NodeVisitor):
         def __init__(self):
