@@ -3723,13 +3723,8 @@ def _double_quoted(word: str) -> str:
 
 def _python_run_script(layout: _Layout, entry: str, project_dir: str | None, has_pyproject: bool,
                        packages: Sequence[str]) -> str:
-    """The run.sh of a Python job, exactly as each layout's client writes it.
-
-    :param entry: the script to run: relative to the job folder (legacy), or to code/.
-    :param project_dir: legacy only: the submitted folder's name (None: a single file).
-    :param has_pyproject: the folder has a pyproject.toml: ``uv sync`` it.
-    :param packages: installed with ``uv pip install``, in this order.
-    """
+    """The run.sh of a Python job, exactly as each layout's client writes it. ``entry`` is relative to the
+    job folder (legacy) or to code/; ``project_dir``: legacy only, the submitted folder's name."""
     install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
     lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
     if not layout.markers:
@@ -3748,8 +3743,7 @@ def _python_run_script(layout: _Layout, entry: str, project_dir: str | None, has
 
 
 def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
-    """The script to run in a submitted folder: ``entrypoint``, else main.py, else the
-    only .py file at its root."""
+    """The script to run in a submitted folder: ``entrypoint``, else main.py, else its only .py file."""
     if entrypoint:
         target = (folder / entrypoint).resolve()
         if not target.is_file() or folder.resolve() not in target.parents:
@@ -3852,9 +3846,7 @@ class JobClient:
         return self._create_job(user, job_name, layout, script, extra, copy)
 
     def _layout_for(self, owner: str) -> _Layout:
-        """The layout to submit to ``owner`` in: the one its job folder already uses,
-        else v0, which every current owner's client reads."""
-        job_dir = self.config.get_job_dir(owner)
+        job_dir = self.config.get_job_dir(owner)  # checks the email first
         if self.layout is not None:
             return _LAYOUTS[self.layout]
         for layout in _LAYOUTS.values():
@@ -3862,7 +3854,7 @@ class JobClient:
                 return layout
         if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
                 and (job_dir / self.config.email).is_dir():
-            return next(layout for layout in _LAYOUTS.values() if layout.markers)
+            return _LAYOUTS["legacy"]
         return _LAYOUTS["v0"]
 
     def _create_job(self, user: str, job_name: str, layout: _Layout, script: str, extra: dict,
@@ -3957,14 +3949,17 @@ class JobsList(list):
     def __str__(self) -> str:
         if not self:
             return "No jobs."
-        rows = [[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+        return _table([[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self])
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in JobInfo._COLUMNS)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in job._cells()) + "</tr>" for job in self)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
@@ -5016,9 +5011,8 @@ def _client_config() -> tuple[str | None, str | None]:
 
 
 def _runner(args: argparse.Namespace) -> SyftJobRunner:
-    """The runner for the datasite the flags, the environment or the SyftBox client
-    config name, with the settings of the flags given. The datasite must exist; its
-    email is matched without regard to case."""
+    """The runner of the datasite the flags, the environment or the SyftBox client config name (an
+    existing one, its email matched regardless of case), with the settings of the flags given."""
     folder = getattr(args, "syftbox_folder", None) or _env(_FOLDER_ENV_VAR)
     email = getattr(args, "email", None) or _env(_EMAIL_ENV_VAR)
     if not folder or not email:
@@ -5029,13 +5023,13 @@ def _runner(args: argparse.Namespace) -> SyftJobRunner:
     if not email:
         raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
     config = SyftJobConfig.from_syftbox_folder(folder, email)
-    sites = [entry.name for entry in _subfolders(config.syftbox_folder) if "@" in entry.name]
-    same = [site for site in sites if site.lower() == email.lower()]
-    if not config.get_user_dir(email).is_dir() and len(same) == 1:
+    if not config.get_user_dir(email).is_dir():
+        sites = [entry.name for entry in _subfolders(config.syftbox_folder) if "@" in entry.name]
+        same = [site for site in sites if site.lower() == email.lower()]
+        if len(same) != 1:
+            raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
+                              f"{', '.join(sites) or 'none'}")
         config = SyftJobConfig.from_syftbox_folder(folder, same[0])
-    elif not config.get_user_dir(email).is_dir():
-        raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
-                          f"{', '.join(sites) or 'none'}")
     settings = {key: value for key, value in vars(args).items() if key in _RUNNER_KEYWORDS and value is not None}
     if "on_event" in settings:
         if len(settings["on_event"]) > 1:
@@ -5062,19 +5056,14 @@ def _size_arg(text: str) -> int:
     return int(float(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " "))
 
 
-def _fmt_seconds(value: Any) -> str:
+def _cell(row: dict, key: str) -> str:
+    """One value of a job's row, as ``list`` and ``show`` print it."""
+    value = row[key]
     if value is None:
         return ""
-    return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
-
-
-def _cell(row: dict, key: str) -> str:
-    """One cell of ``list``'s table."""
     if key in ("duration_s", "elapsed_s"):
-        return _fmt_seconds(row[key])
-    if key == "shared":
-        return " ".join(row[key])
-    return "" if row[key] is None else _printable(str(row[key]))
+        return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+    return " ".join(value) if key == "shared" else _printable(str(value))
 
 
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5105,19 +5094,15 @@ _LIST_COLUMNS = (("JOB", "name"), ("SUBMITTER", "submitter"), ("STATUS", "status
                  ("SHARED", "shared"))
 
 
-def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     rows = runner.list_jobs(args.status, args.submitter)
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k not in ("folder", "results")} for r in rows], indent=2))
-        return 0
-    if not rows:
+    elif not rows:
         print(f"📭 No jobs in {runner.job_dir}" + (" matching" if args.status or args.submitter else ""))
-        return 0
-    cells = [[title for title, _ in _LIST_COLUMNS]] + [[_cell(r, key) for _, key in _LIST_COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_LIST_COLUMNS))]
-    for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
+    else:
+        print(_table([[title for title, _ in _LIST_COLUMNS]]
+                     + [[_cell(r, key) for _, key in _LIST_COLUMNS] for r in rows]))
 
 
 def _checks_args(args: argparse.Namespace) -> dict:
@@ -5139,11 +5124,11 @@ def _result_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     job = runner.describe_job(args.job, args.user, _checks_args(args))
     if args.json:
-        print(json.dumps({k: v for k, v in job.items() if k not in ("folder", "results_dir")}, indent=2, default=str))
-        return 0
+        print(json.dumps({k: v for k, v in job.items() if k != "folder"}, indent=2, default=str))
+        return
     lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
              f"Status:     {job['status']}", *([f"Reason:     {_printable(job['reason'])}"] if job["reason"] else []),
              f"Folder:     {_printable(job['folder'])}"]
@@ -5152,14 +5137,11 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
         if job[key]:
             by = f" by {_printable(str(job['approved_by']))}" if key == "approved_at" and job["approved_by"] else ""
             by += " (by itself: trusted code)" if key == "approved_at" and job["approval_method"] == "auto" else ""
-            lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
-    for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s")):
+            lines.append(f"{label + ':':<11} {_cell(job, key)}{by}")
+    for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s"), ("Slurm job", "slurm_job_id"),
+                       ("Return code", "return_code")):
         if job[key] is not None:
-            lines.append(f"{label + ':':<11} {_fmt_seconds(job[key])}")
-    if job["slurm_job_id"] is not None:
-        lines.append(f"Slurm job:  {job['slurm_job_id']}")
-    if job["return_code"] is not None:
-        lines.append(f"Return code: {job['return_code']}")
+            lines.append(f"{label + ':':<11} {_cell(job, key)}")
     lines.append(f"Shared:     {' and '.join(job['shared']) or 'nothing (logs and outputs are private)'}")
     if job["held_back_count"]:
         lines.append(f"⚠️ Held back, over the output limits: {job['held_back_count']} output(s): "
@@ -5177,22 +5159,22 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     lines.append(f"Pythons for jobs: {', '.join(map(_printable, job['pythons'])) or 'none'}")
     for path, text in job["code"].items():  # the code is what the owner must read: every text file
         shown = text.split("\n")
-        more = len(shown) - args.code_lines if not args.all_lines else 0
-        lines += [f"--- {_printable(path)} ---", *shown[:len(shown) if args.all_lines else args.code_lines],
-                  *([f"... ({more} more lines: --all-lines)"] if more > 0 else [])]
+        keep = len(shown) if args.all_lines else 200
+        lines += [f"--- {_printable(path)} ---", *shown[:keep]]
+        lines += [f"... ({len(shown) - keep} more lines: --all-lines)"] if len(shown) > keep else []
     lines.append("--- files (size, sha256) ---")
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
     lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: syft-job trust "
               f"{_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
     if job["status"] in ("inbox", "changed"):
-        lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} --digest {job['digest']})")
+        lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} "
+                     f"--digest {job['digest']})")
     lines += _result_lines(job["results"])
     for stream in ("stdout", "stderr"):
         tail = b"".join(runner.follow_log(args.job, args.user, stderr=stream == "stderr"))[-64 * 1024:]
         text = tail.decode("utf-8", "replace").splitlines()[-args.lines:]
         lines += [f"--- {stream}.txt (last {args.lines} lines) ---", *([_printable(t) for t in text] or ["(none)"])]
     print("\n".join(lines))
-    return 0
 
 
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5212,17 +5194,15 @@ def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     digest = runner.approve_job(args.job, args.user, reason=args.reason, digest=args.digest)
     print(f"✅ Approved {_printable(args.job)}: it runs at the next poll of the runner, unless its files change")
     print(f"   digest: {digest}")
-    return 0
 
 
-def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.reject_job(args.job, args.reason, args.user)
     print(f"🚫 Rejected {_printable(args.job)}: {_printable(args.reason)}")
-    return 0
 
 
 def _cmd_audit(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5243,16 +5223,14 @@ def _cmd_audit(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.reopen_job(args.job, args.user)
     print(f"📥 {_printable(args.job)} is back in the inbox, waiting for your review")
-    return 0
 
 
-def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.rerun_job(args.job, args.user)
     print(f"🔁 {_printable(args.job)} runs again at the next poll of the runner")
-    return 0
 
 
 def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5262,17 +5240,14 @@ def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0 if status != "running" else 1
 
 
-def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     if not args.outputs and not args.logs:
         raise _UsageError("say what to share: --outputs, --logs, or both")
-    results = runner.describe_job(args.job, args.user)["results"]
-    shared = [r for r in results if (args.outputs and r["path"].startswith(f"{OUTPUTS_DIR}/"))
-              or (args.logs and r["path"] in _LOG_FILES)]
-    for r in shared:  # what the checks found, said before it leaves
-        if r["flags"]:
+    for r in runner.describe_job(args.job, args.user)["results"]:  # what the checks found, said before it leaves
+        if r["flags"] and ((args.outputs and r["path"].startswith(f"{OUTPUTS_DIR}/"))
+                           or (args.logs and r["path"] in _LOG_FILES)):
             print(f"⚑ {_printable(r['path'])}: {', '.join(r['flags'])}")
     runner.share_job_results(args.job, args.outputs, args.logs, user=args.user)
-    return 0
 
 
 def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5283,30 +5258,26 @@ def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0 if released and (args.all or len(released) == len(set(args.paths))) else 1
 
 
-def _cmd_trust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_trust(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     if args.list:
-        trusted = runner.trusted()
-        print("\n".join(f"{_printable(who)}  {digest}" for who, digests in sorted(trusted.items()) for digest in digests)
-              or "Nothing is trusted: every job waits for your review")
-        return 0
+        print("\n".join(f"{_printable(who)}  {digest}" for who, digests in sorted(runner.trusted().items())
+                        for digest in digests) or "Nothing is trusted: every job waits for your review")
+        return
     if not args.submitter or not args.digest:
         raise _UsageError("give a submitter and --digest HEX (the code digest show prints), or --list")
     runner.trust(args.submitter, args.digest)
     print(f"🔐 From now on, {_printable(args.submitter)}'s jobs whose code digest is {args.digest.strip().lower()} are "
           "approved by themselves (untrust to stop)")
-    return 0
 
 
-def _cmd_untrust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_untrust(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.untrust(args.submitter, args.digest)
     print(f"🔒 {_printable(args.submitter)}'s code {args.digest.strip().lower()} waits for your review again")
-    return 0
 
 
-def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.unshare_job_results(args.job, args.user)
     print(f"🔒 {_printable(args.job)}: its logs and outputs are private again")
-    return 0
 
 
 def _confirm(question: str, args: argparse.Namespace) -> bool:
@@ -5330,11 +5301,10 @@ def _cmd_delete(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     folder = runner.add_submitter(args.submitter_email)
     print(f"✅ {args.submitter_email} can submit jobs into {folder}")
     print("   (its results stay private until you share them)")
-    return 0
 
 
 def _cmd_reset(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5476,8 +5446,7 @@ def _build_parser() -> argparse.ArgumentParser:
     datasite, running, which, checks, confirm = _option_groups()
     parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.", parents=[datasite])
     parser.add_argument("--version", action="version", version=f"syft-job {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
-    commands.required = True
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser, required=True)
 
     def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, parents=list(parents))
@@ -5496,7 +5465,6 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON for scripts (the results too)")
     show.add_argument("--all-lines", action="store_true", help="every line of each submitted text file (default: the "
                                                                 "first 200)")
-    show.set_defaults(code_lines=200)
     logs = command("logs", "print a job's output", datasite, which)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
@@ -5551,7 +5519,7 @@ def _add_decision_commands(command: Callable[..., argparse.ArgumentParser], data
     command("reset", "delete every job and the share rules made for them (asks first)", datasite, confirm)
 
 
-_COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
+_COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int | None]] = {  # None: exit status 0
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
     "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit,
     "release": _cmd_release, "rerun": _cmd_rerun, "cancel": _cmd_cancel, "trust": _cmd_trust, "untrust": _cmd_untrust,
@@ -5577,7 +5545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         runner = _runner(args)
         try:
-            return _COMMANDS[args.command](runner, args)
+            return _COMMANDS[args.command](runner, args) or 0
         finally:
             if runner._hooks is not None:  # the events' commands finish (each within its time) before we exit
                 runner._hooks.close()
