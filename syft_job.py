@@ -3891,9 +3891,8 @@ class JobClient:
 
     @property
     def jobs(self) -> JobsList:
-        """This data scientist's jobs at every datasite in the SyftBox folder, newest
-        first, as its own SyftBox would show them: logs and outputs only where the owner
-        shared them."""
+        """This data scientist's jobs at every datasite in the SyftBox folder, newest first, as its
+        own SyftBox would show them: logs and outputs only where the owner shared them."""
         found = []
         for site in _subfolders(self.config.syftbox_folder):
             job_dir = Path(site.path) / "app_data" / "job"
@@ -3963,9 +3962,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
-    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. A data
-    scientist's own SyftBox holds only that, and none of the owner's permission files:
-    there, a file that is present is one it may read."""
+    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. Its own SyftBox holds
+    only that and no permission files: there, a file that is present is one it may read."""
     datasite = os.path.join(syftbox, owner)
     steps = os.path.relpath(job.results, datasite).split(os.sep)
     synced = not any(os.path.lexists(os.path.join(datasite, *steps[:depth], PERMISSION_FILE))
@@ -5044,7 +5042,8 @@ def _number_arg(kind: type) -> Callable[[str], Any]:
         try:
             return _positive(text, "the value", kind)
         except ConfigError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {'whole ' if kind is int else ''}number") from None
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {whole}number") from None
     return parse
 
 
@@ -5164,8 +5163,8 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> None:
         lines += [f"... ({len(shown) - keep} more lines: --all-lines)"] if len(shown) > keep else []
     lines.append("--- files (size, sha256) ---")
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
-    lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: syft-job trust "
-              f"{_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
+    lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: "
+              f"syft-job trust {_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
     if job["status"] in ("inbox", "changed"):
         lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} "
                      f"--digest {job['digest']})")
@@ -5327,7 +5326,6 @@ _DEMO_FAILING = """\
 echo "Looking for a file that is not there..."
 cat missing.csv
 """
-_DEMO_PYTHON = 'print("hello from a Python job")\n'
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -5351,7 +5349,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     client.submit_bash_job(_DEMO_OWNER, _DEMO_FAILING, job_name="missing file")
     code = folder / "ds-code" / "hello.py"
     code.parent.mkdir()
-    code.write_text(_DEMO_PYTHON)
+    code.write_text('print("hello from a Python job")\n')
     client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
     print("1️⃣  The data scientist submitted 3 jobs. The runner sees them:\n")
     runner.check_for_new_jobs()
@@ -5373,14 +5371,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # The run/once flags that are SyftJobRunner keywords: (flag, keyword, argparse settings).
 _RUNNER_FLAGS = (
-    ("--strict", "require_approval_digest", dict(
-        action="store_true", default=None, help="run only jobs approved with `syft-job approve` whose files have not changed")),
-    ("--pass-env", "env_passthrough", dict(
-        action="append", metavar="NAME", help="also give jobs this environment variable of yours (repeatable; by "
-                                              "default jobs get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")),
+    ("--strict", "require_approval_digest", dict(action="store_true", default=None, help="run only jobs approved "
+                                                 "with `syft-job approve` whose files have not changed")),
+    ("--pass-env", "env_passthrough", dict(action="append", metavar="NAME", help="also give jobs this environment "
+                                           "variable of yours (repeatable; by default jobs get only PATH, HOME, LANG, "
+                                           "LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")),
     ("--max-memory", "max_memory_mb", dict(type=_number_arg(float), metavar="MB",
                                            help="limit each job process's address space to this many MB")),
-    ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS", help="limit each job process's CPU time")),
+    ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS",
+                                          help="limit each job process's CPU time")),
     ("--max-log-size", "max_log_bytes", dict(type=_size_arg, metavar="SIZE",
                                              help="cut each log at this size and stop the job (default: 1G)")),
     ("--isolation", "isolation", dict(choices=ISOLATION_MODES, help="auto (default): a sandbox where bubblewrap can "
@@ -5396,22 +5395,22 @@ _RUNNER_FLAGS = (
     ("--run-as", "run_as", dict(metavar="USER", help="when run as root: the account jobs run as (default: nobody)")),
     ("--max-output-size", "max_output_bytes", dict(type=_size_arg, metavar="SIZE", help="publish at most this much "
                                                    "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),
-    ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N",
-                                                    help="publish at most N files of a job's outputs/ (default: 10000)")),
+    ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N", help="publish at most N "
+                                                    "files of a job's outputs/ (default: 10000)")),
     ("--on-event", "on_event", dict(action="append", metavar="CMD", help="run this shell command for each event "
                                     "(submitted, approved, rejected, started, finished, failed, released), the event "
                                     "as JSON on its stdin; once (a script can run several)")),
-    ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
+    ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N",
+                                           help="run up to N jobs at once (default 1)")),
     ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
-    ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
-                                       help="pass ARG to srun, after the runner's own (repeatable), e.g. --partition=gpu")),
+    ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG", help="pass ARG to srun, after the runner's own "
+                                       "(repeatable), e.g. --partition=gpu")),
 )
 _RUNNER_KEYWORDS = {keyword for _, keyword, _ in _RUNNER_FLAGS} | {"work_dir"}
 
 
 def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
-    """The options several commands share: the datasite's, the running ones, which job,
-    the output checks, the confirmation."""
+    """The options several commands share: datasite, running, which job, output checks, confirmation."""
     # The datasite options work before and after the command (SUPPRESS: unset leaves no default to overwrite).
     datasite = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     datasite.add_argument("--syftbox-folder", metavar="PATH",
@@ -5423,20 +5422,23 @@ def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument("--timeout", type=_number_arg(float), metavar="SECONDS",
                          help=f"stop a job after this long (default: ${TIMEOUT_ENV_VAR}, else 300)")
-    running.add_argument("--no-stream", action="store_true", help="do not print the jobs' output (logs are still written)")
-    running.add_argument("--share-outputs", action="store_true", help="share each finished job's outputs/ with its submitter")
+    running.add_argument("--no-stream", action="store_true",
+                         help="do not print the jobs' output (logs are still written)")
+    running.add_argument("--share-outputs", action="store_true",
+                         help="share each finished job's outputs/ with its submitter")
     running.add_argument("--share-logs", action="store_true", help="share each finished job's logs with its submitter")
-    running.add_argument("--skip", action="append", metavar="NAME", help="never run this job (a name or SUBMITTER/NAME; repeatable)")
+    running.add_argument("--skip", action="append", metavar="NAME",
+                         help="never run this job (a name or SUBMITTER/NAME; repeatable)")
     for flag, keyword, settings in _RUNNER_FLAGS:
         running.add_argument(flag, dest=keyword, **settings)
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("job", metavar="JOB", help="the job's name, or SUBMITTER/NAME as the runner prints it")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
     checks = argparse.ArgumentParser(add_help=False)
-    for flag, name, help_text in (("--min-count", "min_count", "flag CSV cells holding a count below this (default 10)"),
-                                  ("--max-rows", "max_rows", "flag CSVs with more rows (default 5000)"),
-                                  ("--max-file-mb", "max_file_mb", "flag files larger than this (default 16)")):
-        checks.add_argument(flag, dest=name, type=_number_arg(float), metavar="N", help=help_text)
+    for flag, help_text in (("--min-count", "flag CSV cells holding a count below this (default 10)"),
+                            ("--max-rows", "flag CSVs with more rows (default 5000)"),
+                            ("--max-file-mb", "flag files larger than this (default 16)")):
+        checks.add_argument(flag, type=_number_arg(float), metavar="N", help=help_text)
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return datasite, running, which, checks, confirm
