@@ -3713,7 +3713,7 @@ class _Executor:
 CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
 _DEFAULT_BASE_PACKAGES = ("syft-client",)
 _PYTHON_VERSION = "3.12"
-_COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
+_NOT_SUBMITTED = frozenset({".venv", "__pycache__", ".git"})  # in a folder of code
 
 
 def _double_quoted(word: str) -> str:
@@ -3813,36 +3813,36 @@ class JobClient:
             from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
             base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
         packages = list(dict.fromkeys([*base_packages, *dependencies]))
-        if source.is_dir():
+        is_folder = source.is_dir()
+        if is_folder:
             entry = _folder_entrypoint(source, entrypoint)
             project = _check_folder_name(source.name, "code folder name") if layout.markers else None
-            where = project if project is not None else CODE_DIR
-
-            def copy(folder: Path) -> None:
-                shutil.copytree(source, folder / where, symlinks=True, ignore=_COPY_IGNORE)
         elif source.is_file() and source.suffix == ".py":
             entry, project = _check_folder_name(source.name, "code file name"), None
-
-            def copy(folder: Path) -> None:
-                if not layout.markers:
-                    (folder / CODE_DIR).mkdir()
-                shutil.copy2(source, folder / ("" if layout.markers else CODE_DIR) / entry)
         else:
             raise JobError(f"code not found: {source}" if not source.exists()
                            else f"{source} is not a .py file: submit a Python script, or a folder of code")
         if (project or entry) in layout.runner_names | {CONFIG_FILE, RUN_SCRIPT}:
             raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
-        has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
+
+        def copy(folder: Path) -> None:
+            where = folder / (project or ("" if layout.markers else CODE_DIR))
+            if is_folder:
+                shutil.copytree(source, where, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SUBMITTED))
+            else:
+                where.mkdir(exist_ok=True)
+                shutil.copy2(source, where / entry)
+        has_pyproject = is_folder and (source / "pyproject.toml").is_file()
         script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
                                     packages)
-        extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
+        extra = {"type": "python", "code_path": str(source), "is_folder_submission": is_folder}
         if layout.markers:
             extra.update(entry_point=entry, dependencies=dependencies)
         else:
             extra.update(entrypoint=entry, dependencies=packages,
                          files=sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
-                                      if p.is_file() and not {".venv", "__pycache__", ".git"} & set(p.parts))
-                         if source.is_dir() else [entry])
+                                      if p.is_file() and not _NOT_SUBMITTED & set(p.parts))
+                         if is_folder else [entry])
         return self._create_job(user, job_name, layout, script, extra, copy)
 
     def _layout_for(self, owner: str) -> _Layout:
@@ -5126,7 +5126,7 @@ def _result_lines(results: list[dict]) -> list[str]:
 def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     job = runner.describe_job(args.job, args.user, _checks_args(args))
     if args.json:
-        print(json.dumps({k: v for k, v in job.items() if k != "folder"}, indent=2, default=str))
+        print(json.dumps({k: v for k, v in job.items() if k not in ("folder", "results_dir")}, indent=2, default=str))
         return
     lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
              f"Status:     {job['status']}", *([f"Reason:     {_printable(job['reason'])}"] if job["reason"] else []),
@@ -5531,10 +5531,7 @@ _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int | None]] 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``syft-job`` command; returns its exit status.
-
-    :param argv: the arguments (default: ``sys.argv[1:]``).
-    """
+    """The ``syft-job`` command on ``argv`` (default: ``sys.argv[1:]``); returns its exit status."""
     for stream in (sys.stdout, sys.stderr):  # a console that cannot encode a character gets an escape
         with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's: left as it is
             stream.reconfigure(errors="backslashreplace")
