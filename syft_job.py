@@ -3546,7 +3546,7 @@ class _Executor:
 CLIENT_SOURCE_ENV_VAR = "SYFT_CLIENT_INSTALL_SOURCE"
 _DEFAULT_BASE_PACKAGES = ("syft-client",)
 _PYTHON_VERSION = "3.12"
-_COPY_IGNORE = shutil.ignore_patterns(".venv", "__pycache__", ".git")
+_NOT_SUBMITTED = frozenset({".venv", "__pycache__", ".git"})  # in a folder of code
 
 
 def _double_quoted(word: str) -> str:
@@ -3556,13 +3556,8 @@ def _double_quoted(word: str) -> str:
 
 def _python_run_script(layout: _Layout, entry: str, project_dir: str | None, has_pyproject: bool,
                        packages: Sequence[str]) -> str:
-    """The run.sh of a Python job, exactly as each layout's client writes it.
-
-    :param entry: the script to run: relative to the job folder (legacy), or to code/.
-    :param project_dir: legacy only: the submitted folder's name (None: a single file).
-    :param has_pyproject: the folder has a pyproject.toml: ``uv sync`` it.
-    :param packages: installed with ``uv pip install``, in this order.
-    """
+    """The run.sh of a Python job, exactly as each layout's client writes it. ``entry`` is relative to the
+    job folder (legacy) or to code/; ``project_dir``: legacy only, the submitted folder's name."""
     install = ["uv pip install " + " ".join(_double_quoted(p) for p in packages)] if packages else []
     lines = ["#!/bin/bash", "set -euo pipefail", "export UV_SYSTEM_PYTHON=false"]
     if not layout.markers:
@@ -3581,8 +3576,7 @@ def _python_run_script(layout: _Layout, entry: str, project_dir: str | None, has
 
 
 def _folder_entrypoint(folder: Path, entrypoint: str | None) -> str:
-    """The script to run in a submitted folder: ``entrypoint``, else main.py, else the
-    only .py file at its root."""
+    """The script to run in a submitted folder: ``entrypoint``, else main.py, else its only .py file."""
     if entrypoint:
         target = (folder / entrypoint).resolve()
         if not target.is_file() or folder.resolve() not in target.parents:
@@ -3652,42 +3646,40 @@ class JobClient:
             from_env = os.environ.get(CLIENT_SOURCE_ENV_VAR, "").strip()
             base_packages = [from_env] if from_env else list(_DEFAULT_BASE_PACKAGES)
         packages = list(dict.fromkeys([*base_packages, *dependencies]))
-        if source.is_dir():
+        is_folder = source.is_dir()
+        if is_folder:
             entry = _folder_entrypoint(source, entrypoint)
             project = _check_folder_name(source.name, "code folder name") if layout.markers else None
-            where = project if project is not None else CODE_DIR
-
-            def copy(folder: Path) -> None:
-                shutil.copytree(source, folder / where, symlinks=True, ignore=_COPY_IGNORE)
         elif source.is_file() and source.suffix == ".py":
             entry, project = _check_folder_name(source.name, "code file name"), None
-
-            def copy(folder: Path) -> None:
-                if not layout.markers:
-                    (folder / CODE_DIR).mkdir()
-                shutil.copy2(source, folder / ("" if layout.markers else CODE_DIR) / entry)
         else:
             raise JobError(f"code not found: {source}" if not source.exists()
                            else f"{source} is not a .py file: submit a Python script, or a folder of code")
         if (project or entry) in layout.runner_names | {CONFIG_FILE, RUN_SCRIPT}:
             raise JobError(f"the code is named {project or entry!r}, a name the runner uses; rename it")
-        has_pyproject = source.is_dir() and (source / "pyproject.toml").is_file()
+
+        def copy(folder: Path) -> None:
+            where = folder / (project or ("" if layout.markers else CODE_DIR))
+            if is_folder:
+                shutil.copytree(source, where, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SUBMITTED))
+            else:
+                where.mkdir(exist_ok=True)
+                shutil.copy2(source, where / entry)
+        has_pyproject = is_folder and (source / "pyproject.toml").is_file()
         script = _python_run_script(layout, f"{project}/{entry}" if project else entry, project, has_pyproject,
                                     packages)
-        extra = {"type": "python", "code_path": str(source), "is_folder_submission": source.is_dir()}
+        extra = {"type": "python", "code_path": str(source), "is_folder_submission": is_folder}
         if layout.markers:
             extra.update(entry_point=entry, dependencies=dependencies)
         else:
             extra.update(entrypoint=entry, dependencies=packages,
                          files=sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
-                                      if p.is_file() and not {".venv", "__pycache__", ".git"} & set(p.parts))
-                         if source.is_dir() else [entry])
+                                      if p.is_file() and not _NOT_SUBMITTED & set(p.parts))
+                         if is_folder else [entry])
         return self._create_job(user, job_name, layout, script, extra, copy)
 
     def _layout_for(self, owner: str) -> _Layout:
-        """The layout to submit to ``owner`` in: the one its job folder already uses,
-        else v0, which every current owner's client reads."""
-        job_dir = self.config.get_job_dir(owner)
+        job_dir = self.config.get_job_dir(owner)  # checks the email first
         if self.layout is not None:
             return _LAYOUTS[self.layout]
         for layout in _LAYOUTS.values():
@@ -3695,7 +3687,7 @@ class JobClient:
                 return layout
         if not (job_dir / "inbox").is_dir() and not (job_dir / "review").is_dir() \
                 and (job_dir / self.config.email).is_dir():
-            return next(layout for layout in _LAYOUTS.values() if layout.markers)
+            return _LAYOUTS["legacy"]
         return _LAYOUTS["v0"]
 
     def _create_job(self, user: str, job_name: str, layout: _Layout, script: str, extra: dict,
@@ -3732,9 +3724,8 @@ class JobClient:
 
     @property
     def jobs(self) -> JobsList:
-        """This data scientist's jobs at every datasite in the SyftBox folder, newest
-        first, as its own SyftBox would show them: logs and outputs only where the owner
-        shared them."""
+        """This data scientist's jobs at every datasite in the SyftBox folder, newest first, as its
+        own SyftBox would show them: logs and outputs only where the owner shared them."""
         found = []
         for site in _subfolders(self.config.syftbox_folder):
             job_dir = Path(site.path) / "app_data" / "job"
@@ -3790,9 +3781,7 @@ class JobsList(list):
     def __str__(self) -> str:
         if not self:
             return "No jobs."
-        rows = [[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+        return _table([[title for title, _ in JobInfo._COLUMNS]] + [job._cells() for job in self])
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in JobInfo._COLUMNS)
@@ -3800,10 +3789,14 @@ class JobsList(list):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
 def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
-    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. A data
-    scientist's own SyftBox holds only that, and none of the owner's permission files:
-    there, a file that is present is one it may read."""
+    """A job as ``viewer`` sees it: only what SyftBox's rules let it read. Its own SyftBox holds
+    only that and no permission files: there, a file that is present is one it may read."""
     datasite = os.path.join(syftbox, owner)
     steps = os.path.relpath(job.results, datasite).split(os.sep)
     synced = not any(os.path.lexists(os.path.join(datasite, *steps[:depth], PERMISSION_FILE))
@@ -4936,9 +4929,8 @@ def _client_config() -> tuple[str | None, str | None]:
 
 
 def _runner(args: argparse.Namespace) -> SyftJobRunner:
-    """The runner for the datasite the flags, the environment or the SyftBox client
-    config name, with the settings of the flags given. The datasite must exist; its
-    email is matched without regard to case."""
+    """The runner of the datasite the flags, the environment or the SyftBox client config name (an
+    existing one, its email matched regardless of case), with the settings of the flags given."""
     folder = getattr(args, "syftbox_folder", None) or _env(_FOLDER_ENV_VAR)
     email = getattr(args, "email", None) or _env(_EMAIL_ENV_VAR)
     if not folder or not email:
@@ -4949,13 +4941,13 @@ def _runner(args: argparse.Namespace) -> SyftJobRunner:
     if not email:
         raise _UsageError(f"no email given: pass --email EMAIL (or set {_EMAIL_ENV_VAR})")
     config = SyftJobConfig.from_syftbox_folder(folder, email)
-    sites = [entry.name for entry in _subfolders(config.syftbox_folder) if "@" in entry.name]
-    same = [site for site in sites if site.lower() == email.lower()]
-    if not config.get_user_dir(email).is_dir() and len(same) == 1:
+    if not config.get_user_dir(email).is_dir():
+        sites = [entry.name for entry in _subfolders(config.syftbox_folder) if "@" in entry.name]
+        same = [site for site in sites if site.lower() == email.lower()]
+        if len(same) != 1:
+            raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
+                              f"{', '.join(sites) or 'none'}")
         config = SyftJobConfig.from_syftbox_folder(folder, same[0])
-    elif not config.get_user_dir(email).is_dir():
-        raise _UsageError(f"no datasite for {email} in {config.syftbox_folder}; the datasites there: "
-                          f"{', '.join(sites) or 'none'}")
     settings = {key: value for key, value in vars(args).items() if key in _RUNNER_KEYWORDS and value is not None}
     if "on_event" in settings:
         if len(settings["on_event"]) > 1:
@@ -4970,7 +4962,8 @@ def _number_arg(kind: type) -> Callable[[str], Any]:
         try:
             return _positive(text, "the value", kind)
         except ConfigError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {'whole ' if kind is int else ''}number") from None
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {whole}number") from None
     return parse
 
 
@@ -4982,19 +4975,14 @@ def _size_arg(text: str) -> int:
     return int(float(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " "))
 
 
-def _fmt_seconds(value: Any) -> str:
+def _cell(row: dict, key: str) -> str:
+    """One value of a job's row, as ``list`` and ``show`` print it."""
+    value = row[key]
     if value is None:
         return ""
-    return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
-
-
-def _cell(row: dict, key: str) -> str:
-    """One cell of ``list``'s table."""
     if key in ("duration_s", "elapsed_s"):
-        return _fmt_seconds(row[key])
-    if key == "shared":
-        return " ".join(row[key])
-    return "" if row[key] is None else _printable(str(row[key]))
+        return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+    return " ".join(value) if key == "shared" else _printable(str(value))
 
 
 def _cmd_run(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5025,19 +5013,15 @@ _LIST_COLUMNS = (("JOB", "name"), ("SUBMITTER", "submitter"), ("STATUS", "status
                  ("SHARED", "shared"))
 
 
-def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_list(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     rows = runner.list_jobs(args.status, args.submitter)
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k not in ("folder", "results")} for r in rows], indent=2))
-        return 0
-    if not rows:
+    elif not rows:
         print(f"📭 No jobs in {runner.job_dir}" + (" matching" if args.status or args.submitter else ""))
-        return 0
-    cells = [[title for title, _ in _LIST_COLUMNS]] + [[_cell(r, key) for _, key in _LIST_COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_LIST_COLUMNS))]
-    for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
+    else:
+        print(_table([[title for title, _ in _LIST_COLUMNS]]
+                     + [[_cell(r, key) for _, key in _LIST_COLUMNS] for r in rows]))
 
 
 def _checks_args(args: argparse.Namespace) -> dict:
@@ -5059,11 +5043,11 @@ def _result_lines(results: list[dict]) -> list[str]:
     return lines
 
 
-def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     job = runner.describe_job(args.job, args.user, _checks_args(args))
     if args.json:
         print(json.dumps({k: v for k, v in job.items() if k not in ("folder", "results_dir")}, indent=2, default=str))
-        return 0
+        return
     lines = [f"Job:        {_printable(job['submitter'])}/{_printable(job['name'])} ({job['layout']} layout)",
              f"Status:     {job['status']}", *([f"Reason:     {_printable(job['reason'])}"] if job["reason"] else []),
              f"Folder:     {_printable(job['folder'])}"]
@@ -5072,14 +5056,11 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
         if job[key]:
             by = f" by {_printable(str(job['approved_by']))}" if key == "approved_at" and job["approved_by"] else ""
             by += " (by itself: trusted code)" if key == "approved_at" and job["approval_method"] == "auto" else ""
-            lines.append(f"{label + ':':<11} {_printable(str(job[key]))}{by}")
-    for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s")):
+            lines.append(f"{label + ':':<11} {_cell(job, key)}{by}")
+    for label, key in (("Elapsed", "elapsed_s"), ("Duration", "duration_s"), ("Slurm job", "slurm_job_id"),
+                       ("Return code", "return_code")):
         if job[key] is not None:
-            lines.append(f"{label + ':':<11} {_fmt_seconds(job[key])}")
-    if job["slurm_job_id"] is not None:
-        lines.append(f"Slurm job:  {job['slurm_job_id']}")
-    if job["return_code"] is not None:
-        lines.append(f"Return code: {job['return_code']}")
+            lines.append(f"{label + ':':<11} {_cell(job, key)}")
     lines.append(f"Shared:     {' and '.join(job['shared']) or 'nothing (logs and outputs are private)'}")
     if job["held_back_count"]:
         lines.append(f"⚠️ Held back, over the output limits: {job['held_back_count']} output(s): "
@@ -5097,22 +5078,22 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     lines.append(f"Pythons for jobs: {', '.join(map(_printable, job['pythons'])) or 'none'}")
     for path, text in job["code"].items():  # the code is what the owner must read: every text file
         shown = text.split("\n")
-        more = len(shown) - args.code_lines if not args.all_lines else 0
-        lines += [f"--- {_printable(path)} ---", *shown[:len(shown) if args.all_lines else args.code_lines],
-                  *([f"... ({more} more lines: --all-lines)"] if more > 0 else [])]
+        keep = len(shown) if args.all_lines else 200
+        lines += [f"--- {_printable(path)} ---", *shown[:keep]]
+        lines += [f"... ({len(shown) - keep} more lines: --all-lines)"] if len(shown) > keep else []
     lines.append("--- files (size, sha256) ---")
     lines += [f"  {_printable(f['path'])}  {f['size']} bytes  {f['sha256']}" for f in job["files"]]
-    lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: syft-job trust "
-              f"{_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
+    lines += [f"digest: {job['digest']}", f"code digest: {job['code_digest']} (the same code sent again: "
+              f"syft-job trust {_printable(shlex.quote(job['submitter']))} --digest {job['code_digest']})"]
     if job["status"] in ("inbox", "changed"):
-        lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} --digest {job['digest']})")
+        lines.append(f"(to approve exactly this: syft-job approve {_printable(shlex.quote(job['name']))} "
+                     f"--digest {job['digest']})")
     lines += _result_lines(job["results"])
     for stream in ("stdout", "stderr"):
         tail = b"".join(runner.follow_log(args.job, args.user, stderr=stream == "stderr"))[-64 * 1024:]
         text = tail.decode("utf-8", "replace").splitlines()[-args.lines:]
         lines += [f"--- {stream}.txt (last {args.lines} lines) ---", *([_printable(t) for t in text] or ["(none)"])]
     print("\n".join(lines))
-    return 0
 
 
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5132,17 +5113,15 @@ def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_approve(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     digest = runner.approve_job(args.job, args.user, reason=args.reason, digest=args.digest)
     print(f"✅ Approved {_printable(args.job)}: it runs at the next poll of the runner, unless its files change")
     print(f"   digest: {digest}")
-    return 0
 
 
-def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_reject(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.reject_job(args.job, args.reason, args.user)
     print(f"🚫 Rejected {_printable(args.job)}: {_printable(args.reason)}")
-    return 0
 
 
 def _cmd_audit(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5163,16 +5142,14 @@ def _cmd_audit(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_reopen(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.reopen_job(args.job, args.user)
     print(f"📥 {_printable(args.job)} is back in the inbox, waiting for your review")
-    return 0
 
 
-def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_rerun(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.rerun_job(args.job, args.user)
     print(f"🔁 {_printable(args.job)} runs again at the next poll of the runner")
-    return 0
 
 
 def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5182,17 +5159,14 @@ def _cmd_cancel(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0 if status != "running" else 1
 
 
-def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_share(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     if not args.outputs and not args.logs:
         raise _UsageError("say what to share: --outputs, --logs, or both")
-    results = runner.describe_job(args.job, args.user)["results"]
-    shared = [r for r in results if (args.outputs and r["path"].startswith(f"{OUTPUTS_DIR}/"))
-              or (args.logs and r["path"] in _LOG_FILES)]
-    for r in shared:  # what the checks found, said before it leaves
-        if r["flags"]:
+    for r in runner.describe_job(args.job, args.user)["results"]:  # what the checks found, said before it leaves
+        if r["flags"] and ((args.outputs and r["path"].startswith(f"{OUTPUTS_DIR}/"))
+                           or (args.logs and r["path"] in _LOG_FILES)):
             print(f"⚑ {_printable(r['path'])}: {', '.join(r['flags'])}")
     runner.share_job_results(args.job, args.outputs, args.logs, user=args.user)
-    return 0
 
 
 def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5203,30 +5177,26 @@ def _cmd_release(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0 if released and (args.all or len(released) == len(set(args.paths))) else 1
 
 
-def _cmd_trust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_trust(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     if args.list:
-        trusted = runner.trusted()
-        print("\n".join(f"{_printable(who)}  {digest}" for who, digests in sorted(trusted.items()) for digest in digests)
-              or "Nothing is trusted: every job waits for your review")
-        return 0
+        print("\n".join(f"{_printable(who)}  {digest}" for who, digests in sorted(runner.trusted().items())
+                        for digest in digests) or "Nothing is trusted: every job waits for your review")
+        return
     if not args.submitter or not args.digest:
         raise _UsageError("give a submitter and --digest HEX (the code digest show prints), or --list")
     runner.trust(args.submitter, args.digest)
     print(f"🔐 From now on, {_printable(args.submitter)}'s jobs whose code digest is {args.digest.strip().lower()} are "
           "approved by themselves (untrust to stop)")
-    return 0
 
 
-def _cmd_untrust(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_untrust(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.untrust(args.submitter, args.digest)
     print(f"🔒 {_printable(args.submitter)}'s code {args.digest.strip().lower()} waits for your review again")
-    return 0
 
 
-def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_unshare(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     runner.unshare_job_results(args.job, args.user)
     print(f"🔒 {_printable(args.job)}: its logs and outputs are private again")
-    return 0
 
 
 def _confirm(question: str, args: argparse.Namespace) -> bool:
@@ -5250,11 +5220,10 @@ def _cmd_delete(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> int:
+def _cmd_add_submitter(runner: SyftJobRunner, args: argparse.Namespace) -> None:
     folder = runner.add_submitter(args.submitter_email)
     print(f"✅ {args.submitter_email} can submit jobs into {folder}")
     print("   (its results stay private until you share them)")
-    return 0
 
 
 def _cmd_reset(runner: SyftJobRunner, args: argparse.Namespace) -> int:
@@ -5277,7 +5246,6 @@ _DEMO_FAILING = """\
 echo "Looking for a file that is not there..."
 cat missing.csv
 """
-_DEMO_PYTHON = 'print("hello from a Python job")\n'
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -5301,7 +5269,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     client.submit_bash_job(_DEMO_OWNER, _DEMO_FAILING, job_name="missing file")
     code = folder / "ds-code" / "hello.py"
     code.parent.mkdir()
-    code.write_text(_DEMO_PYTHON)
+    code.write_text('print("hello from a Python job")\n')
     client.submit_python_job(_DEMO_OWNER, code, job_name="python hello", dependencies=["numpy"])
     print("1️⃣  The data scientist submitted 3 jobs. The runner sees them:\n")
     runner.check_for_new_jobs()
@@ -5323,14 +5291,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # The run/once flags that are SyftJobRunner keywords: (flag, keyword, argparse settings).
 _RUNNER_FLAGS = (
-    ("--strict", "require_approval_digest", dict(
-        action="store_true", default=None, help="run only jobs approved with `syft-job approve` whose files have not changed")),
-    ("--pass-env", "env_passthrough", dict(
-        action="append", metavar="NAME", help="also give jobs this environment variable of yours (repeatable; by "
-                                              "default jobs get only PATH, HOME, LANG, LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")),
+    ("--strict", "require_approval_digest", dict(action="store_true", default=None, help="run only jobs approved "
+                                                 "with `syft-job approve` whose files have not changed")),
+    ("--pass-env", "env_passthrough", dict(action="append", metavar="NAME", help="also give jobs this environment "
+                                           "variable of yours (repeatable; by default jobs get only PATH, HOME, LANG, "
+                                           "LC_*, TMPDIR, TZ, USER, UV_* and the SyftBox ones)")),
     ("--max-memory", "max_memory_mb", dict(type=_number_arg(float), metavar="MB",
                                            help="limit each job process's address space to this many MB")),
-    ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS", help="limit each job process's CPU time")),
+    ("--max-cpu", "max_cpu_seconds", dict(type=_number_arg(float), metavar="SECONDS",
+                                          help="limit each job process's CPU time")),
     ("--max-log-size", "max_log_bytes", dict(type=_size_arg, metavar="SIZE",
                                              help="cut each log at this size and stop the job (default: 1G)")),
     ("--isolation", "isolation", dict(choices=ISOLATION_MODES, help="auto (default): a sandbox where bubblewrap can "
@@ -5346,22 +5315,22 @@ _RUNNER_FLAGS = (
     ("--run-as", "run_as", dict(metavar="USER", help="when run as root: the account jobs run as (default: nobody)")),
     ("--max-output-size", "max_output_bytes", dict(type=_size_arg, metavar="SIZE", help="publish at most this much "
                                                    "of a job's outputs/, e.g. 500M or 2G (default: 1G)")),
-    ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N",
-                                                    help="publish at most N files of a job's outputs/ (default: 10000)")),
+    ("--max-output-files", "max_output_files", dict(type=_number_arg(int), metavar="N", help="publish at most N "
+                                                    "files of a job's outputs/ (default: 10000)")),
     ("--on-event", "on_event", dict(action="append", metavar="CMD", help="run this shell command for each event "
                                     "(submitted, approved, rejected, started, finished, failed, released), the event "
                                     "as JSON on its stdin; once (a script can run several)")),
-    ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N", help="run up to N jobs at once (default 1)")),
+    ("--jobs", "max_concurrent_jobs", dict(type=_number_arg(int), metavar="N",
+                                           help="run up to N jobs at once (default 1)")),
     ("--launcher", "launcher", dict(choices=["slurm"], help="run each job through srun on a Slurm cluster")),
-    ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG",
-                                       help="pass ARG to srun, after the runner's own (repeatable), e.g. --partition=gpu")),
+    ("--slurm-arg", "slurm_args", dict(action="append", metavar="ARG", help="pass ARG to srun, after the runner's own "
+                                       "(repeatable), e.g. --partition=gpu")),
 )
 _RUNNER_KEYWORDS = {keyword for _, keyword, _ in _RUNNER_FLAGS} | {"work_dir"}
 
 
 def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
-    """The options several commands share: the datasite's, the running ones, which job,
-    the output checks, the confirmation."""
+    """The options several commands share: datasite, running, which job, output checks, confirmation."""
     # The datasite options work before and after the command (SUPPRESS: unset leaves no default to overwrite).
     datasite = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     datasite.add_argument("--syftbox-folder", metavar="PATH",
@@ -5373,20 +5342,23 @@ def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument("--timeout", type=_number_arg(float), metavar="SECONDS",
                          help=f"stop a job after this long (default: ${TIMEOUT_ENV_VAR}, else 300)")
-    running.add_argument("--no-stream", action="store_true", help="do not print the jobs' output (logs are still written)")
-    running.add_argument("--share-outputs", action="store_true", help="share each finished job's outputs/ with its submitter")
+    running.add_argument("--no-stream", action="store_true",
+                         help="do not print the jobs' output (logs are still written)")
+    running.add_argument("--share-outputs", action="store_true",
+                         help="share each finished job's outputs/ with its submitter")
     running.add_argument("--share-logs", action="store_true", help="share each finished job's logs with its submitter")
-    running.add_argument("--skip", action="append", metavar="NAME", help="never run this job (a name or SUBMITTER/NAME; repeatable)")
+    running.add_argument("--skip", action="append", metavar="NAME",
+                         help="never run this job (a name or SUBMITTER/NAME; repeatable)")
     for flag, keyword, settings in _RUNNER_FLAGS:
         running.add_argument(flag, dest=keyword, **settings)
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("job", metavar="JOB", help="the job's name, or SUBMITTER/NAME as the runner prints it")
     which.add_argument("--user", metavar="EMAIL", help="the submitter, when several have a job of that name")
     checks = argparse.ArgumentParser(add_help=False)
-    for flag, name, help_text in (("--min-count", "min_count", "flag CSV cells holding a count below this (default 10)"),
-                                  ("--max-rows", "max_rows", "flag CSVs with more rows (default 5000)"),
-                                  ("--max-file-mb", "max_file_mb", "flag files larger than this (default 16)")):
-        checks.add_argument(flag, dest=name, type=_number_arg(float), metavar="N", help=help_text)
+    for flag, help_text in (("--min-count", "flag CSV cells holding a count below this (default 10)"),
+                            ("--max-rows", "flag CSVs with more rows (default 5000)"),
+                            ("--max-file-mb", "flag files larger than this (default 16)")):
+        checks.add_argument(flag, type=_number_arg(float), metavar="N", help=help_text)
     confirm = argparse.ArgumentParser(add_help=False)
     confirm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return datasite, running, which, checks, confirm
@@ -5396,8 +5368,7 @@ def _build_parser() -> argparse.ArgumentParser:
     datasite, running, which, checks, confirm = _option_groups()
     parser = _ArgumentParser(prog="syft-job", description="The job runner of a SyftBox datasite.", parents=[datasite])
     parser.add_argument("--version", action="version", version=f"syft-job {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
-    commands.required = True
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser, required=True)
 
     def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, parents=list(parents))
@@ -5416,7 +5387,6 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON for scripts (the results too)")
     show.add_argument("--all-lines", action="store_true", help="every line of each submitted text file (default: the "
                                                                 "first 200)")
-    show.set_defaults(code_lines=200)
     logs = command("logs", "print a job's output", datasite, which)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
@@ -5471,7 +5441,7 @@ def _add_decision_commands(command: Callable[..., argparse.ArgumentParser], data
     command("reset", "delete every job and the share rules made for them (asks first)", datasite, confirm)
 
 
-_COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
+_COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int | None]] = {  # None: exit status 0
     "run": _cmd_run, "once": _cmd_once, "list": _cmd_list, "show": _cmd_show, "logs": _cmd_logs,
     "approve": _cmd_approve, "reject": _cmd_reject, "reopen": _cmd_reopen, "audit": _cmd_audit,
     "release": _cmd_release, "rerun": _cmd_rerun, "cancel": _cmd_cancel, "trust": _cmd_trust, "untrust": _cmd_untrust,
@@ -5481,10 +5451,7 @@ _COMMANDS: dict[str, Callable[[SyftJobRunner, argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``syft-job`` command; returns its exit status.
-
-    :param argv: the arguments (default: ``sys.argv[1:]``).
-    """
+    """The ``syft-job`` command on ``argv`` (default: ``sys.argv[1:]``); returns its exit status."""
     for stream in (sys.stdout, sys.stderr):  # a console that cannot encode a character gets an escape
         with contextlib.suppress(AttributeError, ValueError):  # not a text stream of io's: left as it is
             stream.reconfigure(errors="backslashreplace")
@@ -5497,7 +5464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         runner = _runner(args)
         try:
-            return _COMMANDS[args.command](runner, args)
+            return _COMMANDS[args.command](runner, args) or 0
         finally:
             if runner._hooks is not None:  # the events' commands finish (each within its time) before we exit
                 runner._hooks.close()
