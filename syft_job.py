@@ -155,8 +155,7 @@ _UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))
 
 
 def _printable(text: str, lines: bool = False) -> str:
-    """``text`` safe to print: control (ESC, CSI, OSC, BEL, C1), bidi and undecodable characters
-    escaped, ``\n`` too unless ``lines``."""
+    """``text`` safe to print: control, bidi and undecodable characters escaped, ``\n`` too unless ``lines``."""
     return (_UNPRINTABLE_IN_LINES if lines else _UNPRINTABLE).sub(
         lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
@@ -261,6 +260,10 @@ def _folder(path: str | os.PathLike) -> contextlib.AbstractContextManager[int]:
     return _closing(_open_folder(path))
 
 
+def _subfolder(dir_fd: int, name: str) -> contextlib.AbstractContextManager[int]:
+    return _closing(os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd))
+
+
 def _create_at(dir_fd: int, name: str, mode: int = 0o644) -> int:
     """A new, empty file ``name`` open for writing. Whatever stood there (an old log, a
     planted symlink or folder) is removed first: nothing is written through a link."""
@@ -314,7 +317,7 @@ def _remove_at(dir_fd: int, name: str, depth: int = 0) -> None:
         return
     if depth > 2 * _MAX_TREE_DEPTH:
         raise JobError(f"{_printable(name)}: nested too deep to remove")
-    with _closing(os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)) as fd:
+    with _subfolder(dir_fd, name) as fd:
         for entry in list(os.scandir(fd)):
             _remove_at(fd, entry.name, depth + 1)
     os.rmdir(name, dir_fd=dir_fd)
@@ -347,11 +350,8 @@ def _open_regular(name: str | os.PathLike, dir_fd: int | None = None) -> int:
 
 def _read_file(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = None,
                truncate: bool = False) -> bytes:
-    """The bytes of a regular file, reading at most ``max_bytes``.
-
-    :param truncate: give the first ``max_bytes`` of a larger file instead of raising.
-    :raises JobError: a symlink, not a file, or too large.
-    """
+    """The bytes of a regular file, reading at most ``max_bytes``: a larger one raises JobError, unless
+    ``truncate`` (its first ``max_bytes`` then)."""
     with _closing(_open_regular(name, dir_fd)) as fd:
         data = b""
         while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
@@ -391,13 +391,11 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
             continue
         if stat.S_ISDIR(mode):
             with contextlib.ExitStack() as stack:
-                fd = stack.enter_context(_closing(os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=src_fd)))
-                sub = None
+                fd, sub = stack.enter_context(_subfolder(src_fd, name)), None
                 if dst_fd is not None:
                     with contextlib.suppress(FileExistsError):  # copies may merge into one folder
                         os.mkdir(name, 0o755, dir_fd=dst_fd)
-                    sub = stack.enter_context(_closing(os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW,
-                                                               dir_fd=dst_fd)))
+                    sub = stack.enter_context(_subfolder(dst_fd, name))
                 files.update(_copy_tree(fd, sub, skip, rel + "/", depth + 1))
         elif stat.S_ISREG(mode):
             with contextlib.suppress(_Gone):  # gone since the listing: not part of it
@@ -420,8 +418,10 @@ def _copy_file(src_fd: int, name: str, dst_fd: int | None) -> str:
     digest = hashlib.sha256()
     with contextlib.ExitStack() as stack:
         fd = stack.enter_context(_closing(_open_regular(name, src_fd)))
-        mode = 0o755 if os.fstat(fd).st_mode & 0o111 else 0o644
-        out = None if dst_fd is None else stack.enter_context(_closing(_create_at(dst_fd, name, mode)))
+        out = None
+        if dst_fd is not None:
+            mode = 0o755 if os.fstat(fd).st_mode & 0o111 else 0o644
+            out = stack.enter_context(_closing(_create_at(dst_fd, name, mode)))
         for block in iter(functools.partial(os.read, fd, 1 << 20), b""):
             digest.update(block)
             if out is not None:
@@ -633,8 +633,8 @@ class _YamlReader:
         return self.plain("".join(parts), n), last, end
 
     def quoted(self, n: int, column: int) -> tuple[str, int, int]:
-        """A '...' or "..." scalar from ``column`` of line ``n``, over as many lines as it
-        takes: its value, and the line and column just after the closing quote."""
+        """A '...' or "..." scalar from ``column`` of line ``n``, over as many lines as it takes: its
+        value, and the line and column just after the closing quote."""
         line, quote, pos, start = self.lines[n], self.lines[n][column], column + 1, n
         run = re.compile(r"[^']*" if quote == "'" else r'[^"\\]*')
         out: list[str] = []
@@ -732,9 +732,9 @@ def _dump_lines(value: Any, indent: int) -> Iterator[str]:
 
 
 def dump_yaml(value: Any) -> str:
-    """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML,
-    keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal (but inf and
-    nan, written as PyYAML writes them). :raises TypeError: for a value of another type."""
+    """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML, keys sorted, that this
+    module, PyYAML and Go's yaml.v3 read back equal (but inf and nan, written as PyYAML writes them).
+    :raises TypeError: for a value of another type."""
     lines = _dump_lines(value, 0) if isinstance(value, (dict, list, tuple)) and value else [_dump_scalar(value)]
     return "\n".join(lines) + "\n"
 
@@ -776,13 +776,17 @@ def _check_folder_name(name: Any, what: str) -> str:
     """Refuse a name that cannot safely be one folder under another; ``what`` it is names it."""
     if not isinstance(name, str):
         raise JobError(f"the {what} must be a string, not {type(name).__name__}")
-    for bad, problem in ((name in (".", ".."), "is not a folder name"),
-                         ("/" in name or "\0" in name, "contains '/' or a NUL character"),
-                         (not name.strip(), "is empty or only spaces"),
-                         (len(name.encode("utf-8", "surrogateescape")) > 255, "is longer than 255 bytes")):
-        if bad:
-            raise JobError(f"the {what} {_printable(repr(name))} {problem}")
-    return name
+    if name in (".", ".."):
+        problem = "is not a folder name"
+    elif "/" in name or "\0" in name:
+        problem = "contains '/' or a NUL character"
+    elif not name.strip():
+        problem = "is empty or only spaces"
+    elif len(name.encode("utf-8", "surrogateescape")) > 255:
+        problem = "is longer than 255 bytes"
+    else:
+        return name
+    raise JobError(f"the {what} {_printable(repr(name))} {problem}")
 
 
 def _check_email(email: Any) -> str:
