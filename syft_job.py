@@ -614,8 +614,8 @@ class _YamlReader:
         return text
 
     def plain_lines(self, n: int, column: int, parent: int) -> tuple[Any, int, int]:
-        """A plain scalar, continued on lines indented more than ``parent``, folded: a line break is a
-        space, each blank line a newline."""
+        """A plain scalar, continued on lines indented more than ``parent`` and folded as
+        YAML folds it: a line break is a space, each blank line a newline."""
         line = self.lines[n]
         comment = line.find(" #", column)
         end = len(line) if comment < 0 else comment
@@ -633,8 +633,8 @@ class _YamlReader:
         return self.plain("".join(parts), n), last, end
 
     def quoted(self, n: int, column: int) -> tuple[str, int, int]:
-        """A '...' or "..." scalar from ``column`` of line ``n``, over as many lines as it takes: its
-        value, and the line and column just after the closing quote."""
+        """A '...' or "..." scalar from ``column`` of line ``n``, over as many lines as it
+        takes: its value, and the line and column just after the closing quote."""
         line, quote, pos, start = self.lines[n], self.lines[n][column], column + 1, n
         run = re.compile(r"[^']*" if quote == "'" else r'[^"\\]*')
         out: list[str] = []
@@ -732,9 +732,9 @@ def _dump_lines(value: Any, indent: int) -> Iterator[str]:
 
 
 def dump_yaml(value: Any) -> str:
-    """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML, keys sorted, that this
-    module, PyYAML and Go's yaml.v3 read back equal (but inf and nan, written as PyYAML writes them).
-    :raises TypeError: for a value of another type."""
+    """Write ``value`` (dicts, lists, strings, numbers, booleans, None) as block YAML,
+    keys sorted, that this module, PyYAML and Go's yaml.v3 read back equal (but inf and
+    nan, written as PyYAML writes them). :raises TypeError: for a value of another type."""
     lines = _dump_lines(value, 0) if isinstance(value, (dict, list, tuple)) and value else [_dump_scalar(value)]
     return "\n".join(lines) + "\n"
 
@@ -773,7 +773,7 @@ _EMAIL_RE = re.compile(r"^[^@\s/\\\x00]+@[^@\s/\\\x00]+\.[^@\s/\\\x00]+$")
 
 
 def _check_folder_name(name: Any, what: str) -> str:
-    """Refuse a name that cannot safely be one folder under another; ``what`` it is names it."""
+    """Refuse a name that cannot safely be one folder under another; ``what`` names it in the message."""
     if not isinstance(name, str):
         raise JobError(f"the {what} must be a string, not {type(name).__name__}")
     if name in (".", ".."):
@@ -810,9 +810,9 @@ def _positive(value: Any, what: str, kind: type = float) -> Any:
 
 
 def _default_work_dir() -> Path:
-    """Where a runner keeps its private state (outside the SyftBox folder): $XDG_STATE_HOME/syft-job, else
-    ~/.local/state/syft-job, and /var/lib/syft-job for root, whose jobs run as another account that must
-    reach their copies."""
+    """Where a runner keeps its private state: $XDG_STATE_HOME/syft-job, else
+    ~/.local/state/syft-job, and /var/lib/syft-job for root, whose jobs run as another
+    account that must reach their copies (outside the SyftBox folder)."""
     if os.environ.get("XDG_STATE_HOME"):
         return Path(os.environ["XDG_STATE_HOME"]) / "syft-job"
     return Path("/var/lib/syft-job") if os.geteuid() == 0 else Path.home() / ".local" / "state" / "syft-job"
