@@ -180,7 +180,9 @@ class _Console:
         except UnicodeEncodeError:
             encoding = getattr(out, "encoding", None) or "ascii"
             out.write(text.encode(encoding, "backslashreplace").decode(encoding))
-        getattr(out, "flush", lambda: None)()
+        flush = getattr(out, "flush", None)
+        if flush is not None:
+            flush()
 
     def say(self, *lines: str) -> None:
         """Write lines of the runner's own, any control character in them escaped."""
