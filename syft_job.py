@@ -127,11 +127,8 @@ class ConfigError(SyftJobError):
 
 
 class YAMLError(SyftJobError):
-    """A YAML text is outside what this module reads.
-
-    :ivar source: the file it came from (as given to :func:`load_yaml`).
-    :ivar line: the line, counted from 1.
-    """
+    """A YAML text is outside what this module reads; ``source`` (as given to :func:`load_yaml`) and
+    ``line`` (counted from 1) say where."""
 
     def __init__(self, message: str, source: str, line: int) -> None:
         super().__init__(f"{source}, line {line}: {message}")
@@ -154,21 +151,18 @@ class JobNotFoundError(JobError):
 # hide console lines ("\n✅ Job approved", "\x1b[2K"); they are shown escaped.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e"
                           "\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
-
-
 _UNPRINTABLE_IN_LINES = re.compile(_UNPRINTABLE.pattern.replace("\x0a", "\x0b"))  # the same, but for "\n"
 
 
 def _printable(text: str, lines: bool = False) -> str:
-    """``text`` safe to print: control (ESC, CSI, OSC, BEL, C1), bidi and undecodable
-    characters escaped, ``\n`` too unless ``lines``."""
+    """``text`` safe to print: control, bidi and undecodable characters escaped, ``\n`` too unless ``lines``."""
     return (_UNPRINTABLE_IN_LINES if lines else _UNPRINTABLE).sub(
         lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
 class _Console:
-    """Where everything the library prints goes: standard output (``None``), any
-    object with ``write(text)``, or nowhere (``False``). Each write holds whole lines."""
+    """Where everything the library prints goes: standard output (``None``), any object with
+    ``write(text)``, or nowhere (``False``). Each write holds whole lines."""
 
     def __init__(self, sink: Any = None) -> None:
         if sink is not None and sink is not False and not callable(getattr(sink, "write", None)):
@@ -177,8 +171,7 @@ class _Console:
         self.said: dict[str, str] = {}  # job -> the last thing said of it
 
     def write(self, text: str) -> None:
-        """Write ``text`` (already escaped); a character the console cannot encode is
-        written as an escape."""
+        """Write ``text`` (already escaped), any character the console cannot encode as an escape."""
         if self.sink is False:
             return
         out = sys.stdout if self.sink is None else self.sink
@@ -201,8 +194,7 @@ class _Console:
             self.said[key] = text
             self.say(text)
 
-    def forget(self, key: str) -> None:
-        """What was said of ``key`` may be said again."""
+    def forget(self, key: str) -> None:  # what was said of ``key`` may be said again
         self.said.pop(key, None)
 
 
@@ -210,10 +202,9 @@ class _Console:
 # Files: folders opened once, never through a symlink; atomic replaces
 # ---------------------------------------------------------------------------
 #
-# A submitter can write its own folders, so a path the runner built a moment ago may
-# now be a symlink to the owner's files. Folders are therefore opened once, checked,
-# and everything inside is done relative to the open folder (``dir_fd``), with
-# O_NOFOLLOW on the last step.
+# A submitter can write its own folders, so a path the runner built a moment ago may now be a symlink
+# to the owner's files. Folders are therefore opened once, checked, and everything inside is done
+# relative to the open folder (``dir_fd``), with O_NOFOLLOW on the last step.
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -222,35 +213,27 @@ _MAX_TREE_DEPTH = 64  # folders inside folders in a submission or outputs/
 
 
 def _open_folder(path: str | os.PathLike) -> int:
-    """Open a folder for ``*_at`` calls. Paths here are built on the resolved SyftBox
-    folder, so a folder whose real location differs was reached through a symlink.
-
-    :raises JobError: not a folder, or a symlink on the way.
-    """
+    """Open a folder for ``*_at`` calls. :raises JobError: not a folder, or a symlink on the way."""
     path = os.path.abspath(path)
     try:
         fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
     except OSError as exc:
         problem = "is a symlink" if os.path.islink(path) else exc.strerror
         raise JobError(f"{_printable(path)}: {problem}; not used") from None
-    if _fd_path(fd, path) != path:
+    if _fd_path(fd, path) != path:  # paths are built on the resolved SyftBox folder: any difference is a symlink
         os.close(fd)
         raise JobError(f"{_printable(path)}: a folder on the way is a symlink; not used")
     return fd
 
 
 def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """A clean-up whose failure changes nothing (the file already gone, the process
-    already ended, a disk full): done when it can be, else left."""
-    try:
+    """A clean-up whose failure changes nothing (the file or process already gone, a disk full)."""
+    with contextlib.suppress(OSError, SyftJobError, subprocess.SubprocessError):
         action(*args, **kwargs)
-    except (OSError, SyftJobError, subprocess.SubprocessError):
-        pass
 
 
 def _or_none(read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """What ``read(*args)`` gives, or None when there is nothing to read: a file gone,
-    unreadable or malformed."""
+    """``read(*args, **kwargs)``, or None for a file gone, unreadable or malformed."""
     try:
         return read(*args, **kwargs)
     except (OSError, SyftJobError, ValueError, RecursionError):
@@ -268,12 +251,19 @@ def _fd_path(fd: int, path: str) -> str:
 
 
 @contextlib.contextmanager
-def _folder(path: str | os.PathLike) -> Iterator[int]:
-    fd = _open_folder(path)
+def _closing(fd: int) -> Iterator[int]:
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def _folder(path: str | os.PathLike) -> contextlib.AbstractContextManager[int]:
+    return _closing(_open_folder(path))
+
+
+def _subfolder(dir_fd: int, name: str) -> contextlib.AbstractContextManager[int]:
+    return _closing(os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd))
 
 
 def _create_at(dir_fd: int, name: str, mode: int = 0o644) -> int:
@@ -288,22 +278,17 @@ def _create_at(dir_fd: int, name: str, mode: int = 0o644) -> int:
 
 
 def _write_at(dir_fd: int, name: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Replace ``name`` with ``data`` atomically (temp file, rename): a crash leaves the
-    old or the new file, and a symlink there is replaced, not followed.
-
-    :param durable: fsync before the rename, so a power cut cannot leave it empty
-        (approvals and permissions are; records the runner can redo are not).
-    """
+    """Replace ``name`` with ``data`` atomically (temp file, rename): a crash leaves the old or the new
+    file, and a symlink there is replaced, not followed. ``durable``: fsync first, so a power cut
+    cannot leave it empty (approvals and permissions are; records the runner can redo are not)."""
     tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode, dir_fd=dir_fd)
     try:
-        try:
+        with _closing(fd):
             _write_all(fd, data)
             os.fchmod(fd, mode)  # os.open applied the umask
             if durable:
                 os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         _quietly(os.unlink, tmp, dir_fd=dir_fd)
@@ -334,12 +319,9 @@ def _remove_at(dir_fd: int, name: str, depth: int = 0) -> None:
         return
     if depth > 2 * _MAX_TREE_DEPTH:
         raise JobError(f"{_printable(name)}: nested too deep to remove")
-    fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)
-    try:
+    with _subfolder(dir_fd, name) as fd:
         for entry in list(os.scandir(fd)):
             _remove_at(fd, entry.name, depth + 1)
-    finally:
-        os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
 
 
@@ -354,16 +336,14 @@ class _Gone(JobError):
 
 
 def _open_regular(name: str | os.PathLike, dir_fd: int | None = None) -> int:
-    """Open a regular file for reading, never through a symlink and never blocking on
-    a planted FIFO. :raises JobError: naming the file and what is wrong (_Gone: it is
-    not there)."""
+    """Open a regular file for reading, never through a symlink and never blocking on a planted FIFO.
+    :raises JobError: naming the file and what is wrong (_Gone: it is not there)."""
     try:
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=dir_fd)
     except OSError as exc:
-        link = exc.errno == errno.ELOOP
-        raise (_Gone if exc.errno == errno.ENOENT else JobError)(
-            f"{_printable(os.fspath(name))}: {'is a symlink' if link else 'cannot be read: ' + exc.strerror}; "
-            "not read") from None
+        problem = "is a symlink" if exc.errno == errno.ELOOP else "cannot be read: " + exc.strerror
+        error = _Gone if exc.errno == errno.ENOENT else JobError
+        raise error(f"{_printable(os.fspath(name))}: {problem}; not read") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise JobError(f"{_printable(os.fspath(name))}: is not a regular file; not read")
@@ -372,23 +352,12 @@ def _open_regular(name: str | os.PathLike, dir_fd: int | None = None) -> int:
 
 def _read_file(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = None,
                truncate: bool = False) -> bytes:
-    """The bytes of a regular file, reading at most ``max_bytes``.
-
-    :param truncate: give the first ``max_bytes`` of a larger file instead of raising.
-    :raises JobError: a symlink, not a file, or too large.
-    """
-    fd = _open_regular(name, dir_fd)
-    try:
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+    """The bytes of a regular file, reading at most ``max_bytes``: a larger one raises JobError, unless
+    ``truncate`` (its first ``max_bytes`` then)."""
+    with _closing(_open_regular(name, dir_fd)) as fd:
+        data = b""
+        while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
+            data += chunk
     if len(data) > max_bytes:
         if not truncate:
             raise JobError(f"{_printable(os.fspath(name))}: is larger than {_size(max_bytes)}; not read")
@@ -408,13 +377,9 @@ def _read_text(name: str | os.PathLike, max_bytes: int, dir_fd: int | None = Non
 
 def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = lambda rel: False,
                prefix: str = "", depth: int = 0) -> dict[str, str]:
-    """Read a folder through file descriptors, links never followed, and copy its
-    regular files and folders into ``dst_fd`` (None: only read).
-
-    :param skip: a relative path that is not read at all.
-    :returns: ``{relative path: sha256}`` of every file; a symlink, FIFO or device is
-        listed as ``"symlink"`` or ``"not a regular file"`` and never copied.
-    """
+    """``{relative path: sha256}`` of a folder's files, read through file descriptors (links never
+    followed) and copied into ``dst_fd`` unless it is None; a path ``skip(rel)`` is not read at all.
+    A symlink, FIFO or device is listed as ``"symlink"`` or ``"not a regular file"``, never copied."""
     if depth > _MAX_TREE_DEPTH:
         raise JobError(f"{_printable(prefix)}: folders nested deeper than {_MAX_TREE_DEPTH} levels")
     files: dict[str, str] = {}
@@ -427,18 +392,13 @@ def _copy_tree(src_fd: int, dst_fd: int | None, skip: Callable[[str], bool] = la
         except FileNotFoundError:  # gone since the listing (a submitter may be writing): not part of it
             continue
         if stat.S_ISDIR(mode):
-            fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=src_fd)
-            sub = None
-            try:
+            with contextlib.ExitStack() as stack:
+                fd, sub = stack.enter_context(_subfolder(src_fd, name)), None
                 if dst_fd is not None:
                     with contextlib.suppress(FileExistsError):  # copies may merge into one folder
                         os.mkdir(name, 0o755, dir_fd=dst_fd)
-                    sub = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dst_fd)
+                    sub = stack.enter_context(_subfolder(dst_fd, name))
                 files.update(_copy_tree(fd, sub, skip, rel + "/", depth + 1))
-            finally:
-                os.close(fd)
-                if sub is not None:
-                    os.close(sub)
         elif stat.S_ISREG(mode):
             with contextlib.suppress(_Gone):  # gone since the listing: not part of it
                 files[rel] = _copy_file(src_fd, name, dst_fd)
@@ -458,34 +418,25 @@ def _exists_at(dir_fd: int, name: str) -> bool:
 def _copy_file(src_fd: int, name: str, dst_fd: int | None) -> str:
     """Copy one regular file (if ``dst_fd``); its sha256, of the bytes copied."""
     digest = hashlib.sha256()
-    fd = _open_regular(name, src_fd)
-    out = None
-    try:
+    with contextlib.ExitStack() as stack:
+        fd = stack.enter_context(_closing(_open_regular(name, src_fd)))
+        out = None
         if dst_fd is not None:
-            out = _create_at(dst_fd, name, 0o755 if os.fstat(fd).st_mode & 0o111 else 0o644)
-        while True:
-            block = os.read(fd, 1 << 20)
-            if not block:
-                break
+            mode = 0o755 if os.fstat(fd).st_mode & 0o111 else 0o644
+            out = stack.enter_context(_closing(_create_at(dst_fd, name, mode)))
+        for block in iter(functools.partial(os.read, fd, 1 << 20), b""):
             digest.update(block)
             if out is not None:
                 _write_all(out, block)
-    finally:
-        os.close(fd)
-        if out is not None:
-            os.close(out)
     return digest.hexdigest()
 
 
 def _size(n: int) -> str:
     """A byte count for people: ``512 bytes``, ``64 kB``, ``1 MB``."""
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.3g} kB"
-    if n < 1024 ** 3:
-        return f"{n / (1024 * 1024):.3g} MB"
-    return f"{n / 1024 ** 3:.3g} GB"
+    for unit, scale in (("GB", 1024 ** 3), ("MB", 1024 * 1024), ("kB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _utc_now() -> str:
@@ -651,8 +602,7 @@ class _YamlReader:
         return value
 
     def plain(self, text: str, n: int) -> Any:
-        """The value of an unquoted scalar; one PyYAML reads as a type this reader
-        does not take (a date, 017, yes, .inf, ...) is refused."""
+        """An unquoted scalar's value; one PyYAML reads as another type (a date, 017, yes, .inf) is refused."""
         if "\t" in text or ": " in text or text.endswith(":"):
             raise self.error(f"the plain value {text!r} holds a tab or ': ' (quote it)", n)
         if text in _NULLS or text in _BOOLS:
@@ -735,10 +685,8 @@ class _YamlReader:
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> Any:
-    """Read a YAML document of the subset SyftBox's files use (a JSON document too),
-    giving what PyYAML gives. :param text: the document. :param source: its file's name.
-    :raises YAMLError: for anything outside the subset, naming ``source`` and the line.
-    """
+    """Read a YAML document of the subset SyftBox's files use (a JSON document too), giving what
+    PyYAML gives. :raises YAMLError: for anything outside the subset, naming ``source`` (the file) and the line."""
     if re.match(r"\s*\{\s*\S", text):
         def yaml_float(number: str) -> float:  # 1e5 is a float to JSON, a string to PyYAML
             if not _FLOAT.match(number):
@@ -827,13 +775,9 @@ _EMAIL_RE = re.compile(r"^[^@\s/\\\x00]+@[^@\s/\\\x00]+\.[^@\s/\\\x00]+$")
 
 
 def _check_folder_name(name: Any, what: str) -> str:
-    """Refuse a name that cannot safely be one folder under another.
-
-    :param what: what the name is, for the message ("job name", "email").
-    """
+    """Refuse a name that cannot safely be one folder under another; ``what`` names it in the message."""
     if not isinstance(name, str):
         raise JobError(f"the {what} must be a string, not {type(name).__name__}")
-    problem = None
     if name in (".", ".."):
         problem = "is not a folder name"
     elif "/" in name or "\0" in name:
@@ -842,9 +786,9 @@ def _check_folder_name(name: Any, what: str) -> str:
         problem = "is empty or only spaces"
     elif len(name.encode("utf-8", "surrogateescape")) > 255:
         problem = "is longer than 255 bytes"
-    if problem:
-        raise JobError(f"the {what} {_printable(repr(name))} {problem}")
-    return name
+    else:
+        return name
+    raise JobError(f"the {what} {_printable(repr(name))} {problem}")
 
 
 def _check_email(email: Any) -> str:
@@ -857,10 +801,7 @@ def _check_email(email: Any) -> str:
 
 
 def _positive(value: Any, what: str, kind: type = float) -> Any:
-    """``value`` as a positive, finite number (``kind`` int: a whole one).
-
-    :raises ConfigError: naming ``what``.
-    """
+    """``value`` as a positive, finite number (``kind`` int: a whole one). :raises ConfigError: naming ``what``."""
     if isinstance(value, str):
         converted = _or_none(kind, value.strip())
         value = value if converted is None else converted
@@ -868,14 +809,6 @@ def _positive(value: Any, what: str, kind: type = float) -> Any:
             or (kind is int and value != int(value)):
         raise ConfigError(f"{what} must be a positive {'whole ' if kind is int else ''}number, got {value!r}")
     return kind(value)
-
-
-def _resolve_timeout(timeout: Any) -> float:
-    """The timeout argument, else $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300 s."""
-    if timeout is not None:
-        return _positive(timeout, "timeout")
-    from_env = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
-    return _positive(from_env, TIMEOUT_ENV_VAR) if from_env else _DEFAULT_TIMEOUT_SECONDS
 
 
 def _default_work_dir() -> Path:
@@ -908,7 +841,6 @@ class SyftJobConfig:
         """Check and build a config.
 
         :param syftbox_folder_path: the SyftBox folder; ``~`` is expanded.
-        :param email: the user's email.
         :raises ConfigError: the folder is missing or not a folder, or the email is bad.
         """
         email = _check_email(email)
@@ -941,8 +873,11 @@ class _RunOptions:
     @classmethod
     def make(cls, stream_output: bool = True, timeout: Any = None, skip_job_names: Iterable[str] | None = None,
              share_outputs_with_submitter: bool = False, share_logs_with_submitter: bool = False) -> _RunOptions:
-        """Check the arguments (the timeout is resolved now, from the environment too)."""
-        return cls(bool(stream_output), _resolve_timeout(timeout), frozenset(skip_job_names or ()),
+        """Check the arguments; no timeout: $SYFT_DEFAULT_JOB_TIMEOUT_SECONDS, else 300 s (read now)."""
+        if timeout is None:
+            from_env = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+            timeout = _positive(from_env, TIMEOUT_ENV_VAR) if from_env else _DEFAULT_TIMEOUT_SECONDS
+        return cls(bool(stream_output), _positive(timeout, "timeout"), frozenset(skip_job_names or ()),
                    bool(share_outputs_with_submitter), bool(share_logs_with_submitter))
 
 
