@@ -954,9 +954,10 @@ def test_bad_state_files_are_reported_and_not_run(runner, syftbox, capsys):
     # A review folder whose rules let its submitter write: its state.yaml could be the submitter's.
     (runner.job_dir / "review" / OTHER / "syft.pub.yaml").write_text(syft_job.dump_yaml(
         {"rules": [{"pattern": "forged/state.yaml", "access": {"write": [OTHER]}}]}))
-    orphan = runner.job_dir / "review" / DS / "gone"
-    orphan.mkdir()
-    (orphan / "state.yaml").write_text("status: approved\n")
+    orphan, orphan_v1 = runner.job_dir / "review" / DS / "gone", runner.job_dir / "review" / DS / "v1" / "gone"
+    for folder in (orphan, orphan_v1):
+        folder.mkdir(parents=True)
+        (folder / "state.yaml").write_text("status: approved\n")
     capsys.readouterr()
     assert [r.name for r in runner.process_approved_jobs()] == ["fine"]
     runner.process_approved_jobs()
@@ -965,7 +966,8 @@ def test_bad_state_files_are_reported_and_not_run(runner, syftbox, capsys):
     assert f"{r1 / 'state.yaml'}, line 1" in out
     assert "status 'launched' is none of" in out
     assert f"Job {OTHER}/forged (v0) is not run: its submitter may write its state.yaml" in out
-    assert out.count(f"{orphan} has no job in inbox/") == 1
+    assert out.count(f"{orphan} has no job in inbox/") == 1 and out.count(f"{orphan_v1} has no job in inbox/") == 1
+    assert str(orphan_v1.parent) in syft_job._watched_folders(runner.config, runner._site, runner._scanner)
     for results in (r1, r2, r3):
         assert not (results / "stdout.txt").exists()
 
