@@ -2718,10 +2718,10 @@ class JobResult:
 
 
 class _LinePrinter:
-    """Prints a job's output as prefixed whole lines (two streams or jobs never mix inside
-    one), ended by ``\n``, ``\r\n`` or ``\r`` (a progress bar's steps), a chunk in a few C
-    calls; a line with no end yet is shown all the same once older than
-    ``_PARTIAL_LINE_SECONDS`` (``flush_stale``) or longer than ``_MAX_CONSOLE_LINE``."""
+    """Prints a job's output as prefixed whole lines, so two streams or jobs never mix
+    inside one; lines end at ``\n``, ``\r\n`` or ``\r`` (a progress bar's steps), and a
+    chunk of them is printed in a few C calls. A line with no end yet is shown all the
+    same once older than ``_PARTIAL_LINE_SECONDS`` or longer than ``_MAX_CONSOLE_LINE``."""
 
     def __init__(self, console: _Console, prefix: str) -> None:
         self.console = console
