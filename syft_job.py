@@ -2486,20 +2486,15 @@ class JobResult:
 
 
 class _LinePrinter:
-    """Prints a job's output on the console as prefixed lines, whole lines only, so
-    two streams or two jobs never mix inside a line.
-
-    Lines are cut at ``\n``, ``\r\n`` and ``\r`` (a progress bar shows one line per
-    step), in blocks: a chunk of a million lines is decoded and prefixed in a few C
-    calls. A line that has no end yet is shown anyway once it is older than
-    ``_PARTIAL_LINE_SECONDS`` (see ``flush_stale``).
-    """
+    """Prints a job's output as prefixed whole lines, so two streams or jobs never mix
+    inside one; lines end at ``\n``, ``\r\n`` or ``\r`` (a progress bar's steps), and a
+    chunk of them is printed in a few C calls. A line with no end yet is shown all the
+    same once older than ``_PARTIAL_LINE_SECONDS`` or longer than ``_MAX_CONSOLE_LINE``."""
 
     def __init__(self, console: _Console, prefix: str) -> None:
         self.console = console
         self.prefixes = {"stdout": prefix, "stderr": prefix + "STDERR: "}
-        self.partial: dict[str, list[bytes]] = {"stdout": [], "stderr": []}  # a line not ended yet
-        self.partial_size = {"stdout": 0, "stderr": 0}
+        self.partial = {"stdout": bytearray(), "stderr": bytearray()}  # a line not ended yet
         self.since = {"stdout": 0.0, "stderr": 0.0}  # when the partial line began
         self.ended_in_cr = {"stdout": False, "stderr": False}  # a "\r\n" may be cut in two
 
@@ -2511,16 +2506,13 @@ class _LinePrinter:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         end = data.rfind(b"\n")
         if end >= 0:
-            lines, data = data[:end], data[end + 1:]
-            if self.partial[stream]:
-                lines = self.take_partial(stream) + lines
-            self.write(stream, lines)
+            self.write(stream, self.take_partial(stream) + data[:end])
+            data = data[end + 1:]
         if data:
             if not self.partial[stream]:
                 self.since[stream] = time.monotonic()
-            self.partial[stream].append(data)
-            self.partial_size[stream] += len(data)
-            if self.partial_size[stream] >= _MAX_CONSOLE_LINE:
+            self.partial[stream] += data
+            if len(self.partial[stream]) >= _MAX_CONSOLE_LINE:
                 self.write(stream, self.take_partial(stream))
 
     def flush_stale(self, max_age: float = _PARTIAL_LINE_SECONDS) -> None:
@@ -2529,32 +2521,25 @@ class _LinePrinter:
             if self.partial[stream] and now - self.since[stream] >= max_age:
                 self.write(stream, self.take_partial(stream))
 
-    def take_partial(self, stream: str) -> bytes:
-        line = b"".join(self.partial[stream])
-        self.partial[stream] = []
-        self.partial_size[stream] = 0
+    def take_partial(self, stream: str) -> bytearray:
+        line, self.partial[stream] = self.partial[stream], bytearray()
         return line
 
     def write(self, stream: str, lines: bytes) -> None:
-        """Print ``lines`` (separated by ``\n``, without a final one), each prefixed."""
+        """Print ``lines`` (``\n`` between them, none at the end), each prefixed."""
         prefix = self.prefixes[stream]
         text = _printable(lines.decode("utf-8", "replace"), lines=True)
         self.console.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
 
 class _Output:
-    """One of a job's pipes, copied as bytes to its log file and, when streaming, to
-    the console.
-
-    :param max_bytes: cut the log there (``max_log_bytes``); None: no limit.
-    """
+    """One of a job's pipes, copied as bytes to its log file (cut at ``max_bytes``, None:
+    no limit) and, when streaming, to the console."""
 
     def __init__(self, pipe_fd: int, log_fd: int, stream: str, printer: _LinePrinter | None,
                  max_bytes: int | None) -> None:
-        self.pipe_fd = pipe_fd
-        self.log_fd = log_fd
-        self.stream = stream
-        self.printer = printer
+        self.pipe_fd, self.log_fd, self.stream, self.printer = pipe_fd, log_fd, stream, printer
+        self.log_name = STDOUT_FILE if stream == "stdout" else STDERR_FILE
         self.limit = self.room = max_bytes  # bytes the log may take, and may still take
         self.cut = False       # the log reached its limit: the job must be stopped
         self.muted = False     # no longer written (what a stopped srun says is not the job's)
@@ -2562,18 +2547,12 @@ class _Output:
         self.tail = b"\n"      # the end of the log, to end it cleanly and look for errors
         self.failure: OSError | None = None  # the log cannot be written (a full disk?)
 
-    @property
-    def log_name(self) -> str:
-        return STDOUT_FILE if self.stream == "stdout" else STDERR_FILE
-
     def read(self) -> bool:
         """Copy what the pipe holds now; False once it is closed."""
         chunk = os.read(self.pipe_fd, _READ_SIZE)
-        if not chunk:
-            self.open = False
-            return False
-        if self.cut or self.muted or self.failure is not None:
-            return True  # drained, so the job does not block before it is stopped
+        self.open = bool(chunk)
+        if not chunk or self.cut or self.muted or self.failure is not None:
+            return self.open  # what is not written is drained all the same: the job never blocks on it
         if self.room is not None:
             self.cut = len(chunk) > self.room
             chunk = chunk[:self.room]
@@ -2588,7 +2567,7 @@ class _Output:
 
     def write(self, data: bytes) -> None:
         _write_all(self.log_fd, data)
-        self.tail = data[-4096:] if len(data) >= 4096 else (self.tail + data)[-4096:]
+        self.tail = (self.tail + data[-4096:])[-4096:]
         if self.printer is not None:
             self.printer.feed(self.stream, data)
 
@@ -2630,17 +2609,8 @@ class _Run:
     def pgid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    def stop(self, reason: str, grace: float = _KILL_GRACE_SECONDS) -> None:
-        """Note why the runner stops it; its processes get SIGKILL after ``grace`` (the
-        caller sends SIGTERM, knowing the other runs)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        if self.slurm_job_name:  # what srun says while it stops is not the job's output
-            self.outputs["stderr"].muted = True
-        self.kill_at = min(self.kill_at or float("inf"), time.monotonic() + grace)
-
     def signal(self, signum: int, leaders: set[int], other_tokens: Sequence[str]) -> set[int]:
-        """Send ``signum`` to every process of the job; the processes (none: all gone)."""
+        """Send ``signum`` to every process of the job, and return them (none: all gone)."""
         victims = _job_processes(self.pgid, self.claim.token, leaders | {self.pgid}, other_tokens)
         if self.proc is not None and self.proc.poll() is None:
             victims.add(self.proc.pid)
@@ -2650,8 +2620,8 @@ class _Run:
         return victims
 
     def kill(self, leaders: set[int], other_tokens: Sequence[str]) -> None:
-        """SIGKILL every process of the job, frozen first (SIGSTOP, look again, until no
-        new one shows up), so that none forks away between two looks."""
+        """SIGKILL every process of the job, all frozen first (SIGSTOP until no new one
+        shows up) so that none forks away between two looks."""
         frozen: set[int] = set()
         for _ in range(100):
             found = self.signal(signal.SIGSTOP, leaders, other_tokens)
@@ -2661,10 +2631,9 @@ class _Run:
         self.signal(signal.SIGKILL, leaders, other_tokens)
 
     def advance(self, sandboxed: bool, stopping: bool, leaders: set[int], other_tokens: Sequence[str]) -> bool:
-        """Move the run on: stop it when it must stop, finish off what it left running
-        once it ended. True when it is over and can be finished.
+        """Stop it when it must stop, kill what it left once it ended; True when it is over.
 
-        :param sandboxed: it ran in the sandbox, whose PID namespace ends with it.
+        :param sandboxed: it runs in the sandbox, whose PID namespace ends with it.
         :param stopping: the runner is stopping (Ctrl+C): stop it now.
         """
         now = time.monotonic()
@@ -2679,8 +2648,11 @@ class _Run:
             reasons = [("interrupted", stopping), ("timeout", now >= self.started + self.timeout), ("log", cut),
                        ("cancelled", os.path.exists(self.claim.cancel_path))]  # the first that holds
             reason = next((why for why, holds in reasons if holds), None)
-            if reason and self.stop_reason is None:
-                self.stop(reason, 0.5 if stopping else _KILL_GRACE_SECONDS)
+            if reason and self.stop_reason is None:  # SIGTERM now, SIGKILL after a grace
+                self.stop_reason = reason
+                if self.slurm_job_name:  # what srun says while it stops is not the job's output
+                    self.outputs["stderr"].muted = True
+                self.kill_at = min(self.kill_at or float("inf"), now + (0.5 if stopping else _KILL_GRACE_SECONDS))
                 self.signal(signal.SIGTERM, leaders, other_tokens)
         if self.kill_at is not None and (now >= self.kill_at or not self.signal(0, leaders, other_tokens)):
             if now >= self.kill_at:
@@ -2692,7 +2664,7 @@ class _Run:
             not any(o.open for o in self.outputs.values()) or now >= self.exited_at + _PIPE_DRAIN_SECONDS)
 
     def close(self) -> None:
-        """Close its log files, pipes and exit descriptor; collect its process."""
+        """Close its files, pipes and descriptors; collect its process."""
         for fd in [self.returncode_fd, self.exit_fd, self.results_fd] + [o.log_fd for o in self.outputs.values()]:
             if fd is not None:
                 _quietly(os.close, fd)
@@ -2703,11 +2675,10 @@ class _Run:
         self.returncode_fd = self.exit_fd = None
 
     def publish(self, max_bytes: int, max_entries: int) -> tuple[list[str], list[str]]:
-        """Copy the job's outputs/ (and code/outputs/, as upstream does) from its private
-        copy into its results: regular files and folders only, never a syft.pub.yaml,
-        at most ``max_entries`` files and folders and ``max_bytes`` bytes, counting each
-        file at its apparent size (a sparse file counts whole); the rest is held back.
-        Every process of the job has ended: nothing changes under the walk.
+        """Copy outputs/ (and code/outputs/, as upstream does) from the private copy into
+        the results: regular files and folders only, never a syft.pub.yaml, at most
+        ``max_entries`` entries and ``max_bytes`` (apparent sizes: a sparse file counts
+        whole); the rest is held back. The job has ended: nothing changes under the walk.
 
         :returns: ``(notes on what was left out, the paths held back)``.
         """
@@ -2725,7 +2696,6 @@ class _Run:
                 return True
             room[0], room[1] = room[0] - 1, room[1] - size
             return False
-
         target = os.open(OUTPUTS_DIR, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=self.results_fd)
         try:
             for source in self.job.protocol.output_folders:
@@ -2743,9 +2713,9 @@ class _Run:
         finally:
             os.close(target)
         if held:
-            shown = ", ".join(_printable(rel) for rel in held[:10]) + (f" and {len(held) - 10} more" if held[10:] else "")
-            notes.append(f"{len(held)} output(s) held back, over the limit of {max_entries} files or {_size(max_bytes)} "
-                         f"one job may publish (max_output_files, max_output_bytes): {shown}")
+            shown = ", ".join(map(_printable, held[:10])) + (f" and {len(held) - 10} more" if held[10:] else "")
+            notes.append(f"{len(held)} output(s) held back, over the limit of {max_entries} files or "
+                         f"{_size(max_bytes)} one job may publish (max_output_files, max_output_bytes): {shown}")
         return notes, held
 
 
@@ -2768,18 +2738,16 @@ def _job_environment(config: SyftJobConfig, passthrough: Sequence[str], token: s
 
 
 def _exit_fd(pid: int) -> int | None:
-    """A file descriptor that becomes readable when ``pid`` exits (Linux pidfd), so the
-    wait for a job is a ``select``, not a sleep loop; None where there is none."""
-    pidfd_open = getattr(os, "pidfd_open", None)  # Linux, Python 3.9+
-    return _or_none(pidfd_open, pid) if pidfd_open else None
+    """A descriptor readable once ``pid`` exits (a pidfd: Linux, Python 3.9+), so a job is
+    waited for by ``select``, not a sleep loop; None where there is none."""
+    return _or_none(os.pidfd_open, pid) if hasattr(os, "pidfd_open") else None
 
 
 class _Engine:
-    """One selector for every running job's pipes and exit descriptors (and the stop
-    signal's wake-up), pumped until each job is finished."""
+    """One selector for every running job's pipes and exit descriptors, the stop signal's
+    wake-up and ``news_fd`` (the job directory changed: the caller reads it)."""
 
     def __init__(self, wakeup_fd: int | None, news_fd: int | None = None) -> None:
-        """:param news_fd: readable when the job directory changed (read by the caller)."""
         self.selector = selectors.DefaultSelector()
         self.runs: list[_Run] = []
         for fd, data in ((wakeup_fd, None), (news_fd, "news")):
@@ -2800,8 +2768,7 @@ class _Engine:
                 self.selector.unregister(fd)
 
     def next_wait(self) -> float:
-        """How long the selector may wait: until the next deadline, a partial line to
-        show, or a look for cancel requests."""
+        """Until the next deadline, partial line to show or look for cancel requests."""
         now, soonest = time.monotonic(), 0.5
         for run in self.runs:
             deadlines = [run.kill_at, run.exited_at and run.exited_at + _PIPE_DRAIN_SECONDS,
@@ -2818,13 +2785,8 @@ class _Engine:
         for key, _ in self.selector.select(max(seconds, 0)):
             if key.data is None:  # a signal arrived: the caller looks at its flag
                 _quietly(os.read, key.fd, 512)
-            elif key.data == "news":
-                continue
-            elif key.data[1] is None or not key.data[1].read():
+            elif key.data != "news" and (key.data[1] is None or not key.data[1].read()):
                 self.selector.unregister(key.fd)  # the job exited, or a pipe closed
-
-    def close(self) -> None:
-        self.selector.close()
 
 
 _HOOKS_AT_ONCE, _HOOK_SECONDS, _HOOKS_WAITING = 4, 10.0, 1000
@@ -2834,9 +2796,9 @@ _MAX_WATCHED_PER_SUBMITTER = 512  # folders of a submitter's unfinished jobs wat
 
 
 class _Hooks:
-    """The owner's ``--on-event`` command, run in the background for each event with
-    the event as one JSON object on its standard input: at most _HOOKS_AT_ONCE at once,
-    each stopped after _HOOK_SECONDS; a failure is said in one line. No job waits for it."""
+    """The owner's ``--on-event`` command, run in the background for each event (one JSON
+    object on its standard input): at most _HOOKS_AT_ONCE at once, each stopped after
+    _HOOK_SECONDS, a failure said in one line. No job waits for it."""
 
     def __init__(self, command: str, console: _Console) -> None:
         self.command, self.console = command, console
@@ -2886,15 +2848,16 @@ class _Hooks:
 
     def pids(self) -> set[int]:
         """The commands running: children of the runner, but never a job's leftovers."""
-        return {entry[0].pid for entry in self.running}
+        return {proc.pid for proc, *_ in self.running}
 
     def close(self) -> None:
-        """Let the commands started finish (each within its time), and those waiting
-        start for as long as that takes: the rest are said, not told."""
+        """Let the commands started finish (each in its time) and, meanwhile, those waiting
+        start; the rest are said, not told."""
         deadline = time.monotonic() + _HOOK_SECONDS
         while self.running or self.waiting:
             if self.waiting and time.monotonic() >= deadline:
-                self.console.say(f"⚠️ {len(self.waiting)} event(s) not told to the on-event command: the runner stopped")
+                self.console.say(f"⚠️ {len(self.waiting)} event(s) not told to the on-event command: "
+                                 "the runner stopped")
                 self.waiting.clear()
             self.poll()
             time.sleep(0.02)
@@ -2905,18 +2868,17 @@ _THIN_RULE = "-" * 50
 
 
 class _HeldBack(Exception):
-    """A job that is not run now (files changed since approval, strict mode, a forged
-    approval, its results folder unusable); said once, looked at again at each poll."""
+    """A job not run now (changed since approval, strict mode, a forged approval, its
+    results folder unusable): said once, looked at again at each poll."""
 
 
 class _CannotRun(Exception):
-    """A job that is finished as failed without running (no run.sh, a bad config)."""
+    """A job finished as failed without running (no run.sh, a bad config)."""
 
 
 class _StopSignals:
-    """The one place where Ctrl+C and SIGTERM become "stop". While active (main thread
-    only, and only for signals that would otherwise raise KeyboardInterrupt or end the
-    process), a signal sets ``requested`` and wakes up whoever waits on ``fd``."""
+    """Where Ctrl+C and SIGTERM become "stop": while active (main thread only, signals
+    still at their default only), one sets ``requested`` and wakes whoever waits on ``fd``."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -3012,7 +2974,7 @@ class _Executor:
             stop = stop or stack.enter_context(_StopSignals())
             watcher = watcher if watcher is not None and watcher.fd is not None and refresh else None
             engine = _Engine(stop.fd, watcher and watcher.fd)
-            stack.callback(engine.close)
+            stack.callback(engine.selector.close)
             uids: set[int] = set()
             total = len(waiting)
             while waiting or engine.runs:
@@ -3071,27 +3033,23 @@ class _Executor:
                 and not {job.name, job.key} & options.skip_job_names]
 
     def start_run(self, job: _Job, options: _RunOptions, header: str | None) -> _Run | JobResult | None:
-        """Claim a job and start it: a run, a result (it could not run), or None (not
-        run now: another runner has it, or it is held back)."""
+        """Claim a job and start it: a run, a result (it could not run), or None (not run
+        now: another runner has it, or it is held back)."""
         approved, fingerprint = _approval(job)
         if self.settings.require_approval_digest:  # only the record out of every submitter's reach counts
             approved = _approval(job, self.site.path("approvals", job))[0]
         try:
             self.check_approval(job, approved, fingerprint)
             claim = _take_claim(self.site, job, lambda fields: _stop_leftovers(fields, self.console, job.label))
-        except _HeldBack as exc:
-            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: {exc}")
-            return None
-        except (OSError, SyftJobError) as exc:
-            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: cannot claim it: {exc}")
+            if claim is not None and job.state == "running" and claim.attempt == 1:  # no runner here ran it
+                _release(claim)
+                raise _HeldBack(f"its {STATE_FILE} says it is running, but no runner of this machine runs it; "
+                                f"if none does: syft-job rerun {shlex.quote(job.name)}")
+        except (_HeldBack, OSError, SyftJobError) as exc:
+            cause = "" if isinstance(exc, _HeldBack) else "cannot claim it: "
+            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: {cause}{exc}")
             return None
         if claim is None:
-            return None
-        if job.state == "running" and claim.attempt == 1:  # state.yaml says so, but no runner here ran it
-            _release(claim)
-            self.console.say_once(job.folder, f"⏸️ Job {job.label} is not run: its {STATE_FILE} says it is running, but no "
-                                       f"runner of this machine runs it; if none does: syft-job rerun "
-                                       f"{shlex.quote(job.name)}")
             return None
         copy = self.site.path("copies", job, f"-{claim.token[:8]}", create=True)
         try:
@@ -3104,9 +3062,9 @@ class _Executor:
             _discard(claim, copy)
             return None
         except Exception as exc:  # it cannot run, or a runner-side failure: the job is finished as failed
-            reason = str(exc) if isinstance(exc, _CannotRun) else (
-                f"runner error in job {job.label}: {type(exc).__name__}: {exc}")
+            reason = str(exc)
             if not isinstance(exc, _CannotRun):
+                reason = f"runner error in job {job.label}: {type(exc).__name__}: {exc}"
                 logger.exception("runner error in job %s", job.label)
             self.say_started(job, claim, header)
             self.console.say(f"❌ {reason}")
@@ -3124,19 +3082,18 @@ class _Executor:
             self.console.say(f"🔁 Job {job.label} runs again: interrupted, attempt {claim.attempt} of {_MAX_ATTEMPTS}")
 
     def check_approval(self, job: _Job, approved: dict | None, fingerprint: str) -> None:
-        """Hold a job back when it must not run now. :raises _HeldBack: why."""
+        """:raises _HeldBack: why the job must not run now."""
         status_file = os.path.join(job.results, job.protocol.status_file)
-        again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
         if _may(self.config.syftbox_folder, self.config.email, job.submitter, status_file, "write"):
             raise _HeldBack(f"its submitter may write its {os.path.basename(status_file)} (see the syft.pub.yaml "
                             "rules; a rule this runner does not read exactly counts as a grant): an approval there "
                             "could be forged")
         stood = self.site.unprotected_markers().get(status_file) if job.protocol.markers else None
-        if stood:
-            st = _or_none(os.lstat, status_file)
-            if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
-                    raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
-                                    f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
+        st = _or_none(os.lstat, status_file) if stood else None
+        if st is not None and stood == [st.st_ino, st.st_mtime_ns]:
+            again = f"approve it again: syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
+            raise _HeldBack(f"its {APPROVED_MARKER} marker is older than the rules that keep its submitter "
+                            f"from writing it, so it may be forged; if you approved it, {_printable(again)}")
         last = self.site.record(job)
         if job.protocol.markers and "finished_at" in last and fingerprint and last.get("approval") == fingerprint:
             _quietly(_atomic_write, os.path.join(job.folder, DONE_MARKER), json.dumps(
@@ -3156,12 +3113,14 @@ class _Executor:
             command = f"syft-job approve {shlex.quote(job.name)} --user {shlex.quote(job.submitter)}"
             raise _HeldBack(f"its files changed after it was approved ({_changes(approved, files)}). "
                             f"Review it, then approve it again: {_printable(command)}")
-        if files.get(RUN_SCRIPT, "") in ("", "symlink", "not a regular file"):
-            raise _CannotRun(f"job {job.label} has no {RUN_SCRIPT} in {_printable(job.folder)}" if RUN_SCRIPT not in files
-                             else f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
+        if RUN_SCRIPT not in files:
+            raise _CannotRun(f"job {job.label} has no {RUN_SCRIPT} in {_printable(job.folder)}")
+        if files[RUN_SCRIPT] in ("symlink", "not a regular file"):
+            raise _CannotRun(f"job {job.label} was not run: its {RUN_SCRIPT} is a symlink or not a file")
         try:
             job.read_config()
-            packages, python, uses_python = _python_plan(copy) if self.settings.isolation == "sandbox" else ([], None, False)
+            sandboxed = self.settings.isolation == "sandbox"
+            packages, python, uses_python = _python_plan(copy) if sandboxed else ([], None, False)
         except SyftJobError as exc:
             raise _CannotRun(f"job {job.label} was not run: {exc}") from None
         for folder in job.protocol.output_folders:
@@ -3185,8 +3144,8 @@ class _Executor:
         return run
 
     def begin(self, run: _Run, options: _RunOptions, note: str | None) -> None:
-        """Start a run's process, with its logs (``note`` first in stderr.txt); on any
-        failure nothing of it is left running."""
+        """Start a run's process and its logs (``note`` first in stderr.txt); on any failure
+        nothing of it is left running."""
         job, claim, copy, account, results_fd = run.job, run.claim, run.copy, run.account, run.results_fd
         try:
             try:
@@ -3197,14 +3156,12 @@ class _Executor:
                     _write_state(job, status="running", completed_at=None, return_code=None)
             except OSError as exc:
                 raise _HeldBack(f"cannot write its results: {exc}") from None
-            settings = self.settings
-            env = _job_environment(self.config, settings.env_passthrough, claim.token, settings.isolation == "sandbox",
-                                   account, copy)
-            env["PATH"] = os.pathsep.join([env["PATH"], *(f"{prefix}/bin" for _, prefix in run.pythons
-                                                          if prefix not in ("/usr", "/usr/local"))])  # last: found by uv
-            argv = self.command(run, env)
-            run.proc = subprocess.Popen(argv, cwd=copy, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+            env = _job_environment(self.config, self.settings.env_passthrough, claim.token,
+                                   self.settings.isolation == "sandbox", account, copy)
+            pythons = [f"{prefix}/bin" for _, prefix in run.pythons if prefix not in ("/usr", "/usr/local")]
+            env["PATH"] = os.pathsep.join([env["PATH"], *pythons])  # the owner's Pythons last: found by uv
+            run.proc = subprocess.Popen(self.command(run, env), cwd=copy, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             _add_to_claim(claim, pgid=run.pgid, leader_start=_process_start(run.pgid),
                           slurm_job_name=run.slurm_job_name)
             # The logs are made while the job starts (its output waits in the pipes).
@@ -3243,8 +3200,8 @@ class _Executor:
                 f"(the owner's Pythons: {_pythons_text(self.pythons)})")
 
     def fetch(self, run: _Run, bash: str, sandbox: Callable[..., list[str]]) -> tuple[list[str], list[str], list[str]]:
-        """How a sandboxed job's packages are fetched before it starts (see "Python jobs"
-        in the Isolation section): the fetch, what bwrap adds, what runs before run.sh."""
+        """How a sandboxed job's packages are fetched before it starts ("Python jobs" in
+        Isolation): the fetch, what bwrap adds, what runs before run.sh."""
         index = self.index
         settings = {"UV_DEFAULT_INDEX": _URL_CREDENTIALS.sub("://", index), "UV_LINK_MODE": "copy",
                     **({} if self.settings.network else {"UV_OFFLINE": "1", "UV_PYTHON_DOWNLOADS": "never"})}
@@ -3283,13 +3240,11 @@ class _Executor:
         """The sandbox's seccomp filter, written once in the runner's state; None where
         there is none (neither x86_64 nor aarch64)."""
         program = _seccomp_filter()
-        if program is None:
-            return None
-        return self.site.save("seccomp.bpf", program)
+        return None if program is None else self.site.save("seccomp.bpf", program)
 
     def command(self, run: _Run, env: dict[str, str]) -> list[str]:
-        """``bash run.sh``, after what comes before it: srun, the sandbox or the switch
-        to the job's account, and the limits (set by bash's ulimit, so no code runs between fork and exec)."""
+        """``bash run.sh`` after srun, the sandbox or the switch to the job's account, and the
+        limits (set by bash's ulimit, so no code runs between fork and exec)."""
         bash = _find_program("bash", env["PATH"]) or "bash"
         limits = []
         if self.settings.max_memory_mb is not None:
@@ -3306,8 +3261,7 @@ class _Executor:
             def sandbox(network: bool, more: Sequence[str] = (), data: bool = True) -> list[str]:
                 return opener + _sandbox_argv(run.copy, self.config.syftbox_folder if data else None,
                                               reads if data else reads[len(self.settings.allow_read):], network,
-                                              run.account,
-                                              3 if seccomp else None, more)
+                                              run.account, 3 if seccomp else None, more)
             fetch, more, before = self.fetch(run, bash, sandbox)
             prefix = fetch + sandbox(self.settings.network, more) + prefix + before
         else:
@@ -3338,19 +3292,17 @@ class _Executor:
             self.console.say(f"🛑 Stopped {job.label}: it runs again at the next start")
             return None
         code, reason, failure = self.outcome(run)
-        stderr = run.outputs["stderr"]
         finished = datetime.datetime.now(datetime.timezone.utc)
         duration = (run.exited_at or time.monotonic()) - run.started
         held: list[str] = []
-        try:
-            if failure is not None:
-                raise OSError(failure.failure.errno, reason)
-            _write_all(run.returncode_fd, str(code).encode())
-            notes, held = run.publish(self.settings.max_output_bytes, self.settings.max_output_files)
-            for note in notes:
-                stderr.write_line(f"syft_job: {note}\n")
-        except OSError as exc:
-            reason = reason or f"job {job.label} could not be finished: {exc}"
+        if failure is None:
+            try:
+                _write_all(run.returncode_fd, str(code).encode())
+                notes, held = run.publish(self.settings.max_output_bytes, self.settings.max_output_files)
+                for note in notes:
+                    run.outputs["stderr"].write_line(f"syft_job: {note}\n")
+            except OSError as exc:
+                reason = reason or f"job {job.label} could not be finished: {exc}"
         result = JobResult(job.submitter, job.name, "done" if code == 0 else "failed", code, run.started_at,
                            finished, duration, reason)
         if failure is not None:
@@ -3421,9 +3373,8 @@ class _Executor:
 
     def mark_finished(self, job: _Job, claim: _Claim, copy: str, result: JobResult, approval: str,
                        results_fd: int | None = None, held_back: Sequence[str] = ()) -> bool:
-        """Write that the job is finished (then it never runs again); its claim becomes
-        the record of the run. False when even that fails (the job is left alone until
-        restart)."""
+        """Write that the job is finished (it never runs again), its claim becoming the record
+        of the run; False when even that fails (the job is left alone until restart)."""
         record = {"status": result.status, "return_code": result.return_code, "reason": result.reason,
                   "started_at": result.started_at.isoformat().replace("+00:00", "Z"),
                   "finished_at": result.finished_at.isoformat().replace("+00:00", "Z"),
@@ -3431,7 +3382,7 @@ class _Executor:
                   "launcher": self.settings.launcher or "local", "slurm_job_id": _slurm_job_id(self.site, job),
                   "approval": approval, "held_back": list(held_back[:100]),
                   "held_back_count": len(held_back)}
-        told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}  # to the submitter
+        told = {"review_reason": "cancelled by the data owner"} if result.reason == "cancelled" else {}
         try:
             if not job.protocol.markers:
                 _write_state(job, status=result.status, completed_at=record["finished_at"],
@@ -3466,7 +3417,8 @@ class _Executor:
             os.makedirs(job.results, exist_ok=True)
             with _folder(job.results) as fd:
                 datasite = str(self.config.get_user_dir(self.config.email))
-                for name, data in ((STDERR_FILE, f"syft_job: {_relative(reason, datasite)}\n"), (RETURNCODE_FILE, "-1")):
+                said = f"syft_job: {_relative(reason, datasite)}\n"
+                for name, data in ((STDERR_FILE, said), (RETURNCODE_FILE, "-1")):
                     fd_out = _create_at(fd, name)
                     _write_all(fd_out, data.encode())
                     os.close(fd_out)
