@@ -3822,6 +3822,21 @@ def test_a_full_disk_or_read_only_job_folder_stops_that_job_and_the_runner_goes_
 # ---------------------------------------------------------------------------
 
 
+def test_functions_are_short_and_flat_and_the_runner_only_runs():
+    """No function over 60 lines, no conditional expression inside another, a
+    SyftJobRunner of at most 450 lines and a YAML section of at most 300."""
+    source = (HERE / "syft_job.py").read_text()
+    tree = ast.parse(source)
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 60]
+    nested = [f"line {inner.lineno}" for node in ast.walk(tree) if isinstance(node, ast.IfExp)
+              for inner in ast.walk(node) if isinstance(inner, ast.IfExp) and inner is not node]
+    runner = next(node for node in tree.body if getattr(node, "name", "") == "SyftJobRunner")
+    yaml_section = source.split("\n# YAML:")[1].split("\n# Configuration\n")[0]
+    assert (long, nested) == ([], [])
+    assert runner.end_lineno - runner.lineno + 1 <= 450 and yaml_section.count("\n") <= 300
+
+
 def test_each_section_of_the_module_uses_only_the_sections_above_it():
     """Read top to bottom, the module never needs what comes later: every name a
     top-level definition uses (annotations aside: never evaluated) is defined once, in
