@@ -3338,13 +3338,11 @@ class _Executor:
             cut = next(o for o in run.outputs.values() if o.cut)
             code, reason = -1, (f"its {cut.log_name} reached the limit of {self.settings.max_log_bytes} bytes "
                                 "(max_log_bytes), so it was stopped")
-            if not stderr.cut:
-                stderr.write_line(f"syft_job: {reason}\n")
         elif self.settings.max_cpu_seconds is not None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
             reason = f"it used up its CPU time limit of {self.settings.max_cpu_seconds:g} seconds (max_cpu_seconds)"
         elif self.settings.max_memory_mb is not None and code != 0 and any(s in stderr.tail for s in _OUT_OF_MEMORY):
             reason = f"it ran out of memory under its limit of {self.settings.max_memory_mb:g} MB (max_memory_mb)"
-        if reason and run.stop_reason is None and failure is None and not stderr.cut:
+        if reason and run.stop_reason in (None, "log") and failure is None and not stderr.cut:
             stderr.write_line(f"syft_job: {reason}\n")
         return code, reason, failure
 

@@ -3728,6 +3728,7 @@ def test_jobs_get_a_minimal_environment_and_what_the_owner_passes(runner, syftbo
 def test_log_size_limit_cuts_the_log_and_stops_the_job(syftbox, capsys):
     limited = syft_job.create_runner(syftbox, OWNER, max_log_bytes=1001)
     job = make_job(limited, "chatty", "seq 1 100000\nsleep 300\n")
+    quick = make_job(limited, "quick", "seq 1 1000\n")  # fits in the pipe: it ends before its log is cut
     limited.process_approved_jobs(timeout=120)
     out = capsys.readouterr().out
     log = (job / "stdout.txt").read_bytes()
@@ -3737,6 +3738,8 @@ def test_log_size_limit_cuts_the_log_and_stops_the_job(syftbox, capsys):
     assert "its stdout.txt reached the limit of 1001 bytes (max_log_bytes), so it was stopped" in (
         job / "stderr.txt").read_text()
     assert "❌ Job chatty failed: its stdout.txt reached the limit" in out
+    for stderr in (job / "stderr.txt", quick / "stderr.txt"):
+        assert stderr.read_text().count("reached the limit of 1001 bytes") == 1
 
 
 @pytest.mark.slow
