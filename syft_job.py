@@ -4988,13 +4988,18 @@ def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may be cut between two chunks
+    empty = True
     for chunk in runner.follow_log(args.job, args.user, stderr=args.stderr, follow=args.follow):
+        empty = False
         if args.raw:
             sys.stdout.buffer.write(chunk)
         else:  # a job's escape sequences never reach the owner's terminal raw
             sys.stdout.write(_printable(decoder.decode(chunk).replace("\r\n", "\n"), lines=True))
         sys.stdout.flush()
     sys.stdout.write(_printable(decoder.decode(b"", final=True), lines=True))
+    if empty:  # said apart from the log, so that a pipe gets only the log
+        log = STDERR_FILE if args.stderr else STDOUT_FILE
+        print(f"syft-job logs: the {log} of {job.label} is empty", file=sys.stderr)
     return 0
 
 

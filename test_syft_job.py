@@ -3369,6 +3369,10 @@ def test_logs_follow_a_running_job_until_it_ends(syftbox):
         if follower:
             follower.kill()
     assert cli("logs", "chatty", "--stderr", *site_args(syftbox)).stdout == "oops\n"
+    quiet = make_job(runner, "quiet", "true\n")
+    runner.process_approved_jobs(stream_output=False)
+    empty = cli("logs", "quiet", *site_args(syftbox))
+    assert (empty.returncode, empty.stdout) == (0, "") and f"the stdout.txt of {DS}/quiet is empty" in empty.stderr
 
 
 @pytest.mark.slow
