@@ -186,7 +186,8 @@ class _Console:
 
     def say(self, *lines: str) -> None:
         """Write lines of the runner's own, any control character in them escaped."""
-        self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
+        if lines:
+            self.write("".join(_printable(line, lines=True) + "\n" for line in lines))
 
     def say_once(self, key: str, text: str) -> None:
         """Say ``text`` about ``key`` (a job) unless it was the last thing said of it."""
@@ -3934,9 +3935,12 @@ class _Trust:
         submitter, digest = submitter.strip(), digest.strip().lower()
         trusted = self.load()
         digests = trusted.setdefault(submitter, [])
-        if not trust and digest not in digests:
+        if trust and digest not in digests:
+            digests.append(digest)
+        elif not trust and digest in digests:
+            digests.remove(digest)
+        elif not trust:
             raise JobError(f"the code digest {digest} is not trusted for {_printable(submitter)}")
-        digests[:] = [d for d in digests if d != digest] + ([digest] if trust else [])
         self.site.save("trust.json", json.dumps({k: v for k, v in trusted.items() if v}, indent=1,
                                                 sort_keys=True).encode())
 
@@ -3945,10 +3949,10 @@ class _Events:
     """What happens to jobs, told to ``on_event``: a callable (a failure is said in one
     line, and forgotten), or a shell command run by _Hooks."""
 
-    def __init__(self, on_event: Callable[[dict], Any] | str | None, console: _Console, site: _Site) -> None:
+    def __init__(self, on_event: Callable[[dict], Any] | str | None, console: _Console) -> None:
         if on_event is not None and not callable(on_event) and not isinstance(on_event, str):
             raise ConfigError(f"on_event must be a callable or a shell command, got {on_event!r}")
-        self.on_event, self.console, self.site = on_event, console, site
+        self.on_event, self.console = on_event, console
         self.hooks = _Hooks(on_event, console) if isinstance(on_event, str) else None
         self.states: dict[str, str] | None = None  # job folder -> its state at the last poll of run()
 
@@ -3966,12 +3970,12 @@ class _Events:
         except Exception as exc:
             self.console.say(f"⚠️ on_event failed for {event} of {job.label}: {type(exc).__name__}: {exc}")
 
-    def note_decisions(self, jobs: list[_Job]) -> None:
+    def note_decisions(self, jobs: list[_Job], site: _Site) -> None:
         """Tell of the approvals and rejections made since the last poll, by whoever."""
         if self.states is not None:
             for job in jobs:
                 if job.state in ("approved", "rejected") and self.states.get(job.folder) != job.state:
-                    self.emit(job.state, job, job.state, reason=_status(job, self.site).reason)
+                    self.emit(job.state, job, job.state, reason=_status(job, site).reason)
         self.states = {job.folder: job.state for job in jobs}
 
 
@@ -4276,6 +4280,7 @@ class SyftJobRunner:
         self.config = config
         self.poll_interval = _positive(poll_interval, "poll_interval")
         self.console = _Console(console)
+        self._events = _Events(on_event, self.console)
         self.settings = _check_settings(
             config, isolation, allow_read, network, run_as, work_dir, max_concurrent_jobs, launcher, slurm_args,
             require_approval_digest, env_passthrough, max_memory_mb, max_cpu_seconds, max_log_bytes,
@@ -4284,7 +4289,6 @@ class SyftJobRunner:
         self._site = _Site(self.settings.work_dir, self.job_dir)
         self._intake = _Intake(config, self._site, self.console)
         self._scanner = self._intake.scanner
-        self._events = _Events(on_event, self.console, self._site)
         self._hooks = self._events.hooks
         self._trust = _Trust(self._site)
         self._executor = _Executor(config, self.settings, self._site, self.console, self._events.emit, self._hooks)
@@ -4602,13 +4606,13 @@ class SyftJobRunner:
         job = self._find_job(job_name, user)
         row = _job_row(job, self._site, self.config, self.settings.isolation)
         shown = _review_copy(job, self._executor)
-        approved, record = _approval(job)[0], self._site.record(job)
+        submitted, approved, record = shown.pop("submitted"), _approval(job)[0], self._site.record(job)
         results = _checked_results(job, record, self.settings.output_checks, output_checks) \
             if row["status"] in ("done", "failed") else []
         return {**row, **shown, **_approval_shown(job), "results": results,
                 "pythons": [f"{v} ({p})" for v, p in self._executor.pythons],
                 "held_back": record.get("held_back") or [], "held_back_count": record.get("held_back_count") or 0,
-                "changes": _changes(approved, shown.pop("submitted")) if approved is not None else None}
+                "changes": _changes(approved, submitted) if approved is not None else None}
 
     def follow_log(self, job_name: str, user: str | None = None, stderr: bool = False,
                    follow: bool = False) -> Iterator[bytes]:
@@ -4679,10 +4683,10 @@ class SyftJobRunner:
     def _poll_jobs(self) -> list[_Job]:
         """The jobs, after telling what is new and approving trusted code."""
         jobs = self._jobs()
-        self._events.note_decisions(jobs)
+        self._events.note_decisions(jobs, self._site)
         if self._announce(jobs):  # trusted code among the new jobs is approved now, and runs now
             jobs = self._jobs()
-            self._events.note_decisions(jobs)
+            self._events.note_decisions(jobs, self._site)
         return jobs
 
     def _wait_for_news(self) -> None:

@@ -340,7 +340,8 @@ def test_create_runner_takes_every_keyword_and_creates_nothing(syftbox, tmp_path
                          ({"isolation": "none", "network": False}, "needs the sandbox"),
                          ({"run_as": "no-such-account-here"}, "no account" if os.geteuid() == 0 else "only a runner"),
                          ({"max_output_files": 0}, "max_output_files"),
-                         ({"console": 42}, "console must be"), ({"env_passthrough": ["A=B"]}, "environment variable")):
+                         ({"console": 42}, "console must be"), ({"env_passthrough": ["A=B"]}, "environment variable"),
+                         ({"on_event": 5, "max_concurrent_jobs": 0}, "on_event must be a callable")):
         with pytest.raises(ConfigError, match=message):
             syft_job.create_runner(syftbox, OWNER, **bad)
 
@@ -4165,10 +4166,14 @@ def test_trust_through_the_api(syftbox):
     runner.check_for_new_jobs()
     digest = runner.describe_job("nightly 1")["code_digest"]
     runner.trust(DS, digest)
-    assert runner.trusted() == {DS: [digest]}
+    runner.trust(DS, "0" * 64)
+    runner.trust(DS, digest)  # again: nothing changes
+    assert runner.trusted() == {DS: [digest, "0" * 64]}
+    runner.untrust(DS, "0" * 64)
     resubmit(syftbox, "nightly 2", "echo model\n")
     assert runner.check_for_new_jobs() == [f"{DS}/nightly 2"]
-    assert runner.describe_job("nightly 2")["approval_method"] == "auto"
+    view = runner.describe_job("nightly 2")
+    assert view["approval_method"] == "auto" and view["changes"] is None and "submitted" not in view
     [result] = runner.process_approved_jobs(stream_output=False)
     assert (result.name, result.status) == ("nightly 2", "done")
     runner.untrust(DS, digest)
