@@ -229,8 +229,10 @@ def _open_folder(path: str | os.PathLike) -> int:
 
 def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """A clean-up whose failure changes nothing (the file or process already gone, a disk full)."""
-    with contextlib.suppress(OSError, SyftJobError, subprocess.SubprocessError):
+    try:
         action(*args, **kwargs)
+    except (OSError, SyftJobError, subprocess.SubprocessError):
+        pass
 
 
 def _or_none(read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
