@@ -14,8 +14,9 @@ submitter when the owner says so. It speaks every layout syft-job has shipped::
         <submitter>/<job>/                  all in one folder, with ``approved`` and
                                             ``done`` marker files          (syft-job 0.1.24)
 
-Quick start (a SyftBox folder ``~/SyftBox``; each side normally runs on its own
-machine, and SyftBox syncs the folder between them)::
+Quick start (a SyftBox folder ``~/SyftBox``, which must exist: the SyftBox client makes
+it, or ``mkdir -p ~/SyftBox``; each side normally runs on its own machine, and SyftBox
+syncs the folder between them)::
 
     import syft_job
 
@@ -3715,7 +3716,7 @@ def _job_info(job: _Job, syftbox: Path, owner: str, viewer: str) -> JobInfo:
 
 
 # ---------------------------------------------------------------------------
-# Runner
+# Runner: the poll loop, announcements, review commands and queries
 # ---------------------------------------------------------------------------
 
 def _script_preview(path: str, max_lines: int | None = 5, max_bytes: int = 16 * 1024 * 1024) -> str:
@@ -4989,10 +4990,13 @@ def _cmd_show(runner: SyftJobRunner, args: argparse.Namespace) -> None:
 
 def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
     job = runner._find_job(args.job, args.user)
-    if not args.follow and not os.path.lexists(os.path.join(job.results, STDERR_FILE if args.stderr else STDOUT_FILE)):
-        print(f"syft-job logs: {job.label} has not run (it is {_status(job, runner._site).status}): no log yet",
-              file=sys.stderr)
-        return 1
+    log = STDERR_FILE if args.stderr else STDOUT_FILE
+    if not os.path.lexists(os.path.join(job.results, log)):
+        status = _status(job, runner._site).status
+        if not args.follow or status not in ("approved", "running"):
+            print(f"syft-job logs: {job.label} has not run (it is {status}): no log yet", file=sys.stderr)
+            return 1
+        print(f"syft-job logs: {job.label} is {status}: its {log} follows once a runner starts it", file=sys.stderr)
     decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may be cut between two chunks
     empty = True
     for chunk in runner.follow_log(args.job, args.user, stderr=args.stderr, follow=args.follow):
@@ -5003,9 +5007,10 @@ def _cmd_logs(runner: SyftJobRunner, args: argparse.Namespace) -> int:
             sys.stdout.write(_printable(decoder.decode(chunk).replace("\r\n", "\n"), lines=True))
         sys.stdout.flush()
     sys.stdout.write(_printable(decoder.decode(b"", final=True), lines=True))
-    if empty:  # said apart from the log, so that a pipe gets only the log
-        log = STDERR_FILE if args.stderr else STDOUT_FILE
-        print(f"syft-job logs: the {log} of {job.label} is empty", file=sys.stderr)
+    if empty and os.path.lexists(os.path.join(job.results, log)):  # said apart, so that a pipe gets only the log
+        st = None if args.stderr else _or_none(os.lstat, os.path.join(job.results, STDERR_FILE))
+        more = f"; its {STDERR_FILE} has {st.st_size} bytes (--stderr)" if st and st.st_size else ""
+        print(f"syft-job logs: the {log} of {job.label} is empty{more}", file=sys.stderr)
     return 0
 
 

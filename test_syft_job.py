@@ -3375,10 +3375,24 @@ def test_logs_follow_a_running_job_until_it_ends(syftbox):
         if follower:
             follower.kill()
     assert cli("logs", "chatty", "--stderr", *site_args(syftbox)).stdout == "oops\n"
-    quiet = make_job(runner, "quiet", "true\n")
-    runner.process_approved_jobs(stream_output=False)
+    quiet = make_job(runner, "quiet", "echo only-errors >&2\n")
+    waiting = make_job(runner, "waiting", "true\n", approved=False)
+    for args in (["quiet"], ["waiting"], ["waiting", "--follow"]):  # the last never waits for a job nobody approved
+        result = cli("logs", *args, *site_args(syftbox))
+        assert result.returncode == 1 and f"{DS}/{args[0]} has not run (it is " in result.stderr, result.stderr
+    follower = subprocess.Popen([sys.executable, "-m", "syft_job", "logs", "quiet", "--follow", "--stderr",
+                                 *site_args(syftbox)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env())
+    try:  # approved, not started: it says so, and waits for the run
+        reader = LineReader(follower)
+        reader.wait_for(f"{DS}/quiet is approved: its stderr.txt follows once a runner starts it")
+        runner.process_approved_jobs(stream_output=False)
+        assert follower.wait(timeout=30) == 0
+        reader.wait_for("only-errors")
+    finally:
+        follower.kill()
     empty = cli("logs", "quiet", *site_args(syftbox))
-    assert (empty.returncode, empty.stdout) == (0, "") and f"the stdout.txt of {DS}/quiet is empty" in empty.stderr
+    assert (empty.returncode, empty.stdout) == (0, "")
+    assert f"the stdout.txt of {DS}/quiet is empty; its stderr.txt has 12 bytes (--stderr)" in empty.stderr
 
 
 @pytest.mark.slow
