@@ -5239,7 +5239,8 @@ def _option_groups() -> tuple[argparse.ArgumentParser, ...]:
     datasite.add_argument("--email", metavar="EMAIL",
                           help=f"the data owner's email (default: ${_EMAIL_ENV_VAR}, else the SyftBox client config)")
     datasite.add_argument("--work-dir", metavar="PATH", help="the runner's private state, outside the SyftBox folder "
-                                                             "(default: $XDG_STATE_HOME/syft-job)")
+                                                             "(default: $XDG_STATE_HOME/syft-job, else /var/lib/syft-job for root "
+                                                             "and ~/.local/state/syft-job for anyone else)")
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument("--timeout", type=_number_arg(float), metavar="SECONDS",
                          help=f"stop a job after this long (default: ${TIMEOUT_ENV_VAR}, else 300)")
